@@ -1,0 +1,5 @@
+"""`python -m crisiswatch` is the `crisiswatch` command."""
+
+from crisiswatch.cli import main
+
+raise SystemExit(main())

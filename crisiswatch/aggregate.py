@@ -1,0 +1,184 @@
+"""Event-time buckets per series, closed by a watermark so late mentions still count.
+
+Every mention of a brand counts in the brand's roll-up series and in one series per topic it was
+tagged with. A bucket closes when the watermark (the latest event time seen, less the allowed
+lateness) passes its end; every known series closes it, so a quiet series reports a zero, which
+the detectors need as much as a busy one. A mention older than the oldest open bucket is late:
+it is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.domain import ALL_TOPICS, Bucket, ScoredMention, SeriesKey
+
+STOPWORDS = frozenset(
+    """the and for you your are was were with that this have has had not but all can just get got
+    they them their what when where who why how its our out now one from about like been will
+    would could should there here than then too very really some any more most much did does
+    im amp http https www com rt via yes lol still even again ever into over after only
+    because being also back know want need make made going today yesterday tomorrow""".split()  # noqa: SIM905
+)
+MAX_TERMS_PER_MENTION = 40
+
+
+@dataclass(slots=True)
+class _Accumulator:
+    """One series' open bucket, filling up."""
+
+    count: int = 0
+    raw_count: int = 0
+    negative_count: int = 0
+    authors: Counter[str] = field(default_factory=Counter)
+    followers: dict[str, int] = field(default_factory=dict)
+    sources: Counter[str] = field(default_factory=Counter)
+    terms: Counter[str] = field(default_factory=Counter)
+    samples: list[tuple[float, int, ScoredMention]] = field(default_factory=list)
+
+
+def sample_weight(scored: ScoredMention) -> float:
+    """How representative a post is of a crisis: negative posts from far-reaching authors first."""
+    return (0.25 + scored.negative) * math.sqrt(1.0 + scored.mention.author_followers)
+
+
+class Aggregator:
+    """Counts scored mentions into event-time buckets and hands out the closed ones."""
+
+    def __init__(
+        self,
+        series: Iterable[SeriesKey],
+        *,
+        bucket: timedelta,
+        allowed_lateness: timedelta,
+        per_author_cap: int,
+        samples_per_bucket: int,
+        brand_terms: dict[str, frozenset[str]] | None = None,
+    ) -> None:
+        self._series = sorted(set(series))
+        self._width = int(bucket.total_seconds())
+        self._lateness = allowed_lateness
+        self._cap = per_author_cap
+        self._samples = samples_per_bucket
+        self._brand_terms = brand_terms or {}
+        self._open: dict[int, dict[SeriesKey, _Accumulator]] = {}  # bucket index -> series
+        self._next_to_close: int | None = None
+        self._watermark: datetime | None = None
+        self._sequence = 0  # tie-breaker for samples of equal weight: first come first
+        self.late = 0
+
+    @property
+    def watermark(self) -> datetime | None:
+        return self._watermark
+
+    def index_of(self, moment: datetime) -> int:
+        return int(moment.timestamp()) // self._width
+
+    def start_of(self, index: int) -> datetime:
+        return datetime.fromtimestamp(index * self._width, tz=UTC)
+
+    def add(self, scored: ScoredMention, tokens: Iterable[str]) -> None:
+        """Count one mention into its bucket, or count it as late."""
+        index = self.index_of(scored.mention.created_at)
+        if self._next_to_close is None:
+            self._next_to_close = index
+        elif index < self._next_to_close:
+            self.late += 1
+            return
+        series = self._open.setdefault(index, {})
+        terms = self._terms(scored.brand, tokens)
+        for topic in (ALL_TOPICS, *scored.topics):
+            acc = series.get(SeriesKey(scored.brand, topic))
+            if acc is None:
+                acc = series[SeriesKey(scored.brand, topic)] = _Accumulator()
+            self._count(acc, scored, terms)
+
+    def _terms(self, brand: str, tokens: Iterable[str]) -> set[str]:
+        own = self._brand_terms.get(brand, frozenset())
+        terms = set()
+        for token in tokens:
+            if (
+                len(token) > 2
+                and token not in STOPWORDS
+                and token not in own
+                and not token.isdigit()
+            ):
+                terms.add(token)
+                if len(terms) >= MAX_TERMS_PER_MENTION:
+                    break
+        return terms
+
+    def _count(self, acc: _Accumulator, scored: ScoredMention, terms: set[str]) -> None:
+        mention = scored.mention
+        acc.raw_count += 1
+        author = mention.author or mention.id
+        acc.authors[author] += 1
+        if acc.authors[author] > self._cap:
+            return  # one author's burst (spam, a bot) must not make volume
+        acc.count += 1
+        acc.negative_count += scored.is_negative
+        acc.followers[author] = max(acc.followers.get(author, 0), mention.author_followers)
+        acc.sources[mention.source] += 1
+        acc.terms.update(terms)
+        self._sequence += 1
+        entry = (sample_weight(scored), -self._sequence, scored)
+        if len(acc.samples) < self._samples:
+            heapq.heappush(acc.samples, entry)
+        else:
+            heapq.heappushpop(acc.samples, entry)
+
+    def advance(self, moment: datetime) -> list[Bucket]:
+        """Move the watermark to `moment` less the lateness; return the buckets that closed."""
+        watermark = moment - self._lateness
+        if self._watermark is not None and watermark <= self._watermark:
+            return []
+        self._watermark = watermark
+        if self._next_to_close is None:
+            return []
+        closed: list[Bucket] = []
+        limit = self.index_of(watermark)  # buckets below this index have ended
+        while self._next_to_close < limit:
+            closed.extend(self._close(self._next_to_close))
+            self._next_to_close += 1
+        return closed
+
+    def flush(self) -> list[Bucket]:
+        """Close every open bucket (at the end of a replay)."""
+        if not self._open:
+            return []
+        last = max(self._open)
+        closed: list[Bucket] = []
+        while self._next_to_close is not None and self._next_to_close <= last:
+            closed.extend(self._close(self._next_to_close))
+            self._next_to_close += 1
+        return closed
+
+    def _close(self, index: int) -> list[Bucket]:
+        series = self._open.pop(index, {})
+        start = self.start_of(index)
+        end = start + timedelta(seconds=self._width)
+        return [_bucket(key, start, end, series.get(key)) for key in self._series]
+
+
+def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | None) -> Bucket:
+    if acc is None:
+        return Bucket(key, start, end, 0, 0, 0, 0, 0, (), (), ())
+    samples = tuple(entry[2] for entry in sorted(acc.samples, reverse=True))
+    return Bucket(
+        series=key,
+        start=start,
+        end=end,
+        count=acc.count,
+        raw_count=acc.raw_count,
+        negative_count=acc.negative_count,
+        unique_authors=len(acc.authors),
+        reach=sum(acc.followers.values()),
+        sources=tuple(acc.sources.most_common()),
+        top_terms=tuple(acc.terms.most_common(8)),
+        samples=samples,
+    )

@@ -1,0 +1,219 @@
+"""Every command. Thin: parse the arguments, call the library, set the exit code.
+
+Exit codes: 0 success, 1 a check failed or input was invalid, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from crisiswatch import __version__
+from crisiswatch.config import ReplaySource as ReplaySettings
+from crisiswatch.config import Settings, load_settings, state_dir
+from crisiswatch.daemon import Daemon, RunSummary
+from crisiswatch.domain import Page, PageKind
+from crisiswatch.notify import Notifier
+from crisiswatch.notify.console import ConsoleNotifier
+from crisiswatch.notify.render import render_line
+from crisiswatch.ops.logging import LEVELS, configure_logging
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.schema import Rule
+from crisiswatch.sources.replay import ReplaySource
+from crisiswatch.store import Store, StoreError
+from crisiswatch.yamlfile import ProblemsError
+
+DEMO_DIR = Path(__file__).parent / "demo"
+DEMO_CONFIG = DEMO_DIR / "config.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        code: int = args.handler(args)
+    except ProblemsError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"crisiswatch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crisiswatch",
+        description="Watch brand mentions, detect crises early, page the comms team.",
+    )
+    parser.add_argument("--version", action="version", version=f"crisiswatch {__version__}")
+    parser.add_argument("--log-level", choices=LEVELS, default="warning")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon (with no --config: the embedded demo)")
+    run.add_argument("--config", type=Path, help="a deployment's config file")
+    run.set_defaults(handler=_run)
+
+    backtest = commands.add_parser(
+        "backtest", help="replay a mentions file and print the pages it would have sent"
+    )
+    backtest.add_argument("mentions", type=Path, help="mention JSON lines, optionally gzipped")
+    backtest.add_argument("--config", type=Path, help="default: the demo's config")
+    backtest.add_argument("--rules", type=Path, action="append", help="rules file or folder")
+    backtest.add_argument("--json", action="store_true", help="one JSON object per page")
+    backtest.set_defaults(handler=_backtest)
+
+    rules = commands.add_parser("rules", help="work with alert rules")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    check = rules_commands.add_parser("check", help="validate rule files; exit 1 on any problem")
+    check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
+    check.add_argument("--config", type=Path, help="also check brands and routes against it")
+    check.set_defaults(handler=_rules_check)
+    return parser
+
+
+def _load_deployment(config: Path | None) -> Settings:
+    return load_settings(config if config is not None else DEMO_CONFIG)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        return _run_demo()
+    settings = load_settings(args.config)
+    rules = load_rules(settings.rules, settings)
+    notifiers: list[Notifier] = [ConsoleNotifier()] if settings.notify.console else []
+    directory = state_dir(settings)
+    summary = asyncio.run(_serve(settings, rules, notifiers, directory, finite=False))
+    print(f"stopped: {summary}")
+    return 0
+
+
+def _run_demo() -> int:
+    settings = _load_deployment(None)
+    rules = load_rules(settings.rules, settings)
+    print(
+        f"crisiswatch demo: replaying {_replay_path(settings).name} for "
+        f"{', '.join(b.display_name for b in settings.brands)} with {len(rules)} rules\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="crisiswatch-demo-") as tmp:
+        summary = asyncio.run(_serve(settings, rules, [ConsoleNotifier()], Path(tmp), finite=True))
+    print(f"demo finished: {summary}")
+    return 0
+
+
+def _replay_path(settings: Settings) -> Path:
+    replay = settings.sources.replay
+    assert replay is not None, "the demo config has a replay source"
+    return replay.path
+
+
+async def _serve(
+    settings: Settings,
+    rules: list[Rule],
+    notifiers: list[Notifier],
+    directory: Path,
+    *,
+    finite: bool,
+) -> RunSummary:
+    from crisiswatch.enrich.sentiment import SentimentModel
+
+    store = await Store.open(directory / "crisiswatch.sqlite3")
+    try:
+        model = await asyncio.to_thread(SentimentModel.load_default)
+        pipeline = Pipeline(settings, rules, model)
+        sources = []
+        replay = settings.sources.replay
+        if replay is not None:
+            sources.append(ReplaySource(replay.path, speed=replay.speed))
+        daemon = Daemon(
+            pipeline, sources, notifiers, store, queue_size=settings.pipeline.queue_size
+        )
+        return await daemon.run(exit_when_sources_end=finite)
+    finally:
+        await store.close()
+
+
+class _Collector:
+    """A notifier that keeps the pages, for backtests."""
+
+    name = "backtest"
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.pages: list[Page] = []
+        self._out = out
+        self._json = as_json
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
+        self._out.write((page_json(page) if self._json else render_line(page)) + "\n")
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    settings = _load_deployment(args.config)
+    if not args.mentions.is_file():
+        print(f"crisiswatch: no such mentions file: {args.mentions}", file=sys.stderr)
+        return 1
+    rules = load_rules(args.rules or settings.rules, settings)
+    settings = settings.model_copy(
+        update={
+            "sources": settings.sources.model_copy(
+                update={"replay": ReplaySettings(path=args.mentions)}
+            )
+        }
+    )
+    collector = _Collector(sys.stdout, args.json)
+    with tempfile.TemporaryDirectory(prefix="crisiswatch-backtest-") as tmp:
+        summary = asyncio.run(_serve(settings, rules, [collector], Path(tmp), finite=True))
+    if not args.json:
+        print(f"\n{len(collector.pages)} pages; per rule (incidents opened / pages):")
+        opened: Counter[str] = Counter()
+        paged: Counter[str] = Counter()
+        for page in collector.pages:
+            for rule_id in page.incident.rules:
+                paged[rule_id] += 1
+                opened[rule_id] += page.kind is PageKind.OPENED
+        for rule in rules:
+            print(f"  {rule.id:<28} {opened[rule.id]:>4} / {paged[rule.id]:<4}")
+        print(f"{summary}")
+    return 0
+
+
+def page_json(page: Page) -> str:
+    incident = page.incident
+    return orjson.dumps(
+        {
+            "at": page.at.isoformat(),
+            "kind": page.kind.value,
+            "incident": incident.id,
+            "brand": incident.brand,
+            "severity": incident.severity.label,
+            "stage": incident.stage.label,
+            "rules": incident.rules,
+            "topics": incident.topics,
+            "sources": incident.sources,
+            "summary": incident.summary,
+            "reasons": incident.reasons,
+            "changes": page.changes,
+        }
+    ).decode()
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    paths = args.paths or [Path("rules")]
+    settings = load_settings(args.config) if args.config else None
+    rules = load_rules(paths, settings)
+    print(f"{len(rules)} rules OK")
+    return 0

@@ -1,0 +1,186 @@
+"""The settings document (YAML, validated whole, unknown keys rejected) and where secrets live.
+
+A deployment's config names its brands (the queries every source shares), the pipeline's bucket
+size and lateness, its sources, its rules directory and the routes pages take. Paths inside it are
+relative to the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from crisiswatch.durations import parse_duration
+from crisiswatch.yamlfile import ProblemsError, load_yaml, validate
+
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter"
+        )
+    return value
+
+
+class Brand(Strict):
+    """One brand and the queries that attribute a mention to it, shared by every source."""
+
+    id: str
+    name: str = ""
+    keywords: list[str] = []  # words or phrases, matched as whole words, case-insensitive
+    hashtags: list[str] = []
+    handles: list[str] = []  # the brand's own accounts
+    exclusions: list[str] = []  # a mention containing any of these is not about the brand
+    languages: list[str] = []  # empty: every language
+    topics: dict[str, list[str]] = {}  # topic tag -> words or phrases
+
+    _check_id = field_validator("id")(check_identifier)
+
+    @field_validator("topics")
+    @classmethod
+    def _topic_ids(cls, topics: dict[str, list[str]]) -> dict[str, list[str]]:
+        for topic in topics:
+            check_identifier(topic)
+        return topics
+
+    @field_validator("hashtags")
+    @classmethod
+    def _hashtags(cls, tags: list[str]) -> list[str]:
+        return [tag if tag.startswith("#") else f"#{tag}" for tag in tags]
+
+    @field_validator("handles")
+    @classmethod
+    def _handles(cls, handles: list[str]) -> list[str]:
+        return [h if h.startswith("@") else f"@{h}" for h in handles]
+
+    @model_validator(mode="after")
+    def _has_a_query(self) -> Brand:
+        if not (self.keywords or self.hashtags or self.handles):
+            raise ValueError(f"brand {self.id!r} needs at least one keyword, hashtag or handle")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class Pipeline(Strict):
+    bucket: Duration = timedelta(minutes=5)
+    allowed_lateness: Duration = timedelta(minutes=2)  # how late a mention may arrive and count
+    queue_size: int = Field(10_000, ge=1)
+    per_author_cap: int = Field(3, ge=1)  # mentions one author adds to one bucket's volume
+    samples_per_bucket: int = Field(5, ge=1, le=20)
+    dedupe_capacity: int = Field(1_000_000, ge=1_000)  # ids remembered to drop duplicates
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, bucket: timedelta) -> timedelta:
+        seconds = bucket.total_seconds()
+        if seconds < 60 or 86400 % seconds:
+            raise ValueError("bucket must be at least 1m and divide a day evenly (1m, 5m, 15m, 1h)")
+        return bucket
+
+
+class ReplaySource(Strict):
+    """Mention JSON lines (optionally gzipped) played in event time."""
+
+    path: Path
+    speed: float = Field(0.0, ge=0)  # 0: as fast as possible; 60: one minute per second
+
+
+class Sources(Strict):
+    replay: ReplaySource | None = None
+
+
+class Route(Strict):
+    channel: str = "#crisis-alerts"
+    mention: dict[Literal["info", "warning", "critical"], list[str]] = {}
+
+
+class Incidents(Strict):
+    group_by: list[Literal["brand", "topic", "rule"]] = ["brand"]
+    resolve_after: Duration = timedelta(hours=1)  # quiet this long (no alert) → resolved
+
+
+class Notify(Strict):
+    console: bool = True
+
+
+class Settings(Strict):
+    """The whole settings document."""
+
+    state_dir: Path | None = None  # default: $STATE_DIRECTORY under systemd, else ./var
+    rules: list[Path] = [Path("rules")]
+    brands: list[Brand]
+    pipeline: Pipeline = Pipeline()
+    sources: Sources = Sources()
+    routes: dict[str, Route] = {"default": Route()}
+    incidents: Incidents = Incidents()
+    notify: Notify = Notify()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Settings:
+        ids = [b.id for b in self.brands]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"brand ids must be unique: {', '.join(duplicates)}")
+        for name in self.routes:
+            check_identifier(name)
+        return self
+
+    def brand(self, brand_id: str) -> Brand | None:
+        return next((b for b in self.brands if b.id == brand_id), None)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a config file; paths inside it become relative to its folder."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ProblemsError([doc.problem((), "the config must be a mapping of keys to values")])
+    settings = validate(Settings, doc)
+    base = path.resolve().parent
+    replay = settings.sources.replay
+    return settings.model_copy(
+        update={
+            "state_dir": _under(base, settings.state_dir) if settings.state_dir else None,
+            "rules": [_under(base, p) for p in settings.rules],
+            "sources": settings.sources.model_copy(
+                update={"replay": replay.model_copy(update={"path": _under(base, replay.path)})}
+                if replay
+                else {}
+            ),
+        }
+    )
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where state lives: the config's `state_dir`, systemd's StateDirectory, or ./var."""
+    if settings.state_dir is not None:
+        return settings.state_dir
+    from_systemd = os.environ.get("STATE_DIRECTORY")
+    if from_systemd:
+        return Path(from_systemd.split(":")[0])
+    return Path("var")

@@ -1,0 +1,159 @@
+"""Wiring and lifecycle: sources → bounded queue → pipeline → dispatcher, until stopped.
+
+Each source pumps into one bounded queue (a slow pipeline slows the sources, it never drops
+mentions); one consumer owns the pipeline, so pages leave in the order they were decided.
+SIGTERM/SIGINT stop the sources and drain the queue. A finite run (the demo replay) ends when
+its sources end: open buckets are closed and their pages sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from crisiswatch.domain import Mention, Page, PageKind
+from crisiswatch.notify import Notifier
+from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.pipeline import Pipeline, PipelineStats
+from crisiswatch.sources import Source
+from crisiswatch.store import Store
+
+log = structlog.get_logger(__name__)
+SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    stats: PipelineStats
+    malformed: int
+    incidents_opened: int
+    incidents_open_at_end: int
+    pages_sent: int
+    pages_failed: int
+    seconds: float
+
+    def __str__(self) -> str:
+        s = self.stats
+        return (
+            f"{s.mentions:,} mentions counted, {s.duplicates:,} duplicates dropped, "
+            f"{self.malformed:,} malformed lines skipped, {s.unattributed:,} not about a watched "
+            f"brand, {s.late:,} too late; {s.buckets:,} buckets closed, {s.alerts:,} alerts → "
+            f"{self.incidents_opened} incidents ({self.incidents_open_at_end} still open), "
+            f"{self.pages_sent} pages sent, {self.pages_failed} failed, in {self.seconds:.1f}s"
+        )
+
+
+class Daemon:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sources: Sequence[Source],
+        notifiers: Sequence[Notifier],
+        store: Store,
+        *,
+        queue_size: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.sources = list(sources)
+        self.dispatcher = Dispatcher(notifiers, store)
+        self.store = store
+        self.queue: asyncio.Queue[Mention | None] = asyncio.Queue(maxsize=queue_size)
+        self.stopping = asyncio.Event()
+        self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
+        self._opened = 0
+
+    async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
+        started = time.monotonic()
+        restored = await self.store.recent_seen(self.pipeline.deduper.capacity)
+        for mention_id in restored:
+            self.pipeline.deduper.first_time(mention_id)
+        self._install_signal_handlers()
+        log.info(
+            "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
+        )
+        consumer = asyncio.create_task(self._consume(), name="pipeline")
+        pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        watched: set[asyncio.Future[Any]] = {stop_wait, *pumps}
+        finished_all = False
+        while not self.stopping.is_set():
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            watched -= done
+            if exit_when_sources_end and not any(p in watched for p in pumps):
+                finished_all = True
+                break
+        for task in (*pumps, stop_wait):
+            task.cancel()
+        await asyncio.gather(*pumps, stop_wait, return_exceptions=True)
+        await self.queue.put(None)  # the consumer drains what is queued, then ends
+        await consumer
+        if finished_all:
+            for page in self.pipeline.finish():
+                await self._send(page)
+        await self._save_seen()
+        self._remove_signal_handlers()
+        summary = RunSummary(
+            stats=self.pipeline.stats,
+            malformed=sum(getattr(s, "malformed", 0) for s in self.sources),
+            incidents_opened=self._opened,
+            incidents_open_at_end=len(self.pipeline.incidents.open),
+            pages_sent=self.dispatcher.sent,
+            pages_failed=self.dispatcher.failed,
+            seconds=time.monotonic() - started,
+        )
+        log.info("daemon.stopped", summary=str(summary))
+        return summary
+
+    async def _pump(self, source: Source) -> None:
+        try:
+            async for mention in source.stream():
+                await self.queue.put(mention)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("source.failed", source=source.name)
+        else:
+            log.info("source.ended", source=source.name)
+
+    async def _consume(self) -> None:
+        while (mention := await self.queue.get()) is not None:
+            pages = self.pipeline.feed(mention)
+            self._unsaved.append(mention)
+            if len(self._unsaved) >= SEEN_BATCH:
+                await self._save_seen()
+            for page in pages:
+                await self._send(page)
+
+    async def _send(self, page: Page) -> None:
+        if page.kind is PageKind.OPENED:
+            self._opened += 1
+        await self.dispatcher.dispatch(page)
+
+    async def _save_seen(self) -> None:
+        if not self._unsaved:
+            return
+        batch, self._unsaved = self._unsaved, []
+        try:
+            await self.store.mark_seen((m.id for m in batch), batch[-1].created_at)
+        except Exception as exc:
+            log.error("store.seen_unsaved", count=len(batch), error=str(exc))
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        log.info("daemon.stopping", signal=sig.name)
+        self.stopping.set()

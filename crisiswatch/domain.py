@@ -1,0 +1,185 @@
+"""The vocabulary every stage speaks: frozen values passed from one stage to the next.
+
+A `Mention` enters, is attributed and scored (`ScoredMention`), counted into event-time
+`Bucket`s per series, judged by the detectors (`Signal`), matched by rules (`Alert`), grouped
+into an `Incident`, and announced as a `Page`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ALL_TOPICS = "*"
+"""The topic of a brand's roll-up series (every mention of the brand, whatever its topic)."""
+
+
+class Severity(enum.IntEnum):
+    """How urgently a person must look; ordered so that `max()` picks the worst."""
+
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Stage(enum.IntEnum):
+    """How far a crisis has spread: spark (early), flame (sustained), fire (severe or spreading)."""
+
+    SPARK = 1
+    FLAME = 2
+    FIRE = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class IncidentStatus(enum.Enum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class PageKind(enum.Enum):
+    OPENED = "opened"
+    ESCALATED = "escalated"  # severity or stage went up
+    UPDATED = "updated"  # spread to a new source or topic
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One post, comment or reply about a brand, from any source. Its text is untrusted."""
+
+    id: str
+    source: str
+    created_at: datetime  # timezone-aware, UTC
+    text: str
+    brand: str | None = None
+    author: str | None = None
+    author_followers: int = 0
+    url: str | None = None
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredMention:
+    """A mention attributed to one brand and its topics, with its probability of being negative."""
+
+    mention: Mention
+    brand: str
+    topics: tuple[str, ...]
+    negative: float
+
+    @property
+    def is_negative(self) -> bool:
+        return self.negative >= 0.5
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SeriesKey:
+    """One bucketed series: a brand's mentions on one topic, or on all (`ALL_TOPICS`)."""
+
+    brand: str
+    topic: str = ALL_TOPICS
+
+    def __str__(self) -> str:
+        return self.brand if self.topic == ALL_TOPICS else f"{self.brand}/{self.topic}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """What one closed event-time bucket of one series holds."""
+
+    series: SeriesKey
+    start: datetime
+    end: datetime
+    count: int  # mentions counted, at most `per_author_cap` per author (spam does not make volume)
+    raw_count: int  # every mention that arrived, before the per-author cap
+    negative_count: int
+    unique_authors: int
+    reach: int  # summed followers of the authors
+    sources: tuple[tuple[str, int], ...]  # (source, count), most first
+    top_terms: tuple[tuple[str, int], ...]  # (term, count), most first
+    samples: tuple[ScoredMention, ...]  # the most representative posts, most important first
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative_count / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What one closed bucket says about its series, with each detector's verdict."""
+
+    bucket: Bucket
+    volume_score: float  # in [0, 1]: how surprising the volume is
+    volume_expected: float  # the count the volume detector expected
+    volume_upper: float  # upper edge of the expected band
+    negative_score: float  # in [0, 1]: how surprising the negative share is
+    negative_expected: float  # the usual negative share
+    previous_count: int  # the count of the bucket before, to tell how fast it rises
+
+    @property
+    def series(self) -> SeriesKey:
+        return self.bucket.series
+
+    @property
+    def at(self) -> datetime:
+        return self.bucket.end
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A rule's conditions held for a series at the close of a bucket."""
+
+    rule_id: str
+    severity: Severity
+    stage: Stage
+    signal: Signal
+    summary: str
+    reasons: tuple[str, ...]  # readable sentences with the numbers, one per condition that held
+    route: str = "default"
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def at(self) -> datetime:
+        return self.signal.at
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Alerts grouped under one key, with a life: firing until quiet, then resolved."""
+
+    key: str
+    brand: str
+    status: IncidentStatus
+    severity: Severity
+    stage: Stage
+    started_at: datetime  # start of the first bucket that alerted
+    updated_at: datetime
+    last_alert_at: datetime
+    resolved_at: datetime | None
+    rules: tuple[str, ...]
+    topics: tuple[str, ...]
+    sources: tuple[str, ...]
+    route: str
+    summary: str
+    reasons: tuple[str, ...]
+    peak_count: int
+    latest: Signal  # the signal of the most recent alert
+    id: str = field(default="")  # stable id: key plus the start time
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One message to send about an incident: its opening, an escalation, or its resolution."""
+
+    incident: Incident
+    kind: PageKind
+    at: datetime
+    changes: tuple[str, ...] = ()

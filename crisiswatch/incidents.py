@@ -1,0 +1,161 @@
+"""Alerts → incidents: grouping, escalation, and resolution once every rule has gone quiet.
+
+Alerts that share a group key (by default the brand) belong to one incident, so one crisis
+seen by several rules and topics pages once. An incident opens with its first alert, pages again
+when it gets worse (severity or stage up) or spreads (a new source or topic), and resolves when
+each of its rules has been quiet for that rule's `keep_firing_for`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from crisiswatch.domain import (
+    ALL_TOPICS,
+    Alert,
+    Incident,
+    IncidentStatus,
+    Page,
+    PageKind,
+    Stage,
+)
+
+SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
+SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket is "where it happens"
+
+
+class IncidentManager:
+    """Keeps the open incidents and turns each bucket's alerts into pages."""
+
+    def __init__(
+        self,
+        keep_firing_for: Mapping[str, timedelta],
+        group_by: Sequence[str] = ("brand",),
+    ) -> None:
+        self.keep_firing_for = dict(keep_firing_for)
+        self.group_by = tuple(group_by)
+        self.open: dict[str, Incident] = {}
+        self._last_alert: dict[str, dict[str, datetime]] = {}  # incident key -> rule -> time
+        self._alerting_buckets: dict[str, int] = {}
+
+    def key_of(self, alert: Alert) -> str:
+        labels = {"brand": alert.signal.series.brand, "topic": alert.signal.series.topic}
+        labels["rule"] = alert.rule_id
+        return ",".join(f"{name}={labels[name]}" for name in self.group_by)
+
+    def update(self, alerts: Sequence[Alert], now: datetime) -> list[Page]:
+        """Apply one bucket's alerts (all series, closing at `now`); return the pages to send."""
+        pages: list[Page | None] = []
+        grouped: dict[str, list[Alert]] = {}
+        for alert in alerts:
+            grouped.setdefault(self.key_of(alert), []).append(alert)
+        for key, group in grouped.items():
+            pages.append(self._apply(key, group, now))
+        for key in [k for k in self.open if k not in grouped]:
+            if self._quiet(key, now):
+                pages.append(self._resolve(key, now))
+        return [page for page in pages if page is not None]
+
+    def _quiet(self, key: str, now: datetime) -> bool:
+        default = timedelta(hours=1)
+        return all(
+            now - last >= self.keep_firing_for.get(rule, default)
+            for rule, last in self._last_alert[key].items()
+        )
+
+    def _apply(self, key: str, alerts: list[Alert], now: datetime) -> Page | None:
+        worst = max(alerts, key=lambda a: (a.severity, a.stage, a.signal.bucket.count))
+        rules = {a.rule_id for a in alerts}
+        topics = {a.signal.series.topic for a in alerts} - {ALL_TOPICS}
+        sources = {s for a in alerts for s in _main_sources(a)}
+        self._last_alert.setdefault(key, {}).update(dict.fromkeys(rules, now))
+        self._alerting_buckets[key] = self._alerting_buckets.get(key, 0) + 1
+        previous = self.open.get(key)
+        if previous is None:
+            incident = Incident(
+                key=key,
+                brand=worst.signal.series.brand,
+                status=IncidentStatus.FIRING,
+                severity=worst.severity,
+                stage=worst.stage,
+                started_at=min(a.signal.bucket.start for a in alerts),
+                updated_at=now,
+                last_alert_at=now,
+                resolved_at=None,
+                rules=tuple(sorted(rules)),
+                topics=tuple(sorted(topics)),
+                sources=tuple(sorted(sources)),
+                route=worst.route,
+                summary=worst.summary,
+                reasons=worst.reasons,
+                peak_count=max(a.signal.bucket.count for a in alerts),
+                latest=worst.signal,
+            )
+            incident = replace(incident, id=f"{key}@{incident.started_at:%Y%m%dT%H%MZ}")
+            self.open[key] = incident
+            return Page(incident, PageKind.OPENED, now)
+        merged = replace(
+            previous,
+            severity=max(previous.severity, worst.severity),
+            rules=tuple(sorted(rules | set(previous.rules))),
+            topics=tuple(sorted(topics | set(previous.topics))),
+            sources=tuple(sorted(sources | set(previous.sources))),
+            updated_at=now,
+            last_alert_at=now,
+            peak_count=max(previous.peak_count, *(a.signal.bucket.count for a in alerts)),
+        )
+        merged = replace(merged, stage=self._stage(key, merged, worst.stage))
+        worse = (merged.severity, merged.stage) > (previous.severity, previous.stage)
+        if worse:
+            merged = replace(
+                merged, summary=worst.summary, reasons=worst.reasons, latest=worst.signal
+            )
+        self.open[key] = merged
+        if worse:
+            return Page(merged, PageKind.ESCALATED, now, tuple(_changes(previous, merged)))
+        changes = _changes(previous, merged)
+        return Page(merged, PageKind.UPDATED, now, tuple(changes)) if changes else None
+
+    def _stage(self, key: str, incident: Incident, alert_stage: Stage) -> Stage:
+        stage = max(incident.stage, alert_stage)
+        if self._alerting_buckets[key] >= SUSTAINED_BUCKETS:
+            stage = max(stage, Stage.FLAME)
+            if len(incident.sources) >= 2:
+                stage = Stage.FIRE  # sustained and spreading across platforms
+        return stage
+
+    def _resolve(self, key: str, now: datetime) -> Page:
+        incident = replace(
+            self.open.pop(key),
+            status=IncidentStatus.RESOLVED,
+            resolved_at=now,
+            updated_at=now,
+        )
+        del self._last_alert[key]
+        del self._alerting_buckets[key]
+        quiet = f"quiet since {incident.last_alert_at:%Y-%m-%d %H:%M} UTC"
+        return Page(incident, PageKind.RESOLVED, now, (quiet,))
+
+    def resolve_all(self, now: datetime) -> list[Page]:
+        """Nothing more will come (the end of a replay): resolve what has gone quiet by `now`."""
+        return [self._resolve(key, now) for key in list(self.open) if self._quiet(key, now)]
+
+
+def _main_sources(alert: Alert) -> list[str]:
+    bucket = alert.signal.bucket
+    return [name for name, n in bucket.sources if n >= SOURCE_SHARE * bucket.count]
+
+
+def _changes(before: Incident, after: Incident) -> list[str]:
+    changes = []
+    if after.severity > before.severity:
+        changes.append(f"severity {before.severity.label} → {after.severity.label}")
+    if after.stage > before.stage:
+        changes.append(f"stage {before.stage.label} → {after.stage.label}")
+    for source in sorted(set(after.sources) - set(before.sources)):
+        changes.append(f"now also on {source}")
+    for topic in sorted(set(after.topics) - set(before.topics)):
+        changes.append(f"now also about {topic}")
+    return changes

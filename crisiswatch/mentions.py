@@ -1,0 +1,136 @@
+"""Mention JSON lines: the interchange format of replay, backtest, HTTP ingest and tests.
+
+One object per line; only `id`, `created_at` and `text` are required:
+`{"id": "x:1", "source": "x", "created_at": "2015-02-24T19:35:52Z", "text": "...",
+"author": "...", "author_followers": 120, "url": "...", "lang": "en", "brand": "acme"}`
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+
+from crisiswatch.domain import Mention
+
+MAX_TEXT = 10_000  # characters kept of a post; the rest is cut, never the daemon
+MAX_FIELD = 512  # characters of an id, author, url, lang, source or brand
+
+
+class MentionError(ValueError):
+    """A line that is not a valid mention; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that was skipped, with its number (1-based) and the reason."""
+
+    line_number: int
+    reason: str
+
+
+def parse_mention(line: str | bytes, *, default_source: str = "unknown") -> Mention:
+    """Parse one JSON line into a `Mention`; raise `MentionError` saying what is wrong."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise MentionError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise MentionError("expected a JSON object")
+    return mention_from_dict(obj, default_source=default_source)
+
+
+def mention_from_dict(obj: dict[str, Any], *, default_source: str = "unknown") -> Mention:
+    mention_id = _required_str(obj, "id")
+    if not mention_id:
+        raise MentionError("'id' is empty")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise MentionError("'text' is missing or not a string")
+    followers = obj.get("author_followers", 0)
+    if followers is None:
+        followers = 0
+    if isinstance(followers, bool) or not isinstance(followers, int) or followers < 0:
+        raise MentionError("'author_followers' must be a whole number ≥ 0")
+    return Mention(
+        id=mention_id,
+        source=_optional_str(obj, "source") or default_source,
+        created_at=parse_time(_required_str(obj, "created_at")),
+        text=text[:MAX_TEXT],
+        brand=_optional_str(obj, "brand"),
+        author=_optional_str(obj, "author"),
+        author_followers=followers,
+        url=_optional_str(obj, "url"),
+        lang=_optional_str(obj, "lang"),
+    )
+
+
+def parse_time(value: str) -> datetime:
+    """ISO-8601 in any offset (a `Z` suffix included) to aware UTC; naive means UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MentionError(f"'created_at' is not an ISO-8601 time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _required_str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise MentionError(f"{key!r} is missing or not a string")
+    return value[:MAX_FIELD]
+
+
+def _optional_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MentionError(f"{key!r} must be a string")
+    return value[:MAX_FIELD] or None
+
+
+def mention_to_dict(mention: Mention) -> dict[str, Any]:
+    """The JSON-lines object of a mention (the inverse of `mention_from_dict`)."""
+    obj: dict[str, Any] = {
+        "id": mention.id,
+        "source": mention.source,
+        "created_at": mention.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "text": mention.text,
+    }
+    for key in ("brand", "author", "url", "lang"):
+        value = getattr(mention, key)
+        if value is not None:
+            obj[key] = value
+    if mention.author_followers:
+        obj["author_followers"] = mention.author_followers
+    return obj
+
+
+def open_lines(path: Path) -> IO[bytes]:
+    """Open a JSON-lines file for reading bytes, gunzipping when it is gzipped."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def read_mentions(
+    stream: IO[bytes], *, default_source: str = "unknown"
+) -> Iterator[Mention | BadLine]:
+    """Every line of a stream as a `Mention`, or a `BadLine` saying why it was skipped."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield parse_mention(raw, default_source=default_source)
+        except MentionError as exc:
+            yield BadLine(number, str(exc))

@@ -1,0 +1,79 @@
+"""Pages as readable text: what is happening, how bad, where, since when, why, and the posts.
+
+Post texts are untrusted: control characters (a terminal escape sequence in a post could rewrite
+the screen) are removed, whitespace collapsed and length capped before they are shown.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from crisiswatch.domain import Page, PageKind, ScoredMention
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+_SPACES = re.compile(r"\s+")
+POST_CHARS = 160
+
+
+def clean_text(text: str, limit: int = POST_CHARS) -> str:
+    """One line of at most `limit` characters with no control or direction-override characters."""
+    flat = _SPACES.sub(" ", _CONTROL.sub(" ", text[: limit * 4])).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _time(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def headline(page: Page) -> str:
+    incident = page.incident
+    return (
+        f"{page.kind.value.upper()} · {incident.brand} · {incident.severity.label.upper()} · "
+        f"{incident.stage.label}"
+    )
+
+
+def render_text(page: Page) -> str:
+    """The page as a plain-text block for a terminal or a log."""
+    incident = page.incident
+    bucket = incident.latest.bucket
+    lines = [f"── {headline(page)} " + "─" * 20]
+    lines.append(f"  when     {_time(page.at)}  (since {_time(incident.started_at)})")
+    where = ", ".join(incident.sources) or "-"
+    topics = ", ".join(incident.topics) or "all topics"
+    lines.append(f"  where    {where} · {topics}")
+    lines.append(f"  what     {clean_text(incident.summary, 200)}")
+    if page.changes:
+        lines.append(f"  changed  {'; '.join(page.changes)}")
+    if page.kind is not PageKind.RESOLVED:
+        for number, reason in enumerate(incident.reasons):
+            lines.append(f"  {'why' if number == 0 else '':<8} {reason}")
+        lines.append(f"  rules    {', '.join(incident.rules)}")
+        terms = ", ".join(term for term, _ in bucket.top_terms[:6])
+        if terms:
+            lines.append(f"  terms    {clean_text(terms, 120)}")
+        for number, scored in enumerate(bucket.samples[:3]):
+            lines.append(f"  {'posts' if number == 0 else '':<8} {post_line(scored)}")
+    lines.append(f"  incident {incident.id}")
+    return "\n".join(lines)
+
+
+def post_line(scored: ScoredMention) -> str:
+    mention = scored.mention
+    author = clean_text(mention.author or "unknown", 40)
+    link = f" {clean_text(mention.url, 120)}" if mention.url else ""
+    return (
+        f"{author} ({mention.author_followers:,} followers, {mention.source}, "
+        f'{scored.negative:.0%} negative): "{clean_text(mention.text)}"{link}'
+    )
+
+
+def render_line(page: Page) -> str:
+    """One line per page, for backtests and summaries."""
+    incident = page.incident
+    return (
+        f"{_time(page.at)}  {page.kind.value:<9} {incident.severity.label:<8} "
+        f"{incident.stage.label:<5} {incident.brand:<12} {','.join(incident.rules)}  "
+        f"{clean_text(incident.summary, 100)}"
+    )

@@ -1,0 +1,138 @@
+"""The pipeline core: mention in, pages out, with no I/O, so the daemon and backtest share it.
+
+ingest (dedupe) → enrich (attribution, sentiment) → aggregate (event-time buckets) → detect
+(signals) → rules (alerts) → incidents (pages). Time comes only from the mentions (event time)
+or from the caller (`advance`), so replaying a file gives the same pages every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Protocol
+
+from crisiswatch.aggregate import Aggregator
+from crisiswatch.config import Settings
+from crisiswatch.detect.signals import SignalDetector
+from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, Page, ScoredMention, SeriesKey
+from crisiswatch.enrich.attribution import Attributor, tokenize
+from crisiswatch.incidents import IncidentManager
+from crisiswatch.ingest import Deduper
+from crisiswatch.rules.engine import RuleEngine
+from crisiswatch.rules.schema import Rule
+
+
+class NegativeScorer(Protocol):
+    """What the pipeline needs of a sentiment model: P(negative) of a text."""
+
+    def negative_one(self, text: str) -> float: ...
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    mentions: int = 0  # accepted, attributed and counted
+    duplicates: int = 0
+    unattributed: int = 0  # about none of the configured brands
+    late: int = 0
+    buckets: int = 0
+    alerts: int = 0
+    pages: int = 0
+
+
+class Pipeline:
+    """One deployment's whole decision path, fed one mention at a time."""
+
+    def __init__(self, settings: Settings, rules: Sequence[Rule], scorer: NegativeScorer) -> None:
+        bucket = settings.pipeline.bucket
+        self.settings = settings
+        self.scorer = scorer
+        self.deduper = Deduper(settings.pipeline.dedupe_capacity)
+        self.attributor = Attributor(settings.brands)
+        self.aggregator = Aggregator(
+            series_of(settings),
+            bucket=bucket,
+            allowed_lateness=settings.pipeline.allowed_lateness,
+            per_author_cap=settings.pipeline.per_author_cap,
+            samples_per_bucket=settings.pipeline.samples_per_bucket,
+            brand_terms={
+                b.id: _own_terms(b.keywords, b.hashtags, b.handles) for b in settings.brands
+            },
+        )
+        self.detector = SignalDetector(int(bucket.total_seconds()))
+        self.engine = RuleEngine(rules)
+        self.incidents = IncidentManager(
+            {rule.id: rule.keep_firing_for for rule in rules},
+            group_by=settings.incidents.group_by,
+        )
+        self.stats = PipelineStats()
+
+    def feed(self, mention: Mention) -> list[Page]:
+        """Take one mention; return the pages that the buckets it closed produced."""
+        if not self.deduper.first_time(mention.id):
+            self.stats.duplicates += 1
+            return []
+        tokens = tokenize(mention.text)
+        attributions = self.attributor.attribute(mention, tokens)
+        if not attributions:
+            self.stats.unattributed += 1
+            return []
+        negative = self.scorer.negative_one(mention.text)
+        late_before = self.aggregator.late
+        for found in attributions:
+            scored = ScoredMention(mention, found.brand, found.topics, negative)
+            self.aggregator.add(scored, tokens)
+        if self.aggregator.late > late_before:
+            self.stats.late += 1
+        else:
+            self.stats.mentions += 1
+        return self._decide(self.aggregator.advance(mention.created_at))
+
+    def advance(self, now: datetime) -> list[Page]:
+        """Let time pass without mentions (a live daemon's clock): close the buckets that ended."""
+        return self._decide(self.aggregator.advance(now))
+
+    def finish(self) -> list[Page]:
+        """The stream has ended: close every open bucket, resolve what went quiet."""
+        closed = self.aggregator.flush()
+        pages = self._decide(closed)
+        if closed:
+            pages.extend(self._count(self.incidents.resolve_all(closed[-1].end)))
+        return pages
+
+    def _decide(self, closed: list[Bucket]) -> list[Page]:
+        if not closed:
+            return []
+        pages: list[Page] = []
+        for end, buckets in groupby(closed, key=lambda b: b.end):
+            alerts = []
+            for bucket in buckets:
+                self.stats.buckets += 1
+                alerts.extend(self.engine.evaluate(self.detector.signal(bucket)))
+            self.stats.alerts += len(alerts)
+            pages.extend(self.incidents.update(alerts, end))
+        return self._count(pages)
+
+    def _count(self, pages: list[Page]) -> list[Page]:
+        self.stats.pages += len(pages)
+        return pages
+
+
+def series_of(settings: Settings) -> list[SeriesKey]:
+    """Every series the deployment watches: each brand's roll-up and each of its topics."""
+    keys = []
+    for brand in settings.brands:
+        keys.append(SeriesKey(brand.id, ALL_TOPICS))
+        keys.extend(SeriesKey(brand.id, topic) for topic in brand.topics)
+    return keys
+
+
+def _own_terms(*groups: list[str]) -> frozenset[str]:
+    """A brand's own names, which would otherwise top every bucket's terms."""
+    terms: set[str] = set()
+    for group in groups:
+        for term in group:
+            for token in tokenize(term):
+                terms.update((token, token.lstrip("#@")))
+    return frozenset(terms)

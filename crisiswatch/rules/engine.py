@@ -1,0 +1,55 @@
+"""Signals → alerts: each rule's conditions on each closed bucket, with `for` tracked per series.
+
+A rule that raises while evaluating is skipped for that signal and logged; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from crisiswatch.domain import Alert, SeriesKey, Signal
+from crisiswatch.rules.schema import Rule
+
+log = structlog.get_logger(__name__)
+
+
+class RuleEngine:
+    """Evaluates a rule set; remembers since when each (rule, series) has held, for `for`."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = list(rules)
+        self._holding_since: dict[tuple[str, SeriesKey], datetime] = {}
+
+    def evaluate(self, signal: Signal) -> list[Alert]:
+        alerts = []
+        for rule in self.rules:
+            if not rule.scope.covers(signal):
+                continue
+            try:
+                reasons = rule.when.holds(signal)
+            except Exception:
+                log.exception("rule.failed", rule=rule.id, series=str(signal.series))
+                continue
+            key = (rule.id, signal.series)
+            if reasons is None:
+                self._holding_since.pop(key, None)
+                continue
+            since = self._holding_since.setdefault(key, signal.bucket.start)
+            if signal.at - since < rule.for_:
+                continue
+            alerts.append(
+                Alert(
+                    rule_id=rule.id,
+                    severity=rule.severity_level,
+                    stage=rule.stage_level,
+                    signal=signal,
+                    summary=rule.render_summary(signal),
+                    reasons=tuple(reasons),
+                    route=rule.route,
+                    labels=tuple(sorted(rule.labels.items())),
+                )
+            )
+        return alerts

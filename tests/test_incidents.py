@@ -1,0 +1,129 @@
+"""Incidents: one per crisis, escalating when it worsens or spreads, resolving when quiet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.domain import (
+    Alert,
+    Bucket,
+    IncidentStatus,
+    PageKind,
+    SeriesKey,
+    Severity,
+    Signal,
+    Stage,
+)
+from crisiswatch.incidents import IncidentManager
+
+T0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+def alert(
+    at: datetime,
+    *,
+    rule: str = "angry-surge",
+    brand: str = "acme",
+    topic: str = "*",
+    severity: Severity = Severity.WARNING,
+    stage: Stage = Stage.SPARK,
+    sources: tuple[tuple[str, int], ...] = (("x", 40),),
+) -> Alert:
+    count = sum(n for _, n in sources)
+    bucket = Bucket(
+        SeriesKey(brand, topic), at - STEP, at, count, count, count // 2, count, 0, sources, (), ()
+    )
+    signal = Signal(bucket, 0.99, 5.0, 12.0, 0.99, 0.2, 5)
+    return Alert(rule, severity, stage, signal, f"{brand} surge", ("why",))
+
+
+def manager(**keep: timedelta) -> IncidentManager:
+    return IncidentManager(keep or {"angry-surge": timedelta(hours=1)})
+
+
+class TestIncidentManager:
+    def test_first_alert_opens_and_repeats_stay_silent(self) -> None:
+        """One page opens the incident; the same alert again pages nothing."""
+        incidents = manager()
+        (page,) = incidents.update([alert(T0)], T0)
+        assert page.kind is PageKind.OPENED
+        assert page.incident.started_at == T0 - STEP
+        assert incidents.update([alert(T0 + STEP)], T0 + STEP) == []
+
+    def test_alerts_of_one_brand_share_an_incident(self) -> None:
+        """Two rules and two topics of one brand make one incident; another brand its own."""
+        incidents = IncidentManager({"a": timedelta(hours=1), "b": timedelta(hours=1)})
+        pages = incidents.update(
+            [
+                alert(T0, rule="a"),
+                alert(T0, rule="b", topic="cards"),
+                alert(T0, rule="a", brand="other"),
+            ],
+            T0,
+        )
+        assert [p.incident.brand for p in pages] == ["acme", "other"]
+        assert pages[0].incident.rules == ("a", "b")
+        assert pages[0].incident.topics == ("cards",)
+
+    def test_severity_rise_escalates_with_the_change(self) -> None:
+        """A worse alert edits the incident and says what changed."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        (page,) = incidents.update([alert(T0 + STEP, severity=Severity.CRITICAL)], T0 + STEP)
+        assert page.kind is PageKind.ESCALATED
+        assert page.changes == ("severity warning → critical",)
+
+    def test_new_source_is_an_update(self) -> None:
+        """Spreading to a second platform is news; a stray post from it is not."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        stray = (("x", 40), ("reddit", 2))
+        assert incidents.update([alert(T0 + STEP, sources=stray)], T0 + STEP) == []
+        spread = (("x", 40), ("reddit", 20))
+        (page,) = incidents.update([alert(T0 + 2 * STEP, sources=spread)], T0 + 2 * STEP)
+        assert "now also on reddit" in page.changes
+
+    def test_sustained_and_spreading_becomes_fire(self) -> None:
+        """Alerting three buckets makes a flame; on two sources, a fire."""
+        incidents = manager()
+        both = (("x", 40), ("reddit", 20))
+        stages = []
+        for i in range(3):
+            for page in incidents.update([alert(T0 + i * STEP, sources=both)], T0 + i * STEP):
+                stages.append(page.incident.stage)
+        assert stages[0] is Stage.SPARK and stages[-1] is Stage.FIRE
+
+    def test_resolves_after_keep_firing_for_of_quiet(self) -> None:
+        """No page while within keep_firing_for; a resolution once it has passed."""
+        incidents = manager(**{"angry-surge": timedelta(minutes=30)})
+        incidents.update([alert(T0)], T0)
+        assert incidents.update([], T0 + timedelta(minutes=25)) == []
+        (page,) = incidents.update([], T0 + timedelta(minutes=30))
+        assert page.kind is PageKind.RESOLVED
+        assert page.incident.status is IncidentStatus.RESOLVED
+        assert page.incident.resolved_at == T0 + timedelta(minutes=30)
+        assert incidents.open == {}
+
+    def test_flapping_within_keep_firing_for_stays_one_incident(self) -> None:
+        """An alert that stops and starts again within the window does not re-page."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        assert incidents.update([], T0 + STEP) == []
+        assert incidents.update([alert(T0 + 2 * STEP)], T0 + 2 * STEP) == []
+
+    def test_after_resolution_a_new_surge_opens_a_new_incident(self) -> None:
+        """A later crisis is a new incident with its own id."""
+        incidents = manager()
+        (first,) = incidents.update([alert(T0)], T0)
+        incidents.update([], T0 + timedelta(hours=1))
+        later = T0 + timedelta(hours=3)
+        (second,) = incidents.update([alert(later)], later)
+        assert second.kind is PageKind.OPENED
+        assert second.incident.id != first.incident.id
+
+    def test_group_by_rule_splits_incidents(self) -> None:
+        """Grouping by brand and rule gives each rule its own incident."""
+        incidents = IncidentManager({}, group_by=("brand", "rule"))
+        pages = incidents.update([alert(T0, rule="a"), alert(T0, rule="b")], T0)
+        assert [p.incident.key for p in pages] == ["brand=acme,rule=a", "brand=acme,rule=b"]

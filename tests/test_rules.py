@@ -1,0 +1,220 @@
+"""The rule language: loading, checking (file:line:column messages) and evaluation."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crisiswatch.cli import main
+from crisiswatch.config import load_settings
+from crisiswatch.domain import Bucket, SeriesKey, Signal
+from crisiswatch.rules.engine import RuleEngine
+from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.schema import Condition, Rule
+from crisiswatch.yamlfile import ProblemsError
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "rules"
+DEMO_CONFIG = ROOT / "crisiswatch" / "demo" / "config.yaml"
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def signal(
+    count: int = 50,
+    negative: int = 30,
+    volume_score: float = 0.99,
+    negative_score: float = 0.999,
+    start: datetime = T0,
+) -> Signal:
+    bucket = Bucket(
+        series=SeriesKey("acme"),
+        start=start,
+        end=start + timedelta(minutes=5),
+        count=count,
+        raw_count=count,
+        negative_count=negative,
+        unique_authors=count,
+        reach=1000,
+        sources=(("x", count),),
+        top_terms=(),
+        samples=(),
+    )
+    return Signal(bucket, volume_score, 8.0, 15.0, negative_score, 0.2, 10)
+
+
+def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(*paths: Path) -> list[str]:
+    with pytest.raises(ProblemsError) as caught:
+        load_rules(list(paths), load_settings(DEMO_CONFIG))
+    return [str(p) for p in caught.value.problems]
+
+
+class TestReadmeExamples:
+    def test_every_example_in_the_rules_readme_loads(self) -> None:
+        """Each YAML example in rules/README.md is a valid rule or condition."""
+        text = (RULES / "README.md").read_text(encoding="utf-8")
+        blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+        assert len(blocks) >= 7
+        import yaml
+
+        for block in blocks:
+            data = yaml.safe_load(block)
+            if "rules" in data:
+                for rule in data["rules"]:
+                    Rule.model_validate(rule)
+            else:
+                Condition.model_validate(data["when"])
+
+
+class TestCheck:
+    def test_shipped_rules_are_valid(self) -> None:
+        """The shipped rules load against the demo config."""
+        rules = load_rules([RULES], load_settings(DEMO_CONFIG))
+        assert {r.id for r in rules} >= {"angry-surge", "negative-turn"}
+
+    def test_misspelled_key_names_file_line_column_and_suggestion(self, tmp_path: Path) -> None:
+        """A typo in a key is an error at its line, with a did-you-mean."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n    severty: critical\n",
+        )
+        assert problems_of(path) == [
+            f"{path}:4:5: unknown key 'severty'; did you mean 'severity'?"
+        ]
+
+    def test_misspelled_condition_suggests_the_condition(self, tmp_path: Path) -> None:
+        """A typo inside `when` suggests the condition's real name."""
+        path = write(tmp_path, "rules:\n  - id: a\n    when:\n      volume_spke: high\n")
+        found = problems_of(path)
+        assert any(":4:7: unknown key 'volume_spke'; did you mean 'volume_spike'?" in p for p in found)
+
+    def test_wrong_type_names_the_key(self, tmp_path: Path) -> None:
+        """A value of the wrong type is reported at that key."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when:\n      negative_share: {above: lots}\n",
+        )
+        (problem,) = problems_of(path)
+        assert problem.startswith(f"{path}:4:")
+        assert "above" in problem
+
+    def test_invalid_yaml_gives_its_line(self, tmp_path: Path) -> None:
+        """Broken YAML is one clear line, not a traceback."""
+        path = write(tmp_path, "rules:\n  - id: a\n    when: [unclosed\n")
+        (problem,) = problems_of(path)
+        assert problem.startswith(f"{path}:") and "invalid YAML" in problem
+
+    def test_duplicate_ids_across_files(self, tmp_path: Path) -> None:
+        """Two rules with one id are an error pointing at the second."""
+        body = "rules:\n  - id: same\n    when: {min_count: 3}\n"
+        first, second = write(tmp_path, body, "a.yaml"), write(tmp_path, body, "b.yaml")
+        (problem,) = problems_of(first, second)
+        assert problem.startswith(f"{second}:2:")
+        assert f"duplicate rule id 'same' (first at {first}:2)" in problem
+
+    def test_unknown_route_and_brand_against_config(self, tmp_path: Path) -> None:
+        """Routes and brands must exist in the deployment's config."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n    route: defualt\n"
+            "    scope: {brands: [kestrl]}\n",
+        )
+        found = problems_of(path)
+        assert f"{path}:4:12: unknown route 'defualt'; did you mean 'default'?" in found
+        assert any("unknown brand 'kestrl'; did you mean 'kestrel'?" in p for p in found)
+
+    def test_condition_needs_exactly_one_key(self, tmp_path: Path) -> None:
+        """Two conditions in one mapping is an error (use `all`)."""
+        path = write(
+            tmp_path, "rules:\n  - id: a\n    when: {min_count: 3, volume_spike: high}\n"
+        )
+        (problem,) = problems_of(path)
+        assert "exactly one of" in problem and "found volume_spike, min_count" in problem
+
+    def test_unknown_summary_placeholder(self, tmp_path: Path) -> None:
+        """A placeholder the renderer does not know is an error."""
+        path = write(
+            tmp_path, "rules:\n  - id: a\n    when: {min_count: 3}\n    summary: '{brnad}'\n"
+        )
+        (problem,) = problems_of(path)
+        assert "unknown placeholder {brnad}" in problem
+
+    def test_bad_duration_and_bad_id(self, tmp_path: Path) -> None:
+        """Durations read like 10m; ids are checked."""
+        path = write(
+            tmp_path, "rules:\n  - id: Bad Id\n    when: {min_count: 3}\n    for: 10 minutes\n"
+        )
+        found = problems_of(path)
+        assert any(":2:" in p and "not a valid id" in p for p in found)
+        assert any(":4:" in p and "not a duration" in p for p in found)
+
+    def test_cli_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`rules check` exits 0 on the shipped rules and 1 on a broken copy."""
+        assert main(["rules", "check", str(RULES)]) == 0
+        broken = tmp_path / "rules"
+        shutil.copytree(RULES, broken)
+        path = broken / "crisis.yaml"
+        path.write_text(path.read_text().replace("keep_firing_for", "keep_firing"), "utf-8")
+        capsys.readouterr()
+        assert main(["rules", "check", str(broken)]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}:" in err and "unknown key 'keep_firing'" in err
+        assert "Traceback" not in err
+
+
+class TestEngine:
+    def rule(self, when: dict[str, object], **extra: object) -> Rule:
+        return Rule.model_validate({"id": "r", "when": when, **extra})
+
+    def test_all_needs_every_condition_and_collects_reasons(self) -> None:
+        """`all` holds only when each part holds, and says why for each."""
+        rule = self.rule({"all": [{"volume_spike": "balanced"}, {"min_count": 20}]})
+        (alert,) = RuleEngine([rule]).evaluate(signal())
+        assert len(alert.reasons) == 2 and "volume 50 vs 8 expected" in alert.reasons[0]
+        assert RuleEngine([rule]).evaluate(signal(count=10, negative=5)) == []
+
+    def test_any_holds_when_one_part_holds(self) -> None:
+        """`any` holds on the first part that holds."""
+        rule = self.rule({"any": [{"min_count": 100}, {"negative_share": {"above": 0.5}}]})
+        (alert,) = RuleEngine([rule]).evaluate(signal(count=50, negative=30))
+        assert alert.reasons == ("negative share 60% (at least 50%) of 50 mentions",)
+
+    def test_sensitivity_presets_are_ordered(self) -> None:
+        """`high` fires on scores that `low` ignores."""
+        low, high = self.rule({"volume_spike": "low"}), self.rule({"volume_spike": "high"})
+        scores = [i / 100 for i in range(101)]
+        fired_low = sum(bool(RuleEngine([low]).evaluate(signal(volume_score=s))) for s in scores)
+        fired_high = sum(bool(RuleEngine([high]).evaluate(signal(volume_score=s))) for s in scores)
+        assert fired_high > fired_low
+
+    def test_for_waits_until_the_condition_has_held_long_enough(self) -> None:
+        """With `for: 10m` on 5-minute buckets, the second holding bucket alerts."""
+        engine = RuleEngine([self.rule({"min_count": 1}, **{"for": "10m"})])
+        step = timedelta(minutes=5)
+        assert engine.evaluate(signal(start=T0)) == []
+        assert len(engine.evaluate(signal(start=T0 + step))) == 1
+        assert engine.evaluate(signal(count=0, negative=0, start=T0 + 2 * step)) == []
+        assert engine.evaluate(signal(start=T0 + 3 * step)) == []  # the clock restarted
+
+    def test_scope_limits_brands_and_topics(self) -> None:
+        """A rule scoped to another brand or topic does not fire."""
+        other = self.rule({"min_count": 1}, scope={"brands": ["other"]})
+        topic = self.rule({"min_count": 1}, scope={"topics": ["cards"]})
+        assert RuleEngine([other, topic]).evaluate(signal()) == []
+
+    def test_summary_template(self) -> None:
+        """The summary fills in the signal's numbers."""
+        rule = self.rule(
+            {"min_count": 1}, summary="{brand} {count} in {window}, {negative_pct} ({rise})"
+        )
+        (alert,) = RuleEngine([rule]).evaluate(signal())
+        assert alert.summary == "acme 50 in 5m, 60% (×5.0)"
