@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 
@@ -82,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
     check.add_argument("--config", type=Path, help="also check brands and routes against it")
     check.set_defaults(handler=_rules_check)
+
+    detect = commands.add_parser(
+        "detect-series", help="score a timestamp,value CSV of bucket counts as the daemon would"
+    )
+    detect.add_argument("csv", type=Path, help="a CSV with header timestamp,value ('-': stdin)")
+    detect.set_defaults(handler=_detect_series)
+
+    bench = commands.add_parser("bench", help="measure detection quality and speed")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    nab = benches.add_parser("nab", help="volume detection on NAB's Twitter mention series")
+    nab.add_argument("--data", type=Path, default=Path("../shared/data/nab-realtweets"))
+    nab.add_argument("--out", type=Path, default=Path("bench-out/nab"), help="PNG folder")
+    nab.set_defaults(handler=_bench_nab)
     return parser
 
 
@@ -94,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         return _run_demo()
     settings = load_settings(args.config)
     rules = load_rules(settings.rules, settings)
-    notifiers: list[Notifier] = [ConsoleNotifier()] if settings.notify.console else []
+    notifiers: list[Notifier] = (
+        [ConsoleNotifier(settings.routes)] if settings.notify.console else []
+    )
     directory = state_dir(settings)
     summary = asyncio.run(_serve(settings, rules, notifiers, directory, finite=False))
     print(f"stopped: {summary}")
@@ -109,7 +128,9 @@ def _run_demo() -> int:
         f"{', '.join(b.display_name for b in settings.brands)} with {len(rules)} rules\n"
     )
     with tempfile.TemporaryDirectory(prefix="crisiswatch-demo-") as tmp:
-        summary = asyncio.run(_serve(settings, rules, [ConsoleNotifier()], Path(tmp), finite=True))
+        summary = asyncio.run(
+            _serve(settings, rules, [ConsoleNotifier(settings.routes)], Path(tmp), finite=True)
+        )
     print(f"demo finished: {summary}")
     return 0
 
@@ -209,6 +230,30 @@ def page_json(page: Page) -> str:
             "changes": page.changes,
         }
     ).decode()
+
+
+def _detect_series(args: argparse.Namespace) -> int:
+    from crisiswatch.detect.series import detect_series
+
+    if str(args.csv) == "-":
+        return detect_series(sys.stdin, sys.stdout, sys.stderr)
+    try:
+        handle = args.csv.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        print(f"detect-series: cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with handle:
+        try:
+            return detect_series(handle, sys.stdout, sys.stderr)
+        except UnicodeDecodeError:
+            print(f"detect-series: {args.csv} is not UTF-8 text", file=sys.stderr)
+            return 2
+
+
+def _bench_nab(args: argparse.Namespace) -> int:
+    from crisiswatch.bench.nab import bench_nab
+
+    return bench_nab(args.data, args.out, sys.stdout)
 
 
 def _rules_check(args: argparse.Namespace) -> int:

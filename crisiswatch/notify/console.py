@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
+from crisiswatch.config import Route
 from crisiswatch.domain import Page
 from crisiswatch.notify.render import render_text
 
@@ -12,10 +14,17 @@ from crisiswatch.notify.render import render_text
 class ConsoleNotifier:
     name = "console"
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, routes: Mapping[str, Route], out: TextIO | None = None) -> None:
+        self._routes = routes
         self._out = out
 
     async def send(self, page: Page) -> None:
         out = self._out or sys.stdout
-        out.write(render_text(page) + "\n\n")
+        route = self._routes.get(page.incident.route)
+        if route is None:
+            to = f"route {page.incident.route!r} (not configured)"
+        else:
+            people = route.mention.get(page.incident.severity.label, [])
+            to = " ".join([route.channel, *people])
+        out.write(render_text(page, to) + "\n\n")
         out.flush()

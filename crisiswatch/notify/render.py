@@ -34,11 +34,13 @@ def headline(page: Page) -> str:
     )
 
 
-def render_text(page: Page) -> str:
-    """The page as a plain-text block for a terminal or a log."""
+def render_text(page: Page, to: str = "") -> str:
+    """The page as a plain-text block for a terminal or a log; `to` says who it is for."""
     incident = page.incident
     bucket = incident.latest.bucket
     lines = [f"── {headline(page)} " + "─" * 20]
+    if to:
+        lines.append(f"  to       {to}")
     lines.append(f"  when     {_time(page.at)}  (since {_time(incident.started_at)})")
     where = ", ".join(incident.sources) or "-"
     topics = ", ".join(incident.topics) or "all topics"

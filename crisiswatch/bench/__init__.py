@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: detection scores on labeled public data."""

@@ -1,0 +1,250 @@
+"""The default volume detector: how surprising is this bucket's count for this series?
+
+The expected count is a same-time-of-day profile (hourly slots, averaged over the previous days)
+scaled by how busy the series has been lately relative to that profile; until a day has been
+seen, a plain level (recent mean) stands in. Counts are negative binomial around it, with an
+over-dispersion fitted robustly online. The surprise is the tail probability of this bucket's
+count and of the last hour's total, whichever is smaller. That p-value is then calibrated against
+the series' own history of surprises (an exponential tail fitted above p = 1 %, peaks-over-threshold
+style), so that one threshold means the same rarity on a busy ticker and on a sparse one.
+
+Learning is damped: the baseline learns from counts clipped to one standard deviation around the
+expectation, so a spike does not become the baseline while it lasts, but a lasting level shift is
+absorbed within a day or two. Dispersion and calibration learn from every bucket, with each
+bucket's influence bounded (clipped residuals, capped excesses).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import NormalDist
+
+DEFAULT_QUIET = timedelta(hours=12)
+"""A surge must be quiet this long before a new page may open."""
+
+SENSITIVITY: dict[str, float] = {"low": 0.6, "balanced": 0.5, "high": 0.4}
+"""Thresholds on `VolumeScore.score`: 0.5 means rarer than one bucket a week (calibrated);
+0.6 rarer than about one a year; 0.4 rarer than about one a day."""
+
+LN10 = math.log(10.0)
+MIN_MEAN = 0.05
+TAIL_BASE = 2.0  # surprises above -log10 p = 2 feed the calibration tail
+MAX_SURPRISE = 300.0
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeScore:
+    """One bucket's verdict."""
+
+    score: float  # anomaly score in [0, 1]
+    expected: float  # expected count for this bucket
+    upper: float  # the count that would reach the balanced threshold
+
+
+def _rate(halflife_steps: float) -> float:
+    """The exponential-smoothing rate whose memory halves every `halflife_steps` updates."""
+    return 1.0 - math.pow(0.5, 1.0 / max(halflife_steps, 1.0))
+
+
+def _deviance(y: float, mu: float, alpha: float) -> float:
+    """The negative binomial deviance of a (continuous) count `y` above mean `mu`."""
+    r = 1.0 / alpha
+    return 2.0 * (y * math.log(y / mu) - (y + r) * math.log((y + r) / (mu + r)))
+
+
+def nb_surprise(count: float, mu: float, alpha: float) -> float:
+    """-log10 P(X >= count) for a negative binomial of mean `mu` and variance `mu + alpha mu^2`.
+
+    Uses the signed deviance residual of `count - 1/2` as a standard normal deviate.
+    """
+    y = count - 0.5
+    if y <= mu:
+        return 0.0
+    z = math.sqrt(max(_deviance(y, mu, alpha), 0.0))
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))
+    if p > 0.0:
+        return min(-math.log10(p), MAX_SURPRISE)
+    return MAX_SURPRISE
+
+
+def nb_quantile(surprise: float, mu: float, alpha: float) -> float:
+    """The count whose `nb_surprise` is `surprise` (Newton steps on the deviance)."""
+    if surprise <= 0.0:
+        return mu
+    z = -_NORMAL.inv_cdf(10.0 ** -min(surprise, MAX_SURPRISE))
+    target = z * z
+    y = mu + z * math.sqrt(mu + alpha * mu * mu) + 1.0
+    r = 1.0 / alpha
+    for _ in range(8):
+        slope = 2.0 * (math.log(y / mu) - math.log((y + r) / (mu + r)))
+        y = max(y - (_deviance(y, mu, alpha) - target) / slope, mu * 1.0001)
+    return y + 0.5
+
+
+class Dispersion:
+    """Online, robust over-dispersion `alpha` of counts around their expectation.
+
+    Moves `alpha` so that the mean clipped squared Pearson residual matches its normal-theory
+    value: big spikes weigh no more than a 2-sigma bucket.
+    """
+
+    def __init__(self, halflife_steps: float, alpha: float = 0.3, clip: float = 2.0) -> None:
+        self.alpha = alpha
+        self._rate = _rate(halflife_steps)
+        self._clip2 = clip * clip
+        inside = math.erf(clip / math.sqrt(2.0))
+        density = math.exp(-clip * clip / 2.0) / math.sqrt(2.0 * math.pi)
+        self._target = inside - 2.0 * clip * density + self._clip2 * (1.0 - inside)
+        self._n = 0
+
+    def sd(self, mu: float) -> float:
+        return math.sqrt(mu + self.alpha * mu * mu)
+
+    def update(self, count: float, mu: float) -> None:
+        r2 = (count - mu) ** 2 / (mu + self.alpha * mu * mu)
+        rate = max(self._rate, 1.0 / (self._n + 10))
+        step = 2.0 * rate * (min(r2, self._clip2) - self._target) / self._target
+        self.alpha = min(max(self.alpha * math.exp(step), 0.005), 10.0)
+        self._n += 1
+
+
+class SurpriseTail:
+    """Calibrates raw surprises against the series' own history (peaks over threshold).
+
+    Surprises above `TAIL_BASE` are modelled as exponential excesses; the prior (held for a
+    week's worth of buckets) is a perfectly calibrated model: P(s > 2) = 1 %, mean excess 1/ln 10.
+    """
+
+    def __init__(self, halflife_steps: float, prior_steps: float) -> None:
+        self.exceed = 10.0**-TAIL_BASE
+        self.excess = 1.0 / LN10
+        self._rate = _rate(halflife_steps)
+        self._prior = prior_steps
+        self._excess_rate = _rate(100.0)
+        self._n = 0
+        self._n_over = 0
+
+    def calibrated(self, surprise: float) -> float:
+        """-log10 of how often the series produces a surprise this large."""
+        if surprise <= TAIL_BASE:
+            return surprise * -math.log10(self.exceed) / TAIL_BASE
+        return -math.log10(self.exceed) + (surprise - TAIL_BASE) / (self.excess * LN10)
+
+    def raw(self, calibrated: float) -> float:
+        """Inverse of `calibrated`."""
+        base = -math.log10(self.exceed)
+        if calibrated <= base:
+            return calibrated * TAIL_BASE / base
+        return TAIL_BASE + (calibrated - base) * self.excess * LN10
+
+    def update(self, surprise: float) -> None:
+        over = surprise > TAIL_BASE
+        self.exceed += max(self._rate, 1.0 / (self._n + self._prior)) * (over - self.exceed)
+        self._n += 1
+        if over:
+            rate = max(self._excess_rate, 1.0 / (self._n_over + 10))
+            excess = min(surprise - TAIL_BASE, 5.0 * self.excess)
+            self.excess += rate * (excess - self.excess)
+            self._n_over += 1
+
+
+class VolumeDetector:
+    """Online, causal volume anomaly detector for one series of bucket counts (river's shape)."""
+
+    def __init__(
+        self,
+        bucket_seconds: int = 300,
+        slots_per_day: int = 24,
+        window: timedelta = timedelta(hours=1),
+        level_halflife: timedelta = timedelta(hours=2),
+        ratio_halflife: timedelta = timedelta(days=1),
+        profile_halflife_days: float = 7.0,
+        dispersion_halflife: timedelta = timedelta(days=2),
+        tail_halflife: timedelta = timedelta(days=7),
+        warmup: timedelta = timedelta(hours=3),
+        clamp_z: float = 1.0,
+    ) -> None:
+        self.bucket_seconds = bucket_seconds
+        self.slots_per_day = slots_per_day
+        self.window = window
+        self.level_halflife = level_halflife
+        self.ratio_halflife = ratio_halflife
+        self.profile_halflife_days = profile_halflife_days
+        self.dispersion_halflife = dispersion_halflife
+        self.tail_halflife = tail_halflife
+        self.warmup = warmup
+        self.clamp_z = clamp_z
+        week = 7 * 86400 / bucket_seconds
+        self._week_surprise = math.log10(week)
+        self._day = round(86400 / bucket_seconds)
+        self._warm = max(1, round(warmup / timedelta(seconds=bucket_seconds)))
+        self._a_level = _rate(level_halflife / timedelta(seconds=bucket_seconds))
+        self._a_ratio = _rate(ratio_halflife / timedelta(seconds=bucket_seconds))
+        self._a_profile = _rate(profile_halflife_days * self._day / slots_per_day)
+        disp_steps = dispersion_halflife / timedelta(seconds=bucket_seconds)
+        self._single = Dispersion(disp_steps)
+        self._summed = Dispersion(disp_steps)
+        self._tail = SurpriseTail(tail_halflife / timedelta(seconds=bucket_seconds), week)
+        k = max(2, round(window / timedelta(seconds=bucket_seconds)))
+        self._recent: deque[tuple[float, float]] = deque(maxlen=k - 1)  # (count, expected)
+        self._n = 0
+        self._level = 0.0
+        self._profile = [0.0] * slots_per_day
+        self._seen = [0] * slots_per_day
+        self._busy = 0.0  # smoothed clipped counts ...
+        self._usual = 0.0  # ... and the profile at the same buckets: their ratio scales the profile
+
+    def _slot(self, at: datetime) -> int:
+        seconds = at.hour * 3600 + at.minute * 60 + at.second
+        return seconds * self.slots_per_day // 86400
+
+    def _expected(self, slot: int) -> float:
+        if self._n >= self._day and self._usual > 0.0:
+            return max(self._profile[slot] * self._busy / self._usual, MIN_MEAN)
+        return max(self._level, MIN_MEAN)
+
+    def _surprise(self, count: float, mu: float) -> float:
+        single = nb_surprise(count, mu, self._single.alpha)
+        total = count + sum(c for c, _ in self._recent)
+        expected = mu + sum(m for _, m in self._recent)
+        return max(single, nb_surprise(total, expected, self._summed.alpha))
+
+    def _score(self, calibrated: float) -> float:
+        return calibrated / (calibrated + self._week_surprise)
+
+    def score_one(self, count: float, at: datetime) -> VolumeScore:
+        """Score a bucket's count (`at` is the bucket's start, UTC) without learning from it."""
+        mu = self._expected(self._slot(at))
+        balanced = SENSITIVITY["balanced"]
+        target = self._tail.raw(balanced / (1.0 - balanced) * self._week_surprise)
+        upper = nb_quantile(target, mu, self._single.alpha)
+        if self._n < self._warm:
+            return VolumeScore(0.0, mu, upper)
+        calibrated = self._tail.calibrated(self._surprise(count, mu))
+        return VolumeScore(self._score(calibrated), mu, upper)
+
+    def learn_one(self, count: float, at: datetime) -> None:
+        """Update the baseline, dispersion and calibration with a closed bucket's count."""
+        slot = self._slot(at)
+        mu = self._expected(slot)
+        if self._n >= self._warm:
+            self._tail.update(self._surprise(count, mu))
+        sd = self._single.sd(mu)
+        self._single.update(count, mu)
+        self._summed.update(
+            count + sum(c for c, _ in self._recent), mu + sum(m for _, m in self._recent)
+        )
+        x = min(max(count, mu - self.clamp_z * sd), mu + self.clamp_z * sd) if self._n else count
+        self._level += max(self._a_level, 1.0 / (self._n + 1)) * (x - self._level)
+        if self._n >= self._day:
+            self._busy += self._a_ratio * (x - self._busy)
+            self._usual += self._a_ratio * (self._profile[slot] - self._usual)
+        self._seen[slot] += 1
+        rate = max(self._a_profile, 1.0 / self._seen[slot])
+        self._profile[slot] += rate * (x - self._profile[slot])
+        self._recent.append((count, mu))
+        self._n += 1

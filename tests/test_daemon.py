@@ -1,0 +1,212 @@
+"""The daemon's lifecycle: sources → queue → pipeline → dispatcher, restarts and signals."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from structlog.testing import capture_logs
+
+from crisiswatch.config import Settings, load_settings
+from crisiswatch.daemon import Daemon, RunSummary
+from crisiswatch.domain import Page, PageKind
+from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
+from crisiswatch.sources.replay import ReplaySource
+from crisiswatch.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+class AngryScorer:
+    """Negative when the text says so: the daemon's tests do not depend on the shipped model."""
+
+    def negative_one(self, text: str) -> float:
+        return 0.95 if "furious" in text else 0.05
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.pages: list[Page] = []
+        self.fail = fail
+
+    async def send(self, page: Page) -> None:
+        if self.fail:
+            raise ConnectionError("service down")
+        self.pages.append(page)
+
+
+def write_stream(path: Path, *, hours: int = 30, surge_at: int = 20, bad_lines: int = 0) -> int:
+    """A calm brand with one angry surge; returns the number of lines written."""
+    rng = random.Random(7)
+    lines = []
+    for minute in range(hours * 60):
+        surge = surge_at * 60 <= minute < surge_at * 60 + 60
+        for _ in range(rng.randint(8, 16) if surge else rng.randint(0, 2)):
+            angry = surge and rng.random() < 0.8
+            lines.append(
+                {
+                    "id": f"x:{len(lines)}",
+                    "source": "x",
+                    "created_at": (T0 + timedelta(minutes=minute)).isoformat(),
+                    "text": "furious at acme bank, card gone" if angry else "acme bank is fine",
+                    "author": f"user{rng.randint(0, 10_000)}",
+                }
+            )
+    body = [orjson.dumps(line) for line in lines]
+    for n in range(bad_lines):
+        body.insert(10 + n * 50, b'{"id": "broken", "text": ')
+    path.write_bytes(b"\n".join(body) + b"\n")
+    return len(body)
+
+
+def settings_for(tmp_path: Path, stream: Path) -> Settings:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"rules: [{ROOT / 'rules'}]\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        "brands:\n  - id: acme\n    keywords: [acme bank]\n    topics: {cards: [card]}\n"
+        f"sources:\n  replay: {{path: {stream}}}\n",
+        encoding="utf-8",
+    )
+    return load_settings(config)
+
+
+async def run_once(
+    settings: Settings, store_path: Path, notifier: Recorder, *, queue_size: int = 100
+) -> RunSummary:
+    store = await Store.open(store_path)
+    try:
+        replay = settings.sources.replay
+        assert replay is not None
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+        daemon = Daemon(
+            pipeline, [ReplaySource(replay.path)], [notifier], store, queue_size=queue_size
+        )
+        return await daemon.run(exit_when_sources_end=True)
+    finally:
+        await store.close()
+
+
+class TestDaemon:
+    async def test_surge_pages_and_resolves(self, tmp_path: Path) -> None:
+        """A replayed angry surge opens one incident at the surge and resolves it."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream)
+        notifier = Recorder()
+        summary = await run_once(settings_for(tmp_path, stream), tmp_path / "s.db", notifier)
+        kinds = [p.kind for p in notifier.pages]
+        assert kinds[0] is PageKind.OPENED and kinds[-1] is PageKind.RESOLVED
+        assert kinds.count(PageKind.OPENED) == 1
+        opened = notifier.pages[0]
+        assert T0 + timedelta(hours=20) <= opened.at <= T0 + timedelta(hours=20, minutes=15)
+        assert "angry-surge" in opened.incident.rules
+        assert summary.incidents_opened == 1 and summary.pages_sent == len(kinds)
+
+    async def test_malformed_lines_are_counted_logged_and_skipped(self, tmp_path: Path) -> None:
+        """Bad lines are logged with their line numbers; the rest of the stream still counts."""
+        stream = tmp_path / "m.jsonl"
+        total = write_stream(stream, bad_lines=3)
+        with capture_logs() as logs:
+            summary = await run_once(settings_for(tmp_path, stream), tmp_path / "s.db", Recorder())
+        bad = [e for e in logs if e["event"] == "mention.malformed"]
+        assert [e["line"] for e in bad] == [11, 61, 111]
+        assert all("not valid JSON" in e["reason"] for e in bad)
+        assert summary.malformed == 3
+        assert summary.stats.mentions == total - 3
+
+    async def test_restart_neither_recounts_nor_repages(self, tmp_path: Path) -> None:
+        """Replaying the same stream into the same store counts nothing twice, pages nothing."""
+        stream = tmp_path / "m.jsonl"
+        total = write_stream(stream)
+        settings = settings_for(tmp_path, stream)
+        first, second = Recorder(), Recorder()
+        await run_once(settings, tmp_path / "s.db", first)
+        summary = await run_once(settings, tmp_path / "s.db", second)
+        assert first.pages and second.pages == []
+        assert summary.stats.duplicates == total and summary.stats.mentions == 0
+
+    async def test_a_tiny_queue_slows_the_source_and_loses_nothing(self, tmp_path: Path) -> None:
+        """Backpressure: with room for one mention, every mention still arrives."""
+        stream = tmp_path / "m.jsonl"
+        total = write_stream(stream, hours=3, surge_at=1)
+        summary = await run_once(
+            settings_for(tmp_path, stream), tmp_path / "s.db", Recorder(), queue_size=1
+        )
+        assert summary.stats.mentions == total
+
+
+class TestDispatcher:
+    async def test_page_is_sent_once_even_when_dispatched_twice(self, tmp_path: Path) -> None:
+        """The notification log stops a second send of the same page, across store reopening."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream)
+        first = Recorder()
+        await run_once(settings_for(tmp_path, stream), tmp_path / "s.db", first)
+        store = await Store.open(tmp_path / "s.db")
+        again = Recorder()
+        await Dispatcher([again], store).dispatch(first.pages[0])
+        await store.close()
+        assert again.pages == []
+
+    async def test_failed_send_is_not_recorded_and_is_retried(self, tmp_path: Path) -> None:
+        """A page whose send failed is not logged as sent, so the next dispatch sends it."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream)
+        first = Recorder()
+        await run_once(settings_for(tmp_path, stream), tmp_path / "s.db", first)
+        store = await Store.open(tmp_path / "other.db")
+        broken, working = Recorder(fail=True), Recorder()
+        broken.name = working.name = "chat"
+        dispatcher = Dispatcher([broken], store)
+        await dispatcher.dispatch(first.pages[0])
+        assert dispatcher.failed == 1
+        await Dispatcher([working], store).dispatch(first.pages[0])
+        await store.close()
+        assert working.pages == [first.pages[0]]
+
+
+class TestSignals:
+    def test_sigterm_stops_a_configured_daemon_cleanly(self, tmp_path: Path) -> None:
+        """A daemon that runs until stopped exits 0 on SIGTERM after draining."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream, hours=2)
+        settings_for(tmp_path, stream)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crisiswatch",
+                "--log-level",
+                "info",
+                "run",
+                "--config",
+                str(tmp_path / "config.yaml"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:  # wait until the replay is done and the daemon idles
+                if b"source.ended" in line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err.decode()
+        assert b"stopped:" in out
+        assert (tmp_path / "state" / "crisiswatch.sqlite3").exists()

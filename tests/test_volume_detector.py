@@ -1,0 +1,115 @@
+"""Behaviour of the default volume detector, alone and paged the daemon's way."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.detect.series import score_series
+from crisiswatch.detect.volume import SENSITIVITY, VolumeDetector
+
+START = datetime(2015, 3, 2, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+THRESHOLD = SENSITIVITY["balanced"]
+
+
+def daily_counts(days: float, mean: float, seed: int = 1) -> list[float]:
+    """Poisson-ish counts with a daily rhythm."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(int(days * 288)):
+        rate = mean * (1.0 + 0.6 * math.sin(2 * math.pi * i / 288))
+        out.append(float(sum(1 for _ in range(int(rate * 4)) if rng.random() < 0.25)))
+    return out
+
+
+def run(counts: list[float], detector: VolumeDetector | None = None) -> list[float]:
+    det = detector or VolumeDetector()
+    scores = []
+    for i, c in enumerate(counts):
+        at = START + i * STEP
+        scores.append(det.score_one(c, at).score)
+        det.learn_one(c, at)
+    return scores
+
+
+def pages(counts: list[float]) -> list[int]:
+    """The buckets where the daemon's default volume rule would open a page."""
+    stamps = [START + i * STEP for i in range(len(counts))]
+    return [i for i, (_, opened) in enumerate(score_series(stamps, counts)) if opened]
+
+
+class TestVolumeDetector:
+    def test_causal(self) -> None:
+        """Appending future buckets does not change the scores of past ones."""
+        counts = daily_counts(3, 20.0)
+        assert run(counts[:500]) == run(counts)[:500]
+
+    def test_score_one_does_not_learn(self) -> None:
+        """score_one leaves the state as it was."""
+        det = VolumeDetector()
+        run(daily_counts(1.5, 20.0), det)
+        before = pickle.dumps(det)
+        det.score_one(500.0, START)
+        assert pickle.dumps(det) == before
+
+    def test_pickle_round_trip(self) -> None:
+        """A restored detector scores the following buckets exactly as the original."""
+        counts = daily_counts(3, 10.0)
+        det = VolumeDetector()
+        run(counts[:400], det)
+        copy = pickle.loads(pickle.dumps(det))
+        tail = counts[400:]
+        assert run(tail, det) == run(tail, copy)
+
+    def test_scores_in_unit_interval(self) -> None:
+        """Scores stay in [0, 1], also for enormous counts and zeros."""
+        counts = [*daily_counts(2, 5.0), 1e9, 0.0, 0.0, 1e6]
+        assert all(0.0 <= s <= 1.0 for s in run(counts))
+
+    def test_sparse_blip_does_not_page(self) -> None:
+        """On a mostly-zero series a 0 -> 3 blip is not a page."""
+        rng = random.Random(7)
+        counts = [float(rng.random() < 0.3) for _ in range(288 * 3)]
+        counts[700] = 3.0
+        assert pages(counts) == []
+
+    def test_long_surge_pages_once(self) -> None:
+        """A six-hour surge at five times the usual volume opens exactly one page."""
+        counts = daily_counts(4, 20.0)
+        surge = range(288 * 3, 288 * 3 + 72)
+        for i in surge:
+            counts[i] *= 5
+        opened = pages(counts)
+        assert len(opened) == 1
+        assert opened[0] in surge
+
+    def test_spike_does_not_become_baseline(self) -> None:
+        """During a surge the expected count stays near the usual level."""
+        counts = daily_counts(4, 20.0)
+        det = VolumeDetector()
+        run(counts[: 288 * 3], det)
+        usual = det.score_one(20.0, START + 288 * 3 * STEP).expected
+        at = START
+        for i in range(36):
+            at = START + (288 * 3 + i) * STEP
+            det.learn_one(200.0, at)
+        during = det.score_one(200.0, at + STEP)
+        assert during.expected < 2.0 * usual
+        assert during.score >= SENSITIVITY["high"]
+
+    def test_level_shift_is_absorbed(self) -> None:
+        """A lasting doubling of volume stops scoring as anomalous after a few days."""
+        counts = daily_counts(3, 20.0) + [2 * c for c in daily_counts(5, 20.0, seed=2)]
+        scores = run(counts)
+        assert max(scores[-288:]) < THRESHOLD
+
+    def test_no_page_during_warmup(self) -> None:
+        """The first buckets score 0 whatever their counts; scores are useful after hours."""
+        scores = run([5.0] * 10 + [500.0] * 30 + [5.0] * 10)
+        assert scores[:36] == [0.0] * 36
+        counts = [10.0] * 60 + [150.0]
+        assert run(counts)[-1] >= THRESHOLD
+
