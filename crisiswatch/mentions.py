@@ -78,7 +78,10 @@ def parse_time(value: str) -> datetime:
         raise MentionError(f"'created_at' is not an ISO-8601 time: {value[:40]!r}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:30-01:00 is past the year 9999 in UTC
+        raise MentionError(f"'created_at' is out of range in UTC: {value[:40]!r}") from None
 
 
 def _required_str(obj: dict[str, Any], key: str) -> str:
@@ -102,7 +105,7 @@ def mention_to_dict(mention: Mention) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "id": mention.id,
         "source": mention.source,
-        "created_at": mention.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": mention.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "text": mention.text,
     }
     for key in ("brand", "author", "url", "lang"):

@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     updated_at TEXT NOT NULL, resolved_at TEXT, summary TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS notifications (
-    page_key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, kind TEXT NOT NULL,
-    at TEXT NOT NULL, sent_at TEXT NOT NULL, notifier TEXT NOT NULL
+    page_key TEXT NOT NULL, incident_id TEXT NOT NULL, kind TEXT NOT NULL,
+    at TEXT NOT NULL, sent_at TEXT NOT NULL, notifier TEXT NOT NULL,
+    PRIMARY KEY (page_key, notifier)
 );
 """
 

@@ -87,15 +87,15 @@ class TestCheck:
             tmp_path,
             "rules:\n  - id: a\n    when: {min_count: 3}\n    severty: critical\n",
         )
-        assert problems_of(path) == [
-            f"{path}:4:5: unknown key 'severty'; did you mean 'severity'?"
-        ]
+        assert problems_of(path) == [f"{path}:4:5: unknown key 'severty'; did you mean 'severity'?"]
 
     def test_misspelled_condition_suggests_the_condition(self, tmp_path: Path) -> None:
         """A typo inside `when` suggests the condition's real name."""
         path = write(tmp_path, "rules:\n  - id: a\n    when:\n      volume_spke: high\n")
         found = problems_of(path)
-        assert any(":4:7: unknown key 'volume_spke'; did you mean 'volume_spike'?" in p for p in found)
+        assert any(
+            ":4:7: unknown key 'volume_spke'; did you mean 'volume_spike'?" in p for p in found
+        )
 
     def test_wrong_type_names_the_key(self, tmp_path: Path) -> None:
         """A value of the wrong type is reported at that key."""
@@ -134,9 +134,7 @@ class TestCheck:
 
     def test_condition_needs_exactly_one_key(self, tmp_path: Path) -> None:
         """Two conditions in one mapping is an error (use `all`)."""
-        path = write(
-            tmp_path, "rules:\n  - id: a\n    when: {min_count: 3, volume_spike: high}\n"
-        )
+        path = write(tmp_path, "rules:\n  - id: a\n    when: {min_count: 3, volume_spike: high}\n")
         (problem,) = problems_of(path)
         assert "exactly one of" in problem and "found volume_spike, min_count" in problem
 

@@ -42,15 +42,15 @@ def render_text(page: Page, to: str = "") -> str:
     if to:
         lines.append(f"  to       {to}")
     lines.append(f"  when     {_time(page.at)}  (since {_time(incident.started_at)})")
-    where = ", ".join(incident.sources) or "-"
+    where = clean_text(", ".join(incident.sources), 200) or "-"  # source names come from posts
     topics = ", ".join(incident.topics) or "all topics"
     lines.append(f"  where    {where} · {topics}")
     lines.append(f"  what     {clean_text(incident.summary, 200)}")
     if page.changes:
-        lines.append(f"  changed  {'; '.join(page.changes)}")
+        lines.append(f"  changed  {clean_text('; '.join(page.changes), 400)}")
     if page.kind is not PageKind.RESOLVED:
         for number, reason in enumerate(incident.reasons):
-            lines.append(f"  {'why' if number == 0 else '':<8} {reason}")
+            lines.append(f"  {'why' if number == 0 else '':<8} {clean_text(reason, 300)}")
         lines.append(f"  rules    {', '.join(incident.rules)}")
         terms = ", ".join(term for term, _ in bucket.top_terms[:6])
         if terms:
@@ -66,7 +66,7 @@ def post_line(scored: ScoredMention) -> str:
     author = clean_text(mention.author or "unknown", 40)
     link = f" {clean_text(mention.url, 120)}" if mention.url else ""
     return (
-        f"{author} ({mention.author_followers:,} followers, {mention.source}, "
+        f"{author} ({mention.author_followers:,} followers, {clean_text(mention.source, 40)}, "
         f'{scored.negative:.0%} negative): "{clean_text(mention.text)}"{link}'
     )
 

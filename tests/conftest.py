@@ -1,0 +1,160 @@
+"""Shared helpers: a mention factory, a fake sentiment scorer and a demo-like brand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from crisiswatch.config import Brand
+from crisiswatch.domain import (
+    Bucket,
+    Incident,
+    IncidentStatus,
+    Mention,
+    Page,
+    PageKind,
+    ScoredMention,
+    SeriesKey,
+    Severity,
+    Signal,
+    Stage,
+)
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+"""A round moment (on a bucket boundary for any bucket size that divides a day)."""
+
+
+def _mention(**overrides: Any) -> Mention:
+    """A valid mention of the `kestrel` brand at `T0`; any field may be overridden."""
+    fields: dict[str, Any] = {
+        "id": "x:1",
+        "source": "x",
+        "created_at": T0,
+        "text": "Kestrel Bank is fine today",
+        "author": "alice",
+        "author_followers": 10,
+        "url": "https://example.com/x/1",
+        "lang": "en",
+    }
+    fields.update(overrides)
+    return Mention(**fields)
+
+
+class KeywordScorer:
+    """A fake sentiment model: a text with an angry word is negative, anything else is not."""
+
+    ANGRY = ("angry", "awful")
+
+    def negative_one(self, text: str) -> float:
+        lowered = text.lower()
+        return 0.9 if any(word in lowered for word in self.ANGRY) else 0.1
+
+
+def _brand(**overrides: Any) -> Brand:
+    """A brand shaped like the demo's Kestrel Bank; any field may be overridden."""
+    fields: dict[str, Any] = {
+        "id": "kestrel",
+        "name": "Kestrel Bank",
+        "keywords": ["kestrel bank", "kestrelbank"],
+        "hashtags": ["#KestrelBank"],
+        "handles": ["@KestrelHelp"],
+        "exclusions": ["kestrel falcon", "#birding"],
+        "topics": {"cards": ["card", "atm", "credit card"], "app": ["app", "login"]},
+    }
+    fields.update(overrides)
+    return Brand(**fields)
+
+
+def _incident(samples: tuple[ScoredMention, ...] = (), **overrides: Any) -> Incident:
+    """A firing incident of `kestrel` opened by one bucket ending at `T0`."""
+    bucket = Bucket(
+        series=SeriesKey("kestrel"),
+        start=T0 - timedelta(minutes=5),
+        end=T0,
+        count=40,
+        raw_count=42,
+        negative_count=30,
+        unique_authors=38,
+        reach=125_000,
+        sources=(("x", 30), ("reddit", 10)),
+        top_terms=(("atm", 12), ("swallowed", 9)),
+        samples=samples,
+    )
+    signal = Signal(bucket, 0.999, 8.0, 15.0, 0.998, 0.2, 9)
+    incident = Incident(
+        key="kestrel",
+        brand="kestrel",
+        status=IncidentStatus.FIRING,
+        severity=Severity.CRITICAL,
+        stage=Stage.FLAME,
+        started_at=bucket.start,
+        updated_at=T0,
+        last_alert_at=T0,
+        resolved_at=None,
+        rules=("angry-surge",),
+        topics=("cards",),
+        sources=("x",),
+        route="default",
+        summary="kestrel: 40 mentions in 5m (8 expected), 75% negative",
+        reasons=("volume 40 vs 8 expected (band up to 15), score 0.999",),
+        peak_count=40,
+        latest=signal,
+        id="kestrel@20240301T1155Z",
+    )
+    return replace(incident, **overrides)
+
+
+def _page(
+    kind: PageKind = PageKind.OPENED,
+    at: datetime = T0,
+    changes: tuple[str, ...] = (),
+    **incident: Any,
+) -> Page:
+    """A page about `_incident(**incident)`."""
+    return Page(_incident(**incident), kind, at, changes)
+
+
+MentionFactory = Callable[..., Mention]
+BrandFactory = Callable[..., Brand]
+
+
+@pytest.fixture
+def make_mention() -> MentionFactory:
+    """`make_mention(**overrides)`: a valid mention at `T0`."""
+    return _mention
+
+
+@pytest.fixture
+def make_brand() -> BrandFactory:
+    """`make_brand(**overrides)`: a brand shaped like the demo's Kestrel Bank."""
+    return _brand
+
+
+@pytest.fixture
+def brand() -> Brand:
+    return _brand()
+
+
+@pytest.fixture
+def scorer() -> KeywordScorer:
+    return KeywordScorer()
+
+
+IncidentFactory = Callable[..., Incident]
+PageFactory = Callable[..., Page]
+
+
+@pytest.fixture
+def make_incident() -> IncidentFactory:
+    """`make_incident(samples=(), **overrides)`: a firing, critical incident of `kestrel`."""
+    return _incident
+
+
+@pytest.fixture
+def make_page() -> PageFactory:
+    """`make_page(kind, at, changes, **incident_overrides)`: a page about `make_incident`."""
+    return _page

@@ -1,0 +1,267 @@
+"""Event-time buckets per series, closed by the watermark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crisiswatch.aggregate import STOPWORDS, Aggregator, sample_weight
+from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, ScoredMention, SeriesKey
+from crisiswatch.enrich.attribution import tokenize
+
+MentionFactory = Callable[..., Mention]
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+ALL = SeriesKey("kestrel", ALL_TOPICS)
+CARDS = SeriesKey("kestrel", "cards")
+APP = SeriesKey("kestrel", "app")
+SERIES = (ALL, CARDS, APP)
+OWN_TERMS = frozenset({"kestrel", "bank", "kestrelbank", "#kestrelbank"})
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+class Feeder:
+    """Feeds mentions to an aggregator as the pipeline does: add, then advance to its time."""
+
+    def __init__(self, aggregator: Aggregator, make_mention: MentionFactory) -> None:
+        self.aggregator = aggregator
+        self.make_mention = make_mention
+        self.sequence = 0
+
+    def scored(
+        self,
+        minutes: float,
+        *,
+        topics: tuple[str, ...] = (),
+        negative: float = 0.1,
+        **fields: object,
+    ) -> ScoredMention:
+        self.sequence += 1
+        fields.setdefault("id", f"x:{self.sequence}")
+        fields.setdefault("author", f"author{self.sequence}")
+        mention = self.make_mention(created_at=at(minutes), **fields)
+        return ScoredMention(mention, "kestrel", topics, negative)
+
+    def add(self, minutes: float, **kwargs: object) -> ScoredMention:
+        """Count a mention without moving the watermark."""
+        scored = self.scored(minutes, **kwargs)  # type: ignore[arg-type]
+        self.aggregator.add(scored, tokenize(scored.mention.text))
+        return scored
+
+    def feed(self, minutes: float, **kwargs: object) -> list[Bucket]:
+        scored = self.add(minutes, **kwargs)
+        return self.aggregator.advance(scored.mention.created_at)
+
+
+def make_aggregator(**overrides: object) -> Aggregator:
+    options: dict[str, object] = {
+        "bucket": timedelta(minutes=5),
+        "allowed_lateness": timedelta(minutes=2),
+        "per_author_cap": 3,
+        "samples_per_bucket": 5,
+        "brand_terms": {"kestrel": OWN_TERMS},
+    }
+    options.update(overrides)
+    return Aggregator(SERIES, **options)  # type: ignore[arg-type]
+
+
+def one(buckets: list[Bucket], series: SeriesKey, start: datetime | None = None) -> Bucket:
+    (found,) = [b for b in buckets if b.series == series and start in (None, b.start)]
+    return found
+
+
+@pytest.fixture
+def feeder(make_mention: MentionFactory) -> Feeder:
+    return Feeder(make_aggregator(), make_mention)
+
+
+class TestAggregator:
+    def test_bucket_closes_when_watermark_passes_its_end(self, feeder: Feeder) -> None:
+        """A bucket closes once the latest event time less the lateness reaches its end."""
+        assert feeder.feed(0.5) == []
+        assert feeder.feed(4.9) == []
+        assert feeder.feed(6.9) == []  # watermark 12:04:54, before the end at 12:05
+        closed = feeder.feed(7)  # watermark 12:05: the 12:00 bucket has ended
+        assert {b.series for b in closed} == set(SERIES)
+        bucket = one(closed, ALL)
+        assert (bucket.start, bucket.end) == (at(0), at(5))
+        assert bucket.count == 2
+        assert feeder.aggregator.watermark == at(5)
+
+    def test_buckets_are_aligned_to_their_size(self, feeder: Feeder) -> None:
+        """A bucket starts on a multiple of its width, not at the first mention."""
+        feeder.feed(3.2)
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert (bucket.start, bucket.end) == (at(0), at(5))
+
+    def test_late_mention_within_lateness_counts(self, feeder: Feeder) -> None:
+        """A mention up to the allowed lateness behind the latest one still counts."""
+        feeder.feed(1)
+        feeder.feed(6)  # watermark 12:04: the 12:00 bucket is still open
+        assert feeder.feed(4.5) == []
+        closed = feeder.feed(8)
+        assert one(closed, ALL, at(0)).count == 2
+        assert feeder.aggregator.late == 0
+
+    def test_too_late_mention_is_counted_and_dropped(self, feeder: Feeder) -> None:
+        """A mention older than the oldest open bucket is counted in `late`, not in a bucket."""
+        feeder.feed(1)
+        assert one(feeder.feed(8), ALL, at(0)).count == 1
+        assert feeder.feed(4) == []
+        assert feeder.aggregator.late == 1
+        rest = feeder.aggregator.flush()
+        assert [b.start for b in rest if b.series == ALL] == [at(5)]
+        assert one(rest, ALL).count == 1  # only the 12:08 mention
+
+    def test_every_series_reports_on_every_close(self, feeder: Feeder) -> None:
+        """Quiet series get a zero bucket, including across a gap of empty buckets."""
+        feeder.feed(1, topics=("cards",))
+        closed = feeder.feed(32)  # watermark 12:30: buckets 12:00 to 12:25 have ended
+        starts = sorted({b.start for b in closed})
+        assert starts == [at(m) for m in range(0, 30, 5)]
+        assert len(closed) == len(starts) * len(SERIES)
+        assert one(closed, CARDS, at(0)).count == 1
+        app = one(closed, APP, at(0))
+        assert (app.count, app.raw_count, app.unique_authors, app.samples) == (0, 0, 0, ())
+        for start in starts[1:]:
+            for key in SERIES:
+                assert one(closed, key, start).count == 0
+        for bucket in closed:
+            assert bucket.end - bucket.start == timedelta(minutes=5)
+
+    def test_closed_buckets_come_in_time_order(self, feeder: Feeder) -> None:
+        """Closed buckets are handed out oldest first."""
+        feeder.feed(1)
+        closed = feeder.feed(22)
+        assert [b.start for b in closed] == sorted(b.start for b in closed)
+
+    def test_topic_mention_counts_in_rollup_and_topic(self, feeder: Feeder) -> None:
+        """A topic mention counts in the brand roll-up and in each of its topics only."""
+        feeder.feed(1, topics=("cards",))
+        feeder.feed(2, topics=("cards", "app"))
+        feeder.feed(3)
+        closed = feeder.aggregator.flush()
+        assert one(closed, ALL).count == 3
+        assert one(closed, CARDS).count == 2
+        assert one(closed, APP).count == 1
+
+    def test_per_author_cap(self, feeder: Feeder) -> None:
+        """One author's 50 posts count per_author_cap toward count but all toward raw_count."""
+        for second in range(50):
+            feeder.feed(1 + second / 60, author="spammer", negative=0.9)
+        feeder.feed(2, author="bob")
+        feeder.feed(2.5, author="carol")
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert bucket.count == 3 + 2
+        assert bucket.raw_count == 52
+        assert bucket.negative_count == 3
+        assert bucket.unique_authors == 3
+        assert bucket.negative_share == pytest.approx(3 / 5)
+
+    def test_anonymous_mentions_count_by_id(self, feeder: Feeder) -> None:
+        """Mentions without an author are not capped together."""
+        for n in range(6):
+            feeder.feed(1, author=None, id=f"anon:{n}")
+        assert one(feeder.aggregator.flush(), ALL).count == 6
+
+    def test_reach_and_sources(self, feeder: Feeder) -> None:
+        """Reach sums each author's followers once; sources are counted, most first."""
+        feeder.feed(1, author="a", author_followers=100, source="x")
+        feeder.feed(2, author="a", author_followers=150, source="reddit")
+        feeder.feed(3, author="b", author_followers=1_000, source="reddit")
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert bucket.reach == 150 + 1_000
+        assert bucket.sources == (("reddit", 2), ("x", 1))
+
+    def test_samples_most_negative_times_reach_first_and_bounded(self, feeder: Feeder) -> None:
+        """Samples hold at most samples_per_bucket posts, ordered by negativity × reach."""
+        specs = [
+            (0.1, 10),
+            (0.9, 10),
+            (0.9, 100_000),
+            (0.1, 100_000),
+            (0.5, 1_000),
+            (0.0, 0),
+            (0.95, 50),
+            (0.3, 5),
+        ]
+        scored = [
+            feeder.add(minute / 2, negative=negative, author_followers=followers)
+            for minute, (negative, followers) in enumerate(specs)
+        ]
+        bucket = one(feeder.aggregator.flush(), ALL)
+        expected = sorted(scored, key=sample_weight, reverse=True)[:5]
+        assert list(bucket.samples) == expected
+        assert bucket.samples[0].mention.author_followers == 100_000
+        assert bucket.samples[0].negative == 0.9
+        assert all(s.mention.author_followers != 0 for s in bucket.samples)
+
+    def test_equal_samples_first_come_first(self, make_mention: MentionFactory) -> None:
+        """Among equally weighted posts, the earliest are kept."""
+        feeder = Feeder(make_aggregator(samples_per_bucket=2), make_mention)
+        for n in range(4):
+            feeder.feed(1 + n / 10)
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert [s.mention.id for s in bucket.samples] == ["x:1", "x:2"]
+
+    def test_top_terms(self, feeder: Feeder) -> None:
+        """Top terms are counted once per post, without stopwords, short words, digits or the
+        brand's own names."""
+        feeder.feed(1, text="The Kestrel Bank ATM swallowed my card and the 1234 pin")
+        feeder.feed(2, text="kestrelbank ATM swallowed another card, #KestrelBank")
+        feeder.feed(3, text="ATM atm ATM outage")
+        bucket = one(feeder.aggregator.flush(), ALL)
+        terms = dict(bucket.top_terms)
+        assert terms["atm"] == 3
+        assert terms["swallowed"] == 2
+        assert terms["card"] == 2
+        assert bucket.top_terms[0] == ("atm", 3)
+        assert not set(terms) & (STOPWORDS | OWN_TERMS)
+        assert "1234" not in terms
+        assert "my" not in terms and "pin" in terms
+
+    def test_top_terms_bounded(self, feeder: Feeder) -> None:
+        """At most eight top terms are kept."""
+        feeder.feed(1, text=" ".join(f"word{n}" for n in range(30)))
+        assert len(one(feeder.aggregator.flush(), ALL).top_terms) == 8
+
+    def test_flush_closes_everything_open(self, feeder: Feeder) -> None:
+        """flush closes every open bucket, gaps included, and a second flush closes nothing."""
+        feeder.add(1)
+        feeder.add(6)
+        feeder.add(16)
+        closed = feeder.aggregator.flush()
+        assert sorted({b.start for b in closed}) == [at(0), at(5), at(10), at(15)]
+        assert [one(closed, ALL, at(m)).count for m in (0, 5, 10, 15)] == [1, 1, 0, 1]
+        assert feeder.aggregator.flush() == []
+
+    def test_flush_after_closing(self, feeder: Feeder) -> None:
+        """flush does not close a bucket twice."""
+        feeder.feed(1)
+        closed = feeder.feed(8)
+        rest = feeder.aggregator.flush()
+        assert {b.start for b in closed} == {at(0)}
+        assert {b.start for b in rest} == {at(5)}
+
+    def test_flush_of_nothing(self) -> None:
+        """An aggregator that saw nothing flushes nothing."""
+        assert make_aggregator().flush() == []
+
+    def test_watermark_never_goes_back(self, feeder: Feeder) -> None:
+        """Advancing to an earlier time neither moves the watermark back nor closes anything."""
+        feeder.feed(1)
+        feeder.feed(8)
+        assert feeder.aggregator.advance(at(3)) == []
+        assert feeder.aggregator.watermark == at(6)
+
+    def test_advance_without_mentions_closes_quiet_time(self, feeder: Feeder) -> None:
+        """The clock alone closes buckets once a first mention set the start."""
+        assert feeder.aggregator.advance(at(30)) == []  # nothing seen yet: nothing to close
+        feeder.feed(31)
+        closed = feeder.aggregator.advance(at(47))
+        assert sorted({b.start for b in closed}) == [at(30), at(35), at(40)]

@@ -1,0 +1,203 @@
+"""Attributing mentions to brands and topics by the configured queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from crisiswatch.config import Brand
+from crisiswatch.domain import Mention
+from crisiswatch.enrich.attribution import MAX_TOKENS, Attribution, Attributor, tokenize
+
+MentionFactory = Callable[..., Mention]
+BrandFactory = Callable[..., Brand]
+
+
+def attribute(attributor: Attributor, mention: Mention) -> list[Attribution]:
+    return attributor.attribute(mention, tokenize(mention.text))
+
+
+def brands_of(attributor: Attributor, mention: Mention) -> list[str]:
+    return [a.brand for a in attribute(attributor, mention)]
+
+
+class TestTokenize:
+    def test_words_hashtags_handles_lowercased(self) -> None:
+        """Tokens are lowercase words, #hashtags and @handles; punctuation is dropped."""
+        assert tokenize("Hey @KestrelHelp, my #KestrelBank CARD!!") == [
+            "hey",
+            "@kestrelhelp",
+            "my",
+            "#kestrelbank",
+            "card",
+        ]
+
+    def test_caps_tokens_of_a_long_text(self) -> None:
+        """A 10,000-character text yields at most MAX_TOKENS tokens, from its start."""
+        text = "word " * 2_000
+        assert len(text) == 10_000
+        tokens = tokenize(text)
+        assert 0 < len(tokens) <= MAX_TOKENS
+        assert set(tokens) == {"word"}
+
+    def test_caps_tokens_of_a_long_unbroken_text(self) -> None:
+        """A text of single-letter words is capped too."""
+        assert len(tokenize("a " * 5_000 + "kestrel bank")) == MAX_TOKENS
+
+
+class TestAttributor:
+    @pytest.fixture
+    def attributor(self, brand: Brand) -> Attributor:
+        return Attributor([brand])
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "My kestrel bank account is locked",
+            "KESTREL BANK is down again",
+            "kestrelbank support please",
+            "love #KestrelBank today",
+            "hey @KestrelHelp any news?",
+            "Kestrel   Bank, again.",
+        ],
+    )
+    def test_queries_match(
+        self, attributor: Attributor, make_mention: MentionFactory, text: str
+    ) -> None:
+        """Keywords, phrases, hashtags and handles match, whatever the case and spacing."""
+        assert brands_of(attributor, make_mention(text=text)) == ["kestrel"]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "kestrel banking is a new word",  # phrase must end on a whole word
+            "the kestrel flew over the bank",  # phrase words must be adjacent
+            "bank kestrel",  # and in order
+            "nokestrelbank here",  # keyword must be a whole word
+            "kestrel",
+            "an unrelated post",
+        ],
+    )
+    def test_partial_matches_do_not_count(
+        self, attributor: Attributor, make_mention: MentionFactory, text: str
+    ) -> None:
+        """Only whole words and whole phrases attribute a mention."""
+        assert attribute(attributor, make_mention(text=text)) == []
+
+    def test_topics_tagged(self, attributor: Attributor, make_mention: MentionFactory) -> None:
+        """A mention is tagged with every topic whose terms it contains, sorted."""
+        (found,) = attribute(
+            attributor, make_mention(text="Kestrel Bank app login broke and ate my card")
+        )
+        assert found == Attribution("kestrel", ("app", "cards"))
+
+    def test_no_topic(self, attributor: Attributor, make_mention: MentionFactory) -> None:
+        """A mention about none of the topics still counts for the brand, with no topics."""
+        assert attribute(attributor, make_mention(text="kestrel bank hello")) == [
+            Attribution("kestrel", ())
+        ]
+
+    def test_plural_topic_term(self, attributor: Attributor, make_mention: MentionFactory) -> None:
+        """A plural word matches its singular topic term: "cards" finds "card"."""
+        (found,) = attribute(attributor, make_mention(text="Kestrel Bank cards declined"))
+        assert found.topics == ("cards",)
+
+    def test_phrase_topic_term(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        """A multi-word topic term matches only as a whole phrase."""
+        attributor = Attributor([make_brand(topics={"cards": ["credit card"]})])
+        (hit,) = attribute(attributor, make_mention(text="kestrel bank credit card fraud"))
+        (miss,) = attribute(attributor, make_mention(text="kestrel bank credit on my card"))
+        assert hit.topics == ("cards",)
+        assert miss.topics == ()
+
+    @pytest.mark.parametrize(
+        "text",
+        ["Saw a kestrel falcon over Kestrel Bank HQ", "kestrel bank tower #birding"],
+    )
+    def test_exclusions_win(
+        self, attributor: Attributor, make_mention: MentionFactory, text: str
+    ) -> None:
+        """A mention containing an exclusion is not about the brand, keywords or not."""
+        assert attribute(attributor, make_mention(text=text)) == []
+
+    def test_explicit_brand_beats_exclusions(
+        self, attributor: Attributor, make_mention: MentionFactory
+    ) -> None:
+        """A mention that names its brand explicitly is attributed despite an exclusion."""
+        mention = make_mention(text="kestrel falcon on my kestrel bank card", brand="kestrel")
+        assert attribute(attributor, mention) == [Attribution("kestrel", ("cards",))]
+
+    def test_explicit_brand_without_keywords(
+        self, attributor: Attributor, make_mention: MentionFactory
+    ) -> None:
+        """An explicit brand attributes a mention whose text has none of its keywords."""
+        mention = make_mention(text="the app will not open", brand="kestrel")
+        assert attribute(attributor, mention) == [Attribution("kestrel", ("app",))]
+
+    def test_unknown_explicit_brand(
+        self, attributor: Attributor, make_mention: MentionFactory
+    ) -> None:
+        """A mention naming a brand that is not configured is about nothing."""
+        mention = make_mention(text="kestrel bank app", brand="othercorp")
+        assert attribute(attributor, mention) == []
+
+    @pytest.mark.parametrize(("lang", "expected"), [("en", 1), ("de", 1), ("fr", 0), (None, 1)])
+    def test_languages_filter(
+        self,
+        make_brand: BrandFactory,
+        make_mention: MentionFactory,
+        lang: str | None,
+        expected: int,
+    ) -> None:
+        """A brand limited to some languages skips mentions in others; unknown passes."""
+        attributor = Attributor([make_brand(languages=["en", "de"])])
+        found = attribute(attributor, make_mention(text="kestrel bank", lang=lang))
+        assert len(found) == expected
+
+    def test_no_language_filter(self, attributor: Attributor, make_mention: MentionFactory) -> None:
+        """A brand without languages takes mentions in any language."""
+        assert brands_of(attributor, make_mention(text="kestrel bank", lang="fr")) == ["kestrel"]
+
+    def test_two_brands_in_one_post(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        """A post about two brands is attributed to each, with each brand's own topics."""
+        attributor = Attributor(
+            [
+                make_brand(),
+                make_brand(
+                    id="acme",
+                    name="Acme",
+                    keywords=["acme"],
+                    hashtags=[],
+                    handles=[],
+                    exclusions=[],
+                    topics={"fees": ["fee"]},
+                ),
+            ]
+        )
+        found = attribute(
+            attributor, make_mention(text="Moved from Kestrel Bank to Acme: no fees, nice app")
+        )
+        assert found == [Attribution("acme", ("fees",)), Attribution("kestrel", ("app",))]
+
+    def test_exclusion_of_one_brand_spares_the_other(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        """One brand's exclusion does not rule the post out for another brand."""
+        attributor = Attributor(
+            [make_brand(), make_brand(id="acme", keywords=["acme"], exclusions=[], topics={})]
+        )
+        found = brands_of(attributor, make_mention(text="kestrel falcon at kestrel bank and acme"))
+        assert found == ["acme"]
+
+    def test_keyword_after_the_token_cap_is_not_read(
+        self, attributor: Attributor, make_mention: MentionFactory
+    ) -> None:
+        """Only the first MAX_TOKENS tokens of a huge post are read (the cost is bounded)."""
+        text = "blah " * MAX_TOKENS + "kestrel bank"
+        assert attribute(attributor, make_mention(text=text)) == []
+        assert brands_of(attributor, make_mention(text="kestrel bank " + text)) == ["kestrel"]

@@ -1,0 +1,200 @@
+"""The SQLite state store: seen ids, incidents, the notification log, and opening failures."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crisiswatch.domain import Incident, IncidentStatus, Page, PageKind, Severity, Stage
+from crisiswatch.store import SCHEMA_VERSION, Store, StoreError, page_key
+
+IncidentFactory = Callable[..., Incident]
+PageFactory = Callable[..., Page]
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "crisiswatch.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(db_path)
+    yield opened
+    await opened.close()
+
+
+class TestSeen:
+    async def test_round_trip(self, store: Store) -> None:
+        """Seen ids come back oldest first."""
+        await store.mark_seen(["a", "b"], T0)
+        await store.mark_seen(["c"], T0 + timedelta(seconds=1))
+        assert await store.recent_seen(10) == ["a", "b", "c"]
+
+    async def test_limit_keeps_the_most_recent(self, store: Store) -> None:
+        """recent_seen(n) returns the n ids seen last, still oldest first."""
+        await store.mark_seen([f"id{n}" for n in range(10)], T0)
+        assert await store.recent_seen(3) == ["id7", "id8", "id9"]
+
+    async def test_seeing_again_is_ignored(self, store: Store) -> None:
+        """Marking an id seen twice keeps one row, at its first place."""
+        await store.mark_seen(["a", "b"], T0)
+        await store.mark_seen(["a", "c"], T0)
+        assert await store.recent_seen(10) == ["a", "b", "c"]
+
+    async def test_nothing_to_mark(self, store: Store) -> None:
+        """An empty batch is fine and adds nothing."""
+        await store.mark_seen([], T0)
+        assert await store.recent_seen(10) == []
+
+
+class TestIncidents:
+    async def test_saved(self, store: Store, make_incident: IncidentFactory) -> None:
+        """A saved incident reads back with its fields."""
+        incident = make_incident()
+        await store.save_incident(incident)
+        (row,) = await store.incidents()
+        assert row["id"] == incident.id
+        assert row["key"] == "kestrel"
+        assert row["status"] == "firing"
+        assert row["severity"] == "critical"
+        assert row["stage"] == "flame"
+        assert row["started_at"] == incident.started_at.isoformat()
+        assert row["resolved_at"] is None
+        assert row["summary"] == incident.summary
+        assert '"angry-surge"' in (row["detail"] or "")
+
+    async def test_updated_in_place(self, store: Store, make_incident: IncidentFactory) -> None:
+        """Saving an incident again replaces its row instead of adding one."""
+        incident = make_incident()
+        await store.save_incident(incident)
+        resolved = replace(
+            incident,
+            status=IncidentStatus.RESOLVED,
+            severity=Severity.WARNING,
+            stage=Stage.FIRE,
+            resolved_at=T0 + timedelta(hours=1),
+        )
+        await store.save_incident(resolved)
+        (row,) = await store.incidents()
+        assert (row["status"], row["severity"], row["stage"]) == ("resolved", "warning", "fire")
+        assert row["resolved_at"] == (T0 + timedelta(hours=1)).isoformat()
+
+    async def test_oldest_first(self, store: Store, make_incident: IncidentFactory) -> None:
+        """Incidents are listed by start time."""
+        late = make_incident(id="b@late", started_at=T0 + timedelta(hours=2))
+        early = make_incident(id="a@early", started_at=T0 - timedelta(hours=2))
+        await store.save_incident(late)
+        await store.save_incident(early)
+        assert [row["id"] for row in await store.incidents()] == ["a@early", "b@late"]
+
+
+class TestNotificationLog:
+    async def test_record_then_was_sent(self, store: Store, make_page: PageFactory) -> None:
+        """A page recorded as sent by a notifier is known as sent by that notifier only."""
+        page = make_page()
+        key = page_key(page)
+        assert not await store.was_sent(key, "console")
+        await store.record_sent(page, "console")
+        assert await store.was_sent(key, "console")
+        assert not await store.was_sent(key, "slack")
+
+    async def test_each_notifier_has_its_own_log(
+        self, store: Store, make_page: PageFactory
+    ) -> None:
+        """Recording a page for a second notifier does not forget the first."""
+        page = make_page()
+        await store.record_sent(page, "console")
+        await store.record_sent(page, "slack")
+        assert await store.was_sent(page_key(page), "console")
+        assert await store.was_sent(page_key(page), "slack")
+
+    async def test_record_twice(self, store: Store, make_page: PageFactory) -> None:
+        """Recording the same page twice for one notifier is harmless."""
+        page = make_page()
+        await store.record_sent(page, "console")
+        await store.record_sent(page, "console")
+        assert await store.was_sent(page_key(page), "console")
+
+    async def test_pages_are_told_apart(self, store: Store, make_page: PageFactory) -> None:
+        """Another kind or time of page for the same incident is a different page."""
+        await store.record_sent(make_page(), "console")
+        for other in (
+            make_page(kind=PageKind.ESCALATED),
+            make_page(at=T0 + timedelta(minutes=5)),
+            make_page(id="acme@20240301T1155Z"),
+        ):
+            assert not await store.was_sent(page_key(other), "console")
+
+
+class TestPersistence:
+    async def test_reopen_keeps_state(
+        self, db_path: Path, make_incident: IncidentFactory, make_page: PageFactory
+    ) -> None:
+        """Closing and reopening the same file keeps seen ids, incidents and the log."""
+        first = await Store.open(db_path)
+        await first.mark_seen(["a", "b"], T0)
+        await first.save_incident(make_incident())
+        await first.record_sent(make_page(), "slack")
+        await first.close()
+
+        second = await Store.open(db_path)
+        try:
+            assert await second.recent_seen(10) == ["a", "b"]
+            assert [row["id"] for row in await second.incidents()] == [make_incident().id]
+            assert await second.was_sent(page_key(make_page()), "slack")
+        finally:
+            await second.close()
+
+    async def test_creates_missing_folders(self, tmp_path: Path) -> None:
+        """The state folder is created when it does not exist."""
+        path = tmp_path / "a" / "b" / "state.db"
+        store = await Store.open(path)
+        await store.close()
+        assert path.is_file()
+
+    async def test_path_under_a_regular_file(self, tmp_path: Path) -> None:
+        """A path that cannot exist raises StoreError naming it."""
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("x")
+        path = blocker / "state.db"
+        with pytest.raises(StoreError) as caught:
+            await Store.open(path)
+        assert str(path) in str(caught.value)
+
+    async def test_path_is_a_folder(self, tmp_path: Path) -> None:
+        """A folder where the database file should be raises StoreError naming it."""
+        path = tmp_path / "state.db"
+        path.mkdir()
+        with pytest.raises(StoreError) as caught:
+            await Store.open(path)
+        assert str(path) in str(caught.value)
+
+    async def test_not_a_database(self, tmp_path: Path) -> None:
+        """A file that is not SQLite raises StoreError naming it."""
+        path = tmp_path / "state.db"
+        path.write_bytes(b"this is not a database, just some text " * 100)
+        with pytest.raises(StoreError) as caught:
+            await Store.open(path)
+        assert str(path) in str(caught.value)
+
+    async def test_schema_version_mismatch(self, db_path: Path) -> None:
+        """A store written by another schema version is refused with both versions named."""
+        store = await Store.open(db_path)
+        await store.close()
+        with sqlite3.connect(db_path) as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION + 1,))
+        db.close()
+        with pytest.raises(StoreError) as caught:
+            await Store.open(db_path)
+        message = str(caught.value)
+        assert str(db_path) in message
+        assert f"schema {SCHEMA_VERSION + 1}" in message
+        assert str(SCHEMA_VERSION) in message
