@@ -139,19 +139,27 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if found is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has state schema {found[0]}, this version reads {SCHEMA_VERSION}"
-            )
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the state store {path}: {exc}") from exc
+    try:
+        _prepare(db, path)
+    except BaseException as exc:
+        db.close()
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise StoreError(f"cannot open the state store {path}: {exc}") from exc
+        raise
     return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if found is None:
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(found[0]) != SCHEMA_VERSION:
+        raise StoreError(f"{path} has state schema {found[0]}, this version reads {SCHEMA_VERSION}")
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

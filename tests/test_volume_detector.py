@@ -113,3 +113,12 @@ class TestVolumeDetector:
         counts = [10.0] * 60 + [150.0]
         assert run(counts)[-1] >= THRESHOLD
 
+    def test_gradual_surge_pages(self) -> None:
+        """Three hours at twice the usual volume, no single bucket extreme, opens a page."""
+        counts = daily_counts(4, 20.0)
+        surge = range(288 * 3, 288 * 3 + 36)
+        for i in surge:
+            counts[i] *= 2
+        opened = pages(counts)
+        assert len(opened) == 1
+        assert opened[0] in surge

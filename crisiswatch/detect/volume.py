@@ -4,9 +4,10 @@ The expected count is a same-time-of-day profile (hourly slots, averaged over th
 scaled by how busy the series has been lately relative to that profile; until a day has been
 seen, a plain level (recent mean) stands in. Counts are negative binomial around it, with an
 over-dispersion fitted robustly online. The surprise is the tail probability of this bucket's
-count and of the last hour's total, whichever is smaller. That p-value is then calibrated against
-the series' own history of surprises (an exponential tail fitted above p = 1 %, peaks-over-threshold
-style), so that one threshold means the same rarity on a busy ticker and on a sparse one.
+count and of the last two hours' total (which catches surges that build without one extreme
+bucket), whichever is smaller. That p-value is then calibrated against the series' own history of
+surprises (an exponential tail fitted above p = 1 %, peaks-over-threshold style), so that one
+threshold means the same rarity on a busy ticker and on a sparse one.
 
 Learning is damped: the baseline learns from counts clipped to one standard deviation around the
 expectation, so a spike does not become the baseline while it lasts, but a lasting level shift is
@@ -159,7 +160,7 @@ class VolumeDetector:
         self,
         bucket_seconds: int = 300,
         slots_per_day: int = 24,
-        window: timedelta = timedelta(hours=1),
+        window: timedelta = timedelta(hours=2),
         level_halflife: timedelta = timedelta(hours=2),
         ratio_halflife: timedelta = timedelta(days=1),
         profile_halflife_days: float = 7.0,
@@ -191,6 +192,7 @@ class VolumeDetector:
         self._tail = SurpriseTail(tail_halflife / timedelta(seconds=bucket_seconds), week)
         k = max(2, round(window / timedelta(seconds=bucket_seconds)))
         self._recent: deque[tuple[float, float]] = deque(maxlen=k - 1)  # (count, expected)
+        self._recent_sum = (0.0, 0.0)  # their totals
         self._n = 0
         self._level = 0.0
         self._profile = [0.0] * slots_per_day
@@ -209,8 +211,8 @@ class VolumeDetector:
 
     def _surprise(self, count: float, mu: float) -> float:
         single = nb_surprise(count, mu, self._single.alpha)
-        total = count + sum(c for c, _ in self._recent)
-        expected = mu + sum(m for _, m in self._recent)
+        total = count + self._recent_sum[0]
+        expected = mu + self._recent_sum[1]
         return max(single, nb_surprise(total, expected, self._summed.alpha))
 
     def _score(self, calibrated: float) -> float:
@@ -235,9 +237,7 @@ class VolumeDetector:
             self._tail.update(self._surprise(count, mu))
         sd = self._single.sd(mu)
         self._single.update(count, mu)
-        self._summed.update(
-            count + sum(c for c, _ in self._recent), mu + sum(m for _, m in self._recent)
-        )
+        self._summed.update(count + self._recent_sum[0], mu + self._recent_sum[1])
         x = min(max(count, mu - self.clamp_z * sd), mu + self.clamp_z * sd) if self._n else count
         self._level += max(self._a_level, 1.0 / (self._n + 1)) * (x - self._level)
         if self._n >= self._day:
@@ -246,5 +246,10 @@ class VolumeDetector:
         self._seen[slot] += 1
         rate = max(self._a_profile, 1.0 / self._seen[slot])
         self._profile[slot] += rate * (x - self._profile[slot])
+        counts, means = self._recent_sum[0] + count, self._recent_sum[1] + mu
+        if len(self._recent) == self._recent.maxlen:
+            old_count, old_mu = self._recent[0]
+            counts, means = max(counts - old_count, 0.0), max(means - old_mu, 0.0)
+        self._recent_sum = (counts, means)
         self._recent.append((count, mu))
         self._n += 1
