@@ -1,0 +1,1 @@
+"""The bundled demo: two days of mentions of a fictional bank, and their generator."""
