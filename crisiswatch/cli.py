@@ -99,6 +99,21 @@ def _parser() -> argparse.ArgumentParser:
     nab.add_argument("--data", type=Path, default=Path("../shared/data/nab-realtweets"))
     nab.add_argument("--out", type=Path, default=Path("bench-out/nab"), help="PNG folder")
     nab.set_defaults(handler=_bench_nab)
+    sentiment_bench = benches.add_parser(
+        "sentiment", help="sentiment quality and speed on TweetEval"
+    )
+    sentiment_bench.add_argument("--data", type=Path, default=Path("../shared/data"))
+    sentiment_bench.set_defaults(handler=_bench_sentiment)
+
+    sentiment = commands.add_parser("sentiment", help="the sentiment model")
+    sentiment_commands = sentiment.add_subparsers(
+        dest="sentiment_command", required=True, metavar="COMMAND"
+    )
+    predict = sentiment_commands.add_parser(
+        "predict", help="JSON lines in ({text, label?}), one prediction per line out"
+    )
+    predict.add_argument("--no-learn", action="store_true", help="never learn from labels")
+    predict.set_defaults(handler=_sentiment_predict)
     return parser
 
 
@@ -254,6 +269,20 @@ def _bench_nab(args: argparse.Namespace) -> int:
     from crisiswatch.bench.nab import bench_nab
 
     return bench_nab(args.data, args.out, sys.stdout)
+
+
+def _bench_sentiment(args: argparse.Namespace) -> int:
+    from crisiswatch.bench.sentiment import bench_sentiment
+
+    return bench_sentiment(args.data, sys.stdout)
+
+
+def _sentiment_predict(args: argparse.Namespace) -> int:
+    from crisiswatch.enrich.predict_cli import predict_stream
+    from crisiswatch.enrich.sentiment import SentimentModel
+
+    model = SentimentModel.load_default()
+    return predict_stream(sys.stdin, sys.stdout, sys.stderr, not args.no_learn, model)
 
 
 def _rules_check(args: argparse.Namespace) -> int:

@@ -177,7 +177,10 @@ class TestEngine:
         """`all` holds only when each part holds, and says why for each."""
         rule = self.rule({"all": [{"volume_spike": "balanced"}, {"min_count": 20}]})
         (alert,) = RuleEngine([rule]).evaluate(signal())
-        assert len(alert.reasons) == 2 and "volume 50 vs 8 expected" in alert.reasons[0]
+        assert (
+            len(alert.reasons) == 2
+            and "volume 50 vs 8.0 expected (band up to 15)" in alert.reasons[0]
+        )
         assert RuleEngine([rule]).evaluate(signal(count=10, negative=5)) == []
 
     def test_any_holds_when_one_part_holds(self) -> None:

@@ -24,7 +24,8 @@ class ConsoleNotifier:
         if route is None:
             to = f"route {page.incident.route!r} (not configured)"
         else:
-            people = route.mention.get(page.incident.severity.label, [])
+            label = page.incident.severity.label
+            people = next((p for level, p in route.mention.items() if level == label), [])
             to = " ".join([route.channel, *people])
         out.write(render_text(page, to) + "\n\n")
         out.flush()

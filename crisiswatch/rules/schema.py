@@ -41,6 +41,11 @@ PLACEHOLDERS = frozenset(
 )
 
 
+def _count(expected: float) -> str:
+    """An expected count as people read it: 0.4, 3.2, 57."""
+    return f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
+
+
 def _threshold(value: Sensitivity | float, presets: dict[str, float]) -> float:
     return presets[value] if isinstance(value, str) else float(value)
 
@@ -59,8 +64,8 @@ class VolumeSpike(Strict):
         if signal.volume_score < _threshold(self.sensitivity, VOLUME_SENSITIVITY):
             return None
         return (
-            f"volume {signal.bucket.count} vs {signal.volume_expected:.0f} expected "
-            f"(band up to {signal.volume_upper:.0f}), score {signal.volume_score:.3f}"
+            f"volume {signal.bucket.count} vs {_count(signal.volume_expected)} expected "
+            f"(band up to {_count(signal.volume_upper)}), score {signal.volume_score:.3f}"
         )
 
 
@@ -224,7 +229,7 @@ class Rule(Strict):
             "topic": "all topics" if bucket.series.topic == ALL_TOPICS else bucket.series.topic,
             "series": str(bucket.series),
             "count": str(bucket.count),
-            "expected": f"{signal.volume_expected:.0f}",
+            "expected": _count(signal.volume_expected),
             "negative_pct": f"{bucket.negative_share:.0%}",
             "usual_negative_pct": f"{signal.negative_expected:.0%}",
             "authors": str(bucket.unique_authors),

@@ -1,0 +1,1 @@
+"""Enrichment of single mentions: sentiment scoring, attribution."""
