@@ -74,8 +74,11 @@ def post_line(scored: ScoredMention) -> str:
 def render_line(page: Page) -> str:
     """One line per page, for backtests and summaries."""
     incident = page.incident
-    return (
+    line = (
         f"{_time(page.at)}  {page.kind.value:<9} {incident.severity.label:<8} "
         f"{incident.stage.label:<5} {incident.brand:<12} {','.join(incident.rules)}  "
         f"{clean_text(incident.summary, 100)}"
     )
+    if page.changes and page.kind is not PageKind.RESOLVED:
+        line += f"  [{clean_text('; '.join(page.changes), 160)}]"
+    return line
