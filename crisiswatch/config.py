@@ -12,6 +12,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -111,9 +112,45 @@ class Sources(Strict):
     replay: ReplaySource | None = None
 
 
+SeverityName = Literal["info", "warning", "critical"]
+_CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+class QuietHours(Strict):
+    """Hours in which pages below `min_severity` wait until the quiet hours end."""
+
+    start: str  # "22:00"
+    end: str  # "07:00"; before `start` means the quiet hours cross midnight
+    timezone: str = "UTC"
+    min_severity: SeverityName = "critical"  # this severity and above still page at once
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day; write it like 22:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use a name like Europe/London"
+            ) from None
+        return value
+
+
 class Route(Strict):
+    """Where an incident's pages go and who is called."""
+
     channel: str = "#crisis-alerts"
-    mention: dict[Literal["info", "warning", "critical"], list[str]] = {}
+    mention: dict[SeverityName, list[str]] = {}  # Slack user or user-group ids per severity
+    quiet_hours: QuietHours | None = None
+    escalate_after: Duration | None = None  # unacknowledged this long → re-page in the thread
+    escalate_to: list[str] = []  # who that re-page mentions (e.g. the on-call user group)
 
 
 class Incidents(Strict):
@@ -121,8 +158,21 @@ class Incidents(Strict):
     resolve_after: Duration = timedelta(hours=1)  # quiet this long (no alert) → resolved
 
 
+class Slack(Strict):
+    """Slack paging. Tokens are secrets: SLACK_BOT_TOKEN (xoxb-), SLACK_APP_TOKEN (xapp-, Socket
+    Mode) and SLACK_SIGNING_SECRET (HTTP interactivity) come from the environment or systemd
+    credentials, never from this file."""
+
+    enabled: bool = False
+    ops_channel: str | None = None  # where notices about crisiswatch itself go (token revoked, …)
+    interactivity: Literal["socket", "http", "none"] = "socket"
+    http_listen: str = "127.0.0.1:8787"  # for interactivity: http
+    base_url: str | None = None  # the Web API's base URL; only tests point it elsewhere
+
+
 class Notify(Strict):
     console: bool = True
+    slack: Slack = Slack()
 
 
 class Settings(Strict):
@@ -184,3 +234,14 @@ def state_dir(settings: Settings) -> Path:
     if from_systemd:
         return Path(from_systemd.split(":")[0])
     return Path("var")
+
+
+def secret(name: str) -> str | None:
+    """A secret from systemd credentials (`$CREDENTIALS_DIRECTORY/<name lowercased>`) or the
+    environment. Credentials win: they never show in `/proc/*/environ` or `systemctl show`."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        candidate = Path(creds) / name.lower()
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip() or None
+    return os.environ.get(name) or None
