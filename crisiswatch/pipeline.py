@@ -87,21 +87,22 @@ class Pipeline:
             self.stats.late += 1
         else:
             self.stats.mentions += 1
-        return self._decide(self.aggregator.advance(mention.created_at))
+        return self.decide(self.aggregator.advance(mention.created_at))
 
     def advance(self, now: datetime) -> list[Page]:
         """Let time pass without mentions (a live daemon's clock): close the buckets that ended."""
-        return self._decide(self.aggregator.advance(now))
+        return self.decide(self.aggregator.advance(now))
 
     def finish(self) -> list[Page]:
         """The stream has ended: close every open bucket, resolve what went quiet."""
         closed = self.aggregator.flush()
-        pages = self._decide(closed)
+        pages = self.decide(closed)
         if closed:
             pages.extend(self._count(self.incidents.resolve_all(closed[-1].end)))
         return pages
 
-    def _decide(self, closed: list[Bucket]) -> list[Page]:
+    def decide(self, closed: list[Bucket]) -> list[Page]:
+        """Judge closed buckets (grouped by their end, in order); return the pages they make."""
         if not closed:
             return []
         pages: list[Page] = []
