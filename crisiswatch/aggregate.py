@@ -23,9 +23,10 @@ STOPWORDS = frozenset(
     they them their what when where who why how its our out now one from about like been will
     would could should there here than then too very really some any more most much did does
     im amp http https www com rt via yes lol still even again ever into over after only
-    because being also back know want need make made going today yesterday tomorrow""".split()  # noqa: SIM905
+    because being also back know want need make made going today yesterday tomorrow""".split()
 )
 MAX_TERMS_PER_MENTION = 40
+TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
 
 
 @dataclass(slots=True)
@@ -40,6 +41,10 @@ class _Accumulator:
     sources: Counter[str] = field(default_factory=Counter)
     terms: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[float, int, ScoredMention]] = field(default_factory=list)
+    brand_replies: int = 0
+    brand_reply_negative: int = 0
+    negative_sources: Counter[str] = field(default_factory=Counter)
+    bursts: Counter[str] = field(default_factory=Counter)
 
 
 def sample_weight(scored: ScoredMention) -> float:
@@ -82,21 +87,34 @@ class Aggregator:
     def start_of(self, index: int) -> datetime:
         return datetime.fromtimestamp(index * self._width, tz=UTC)
 
-    def add(self, scored: ScoredMention, tokens: Iterable[str]) -> None:
-        """Count one mention into its bucket, or count it as late."""
+    def add(
+        self,
+        scored: ScoredMention,
+        tokens: Iterable[str],
+        views: Iterable[str] = ("",),
+        bursts: Iterable[str] = (),
+    ) -> bool:
+        """Count one mention into its bucket in each of its views; False if it came too late.
+
+        `bursts` names the watched term sets whose terms the mention contains.
+        """
         index = self.index_of(scored.mention.created_at)
         if self._next_to_close is None:
             self._next_to_close = index
         elif index < self._next_to_close:
             self.late += 1
-            return
+            return False
         series = self._open.setdefault(index, {})
         terms = self._terms(scored.brand, tokens)
-        for topic in (ALL_TOPICS, *scored.topics):
-            acc = series.get(SeriesKey(scored.brand, topic))
-            if acc is None:
-                acc = series[SeriesKey(scored.brand, topic)] = _Accumulator()
-            self._count(acc, scored, terms)
+        burst_sets = tuple(bursts)
+        for view in views:
+            for topic in (ALL_TOPICS, *scored.topics):
+                key = SeriesKey(scored.brand, topic, view)
+                acc = series.get(key)
+                if acc is None:
+                    acc = series[key] = _Accumulator()
+                self._count(acc, scored, terms, burst_sets)
+        return True
 
     def _terms(self, brand: str, tokens: Iterable[str]) -> set[str]:
         own = self._brand_terms.get(brand, frozenset())
@@ -113,18 +131,27 @@ class Aggregator:
                     break
         return terms
 
-    def _count(self, acc: _Accumulator, scored: ScoredMention, terms: set[str]) -> None:
+    def _count(
+        self, acc: _Accumulator, scored: ScoredMention, terms: set[str], bursts: tuple[str, ...]
+    ) -> None:
         mention = scored.mention
         acc.raw_count += 1
         author = mention.author or mention.id
         acc.authors[author] += 1
         if acc.authors[author] > self._cap:
             return  # one author's burst (spam, a bot) must not make volume
+        negative = scored.is_negative
         acc.count += 1
-        acc.negative_count += scored.is_negative
+        acc.negative_count += negative
         acc.followers[author] = max(acc.followers.get(author, 0), mention.author_followers)
         acc.sources[mention.source] += 1
+        if negative:
+            acc.negative_sources[mention.source] += 1
+        if scored.replies_to_brand:
+            acc.brand_replies += 1
+            acc.brand_reply_negative += negative
         acc.terms.update(terms)
+        acc.bursts.update(bursts)
         self._sequence += 1
         entry = (sample_weight(scored), -self._sequence, scored)
         if len(acc.samples) < self._samples:
@@ -179,6 +206,10 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         unique_authors=len(acc.authors),
         reach=sum(acc.followers.values()),
         sources=tuple(acc.sources.most_common()),
-        top_terms=tuple(acc.terms.most_common(8)),
+        top_terms=tuple(acc.terms.most_common(TOP_TERMS)),
         samples=samples,
+        brand_replies=acc.brand_replies,
+        brand_reply_negative=acc.brand_reply_negative,
+        negative_sources=tuple(acc.negative_sources.most_common()),
+        bursts=tuple(sorted(acc.bursts.items())),
     )

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from crisiswatch.durations import parse_duration
 from crisiswatch.yamlfile import ProblemsError, load_yaml, validate
@@ -170,6 +178,30 @@ class Slack(Strict):
     base_url: str | None = None  # the Web API's base URL; only tests point it elsewhere
 
 
+class PlannedEvent(Strict):
+    """A launch or campaign: volume ×`expect_volume` is expected for the brand in this window.
+
+    Volume conditions then need that much more to hold; sentiment, keyword and post conditions
+    are unchanged.
+    """
+
+    brand: str  # a brand id, or "all"
+    start: AwareDatetime
+    end: AwareDatetime
+    expect_volume: float = Field(3.0, gt=1.0)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PlannedEvent:
+        if self.end <= self.start:
+            raise ValueError("a planned event must end after it starts")
+        return self
+
+    def factor(self, brand: str, at: datetime) -> float:
+        covers = self.brand in ("all", brand) and self.start <= at < self.end
+        return self.expect_volume if covers else 1.0
+
+
 class Notify(Strict):
     console: bool = True
     slack: Slack = Slack()
@@ -186,6 +218,7 @@ class Settings(Strict):
     routes: dict[str, Route] = {"default": Route()}
     incidents: Incidents = Incidents()
     notify: Notify = Notify()
+    calendar: list[PlannedEvent] = []
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
@@ -195,6 +228,9 @@ class Settings(Strict):
             raise ValueError(f"brand ids must be unique: {', '.join(duplicates)}")
         for name in self.routes:
             check_identifier(name)
+        for event in self.calendar:
+            if event.brand != "all" and event.brand not in ids:
+                raise ValueError(f"calendar: unknown brand {event.brand!r}")
         return self
 
     def brand(self, brand_id: str) -> Brand | None:

@@ -64,6 +64,7 @@ class Mention:
     author_followers: int = 0
     url: str | None = None
     lang: str | None = None
+    in_reply_to_author: str | None = None  # the author of the post this one replies to
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ScoredMention:
     brand: str
     topics: tuple[str, ...]
     negative: float
+    replies_to_brand: bool = False  # a reply to one of the brand's own posts
 
     @property
     def is_negative(self) -> bool:
@@ -82,13 +84,19 @@ class ScoredMention:
 
 @dataclass(frozen=True, slots=True, order=True)
 class SeriesKey:
-    """One bucketed series: a brand's mentions on one topic, or on all (`ALL_TOPICS`)."""
+    """One bucketed series: a brand's mentions on one topic, or on all (`ALL_TOPICS`).
+
+    `view` names a rule's mention filter (sources, languages, reach, keywords, regex): the series
+    then counts only the mentions that pass it. The empty view counts every mention.
+    """
 
     brand: str
     topic: str = ALL_TOPICS
+    view: str = ""
 
     def __str__(self) -> str:
-        return self.brand if self.topic == ALL_TOPICS else f"{self.brand}/{self.topic}"
+        name = self.brand if self.topic == ALL_TOPICS else f"{self.brand}/{self.topic}"
+        return f"{name} (filtered)" if self.view else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,10 @@ class Bucket:
     sources: tuple[tuple[str, int], ...]  # (source, count), most first
     top_terms: tuple[tuple[str, int], ...]  # (term, count), most first
     samples: tuple[ScoredMention, ...]  # the most representative posts, most important first
+    brand_replies: int = 0  # replies to the brand's own posts
+    brand_reply_negative: int = 0  # … of which negative
+    negative_sources: tuple[tuple[str, int], ...] = ()  # (source, negative count), most first
+    bursts: tuple[tuple[str, int], ...] = ()  # (watched term set, mentions with its terms)
 
     @property
     def negative_share(self) -> float:
@@ -123,6 +135,8 @@ class Signal:
     negative_score: float  # in [0, 1]: how surprising the negative share is
     negative_expected: float  # the usual negative share
     previous_count: int  # the count of the bucket before, to tell how fast it rises
+    burst_usual: tuple[tuple[str, float], ...] = ()  # (watched term set, usual count per bucket)
+    new_terms: tuple[tuple[str, int], ...] = ()  # terms this series never had before, with counts
 
     @property
     def series(self) -> SeriesKey:

@@ -2,7 +2,8 @@
 
 One object per line; only `id`, `created_at` and `text` are required:
 `{"id": "x:1", "source": "x", "created_at": "2015-02-24T19:35:52Z", "text": "...",
-"author": "...", "author_followers": 120, "url": "...", "lang": "en", "brand": "acme"}`
+"author": "...", "author_followers": 120, "url": "...", "lang": "en", "brand": "acme",
+"in_reply_to_author": "AcmeBank"}`
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def mention_from_dict(obj: dict[str, Any], *, default_source: str = "unknown") -
         author_followers=followers,
         url=_optional_str(obj, "url"),
         lang=_optional_str(obj, "lang"),
+        in_reply_to_author=_optional_str(obj, "in_reply_to_author"),
     )
 
 
@@ -108,7 +110,7 @@ def mention_to_dict(mention: Mention) -> dict[str, Any]:
         "created_at": mention.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "text": mention.text,
     }
-    for key in ("brand", "author", "url", "lang"):
+    for key in ("brand", "author", "url", "lang", "in_reply_to_author"):
         value = getattr(mention, key)
         if value is not None:
             obj[key] = value

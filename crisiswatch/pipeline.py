@@ -15,12 +15,14 @@ from typing import Protocol
 
 from crisiswatch.aggregate import Aggregator
 from crisiswatch.config import Settings
+from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.detect.signals import SignalDetector
-from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, Page, ScoredMention, SeriesKey
+from crisiswatch.domain import Bucket, Mention, Page, ScoredMention
 from crisiswatch.enrich.attribution import Attributor, tokenize
 from crisiswatch.incidents import IncidentManager
 from crisiswatch.ingest import Deduper
 from crisiswatch.rules.engine import RuleEngine
+from crisiswatch.rules.inputs import RuleInputs
 from crisiswatch.rules.schema import Rule
 
 
@@ -50,8 +52,9 @@ class Pipeline:
         self.scorer = scorer
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
         self.attributor = Attributor(settings.brands)
+        self.rule_inputs = RuleInputs(rules)
         self.aggregator = Aggregator(
-            series_of(settings),
+            self.rule_inputs.series(settings),
             bucket=bucket,
             allowed_lateness=settings.pipeline.allowed_lateness,
             per_author_cap=settings.pipeline.per_author_cap,
@@ -61,7 +64,8 @@ class Pipeline:
             },
         )
         self.detector = SignalDetector(int(bucket.total_seconds()))
-        self.engine = RuleEngine(rules)
+        self.history = SeriesHistory(int(bucket.total_seconds()))  # for the pages' charts
+        self.engine = RuleEngine(rules, settings.calendar)
         self.incidents = IncidentManager(
             {rule.id: rule.keep_firing_for for rule in rules},
             group_by=settings.incidents.group_by,
@@ -79,14 +83,18 @@ class Pipeline:
             self.stats.unattributed += 1
             return []
         negative = self.scorer.negative_one(mention.text)
-        late_before = self.aggregator.late
+        bursts = self.rule_inputs.bursts.find(tokens)
+        counted = True
         for found in attributions:
-            scored = ScoredMention(mention, found.brand, found.topics, negative)
-            self.aggregator.add(scored, tokens)
-        if self.aggregator.late > late_before:
-            self.stats.late += 1
-        else:
+            scored = ScoredMention(
+                mention, found.brand, found.topics, negative, found.replies_to_brand
+            )
+            views = ("", *self.rule_inputs.views_of(scored, tokens))
+            counted = self.aggregator.add(scored, tokens, views, bursts)
+        if counted:
             self.stats.mentions += 1
+        else:
+            self.stats.late += 1
         return self.decide(self.aggregator.advance(mention.created_at))
 
     def advance(self, now: datetime) -> list[Page]:
@@ -110,7 +118,9 @@ class Pipeline:
             alerts = []
             for bucket in buckets:
                 self.stats.buckets += 1
-                alerts.extend(self.engine.evaluate(self.detector.signal(bucket)))
+                signal = self.detector.signal(bucket)
+                self.history.record(signal)
+                alerts.extend(self.engine.evaluate(signal))
             self.stats.alerts += len(alerts)
             pages.extend(self.incidents.update(alerts, end))
         return self._count(pages)
@@ -118,15 +128,6 @@ class Pipeline:
     def _count(self, pages: list[Page]) -> list[Page]:
         self.stats.pages += len(pages)
         return pages
-
-
-def series_of(settings: Settings) -> list[SeriesKey]:
-    """Every series the deployment watches: each brand's roll-up and each of its topics."""
-    keys = []
-    for brand in settings.brands:
-        keys.append(SeriesKey(brand.id, ALL_TOPICS))
-        keys.extend(SeriesKey(brand.id, topic) for topic in brand.topics)
-    return keys
 
 
 def _own_terms(*groups: list[str]) -> frozenset[str]:

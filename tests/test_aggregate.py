@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crisiswatch.aggregate import STOPWORDS, Aggregator, sample_weight
+from crisiswatch.aggregate import STOPWORDS, TOP_TERMS, Aggregator, sample_weight
 from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import tokenize
 
@@ -226,9 +226,9 @@ class TestAggregator:
         assert "my" not in terms and "pin" in terms
 
     def test_top_terms_bounded(self, feeder: Feeder) -> None:
-        """At most eight top terms are kept."""
-        feeder.feed(1, text=" ".join(f"word{n}" for n in range(30)))
-        assert len(one(feeder.aggregator.flush(), ALL).top_terms) == 8
+        """At most TOP_TERMS top terms are kept."""
+        feeder.feed(1, text=" ".join(f"word{n}" for n in range(TOP_TERMS + 10)))
+        assert len(one(feeder.aggregator.flush(), ALL).top_terms) == TOP_TERMS
 
     def test_flush_closes_everything_open(self, feeder: Feeder) -> None:
         """flush closes every open bucket, gaps included, and a second flush closes nothing."""

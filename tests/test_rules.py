@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from crisiswatch.cli import main
-from crisiswatch.config import load_settings
+from crisiswatch.config import PlannedEvent, load_settings
 from crisiswatch.domain import Bucket, SeriesKey, Signal
+from crisiswatch.rules.conditions import Condition
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
-from crisiswatch.rules.schema import Condition, Rule
+from crisiswatch.rules.schema import Rule
 from crisiswatch.yamlfile import ProblemsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ class TestReadmeExamples:
         """Each YAML example in rules/README.md is a valid rule or condition."""
         text = (RULES / "README.md").read_text(encoding="utf-8")
         blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
-        assert len(blocks) >= 7
+        assert len(blocks) >= 12
         import yaml
 
         for block in blocks:
@@ -71,6 +72,9 @@ class TestReadmeExamples:
             if "rules" in data:
                 for rule in data["rules"]:
                     Rule.model_validate(rule)
+            elif "calendar" in data:
+                for event in data["calendar"]:
+                    PlannedEvent.model_validate(event)
             else:
                 Condition.model_validate(data["when"])
 

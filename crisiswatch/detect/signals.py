@@ -1,16 +1,24 @@
 """Closed buckets → signals: each series' own online detectors score, then learn.
 
-Every series (brand × topic) has a volume detector and a negative-share detector. Scoring comes
-before learning (river's order), so a bucket is judged against what was known before it.
+Every series (brand × topic × view) has a volume detector, a negative-share detector, a usual
+count per watched term set (for keyword bursts) and a bounded memory of the terms it has had (for
+emerging terms). Scoring comes before learning (river's order), so a bucket is judged against
+what was known before it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from crisiswatch.detect.negative import NegativeShareDetector
 from crisiswatch.detect.volume import VolumeDetector
 from crisiswatch.domain import Bucket, SeriesKey, Signal
+
+BURST_HALF_LIFE = 288.0  # buckets (a day of 5-minute buckets) for a term set's usual count
+KNOWN_TERMS = 20_000  # terms remembered per series, least recently seen forgotten first
+TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
+MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be news
 
 
 @dataclass(slots=True)
@@ -18,6 +26,29 @@ class _SeriesDetectors:
     volume: VolumeDetector
     negative: NegativeShareDetector = field(default_factory=NegativeShareDetector)
     previous_count: int = 0
+    buckets: int = 0
+    burst_usual: dict[str, float] = field(default_factory=dict)
+    known_terms: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
+        if self.buckets < TERMS_WARMUP:
+            return ()
+        known = self.known_terms
+        return tuple((t, n) for t, n in bucket.top_terms if n >= MIN_NEW_TERM and t not in known)
+
+    def learn(self, bucket: Bucket, decay: float) -> None:
+        self.previous_count = bucket.count
+        self.buckets += 1
+        counts = dict(bucket.bursts)
+        for term_set in counts.keys() | self.burst_usual.keys():
+            usual = self.burst_usual.get(term_set, 0.0)
+            seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
+            self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
+        for term, _ in bucket.top_terms:
+            self.known_terms[term] = None
+            self.known_terms.move_to_end(term)
+        while len(self.known_terms) > KNOWN_TERMS:
+            self.known_terms.popitem(last=False)
 
 
 class SignalDetector:
@@ -26,6 +57,7 @@ class SignalDetector:
     def __init__(self, bucket_seconds: int) -> None:
         self.bucket_seconds = bucket_seconds
         self._series: dict[SeriesKey, _SeriesDetectors] = {}
+        self._decay = 0.5 ** (1.0 / BURST_HALF_LIFE)
 
     def signal(self, bucket: Bucket) -> Signal:
         """Score a closed bucket against its series' history, then learn from it."""
@@ -43,8 +75,10 @@ class SignalDetector:
             negative_score=negative.score,
             negative_expected=negative.expected,
             previous_count=detectors.previous_count,
+            burst_usual=tuple(sorted(detectors.burst_usual.items())),
+            new_terms=detectors.new_terms(bucket),
         )
         detectors.volume.learn_one(bucket.count, bucket.start)
         detectors.negative.learn_one(bucket.negative_count, bucket.count)
-        detectors.previous_count = bucket.count
+        detectors.learn(bucket, self._decay)
         return signal

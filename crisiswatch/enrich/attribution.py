@@ -1,7 +1,7 @@
 """Which brand (and which of its topics) a mention is about, by the brand queries in the config.
 
 Every source shares these queries, so a mention is attributed the same way wherever it came from.
-All terms of all brands live in one index: a mention's tokens are looked up once each, and a
+All terms of all brands live in one `TermIndex`: a mention's tokens are looked up once each, and a
 phrase is only checked when its first word is present, so the cost does not grow with the number
 of brands.
 """
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from crisiswatch.config import Brand
 from crisiswatch.domain import Mention
 
 _TOKEN = re.compile(r"[#@]?\w+")  # linear: no nested quantifiers
 MAX_TOKENS = 400  # tokens read of a post; a 10,000-character post costs no more than that
+V = TypeVar("V", bound=Hashable)
 
 
 def tokenize(text: str) -> list[str]:
@@ -26,10 +28,62 @@ def tokenize(text: str) -> list[str]:
     return tokens[:MAX_TOKENS]
 
 
+def _plural(word: str) -> str:
+    """The regular English plural: card → cards, branch → branches, fee → fees."""
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+class TermIndex(Generic[V]):
+    """Whole-word terms and phrases, each pointing at values, found in one pass over the tokens.
+
+    A single word also finds its plural ("card" finds "cards"), and a bare word finds its
+    #hashtag and @handle forms ("kestrelbank" finds "#kestrelbank").
+    """
+
+    def __init__(self) -> None:
+        self._words: dict[str, list[V]] = defaultdict(list)
+        self._phrases: dict[str, list[tuple[str, V]]] = defaultdict(list)  # first word -> …
+
+    def add(self, term: str, value: V) -> None:
+        words = tokenize(term)
+        if not words:
+            return
+        if len(words) > 1:
+            self._phrases[words[0]].append((f" {' '.join(words)} ", value))
+            return
+        word = words[0]
+        self._words[word].append(value)
+        if word[0] not in "#@":
+            self._words[_plural(word)].append(value)
+
+    def __bool__(self) -> bool:
+        return bool(self._words or self._phrases)
+
+    def find(self, tokens: Sequence[str]) -> set[V]:
+        """Every value whose term occurs in `tokens`."""
+        found: set[V] = set()
+        joined: str | None = None
+        for token in set(tokens):
+            found.update(self._words.get(token, ()))
+            if token[0] in "#@":
+                found.update(self._words.get(token[1:], ()))
+            for phrase, value in self._phrases.get(token, ()):
+                if joined is None:
+                    joined = f" {' '.join(tokens)} "
+                if phrase in joined:
+                    found.add(value)
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class Attribution:
     brand: str
     topics: tuple[str, ...]
+    replies_to_brand: bool = False  # a reply to one of the brand's own posts
 
 
 _KEYWORD = "+"  # the kind of an index entry that attributes a mention to a brand
@@ -41,38 +95,32 @@ class Attributor:
 
     def __init__(self, brands: Sequence[Brand]) -> None:
         self._brands = {brand.id: brand for brand in brands}
-        # term -> (brand, kind); kind is _KEYWORD, _EXCLUSION or a topic name
-        self._words: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        # first word -> (phrase padded with spaces, brand, kind)
-        self._phrases: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._handles = {b.id: frozenset(h.lower() for h in b.handles) for b in brands}
+        # kind is _KEYWORD, _EXCLUSION or a topic name
+        self._index: TermIndex[tuple[str, str]] = TermIndex()
         for brand in brands:
             for term in (*brand.keywords, *brand.hashtags, *brand.handles):
-                self._add(term, brand.id, _KEYWORD)
+                self._index.add(term, (brand.id, _KEYWORD))
             for term in brand.exclusions:
-                self._add(term, brand.id, _EXCLUSION)
+                self._index.add(term, (brand.id, _EXCLUSION))
             for topic, terms in brand.topics.items():
                 for term in terms:
-                    self._add(term, brand.id, topic)
-
-    def _add(self, term: str, brand: str, kind: str) -> None:
-        words = tokenize(term)
-        if not words:
-            return
-        if len(words) > 1:
-            self._phrases[words[0]].append((f" {' '.join(words)} ", brand, kind))
-            return
-        word = words[0]
-        self._words[word].append((brand, kind))
-        if word[0] not in "#@" and not word.endswith("s"):
-            self._words[word + "s"].append((brand, kind))  # "card" also finds "cards"
+                    self._index.add(term, (brand.id, topic))
 
     def attribute(self, mention: Mention, tokens: Sequence[str]) -> list[Attribution]:
         """The brands the mention is about (usually one), each with its topics."""
-        hits = self._hits(tokens)
+        hits: dict[str, set[str]] = defaultdict(set)
+        for brand_id, kind in self._index.find(tokens):
+            hits[brand_id].add(kind)
         if mention.brand is not None:
             if mention.brand not in self._brands:
                 return []
             hits[mention.brand].add(_KEYWORD)
+        if mention.in_reply_to_author is not None:
+            parent = "@" + mention.in_reply_to_author.lower().lstrip("@")
+            for brand_id, handles in self._handles.items():
+                if parent in handles:
+                    hits[brand_id].add(_KEYWORD)  # a reply to the brand's own post is about it
         found = []
         for brand_id, kinds in sorted(hits.items()):
             if _KEYWORD not in kinds or (_EXCLUSION in kinds and mention.brand is None):
@@ -81,21 +129,14 @@ class Attributor:
             if languages and mention.lang is not None and mention.lang not in languages:
                 continue
             topics = tuple(sorted(k for k in kinds if k not in (_KEYWORD, _EXCLUSION)))
-            found.append(Attribution(brand_id, topics))
+            found.append(Attribution(brand_id, topics, self._replies_to(brand_id, mention, tokens)))
         return found
 
-    def _hits(self, tokens: Sequence[str]) -> dict[str, set[str]]:
-        hits: dict[str, set[str]] = defaultdict(set)
-        joined: str | None = None
-        for token in set(tokens):
-            for brand, kind in self._words.get(token, ()):
-                hits[brand].add(kind)
-            if token[0] in "#@":
-                for brand, kind in self._words.get(token[1:], ()):
-                    hits[brand].add(kind)
-            for phrase, brand, kind in self._phrases.get(token, ()):
-                if joined is None:
-                    joined = f" {' '.join(tokens)} "
-                if phrase in joined:
-                    hits[brand].add(kind)
-        return hits
+    def _replies_to(self, brand_id: str, mention: Mention, tokens: Sequence[str]) -> bool:
+        handles = self._handles[brand_id]
+        parent = mention.in_reply_to_author
+        if parent is not None:
+            return ("@" + parent.lower().lstrip("@")) in handles
+        # Sources that do not say (exports, HTTP ingest) keep X's convention: a reply starts
+        # with the handle it answers.
+        return bool(tokens) and tokens[0] in handles and mention.text.lstrip().startswith("@")

@@ -10,7 +10,9 @@ from datetime import datetime
 
 import structlog
 
+from crisiswatch.config import PlannedEvent
 from crisiswatch.domain import Alert, SeriesKey, Signal
+from crisiswatch.rules.conditions import Context
 from crisiswatch.rules.schema import Rule
 
 log = structlog.get_logger(__name__)
@@ -19,17 +21,24 @@ log = structlog.get_logger(__name__)
 class RuleEngine:
     """Evaluates a rule set; remembers since when each (rule, series) has held, for `for`."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], calendar: Sequence[PlannedEvent] = ()) -> None:
         self.rules = list(rules)
+        self.calendar = list(calendar)
         self._holding_since: dict[tuple[str, SeriesKey], datetime] = {}
+
+    def _context(self, signal: Signal) -> Context:
+        brand, at = signal.series.brand, signal.bucket.start
+        factor = max((event.factor(brand, at) for event in self.calendar), default=1.0)
+        return Context(expected_volume_factor=factor)
 
     def evaluate(self, signal: Signal) -> list[Alert]:
         alerts = []
+        context = self._context(signal)
         for rule in self.rules:
             if not rule.scope.covers(signal):
                 continue
             try:
-                reasons = rule.when.holds(signal)
+                reasons = rule.when.holds(signal, context)
             except Exception:
                 log.exception("rule.failed", rule=rule.id, series=str(signal.series))
                 continue

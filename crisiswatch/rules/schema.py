@@ -1,27 +1,30 @@
 """The rule language: YAML documents → typed, validated rules.
 
-A rule file holds `rules:`, a list of rules. Each rule has an id, a scope (brands, topics), a
-`when` made of conditions on a bucket's signal combined with `all` / `any`, how long it must
-hold (`for`), how long it keeps firing after it stops holding (`keep_firing_for`), a severity,
-a stage, a route and a summary template. Unknown keys are errors (see `rules/README.md`).
+A rule file holds `rules:`, a list of rules. Each rule has an id, a scope (brands, topics, and
+optionally a mention filter: sources, languages, author reach, keywords, a regex), a `when` made
+of conditions (`crisiswatch/rules/conditions.py`) combined with `all` / `any`, how long it must
+hold (`for`), how long its incident stays open after it stops holding (`keep_firing_for`), a
+severity, a stage, a route and a summary template. Unknown keys are errors (see
+`rules/README.md`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+import orjson
+import re2
+from pydantic import Field, PrivateAttr, field_validator
 
 from crisiswatch.config import Duration, Strict, check_identifier
-from crisiswatch.detect.volume import SENSITIVITY as VOLUME_SENSITIVITY
-from crisiswatch.domain import ALL_TOPICS, Severity, Signal, Stage
+from crisiswatch.domain import ALL_TOPICS, Mention, Severity, Signal, Stage
 from crisiswatch.durations import format_duration
-
-Sensitivity = Literal["low", "balanced", "high"]
-
-NEGATIVE_SENSITIVITY: dict[str, float] = {"low": 0.9995, "balanced": 0.995, "high": 0.98}
+from crisiswatch.enrich.attribution import TermIndex
+from crisiswatch.rules.conditions import Condition, count_text
 
 _PLACEHOLDER = re.compile(r"\{(\w{1,40})\}")
 PLACEHOLDERS = frozenset(
@@ -39,153 +42,82 @@ PLACEHOLDERS = frozenset(
         "window",
     ]
 )
+MAX_REGEX = 500  # characters of a pattern
+REGEX_TEXT = 2_000  # characters of a post a regex reads
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the message goes into our problem line instead
 
 
-def _count(expected: float) -> str:
-    """An expected count as people read it: 0.4, 3.2, 57."""
-    return f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
-
-
-def _threshold(value: Sensitivity | float, presets: dict[str, float]) -> float:
-    return presets[value] if isinstance(value, str) else float(value)
-
-
-class VolumeSpike(Strict):
-    sensitivity: Sensitivity | float = "balanced"
-
-    @field_validator("sensitivity")
-    @classmethod
-    def _in_range(cls, value: Sensitivity | float) -> Sensitivity | float:
-        if isinstance(value, float) and not 0.0 < value < 1.0:
-            raise ValueError("an explicit score must be between 0 and 1")
-        return value
-
-    def holds(self, signal: Signal) -> str | None:
-        if signal.volume_score < _threshold(self.sensitivity, VOLUME_SENSITIVITY):
-            return None
-        return (
-            f"volume {signal.bucket.count} vs {_count(signal.volume_expected)} expected "
-            f"(band up to {_count(signal.volume_upper)}), score {signal.volume_score:.3f}"
-        )
-
-
-class NegativeShare(Strict):
-    above: float = Field(ge=0.0, le=1.0)
-    min_count: int = Field(10, ge=1)
-
-    def holds(self, signal: Signal) -> str | None:
-        bucket = signal.bucket
-        if bucket.count < self.min_count or bucket.negative_share < self.above:
-            return None
-        return (
-            f"negative share {bucket.negative_share:.0%} (at least {self.above:.0%}) "
-            f"of {bucket.count} mentions"
-        )
-
-
-class NegativeSpike(Strict):
-    sensitivity: Sensitivity | float = "balanced"
-    min_count: int = Field(10, ge=1)
-
-    def holds(self, signal: Signal) -> str | None:
-        bucket = signal.bucket
-        threshold = _threshold(self.sensitivity, NEGATIVE_SENSITIVITY)
-        if bucket.count < self.min_count or signal.negative_score < threshold:
-            return None
-        return (
-            f"negative share {bucket.negative_share:.0%} vs usual "
-            f"{signal.negative_expected:.0%} ({bucket.negative_count} of {bucket.count})"
-        )
-
-
-class HighReachNegative(Strict):
-    min_followers: int = Field(ge=1)
-    min_negative: float = Field(0.7, ge=0.5, le=1.0)
-
-    def holds(self, signal: Signal) -> str | None:
-        for scored in signal.bucket.samples:
-            mention = scored.mention
-            if mention.author_followers >= self.min_followers and (
-                scored.negative >= self.min_negative
-            ):
-                who = mention.author or "an author"
-                return f"negative post by {who} with {mention.author_followers:,} followers"
-        return None
-
-
-class Condition(Strict):
-    """Exactly one condition, or `all` / `any` of a list of them."""
-
-    all: list[Condition] | None = None
-    any: list[Condition] | None = None
-    volume_spike: VolumeSpike | None = None
-    negative_share: NegativeShare | None = None
-    negative_spike: NegativeSpike | None = None
-    high_reach_negative: HighReachNegative | None = None
-    min_count: int | None = Field(None, ge=1)
-
-    @field_validator("volume_spike", "negative_spike", mode="before")
-    @classmethod
-    def _short_form(cls, value: object) -> object:
-        # `volume_spike: high` and `negative_spike: 0.99` are short for {sensitivity: ...}
-        return value if isinstance(value, dict) or value is None else {"sensitivity": value}
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Condition:
-        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        if len(given) != 1:
-            names = ", ".join(type(self).model_fields)
-            found = ", ".join(given) or "none"
-            raise ValueError(f"a condition needs exactly one of: {names} (found {found})")
-        for group in (self.all, self.any):
-            if group is not None and not group:
-                raise ValueError("`all` and `any` need at least one condition")
-        return self
-
-    def holds(self, signal: Signal) -> list[str] | None:
-        """The reasons it holds, one sentence per condition, or None when it does not."""
-        if self.all is not None:
-            reasons: list[str] = []
-            for part in self.all:
-                held = part.holds(signal)
-                if held is None:
-                    return None
-                reasons.extend(held)
-            return reasons
-        if self.any is not None:
-            for part in self.any:
-                held = part.holds(signal)
-                if held is not None:
-                    return held
-            return None
-        return self._leaf(signal)
-
-    def _leaf(self, signal: Signal) -> list[str] | None:
-        if self.min_count is not None:
-            count = signal.bucket.count
-            return (
-                [f"{count} mentions (floor {self.min_count})"] if count >= self.min_count else None
-            )
-        leaf = (
-            self.volume_spike
-            or self.negative_share
-            or self.negative_spike
-            or self.high_reach_negative
-        )
-        assert leaf is not None  # _exactly_one guarantees a condition
-        reason = leaf.holds(signal)
-        return None if reason is None else [reason]
+def compile_regex(pattern: str) -> Any:
+    """Compile with RE2: linear time in the text, so no pattern can hang the daemon."""
+    if len(pattern) > MAX_REGEX:
+        raise ValueError(f"regex longer than {MAX_REGEX} characters")
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"invalid regex {pattern!r}: {reason} (RE2 syntax)") from None
 
 
 class Scope(Strict):
+    """Which series a rule watches, and optionally which mentions those series count."""
+
     brands: list[str] | Literal["all"] = "all"
     topics: list[str] | Literal["all"] = "all"  # "*" names a brand's roll-up of every topic
+    # A mention filter: with any of these, the rule's series count only the mentions that pass.
+    sources: list[str] | None = None
+    languages: list[str] | None = None
+    min_followers: int | None = Field(None, ge=0)
+    keywords: list[str] | None = None  # any of these words or phrases
+    regex: str | None = None  # RE2 syntax, case-sensitive unless it starts with (?i)
+
+    _pattern: Any = PrivateAttr(default=None)
+    _keywords: TermIndex[bool] = PrivateAttr(default_factory=TermIndex)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            compile_regex(pattern)
+        return pattern
+
+    def model_post_init(self, context: Any) -> None:
+        if self.regex is not None:
+            self._pattern = compile_regex(self.regex)
+        for term in self.keywords or ():
+            self._keywords.add(term, True)
+
+    @property
+    def view(self) -> str:
+        """The name of this scope's mention filter ("" when it counts every mention)."""
+        spec = self.model_dump(include=_FILTER_FIELDS, exclude_none=True)
+        if not spec:
+            return ""
+        return "v" + hashlib.sha1(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
+
+    def passes(self, mention: Mention, tokens: Sequence[str]) -> bool:
+        """Whether a mention passes the mention filter."""
+        if self.sources is not None and mention.source not in self.sources:
+            return False
+        if self.languages is not None and mention.lang not in self.languages:
+            return False
+        if self.min_followers is not None and mention.author_followers < self.min_followers:
+            return False
+        if self.keywords is not None and not self._keywords.find(tokens):
+            return False
+        return self._pattern is None or self._pattern.search(mention.text[:REGEX_TEXT]) is not None
 
     def covers(self, signal: Signal) -> bool:
         series = signal.series
+        if series.view != self.view:
+            return False
         if self.brands != "all" and series.brand not in self.brands:
             return False
         return self.topics == "all" or series.topic in self.topics
+
+
+_FILTER_FIELDS = {"sources", "languages", "min_followers", "keywords", "regex"}
 
 
 class Rule(Strict):
@@ -229,7 +161,7 @@ class Rule(Strict):
             "topic": "all topics" if bucket.series.topic == ALL_TOPICS else bucket.series.topic,
             "series": str(bucket.series),
             "count": str(bucket.count),
-            "expected": _count(signal.volume_expected),
+            "expected": count_text(signal.volume_expected),
             "negative_pct": f"{bucket.negative_share:.0%}",
             "usual_negative_pct": f"{signal.negative_expected:.0%}",
             "authors": str(bucket.unique_authors),
@@ -242,6 +174,3 @@ class Rule(Strict):
 
 class RuleFile(Strict):
     rules: list[Rule]
-
-
-Condition.model_rebuild()

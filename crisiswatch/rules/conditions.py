@@ -1,0 +1,276 @@
+"""The conditions a rule can put on a closed bucket's signal.
+
+Each condition is a small model with `holds(signal, context)`, which returns a readable sentence
+with the numbers when it holds and None when it does not. `Condition` combines them with `all`
+and `any`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from crisiswatch.config import Strict
+from crisiswatch.detect.volume import SENSITIVITY as VOLUME_SENSITIVITY
+from crisiswatch.domain import Signal
+
+Sensitivity = Literal["low", "balanced", "high"]
+NEGATIVE_SENSITIVITY: dict[str, float] = {"low": 0.9995, "balanced": 0.995, "high": 0.98}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a condition may know beyond the signal."""
+
+    expected_volume_factor: float = 1.0  # a planned event says volume ×N is expected now
+
+
+def count_text(expected: float) -> str:
+    """An expected count as people read it: 0.4, 3.2, 57."""
+    return f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
+
+
+def _threshold(value: Sensitivity | float, presets: dict[str, float]) -> float:
+    return presets[value] if isinstance(value, str) else float(value)
+
+
+def _score_range(value: Sensitivity | float) -> Sensitivity | float:
+    if isinstance(value, float) and not 0.0 < value < 1.0:
+        raise ValueError("an explicit score must be between 0 and 1")
+    return value
+
+
+class VolumeSpike(Strict):
+    """The bucket's count is surprising for this series at this time of day."""
+
+    sensitivity: Sensitivity | float = "balanced"
+
+    _range = field_validator("sensitivity")(_score_range)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        if signal.volume_score < _threshold(self.sensitivity, VOLUME_SENSITIVITY):
+            return None
+        factor = context.expected_volume_factor
+        count = signal.bucket.count
+        if factor != 1.0:
+            if count < factor * signal.volume_upper:
+                return None  # a planned event explains this much volume
+            return (
+                f"volume {count} above ×{factor:g} the usual band "
+                f"(planned event; band up to {count_text(signal.volume_upper)})"
+            )
+        return (
+            f"volume {count} vs {count_text(signal.volume_expected)} expected "
+            f"(band up to {count_text(signal.volume_upper)}), score {signal.volume_score:.3f}"
+        )
+
+
+class NegativeShare(Strict):
+    """At least this share of at least `min_count` mentions is negative."""
+
+    above: float = Field(ge=0.0, le=1.0)
+    min_count: int = Field(10, ge=1)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        bucket = signal.bucket
+        if bucket.count < self.min_count or bucket.negative_share < self.above:
+            return None
+        return (
+            f"negative share {bucket.negative_share:.0%} (at least {self.above:.0%}) "
+            f"of {bucket.count} mentions"
+        )
+
+
+class NegativeSpike(Strict):
+    """The negative share is well above the series' usual share."""
+
+    sensitivity: Sensitivity | float = "balanced"
+    min_count: int = Field(10, ge=1)
+
+    _range = field_validator("sensitivity")(_score_range)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        bucket = signal.bucket
+        threshold = _threshold(self.sensitivity, NEGATIVE_SENSITIVITY)
+        if bucket.count < self.min_count or signal.negative_score < threshold:
+            return None
+        return (
+            f"negative share {bucket.negative_share:.0%} vs usual "
+            f"{signal.negative_expected:.0%} ({bucket.negative_count} of {bucket.count})"
+        )
+
+
+class HighReachNegative(Strict):
+    """One negative post from an author with a very large audience."""
+
+    min_followers: int = Field(ge=1)
+    min_negative: float = Field(0.7, ge=0.5, le=1.0)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        for scored in signal.bucket.samples:
+            mention = scored.mention
+            if mention.author_followers >= self.min_followers and (
+                scored.negative >= self.min_negative
+            ):
+                who = mention.author or "an author"
+                return f"negative post by {who} with {mention.author_followers:,} followers"
+        return None
+
+
+class KeywordBurst(Strict):
+    """Mentions with any of these words or phrases jump to `ratio` × their usual count."""
+
+    terms: list[str] = Field(min_length=1)
+    min_count: int = Field(5, ge=1)
+    ratio: float = Field(3.0, gt=1.0)
+
+    @property
+    def term_set(self) -> str:
+        """A stable name for this list of terms: the series count it under this name."""
+        canonical = "\n".join(sorted(term.strip().lower() for term in self.terms))
+        return "k" + hashlib.sha1(canonical.encode()).hexdigest()[:10]
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        count = dict(signal.bucket.bursts).get(self.term_set, 0)
+        usual = dict(signal.burst_usual).get(self.term_set, 0.0)
+        if count < self.min_count or count < self.ratio * max(usual, 0.5):
+            return None
+        shown = ", ".join(self.terms[:4]) + (" …" if len(self.terms) > 4 else "")
+        return f"{count} mentions of {shown} vs {count_text(usual)} usual"
+
+
+class ReplyPileOn(Strict):
+    """Many replies to the brand's own posts, mostly negative: "our post is getting piled on"."""
+
+    min_replies: int = Field(15, ge=1)
+    min_negative_share: float = Field(0.5, ge=0.0, le=1.0)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        bucket = signal.bucket
+        replies = bucket.brand_replies
+        if replies < self.min_replies:
+            return None
+        share = bucket.brand_reply_negative / replies
+        if share < self.min_negative_share:
+            return None
+        return f"{replies} replies to the brand's own posts, {share:.0%} negative"
+
+
+class EmergingTerm(Strict):
+    """A term the series never had before shows up in at least `min_count` mentions."""
+
+    min_count: int = Field(5, ge=1)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        new = [(term, n) for term, n in signal.new_terms if n >= self.min_count]
+        if not new:
+            return None
+        shown = ", ".join(f"'{term}' ({n})" for term, n in new[:3])
+        return f"new term{'s' if len(new) > 1 else ''} never seen for this brand: {shown}"
+
+
+class CrossPlatform(Strict):
+    """Negative mentions on at least two sources at once: the complaint jumped platforms."""
+
+    min_count: int = Field(5, ge=1)
+    min_sources: int = Field(2, ge=2)
+
+    def holds(self, signal: Signal, context: Context) -> str | None:
+        sources = [(s, n) for s, n in signal.bucket.negative_sources if n >= self.min_count]
+        if len(sources) < self.min_sources:
+            return None
+        shown = ", ".join(f"{source} {n}" for source, n in sources)
+        return f"negative mentions on {len(sources)} platforms at once ({shown})"
+
+
+Leaf = (
+    VolumeSpike
+    | NegativeShare
+    | NegativeSpike
+    | HighReachNegative
+    | KeywordBurst
+    | ReplyPileOn
+    | EmergingTerm
+    | CrossPlatform
+)
+VOLUME_CONDITIONS = ("volume_spike",)  # what a planned event's expected volume mutes
+
+
+class Condition(Strict):
+    """Exactly one condition, or `all` / `any` of a list of them."""
+
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    volume_spike: VolumeSpike | None = None
+    negative_share: NegativeShare | None = None
+    negative_spike: NegativeSpike | None = None
+    high_reach_negative: HighReachNegative | None = None
+    keyword_burst: KeywordBurst | None = None
+    reply_pile_on: ReplyPileOn | None = None
+    emerging_term: EmergingTerm | None = None
+    cross_platform: CrossPlatform | None = None
+    min_count: int | None = Field(None, ge=1)
+
+    @field_validator("volume_spike", "negative_spike", mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        # `volume_spike: high` and `negative_spike: 0.99` are short for {sensitivity: ...}
+        return value if isinstance(value, dict) or value is None else {"sensitivity": value}
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            names = ", ".join(type(self).model_fields)
+            found = ", ".join(given) or "none"
+            raise ValueError(f"a condition needs exactly one of: {names} (found {found})")
+        for group in (self.all, self.any):
+            if group is not None and not group:
+                raise ValueError("`all` and `any` need at least one condition")
+        return self
+
+    def holds(self, signal: Signal, context: Context) -> list[str] | None:
+        """The reasons it holds, one sentence per condition, or None when it does not."""
+        if self.all is not None:
+            reasons: list[str] = []
+            for part in self.all:
+                held = part.holds(signal, context)
+                if held is None:
+                    return None
+                reasons.extend(held)
+            return reasons
+        if self.any is not None:
+            for part in self.any:
+                held = part.holds(signal, context)
+                if held is not None:
+                    return held
+            return None
+        if self.min_count is not None:
+            count = signal.bucket.count
+            return (
+                [f"{count} mentions (floor {self.min_count})"] if count >= self.min_count else None
+            )
+        reason = self.leaf().holds(signal, context)
+        return None if reason is None else [reason]
+
+    def leaf(self) -> Leaf:
+        """The one condition of a leaf (not `all`, `any` or `min_count`)."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None and name not in ("all", "any", "min_count"):
+                leaf: Leaf = value
+                return leaf
+        raise ValueError("not a leaf condition")
+
+    def walk(self) -> Iterator[Condition]:
+        """This condition and every condition nested in it."""
+        yield self
+        for part in (*(self.all or ()), *(self.any or ())):
+            yield from part.walk()
+
+
+Condition.model_rebuild()
