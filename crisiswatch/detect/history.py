@@ -1,0 +1,109 @@
+"""Recent history per series: a bounded ring buffer of the last days' signals, for charts.
+
+Each series keeps four compact arrays (count, negative count, expected, upper edge of the band)
+with one slot per bucket over `days` days; a slot is overwritten when its bucket comes round
+again, so memory stays fixed however long the daemon runs.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.domain import SeriesKey, Signal
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A stretch of one series' history, one value per bucket, oldest first (NaN: unknown)."""
+
+    start: datetime
+    bucket: timedelta
+    count: tuple[float, ...]
+    negative: tuple[float, ...]
+    expected: tuple[float, ...]
+    upper: tuple[float, ...]
+
+    @property
+    def known(self) -> int:
+        return sum(not math.isnan(c) for c in self.count)
+
+
+class _Ring:
+    __slots__ = ("count", "expected", "negative", "newest", "upper")
+
+    def __init__(self, size: int) -> None:
+        nan = [math.nan] * size
+        self.count = array("f", nan)
+        self.negative = array("f", nan)
+        self.expected = array("f", nan)
+        self.upper = array("f", nan)
+        self.newest = -1  # bucket index of the newest slot written
+
+
+class SeriesHistory:
+    """The last `days` of every series' signals, written by the pipeline, read by notifiers."""
+
+    def __init__(self, bucket_seconds: int, days: int = 8) -> None:
+        self.bucket_seconds = bucket_seconds
+        self.size = days * 86_400 // bucket_seconds
+        self._rings: dict[SeriesKey, _Ring] = {}
+
+    def _index(self, moment: datetime) -> int:
+        return int((moment - _EPOCH).total_seconds()) // self.bucket_seconds
+
+    def record(self, signal: Signal) -> None:
+        """Keep one closed bucket's numbers; older buckets of the series must come first."""
+        ring = self._rings.get(signal.series)
+        if ring is None:
+            ring = self._rings[signal.series] = _Ring(self.size)
+        index = self._index(signal.bucket.start)
+        if index <= ring.newest - self.size:
+            return  # older than the ring holds
+        for gap in range(max(ring.newest + 1, index - self.size + 1), index):
+            self._write(ring, gap, math.nan, math.nan, math.nan, math.nan)
+        bucket = signal.bucket
+        self._write(
+            ring,
+            index,
+            bucket.count,
+            bucket.negative_count,
+            signal.volume_expected,
+            signal.volume_upper,
+        )
+        ring.newest = max(ring.newest, index)
+
+    def _write(
+        self, ring: _Ring, index: int, count: float, neg: float, exp: float, up: float
+    ) -> None:
+        slot = index % self.size
+        ring.count[slot], ring.negative[slot] = count, neg
+        ring.expected[slot], ring.upper[slot] = exp, up
+
+    def window(self, series: SeriesKey, end: datetime, span: timedelta) -> Window:
+        """The buckets of `series` that start in [end - span, end); NaN where not known."""
+        first = self._index(end - span)
+        last = self._index(end)  # exclusive
+        ring = self._rings.get(series)
+        columns: list[list[float]] = [[], [], [], []]
+        if ring is not None:
+            arrays = (ring.count, ring.negative, ring.expected, ring.upper)
+            for index in range(first, last):
+                held = ring.newest - self.size < index <= ring.newest
+                for column, values in zip(columns, arrays, strict=True):
+                    column.append(float(values[index % self.size]) if held else math.nan)
+        else:
+            columns = [[math.nan] * (last - first) for _ in range(4)]
+        step = timedelta(seconds=self.bucket_seconds)
+        return Window(
+            _EPOCH + first * step,
+            step,
+            tuple(columns[0]),
+            tuple(columns[1]),
+            tuple(columns[2]),
+            tuple(columns[3]),
+        )
