@@ -159,6 +159,8 @@ class Route(Strict):
     quiet_hours: QuietHours | None = None
     escalate_after: Duration | None = None  # unacknowledged this long → re-page in the thread
     escalate_to: list[str] = []  # who that re-page mentions (e.g. the on-call user group)
+    group_wait: Duration = timedelta(0)  # hold a new incident's first page this long
+    group_interval: Duration = timedelta(0)  # at least this long between two updates
 
 
 class Incidents(Strict):

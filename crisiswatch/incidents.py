@@ -4,14 +4,19 @@ Alerts that share a group key (by default the brand) belong to one incident, so 
 seen by several rules and topics pages once. An incident opens with its first alert, pages again
 when it gets worse (severity or stage up) or spreads (a new source or topic), and resolves when
 each of its rules has been quiet for that rule's `keep_firing_for`.
+
+The route paces the pages (Alertmanager's timers, in event time): `group_wait` holds the first
+page to gather what else fires (a blip that resolves within it never pages), `group_interval`
+spaces updates (an escalation always goes at once, carrying the changes held back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from crisiswatch.config import Route
 from crisiswatch.domain import (
     ALL_TOPICS,
     Alert,
@@ -26,6 +31,15 @@ SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
 SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket is "where it happens"
 
 
+@dataclass(slots=True)
+class _Pace:
+    """How an incident's pages are being paced."""
+
+    due: datetime | None  # when its held first page goes out; None once announced
+    last_paged: datetime | None = None
+    held: list[str] = field(default_factory=list)  # changes held back by group_interval
+
+
 class IncidentManager:
     """Keeps the open incidents and turns each bucket's alerts into pages."""
 
@@ -33,12 +47,15 @@ class IncidentManager:
         self,
         keep_firing_for: Mapping[str, timedelta],
         group_by: Sequence[str] = ("brand",),
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
         self.keep_firing_for = dict(keep_firing_for)
         self.group_by = tuple(group_by)
+        self.routes = dict(routes or {})
         self.open: dict[str, Incident] = {}
         self._last_alert: dict[str, dict[str, datetime]] = {}  # incident key -> rule -> time
         self._alerting_buckets: dict[str, int] = {}
+        self._paces: dict[str, _Pace] = {}
 
     def key_of(self, alert: Alert) -> str:
         labels = {"brand": alert.signal.series.brand, "topic": alert.signal.series.topic}
@@ -56,7 +73,46 @@ class IncidentManager:
         for key in [k for k in self.open if k not in grouped]:
             if self._quiet(key, now):
                 pages.append(self._resolve(key, now))
-        return [page for page in pages if page is not None]
+        return self._pace([page for page in pages if page is not None], now)
+
+    def _timers(self, incident: Incident) -> tuple[timedelta, timedelta]:
+        route = self.routes.get(incident.route)
+        return (route.group_wait, route.group_interval) if route else (timedelta(0), timedelta(0))
+
+    def _pace(self, pages: list[Page], now: datetime) -> list[Page]:
+        """Hold, merge and release pages as the incidents' routes ask."""
+        out: list[Page] = []
+        for page in pages:
+            key = page.incident.key
+            group_wait, group_interval = self._timers(page.incident)
+            if page.kind is PageKind.OPENED:
+                self._paces[key] = _Pace(due=now + group_wait if group_wait else None)
+                if group_wait:
+                    continue
+            pace = self._paces[key]
+            if page.kind is PageKind.RESOLVED:
+                del self._paces[key]
+            if pace.due is not None:
+                continue  # not announced yet: the held first page will say it all
+            recent = pace.last_paged is not None and now - pace.last_paged < group_interval
+            if page.kind is PageKind.UPDATED and recent:
+                pace.held.extend(page.changes)
+                continue
+            out.append(replace(page, changes=(*pace.held, *page.changes)))
+            pace.held, pace.last_paged = [], now
+        paged = {page.incident.key for page in out}
+        for key, pace in self._paces.items():
+            incident = self.open.get(key)
+            if incident is None or key in paged:
+                continue
+            _, group_interval = self._timers(incident)
+            if pace.due is not None and now >= pace.due:
+                out.append(Page(incident, PageKind.OPENED, now))
+                pace.due, pace.last_paged = None, now
+            elif pace.held and pace.last_paged and now - pace.last_paged >= group_interval:
+                out.append(Page(incident, PageKind.UPDATED, now, tuple(pace.held)))
+                pace.held, pace.last_paged = [], now
+        return out
 
     def _quiet(self, key: str, now: datetime) -> bool:
         default = timedelta(hours=1)
@@ -140,7 +196,8 @@ class IncidentManager:
 
     def resolve_all(self, now: datetime) -> list[Page]:
         """Nothing more will come (the end of a replay): resolve what has gone quiet by `now`."""
-        return [self._resolve(key, now) for key in list(self.open) if self._quiet(key, now)]
+        quiet = [self._resolve(key, now) for key in list(self.open) if self._quiet(key, now)]
+        return self._pace(quiet, now)
 
 
 def _main_sources(alert: Alert) -> list[str]:

@@ -69,6 +69,7 @@ class Pipeline:
         self.incidents = IncidentManager(
             {rule.id: rule.keep_firing_for for rule in rules},
             group_by=settings.incidents.group_by,
+            routes=settings.routes,
         )
         self.stats = PipelineStats()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from crisiswatch.config import Route
 from crisiswatch.domain import (
     Alert,
     Bucket,
@@ -127,3 +128,50 @@ class TestIncidentManager:
         incidents = IncidentManager({}, group_by=("brand", "rule"))
         pages = incidents.update([alert(T0, rule="a"), alert(T0, rule="b")], T0)
         assert [p.incident.key for p in pages] == ["brand=acme,rule=a", "brand=acme,rule=b"]
+
+
+class TestPacing:
+    def paced(self, **route: str) -> IncidentManager:
+        return IncidentManager(
+            {"angry-surge": timedelta(minutes=30)}, routes={"default": Route.model_validate(route)}
+        )
+
+    def test_group_wait_holds_the_first_page_and_gathers(self) -> None:
+        """The first page waits `group_wait`, then shows everything that fired meanwhile."""
+        incidents = self.paced(group_wait="10m")
+        assert incidents.update([alert(T0)], T0) == []
+        spread = (("x", 40), ("reddit", 20))
+        assert incidents.update([alert(T0 + STEP, sources=spread)], T0 + STEP) == []
+        (page,) = incidents.update([], T0 + 2 * STEP)
+        assert page.kind is PageKind.OPENED and page.incident.sources == ("reddit", "x")
+
+    def test_a_blip_within_group_wait_never_pages(self) -> None:
+        """An incident that resolves before its first page is due is never announced."""
+        incidents = self.paced(group_wait="1h")
+        incidents.update([alert(T0)], T0)
+        assert incidents.update([], T0 + timedelta(minutes=30)) == []
+        assert incidents.open == {}
+        assert incidents.update([], T0 + timedelta(hours=2)) == []
+
+    def test_group_interval_spaces_updates_but_not_escalations(self) -> None:
+        """Updates within `group_interval` are held and merged; an escalation goes at once."""
+        incidents = self.paced(group_interval="30m")
+        incidents.update([alert(T0)], T0)
+        spread = (("x", 40), ("reddit", 20))
+        assert incidents.update([alert(T0 + STEP, sources=spread)], T0 + STEP) == []
+        (page,) = incidents.update(
+            [alert(T0 + 2 * STEP, severity=Severity.CRITICAL)], T0 + 2 * STEP
+        )
+        assert page.kind is PageKind.ESCALATED
+        assert page.changes[:2] == ("now also on reddit", "severity warning → critical")
+
+    def test_held_updates_go_out_when_the_interval_has_passed(self) -> None:
+        """A held update is released by a later bucket once `group_interval` has passed."""
+        incidents = self.paced(group_interval="15m")
+        incidents.update([alert(T0, stage=Stage.FLAME)], T0)
+        for step in (1, 2):
+            at = T0 + step * STEP
+            assert incidents.update([alert(at, stage=Stage.FLAME, topic="cards")], at) == []
+        at = T0 + 3 * STEP
+        (page,) = incidents.update([alert(at, stage=Stage.FLAME, topic="cards")], at)
+        assert page.kind is PageKind.UPDATED and page.changes == ("now also about cards",)
