@@ -58,10 +58,12 @@ class Daemon:
         store: Store,
         *,
         queue_size: int,
+        drain_seconds: float = 30.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
         self.dispatcher = Dispatcher(notifiers, store)
+        self.drain_seconds = drain_seconds  # at the end, how long queued pages may take to leave
         self.store = store
         self.queue: asyncio.Queue[Mention | None] = asyncio.Queue(maxsize=queue_size)
         self.stopping = asyncio.Event()
@@ -74,6 +76,7 @@ class Daemon:
         for mention_id in restored:
             self.pipeline.deduper.first_time(mention_id)
         self._install_signal_handlers()
+        self.dispatcher.start()
         log.info(
             "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
         )
@@ -96,6 +99,7 @@ class Daemon:
         if finished_all:
             for page in self.pipeline.finish():
                 await self._send(page)
+        await self.dispatcher.close(self.drain_seconds)
         await self._save_seen()
         self._remove_signal_handlers()
         summary = RunSummary(

@@ -1,4 +1,5 @@
-"""State in one SQLite file (WAL): seen ids, incidents and the notification log.
+"""State in one SQLite file (WAL): seen ids, incidents, the notification log and outbox, the
+Slack messages sent per incident, and the feedback people gave.
 
 The interface is narrow and async so that a shared store (PostgreSQL) can replace it later. Each
 call runs in a worker thread, one at a time; a write is one transaction, so a crash leaves
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -34,11 +36,39 @@ CREATE TABLE IF NOT EXISTS notifications (
     at TEXT NOT NULL, sent_at TEXT NOT NULL, notifier TEXT NOT NULL,
     PRIMARY KEY (page_key, notifier)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, page_key TEXT NOT NULL,
+    incident_id TEXT NOT NULL, kind TEXT NOT NULL, page BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
+    queued_at TEXT NOT NULL, done_at TEXT, UNIQUE (notifier, page_key)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, status, seq);
+CREATE TABLE IF NOT EXISTS messages (
+    incident_id TEXT NOT NULL, notifier TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL,
+    posted_at TEXT NOT NULL, PRIMARY KEY (incident_id, notifier)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    incident_id TEXT NOT NULL, mention_id TEXT NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (incident_id, mention_id)
+);
+CREATE TABLE IF NOT EXISTS clicks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
+    action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
+);
 """
 
 
 class StoreError(RuntimeError):
     """The state store cannot be opened or written; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A page waiting in the outbox for one notifier."""
+
+    seq: int
+    page: bytes  # the page as `notify.codec.dump_page` wrote it
+    attempts: int
 
 
 def page_key(page: Page) -> str:
@@ -133,6 +163,154 @@ class Store:
         )
         sql = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
         await self._run(lambda db: db.execute(sql, row))
+
+    async def enqueue(self, page: Page, payload: bytes, notifiers: Sequence[str]) -> int:
+        """Put a page in the outbox of each notifier that has not sent it; return how many."""
+        key = page_key(page)
+        now = datetime.now(UTC).isoformat()
+        logged = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
+        insert = (
+            "INSERT OR IGNORE INTO outbox (notifier, page_key, incident_id, kind, page, queued_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+
+        def write(db: sqlite3.Connection) -> int:
+            added = 0
+            for notifier in notifiers:
+                if db.execute(logged, (key, notifier)).fetchone() is None:
+                    row = (notifier, key, page.incident.id, page.kind.value, payload, now)
+                    added += db.execute(insert, row).rowcount
+            return added
+
+        return await self._run(write)
+
+    async def next_pending(self, notifier: str) -> OutboxItem | None:
+        """The oldest page still to send for `notifier`."""
+        sql = (
+            "SELECT seq, page, attempts FROM outbox WHERE notifier = ? AND status = 'pending'"
+            " ORDER BY seq LIMIT 1"
+        )
+        row = await self._run(lambda db: db.execute(sql, (notifier,)).fetchone())
+        return None if row is None else OutboxItem(row[0], bytes(row[1]), row[2])
+
+    async def pending(self, notifier: str) -> int:
+        sql = "SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'pending'"
+        return int(await self._run(lambda db: db.execute(sql, (notifier,)).fetchone()[0]))
+
+    async def outbox_sent(self, seq: int, page: Page, notifier: str) -> None:
+        """The outbox page was delivered: mark it and log it, in one transaction."""
+        now = datetime.now(UTC).isoformat()
+        log_row = (page_key(page), page.incident.id, page.kind.value, page.at.isoformat(), now,
+                   notifier)  # fmt: skip
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET status = 'sent', done_at = ? WHERE seq = ?", (now, seq))
+            db.execute("INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)", log_row)
+
+        await self._run(write)
+
+    async def outbox_attempt_failed(self, seq: int, error: str, *, final: bool) -> None:
+        """Count a failed attempt; `final` gives the page up (recorded as failed)."""
+        now = datetime.now(UTC).isoformat() if final else None
+        sql = (
+            "UPDATE outbox SET attempts = attempts + 1, error = ?, status = ?, done_at = ?"
+            " WHERE seq = ?"
+        )
+        row = (error[:500], "failed" if final else "pending", now, seq)
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def outbox(self) -> list[dict[str, str | int | None]]:
+        """Every outbox row without its page, oldest first (for reports and tests)."""
+
+        def read(db: sqlite3.Connection) -> list[dict[str, str | int | None]]:
+            cursor = db.execute(
+                "SELECT seq, notifier, page_key, incident_id, kind, status, attempts, error"
+                " FROM outbox ORDER BY seq"
+            )
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return await self._run(read)
+
+    async def save_message(self, incident_id: str, notifier: str, channel: str, ts: str) -> None:
+        """Remember the message that stands for an incident, so later pages edit it."""
+        sql = "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)"
+        row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def message(self, incident_id: str, notifier: str) -> tuple[str, str] | None:
+        """(channel, ts) of the incident's message, if one was posted."""
+        sql = "SELECT channel, ts FROM messages WHERE incident_id = ? AND notifier = ?"
+        row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
+        return None if row is None else (row[0], row[1])
+
+    async def save_samples(self, incident_id: str, samples: Iterable[tuple[str, str]]) -> None:
+        """Keep the (mention id, text) of posts shown on a page, for feedback on them."""
+        rows = [(incident_id, mention_id, text) for mention_id, text in samples]
+        sql = "INSERT OR IGNORE INTO samples VALUES (?, ?, ?)"
+        if rows:
+            await self._run(lambda db: db.executemany(sql, rows))
+
+    async def sample_text(self, incident_id: str, mention_id: str) -> str | None:
+        sql = "SELECT text FROM samples WHERE incident_id = ? AND mention_id = ?"
+        row = await self._run(lambda db: db.execute(sql, (incident_id, mention_id)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def record_click(
+        self, incident_id: str, action: str, user: str, at: datetime, mention_id: str | None
+    ) -> None:
+        """Keep who pressed which button about which incident (or post), and when."""
+        sql = "INSERT INTO clicks (at, incident_id, action, user, mention_id) VALUES (?,?,?,?,?)"
+        row = (at.isoformat(), incident_id, action, user, mention_id)
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def clicks(self, incident_id: str) -> list[tuple[str, str, str, str | None]]:
+        """(at, action, user, mention id) of every click on an incident's page, oldest first."""
+        sql = "SELECT at, action, user, mention_id FROM clicks WHERE incident_id = ? ORDER BY seq"
+        rows = await self._run(lambda db: db.execute(sql, (incident_id,)).fetchall())
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def unacknowledged(self, notifier: str) -> list[tuple[str, str, datetime, datetime]]:
+        """(incident id, route, posted at, last snoozed at or posted at) of each firing incident
+        with a message that nobody acknowledged, closed or escalated yet."""
+        sql = """
+            SELECT m.incident_id, i.detail, m.posted_at,
+                   COALESCE((SELECT MAX(at) FROM clicks c WHERE c.incident_id = m.incident_id
+                             AND c.action = 'snooze_1h'), m.posted_at)
+            FROM messages m JOIN incidents i ON i.id = m.incident_id
+            WHERE m.notifier = ? AND i.status = 'firing' AND NOT EXISTS (
+                SELECT 1 FROM clicks c WHERE c.incident_id = m.incident_id
+                AND c.action IN ('acknowledge', 'escalated', 'resolve', 'false_alarm'))
+            ORDER BY m.posted_at
+        """
+        rows = await self._run(lambda db: db.execute(sql, (notifier,)).fetchall())
+        return [
+            (
+                row[0],
+                str(orjson.loads(row[1])["route"]),
+                datetime.fromisoformat(row[2]),
+                datetime.fromisoformat(row[3]),
+            )
+            for row in rows
+        ]
+
+    async def rule_feedback(self) -> dict[str, tuple[int, int]]:
+        """Per rule: (incidents it took part in, of those marked a false alarm)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            false = {
+                row[0]
+                for row in db.execute("SELECT incident_id FROM clicks WHERE action = 'false_alarm'")
+            }
+            counts: dict[str, list[int]] = {}
+            for incident_id, detail in db.execute("SELECT id, detail FROM incidents"):
+                for rule in orjson.loads(detail)["rules"]:
+                    entry = counts.setdefault(rule, [0, 0])
+                    entry[0] += 1
+                    entry[1] += incident_id in false
+            return {rule: (n, f) for rule, (n, f) in counts.items()}
+
+        return await self._run(read)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

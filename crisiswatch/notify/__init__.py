@@ -1,4 +1,4 @@
-"""Notify: pages leave the daemon here (console, later Slack), through the notification log."""
+"""Notify: pages leave the daemon here (console, Slack), through the outbox and notification log."""
 
 from __future__ import annotations
 
@@ -8,8 +8,23 @@ from crisiswatch.domain import Page
 
 
 class Notifier(Protocol):
-    """Delivers a page somewhere people will see it. `name` keys the notification log."""
+    """Delivers a page somewhere people will see it. `name` keys the outbox and the log.
+
+    `send` raises `PermanentError` when retrying cannot help; any other exception is retried.
+    """
 
     name: str
 
     async def send(self, page: Page) -> None: ...
+
+
+class PermanentError(Exception):
+    """Sending cannot succeed until a person fixes something (a revoked token, a bad channel)."""
+
+
+class RetryLater(Exception):
+    """The service asked us to wait (`retry_after` seconds) before trying again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

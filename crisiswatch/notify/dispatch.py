@@ -1,48 +1,192 @@
-"""The way out: every page passes the notification log, is sent, then is recorded as sent.
+"""The way out: every page is written to the outbox, then each notifier's sender drains it.
 
-The log is written only after a successful send and survives restarts (Alertmanager's rule), so
-a crash can repeat a page but never lose one, and a page already sent is not sent again.
+A page is stored before any attempt to send it and logged as sent only after the notifier
+succeeded (Alertmanager's rule), so a crash can repeat a page but never lose one, and a page
+already sent is not sent again. Each notifier has one sender that sends its pages in order; a
+failed send is retried with exponential backoff and jitter (longer if the service said
+`Retry-After`) while later pages wait their turn; a permanent error gives that page up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from crisiswatch.domain import Page
-from crisiswatch.notify import Notifier
-from crisiswatch.store import Store, StoreError, page_key
+from crisiswatch.notify import Notifier, PermanentError, RetryLater
+from crisiswatch.notify.codec import dump_page, load_page
+from crisiswatch.store import OutboxItem, Store, StoreError, page_key
 
 log = structlog.get_logger(__name__)
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Waits between attempts: `first`·2ⁿ up to `most`, each scaled by a random 50–100 %."""
+
+    first: float = 1.0
+    most: float = 300.0
+
+    def delay(self, failures: int, at_least: float, rng: Callable[[], float]) -> float:
+        capped = min(self.most, self.first * 2.0 ** max(0, failures - 1))
+        return max(at_least, capped * (0.5 + rng() / 2))
 
 
 class Dispatcher:
-    def __init__(self, notifiers: Sequence[Notifier], store: Store) -> None:
+    """Queues pages in the store and sends them; `start()` runs one sender per notifier.
+
+    Without started senders (tools and tests), `dispatch` sends what is queued at once, one
+    attempt each, and leaves what failed in the outbox for the next call.
+    """
+
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        store: Store,
+        *,
+        backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.notifiers = list(notifiers)
         self.store = store
+        self.backoff = backoff or Backoff()
         self.sent = 0
         self.failed = 0
+        self._sleep = sleep
+        self._rng = rng
+        self._wake = {n.name: asyncio.Event() for n in self.notifiers}
+        self._senders: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def dispatch(self, page: Page) -> None:
         await self._save_incident(page)
-        key = page_key(page)
+        names = [n.name for n in self.notifiers]
+        try:
+            added = await self.store.enqueue(page, dump_page(page), names)
+        except StoreError as exc:  # no outbox: send now rather than lose the page
+            log.error("page.unqueued", page=page_key(page), error=str(exc))
+            await self._send_unqueued(page)
+            return
+        if not added:
+            log.info("page.already_sent", page=page_key(page))
+        if self._senders:
+            for wake in self._wake.values():
+                wake.set()
+        else:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
-            if await self.store.was_sent(key, notifier.name):
-                log.info("page.already_sent", page=key, notifier=notifier.name)
+            while (item := await self.store.next_pending(notifier.name)) is not None:
+                if await self._attempt(notifier, item) is not None:
+                    self.failed += 1
+                    break
+
+    def start(self) -> None:
+        """Run one sender per notifier until `close()`."""
+        self._closing = False
+        self._senders = [
+            asyncio.create_task(self._drain(n), name=f"sender:{n.name}") for n in self.notifiers
+        ]
+
+    async def close(self, deadline: float) -> None:
+        """Let the senders empty their outboxes for up to `deadline` seconds, then stop them."""
+        self._closing = True
+        for wake in self._wake.values():
+            wake.set()
+        senders, self._senders = self._senders, []
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.gather(*senders)
+        except TimeoutError:
+            for task in senders:
+                task.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+        for notifier in self.notifiers:
+            left = await self.store.pending(notifier.name)
+            if left:
+                self.failed += left
+                log.warning("pages.left_queued", notifier=notifier.name, pages=left)
+
+    async def _drain(self, notifier: Notifier) -> None:
+        wake = self._wake[notifier.name]
+        failures = 0
+        while True:
+            wake.clear()
+            try:
+                item = await self.store.next_pending(notifier.name)
+            except StoreError as exc:
+                log.error("outbox.unreadable", notifier=notifier.name, error=str(exc))
+                item = None
+            if item is None:
+                if self._closing:
+                    return
+                await wake.wait()
                 continue
+            retry_after = await self._attempt(notifier, item)
+            if retry_after is None:
+                failures = 0
+                continue
+            failures += 1
+            await self._sleep(self.backoff.delay(failures, retry_after, self._rng))
+
+    async def _attempt(self, notifier: Notifier, item: OutboxItem) -> float | None:
+        """Send one queued page; None when it is done with (sent or given up), else the least
+        wait before the next attempt."""
+        page = load_page(item.page)
+        key = page_key(page)
+        try:
+            await notifier.send(page)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as exc:
+            self.failed += 1
+            log.error("page.given_up", page=key, notifier=notifier.name, error=str(exc))
+            await self._record_failure(item, str(exc), final=True)
+            return None
+        except Exception as exc:
+            retry_after = exc.retry_after if isinstance(exc, RetryLater) else 0.0
+            log.warning(
+                "page.retry",
+                page=key,
+                notifier=notifier.name,
+                attempt=item.attempts + 1,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await self._record_failure(item, f"{type(exc).__name__}: {exc}", final=False)
+            return retry_after
+        self.sent += 1
+        log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
+        try:
+            await self.store.outbox_sent(item.seq, page, notifier.name)
+        except StoreError as exc:
+            log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
+        return None
+
+    async def _record_failure(self, item: OutboxItem, error: str, *, final: bool) -> None:
+        try:
+            await self.store.outbox_attempt_failed(item.seq, error, final=final)
+        except StoreError as exc:
+            log.error("outbox.unrecorded", seq=item.seq, error=str(exc))
+
+    async def _send_unqueued(self, page: Page) -> None:
+        for notifier in self.notifiers:
             try:
                 await notifier.send(page)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 self.failed += 1
-                log.exception("page.failed", page=key, notifier=notifier.name)
-                continue
-            self.sent += 1
-            log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
-            try:
-                await self.store.record_sent(page, notifier.name)
-            except StoreError as exc:
-                log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
+                log.exception("page.failed", page=page_key(page), notifier=notifier.name)
+            else:
+                self.sent += 1
 
     async def _save_incident(self, page: Page) -> None:
         try:

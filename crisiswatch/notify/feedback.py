@@ -1,0 +1,161 @@
+"""What people do with a page: button clicks become feedback, and silence becomes escalation.
+
+Every click is recorded (who, when, what, which incident). Acknowledge stops escalation (the
+response clock starts at the click); Snooze 1 h delays it; Not negative teaches the sentiment
+model that the post is neutral; False alarm is counted against each rule of the incident, which
+gives each rule's precision. An incident nobody acknowledged within its route's `escalate_after`
+is re-paged once in its thread, calling `escalate_to`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from crisiswatch.config import Route
+from crisiswatch.notify.slack import SlackNotifier
+from crisiswatch.notify.slack_blocks import (
+    ACK,
+    FALSE_ALARM,
+    NOT_NEGATIVE,
+    RESOLVE,
+    SNOOZE,
+    ping,
+)
+from crisiswatch.store import Store
+
+log = structlog.get_logger(__name__)
+SNOOZE_FOR = timedelta(hours=1)
+ESCALATED = "escalated"
+_NOTES = {
+    ACK: "✔️ Acknowledged by {user}",
+    SNOOZE: "💤 Snoozed for 1 h by {user}",
+    RESOLVE: "✅ Marked resolved by {user}",
+    FALSE_ALARM: "🙅 Marked a false alarm by {user}",
+    NOT_NEGATIVE: "🙂 {user} says a post is not negative; the sentiment model learns from it",
+}
+
+
+class Learner(Protocol):
+    def learn_one(self, text: str, label: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One press of a page's button."""
+
+    action: str
+    incident_id: str
+    user: str
+    at: datetime
+    mention_id: str | None = None
+
+
+def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
+    """The clicks in a Slack `block_actions` payload; anything else yields none."""
+    if payload.get("type") != "block_actions":
+        return []
+    user = str((payload.get("user") or {}).get("id", "unknown"))
+    clicks = []
+    for action in payload.get("actions") or []:
+        kind = str(action.get("action_id", "")).split(":")[0]
+        value = str(action.get("value", ""))
+        if kind == NOT_NEGATIVE:
+            try:
+                ids = orjson.loads(value)
+                clicks.append(Click(kind, str(ids["incident"]), user, at, str(ids["mention"])))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("feedback.bad_value", action=kind)
+        elif kind in _NOTES and value:
+            clicks.append(Click(kind, value, user, at))
+    return clicks
+
+
+class Feedback:
+    """Records clicks and applies them: the model learns, the thread says who did what."""
+
+    def __init__(self, store: Store, learner: Learner | None, slack: SlackNotifier | None) -> None:
+        self.store = store
+        self.learner = learner
+        self.slack = slack
+
+    async def payload(self, payload: Mapping[str, Any]) -> None:
+        """Handle a Slack interactivity payload (from Socket Mode or the HTTP endpoint)."""
+        for click in clicks_of(payload, datetime.now(UTC)):
+            await self.handle(click)
+
+    async def handle(self, click: Click) -> None:
+        await self.store.record_click(
+            click.incident_id, click.action, click.user, click.at, click.mention_id
+        )
+        log.info("feedback.click", action=click.action, incident=click.incident_id)
+        if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
+            text = await self.store.sample_text(click.incident_id, click.mention_id)
+            if text is not None:
+                self.learner.learn_one(text, "neutral")
+        if self.slack is not None:
+            try:
+                await self.slack.reply(
+                    click.incident_id, _NOTES[click.action].format(user=ping(click.user))
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("feedback.note_failed", incident=click.incident_id, error=str(exc))
+
+
+class Escalator:
+    """Re-pages unacknowledged incidents in their thread once `escalate_after` has passed."""
+
+    def __init__(
+        self,
+        store: Store,
+        slack: SlackNotifier,
+        routes: Mapping[str, Route],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        every: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.slack = slack
+        self.routes = routes
+        self._clock = clock
+        self._sleep = sleep
+        self.every = every
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("escalation.check_failed")
+            await self._sleep(self.every)
+
+    async def check(self) -> int:
+        """Escalate what is due now; return how many were escalated."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        escalated = 0
+        for incident_id, route_name, posted, snoozed in await self.store.unacknowledged(
+            self.slack.name
+        ):
+            route = self.routes.get(route_name)
+            if route is None or route.escalate_after is None:
+                continue
+            due = max(posted + route.escalate_after, snoozed + SNOOZE_FOR * (snoozed > posted))
+            if now < due:
+                continue
+            if await self.slack.escalate(incident_id, route, now - posted):
+                await self.store.record_click(incident_id, ESCALATED, "crisiswatch", now, None)
+                log.warning("incident.escalated", incident=incident_id, route=route_name)
+                escalated += 1
+        return escalated

@@ -1,0 +1,241 @@
+"""Slack paging: one message per incident, edited as it changes, with a thread of what changed.
+
+The opening page posts the message and records its channel and `ts` in the store; every later
+page of the incident edits that message (`chat.update`) and adds a short reply in its thread, so
+a restart edits the right message instead of posting a new one. Errors are sorted for the
+dispatcher: rate limits wait (`Retry-After`), errors that need a person (revoked token, unknown
+channel) are permanent and tell the ops channel, anything else is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from crisiswatch.config import Route, Slack
+from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.domain import Page, PageKind
+from crisiswatch.notify import PermanentError, RetryLater
+from crisiswatch.notify import chart as charts
+from crisiswatch.notify import slack_blocks as render
+from crisiswatch.store import Store
+
+log = structlog.get_logger(__name__)
+Sleep = Callable[[float], Awaitable[None]]
+DEFAULT_BASE_URL = "https://slack.com/api/"
+
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "token_expired",
+        "account_inactive",
+        "not_in_channel",
+        "is_archived",
+        "missing_scope",
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "message_not_found",
+        "cant_update_message",
+    }
+)
+"""Slack errors that retrying cannot cure: the page is given up and ops are told."""
+
+
+def retry_after(headers: Mapping[str, Any]) -> float:
+    """Seconds a 429 asked us to wait (1 if it did not say)."""
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return max(0.0, float(raw))
+            except ValueError:
+                break
+    return 1.0
+
+
+class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack-sdk's 429 handler, waiting `Retry-After` plus jitter through an injectable sleep."""
+
+    def __init__(self, sleep: Sleep, max_retry_count: int = 2) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._sleep = sleep
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is None:
+            raise error or RuntimeError("rate limited without a response")
+        state.next_attempt_requested = True
+        await self._sleep(retry_after(response.headers) + random.random())
+        state.increment_current_attempt()
+
+
+class SlackNotifier:
+    """Posts and edits one Block Kit message per incident through slack-sdk's async client."""
+
+    name = "slack"
+
+    def __init__(
+        self,
+        settings: Slack,
+        routes: Mapping[str, Route],
+        store: Store,
+        *,
+        token: str,
+        brand_names: Mapping[str, str] | None = None,
+        history: SeriesHistory | None = None,
+        sleep: Sleep = asyncio.sleep,
+        timeout: int = 30,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.store = store
+        self.history = history
+        self.brand_names = dict(brand_names or {})
+        self.client = AsyncWebClient(
+            token=token,
+            base_url=settings.base_url or DEFAULT_BASE_URL,
+            timeout=timeout,
+            retry_handlers=[RateLimitRetry(sleep), AsyncConnectionErrorRetryHandler()],
+        )
+        self._told_ops: set[str] = set()
+
+    async def send(self, page: Page) -> None:
+        incident = page.incident
+        route = self.routes.get(incident.route)
+        if route is None:
+            raise PermanentError(f"route {incident.route!r} is not configured")
+        try:
+            channel, ts = await self._message(page, route)
+            if page.kind is not PageKind.OPENED:
+                await self.client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=ts,
+                    text=render.thread_reply(page, route),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+        except SlackApiError as exc:
+            raise await self._sorted(exc, route.channel) from exc
+        if page.kind in (PageKind.OPENED, PageKind.ESCALATED):
+            await self._chart(page, channel, ts)
+
+    async def _message(self, page: Page, route: Route) -> tuple[str, str]:
+        """Post the incident's message, or edit it if it was posted; its (channel, ts)."""
+        incident = page.incident
+        brand = render.brand_names(self.brand_names, incident.brand)
+        people = render.people_for(route, incident.severity)
+        text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
+        blocks = render.page_blocks(page, brand, route)
+        await self.store.save_samples(
+            incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
+        )
+        posted = await self.store.message(incident.id, self.name)
+        if posted is not None:
+            channel, ts = posted
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            return channel, ts
+        response = await self.client.chat_postMessage(
+            channel=route.channel,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            link_names=False,
+        )
+        channel, ts = str(response["channel"]), str(response["ts"])
+        await self.store.save_message(incident.id, self.name, channel, ts)
+        log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
+        return channel, ts
+
+    async def reply(self, incident_id: str, text: str) -> bool:
+        """A note in an incident's thread (acknowledgements, escalations); False if none."""
+        posted = await self.store.message(incident_id, self.name)
+        if posted is None:
+            return False
+        channel, ts = posted
+        await self.client.chat_postMessage(
+            channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
+        )
+        return True
+
+    async def _chart(self, page: Page, channel: str, ts: str) -> None:
+        """Upload the series' chart into the thread; a chart that fails is logged, not retried."""
+        if self.history is None:
+            return
+        signal = page.incident.latest
+        found = charts.windows(self.history, signal.series, signal.bucket.end)
+        if found is None:
+            return
+        title = f"{signal.series}: last 24 h and a week earlier"
+        png = await asyncio.to_thread(charts.render_png, *found, signal.bucket.start, title)
+        if png is None:
+            return
+        try:
+            await self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=ts,
+                file=png,
+                filename=f"crisiswatch-{page.at:%Y%m%dT%H%M}.png",
+                title=title,
+                alt_txt=f"{signal.series} mentions and negative share, last 24 hours",
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("slack.chart_failed", incident=page.incident.id, error=str(exc))
+
+    async def _sorted(self, exc: SlackApiError, channel: str) -> Exception:
+        """The exception the dispatcher should see for a Slack error."""
+        error = str(exc.response.get("error", ""))
+        status = exc.response.status_code
+        if status == 429:
+            return RetryLater("slack rate limit", retry_after(exc.response.headers))
+        if error in PERMANENT:
+            await self._tell_ops(error, channel)
+            return PermanentError(f"slack: {error} (channel {channel})")
+        return exc
+
+    async def _tell_ops(self, error: str, channel: str) -> None:
+        """Say once per problem in the ops channel (and the log) that pages cannot go out."""
+        log.error("slack.permanent_error", error=error, channel=channel)
+        problem = f"{error}:{channel}"
+        target = self.settings.ops_channel
+        if target is None or problem in self._told_ops:
+            return
+        self._told_ops.add(problem)
+        try:
+            await self.client.chat_postMessage(
+                channel=target, text=render.ops_notice(f"{error} while paging {channel}")
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as notice_error:
+            log.error("slack.ops_notice_failed", error=str(notice_error))
+
+    async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
+        """Re-page in the incident's thread, calling the route's `escalate_to`."""
+        return await self.reply(incident_id, render.escalation_reply(route, waited))

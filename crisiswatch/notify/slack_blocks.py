@@ -1,0 +1,288 @@
+"""Pages as Slack Block Kit: readable on a phone in ten seconds, safe whatever the posts say.
+
+Every string that comes from a post (text, author, URL, terms, source names) is untrusted: it is
+cleaned (no control characters), `&`, `<` and `>` are escaped (so no `<!channel>`, `<@U…>` or
+masked link survives) and `@` is followed by a zero-width space (so no `@here` word pings).
+Pings are built only from the config's ids. Every text is cut to Block Kit's limits, never
+rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from crisiswatch.config import Route
+from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
+from crisiswatch.notify.render import clean_text
+
+SECTION_CHARS = 3000
+FIELD_CHARS = 2000
+HEADER_CHARS = 150
+MAX_BLOCKS = 50
+VALUE_CHARS = 2000
+FALLBACK_CHARS = 3000
+POSTS = 5
+
+Block = dict[str, Any]
+
+ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE = (
+    "acknowledge",
+    "snooze_1h",
+    "resolve",
+    "false_alarm",
+    "not_negative",
+)
+_SEVERITY = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
+_STAGE = {Stage.SPARK: "🟡", Stage.FLAME: "🟠", Stage.FIRE: "🔴"}
+_KIND = {
+    PageKind.OPENED: "🆕 *Opened*",
+    PageKind.ESCALATED: "⬆️ *Worse*",
+    PageKind.UPDATED: "↗️ *Spreading*",
+    PageKind.RESOLVED: "✅ *Resolved*",
+}
+_USER = re.compile(r"[UW][A-Z0-9]{2,30}")
+_GROUP = re.compile(r"S[A-Z0-9]{2,30}")
+_URL = re.compile(r"https?://[^\s<>|\"`]{1,500}")
+_ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
+
+
+def escape(text: str) -> str:
+    """Untrusted text as inert mrkdwn: no Slack control sequence, no broadcast word."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("@", "@\u200b")
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis, never inside an `&amp;` entity."""
+    if len(text) <= limit:
+        return text
+    return _ENTITY_TAIL.sub("", text[: limit - 1]) + "…"
+
+
+def untrusted(text: str, limit: int) -> str:
+    """A post-derived string: one clean line, escaped, at most `limit` characters."""
+    return fit(escape(clean_text(text, limit)), limit)
+
+
+def ping(value: str) -> str:
+    """A config entry as a Slack mention: a user (U…/W…), a user group (S…), here or channel."""
+    bare = value.strip().lstrip("@")
+    if _USER.fullmatch(bare):
+        return f"<@{bare}>"
+    if _GROUP.fullmatch(bare):
+        return f"<!subteam^{bare}>"
+    if bare in ("here", "channel"):
+        return f"<!{bare}>"
+    return escape(bare)  # a name that is not an id is shown, never resolved
+
+
+def pings(values: Iterable[str]) -> str:
+    return " ".join(ping(v) for v in values)
+
+
+def people_for(route: Route | None, severity: Severity) -> list[str]:
+    """The config's people to call for this severity on this route."""
+    if route is None:
+        return []
+    return next((list(p) for level, p in route.mention.items() if level == severity.label), [])
+
+
+def _link(url: str | None, label: str) -> str:
+    clean = clean_text(url or "", 500)
+    return f"<{clean.replace('&', '&amp;')}|{label}>" if _URL.fullmatch(clean) else ""
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": fit(text, limit) or " ", "emoji": True}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(text, SECTION_CHARS)}}
+
+
+def _button(text: str, action: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": _plain(text, 75),
+        "action_id": action,
+        "value": value[:VALUE_CHARS],
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _time(moment: datetime) -> str:
+    return f"{moment:%a %d %b %H:%M} UTC"
+
+
+def _ago(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _where(incident: Incident) -> str:
+    topics = ", ".join(incident.topics) or "all topics"
+    sources = ", ".join(incident.sources) or "-"
+    return untrusted(f"{topics} · on {sources}", 300)
+
+
+def headline(page: Page, brand_name: str) -> str:
+    """The header: what, how bad, how far it spread, where."""
+    incident = page.incident
+    if page.kind is PageKind.RESOLVED:
+        return fit(
+            f"✅ Resolved — {brand_name} (was {incident.severity.label} · {incident.stage.label})",
+            HEADER_CHARS,
+        )
+    return fit(
+        f"{_SEVERITY[incident.severity]} {incident.severity.label.upper()} · "
+        f"{_STAGE[incident.stage]} {incident.stage.label} — {brand_name}",
+        HEADER_CHARS,
+    )
+
+
+def fallback(page: Page, brand_name: str, people: Sequence[str]) -> str:
+    """The notification text (a phone's lock screen) and what clients without blocks show."""
+    head = headline(page, brand_name)
+    text = f"{pings(people)} {head}: {untrusted(page.incident.summary, 500)}".strip()
+    return fit(text, FALLBACK_CHARS)
+
+
+def numbers(incident: Incident) -> list[str]:
+    """The why in numbers: volume against its band, negative share against usual, the rise."""
+    signal = incident.latest
+    bucket = signal.bucket
+    width = _ago(bucket.end - bucket.start).replace(" min", "m")
+    times = bucket.count / signal.volume_expected if signal.volume_expected >= 0.5 else None
+    usual = f" — {times:.1f}× usual" if times and times >= 1.5 else ""
+    rise = bucket.count - signal.previous_count
+    rate = f" ({rise / signal.previous_count:+.0%})" if signal.previous_count else ""
+    return [
+        f"*Volume*\n{bucket.count:,} in {width} vs {signal.volume_expected:,.1f} expected "
+        f"(band up to {signal.volume_upper:,.0f}){usual}",
+        f"*Negative*\n{bucket.negative_share:.0%} vs usual {signal.negative_expected:.0%} "
+        f"({bucket.negative_count:,} posts)",
+        f"*Rising*\n{signal.previous_count:,} → {bucket.count:,} in the last {width}{rate}",
+        f"*Reach*\n{bucket.reach:,} followers · {bucket.unique_authors:,} authors",
+    ]
+
+
+def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
+    """One sample post: who, how far it reaches, what it says, a link, and a Not negative button."""
+    mention = scored.mention
+    author = untrusted(mention.author or "unknown", 60)
+    link = _link(mention.url, "open post")
+    text = (
+        f"*{author}* · {mention.author_followers:,} followers · {untrusted(mention.source, 30)}"
+        f" · {scored.negative:.0%} negative{' · ' + link if link else ''}\n"
+        f"> {untrusted(mention.text, 600)}"
+    )
+    block = _section(text)
+    value = orjson.dumps({"incident": incident_id, "mention": mention.id}).decode()
+    if len(value) <= VALUE_CHARS:
+        block["accessory"] = _button("Not negative", f"{NOT_NEGATIVE}:{number}", value)
+    return block
+
+
+def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]:
+    """The message that stands for an incident, as of this page."""
+    incident = page.incident
+    bucket = incident.latest.bucket
+    blocks: list[Block] = [{"type": "header", "text": _plain(headline(page, brand_name), 150)}]
+    since = f"since {_time(incident.started_at)} (for {_ago(page.at - incident.started_at)})"
+    who = pings(people_for(route, incident.severity)) if page.kind is PageKind.OPENED else ""
+    blocks.append(
+        _section(
+            f"{who + chr(10) if who else ''}*{untrusted(incident.summary, 600)}*\n"
+            f"{_where(incident)} · {since}"
+        )
+    )
+    if page.kind is PageKind.RESOLVED:
+        blocks.append(
+            _section(
+                f"Resolved {_time(page.at)}; peak {incident.peak_count:,} mentions per bucket. "
+                f"{untrusted('; '.join(page.changes), 500)}"
+            )
+        )
+    else:
+        fields = [{"type": "mrkdwn", "text": fit(f, FIELD_CHARS)} for f in numbers(incident)]
+        blocks.append({"type": "section", "fields": fields})
+        why = "\n".join(f"• {untrusted(reason, 400)}" for reason in incident.reasons[:6])
+        terms = " · ".join(untrusted(term, 40) for term, _ in bucket.top_terms[:8])
+        blocks.append(
+            _section(
+                f"*Why*\n{why}\n*Rules* {untrusted(', '.join(incident.rules), 300)}"
+                + (f"\n*Top terms* {terms}" if terms else "")
+            )
+        )
+        samples = bucket.samples[:POSTS]
+        if samples:
+            blocks.append({"type": "divider"})
+            blocks.extend(post_block(incident.id, n, s) for n, s in enumerate(samples))
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    _button("Acknowledge", ACK, incident.id, "primary"),
+                    _button("Snooze 1 h", SNOOZE, incident.id),
+                    _button("Resolve", RESOLVE, incident.id),
+                    _button("False alarm", FALSE_ALARM, incident.id, "danger"),
+                ],
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": fit(
+                        f"crisiswatch · incident {untrusted(incident.id, 300)} · "
+                        f"last page {_time(page.at)}",
+                        SECTION_CHARS,
+                    ),
+                }
+            ],
+        }
+    )
+    return blocks[:MAX_BLOCKS]
+
+
+def thread_reply(page: Page, route: Route | None) -> str:
+    """The short threaded note of what changed; a page that got worse calls its people."""
+    incident = page.incident
+    changes = untrusted("; ".join(page.changes), 1500) or "no change in severity or stage"
+    who = ""
+    if page.kind is PageKind.ESCALATED:
+        who = pings(people_for(route, incident.severity))
+    lines = [f"{_KIND[page.kind]}: {changes}"]
+    if page.kind is not PageKind.RESOLVED:
+        lines.append(
+            f"{incident.severity.label} · {incident.stage.label} — "
+            f"{untrusted(incident.summary, 600)}"
+        )
+    if who:
+        lines.append(who)
+    return fit("\n".join(lines), SECTION_CHARS)
+
+
+def escalation_reply(route: Route, waited: timedelta) -> str:
+    """The re-page in the thread when nobody acknowledged in time."""
+    return fit(
+        f"⏰ *Not acknowledged after {_ago(waited)}* — {pings(route.escalate_to)} please look.",
+        SECTION_CHARS,
+    )
+
+
+def ops_notice(text: str) -> str:
+    return fit(f"⚠️ crisiswatch cannot page: {escape(text)}", SECTION_CHARS)
+
+
+def brand_names(names: Mapping[str, str], brand: str) -> str:
+    return untrusted(names.get(brand, brand), 80)

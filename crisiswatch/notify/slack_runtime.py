@@ -1,0 +1,86 @@
+"""Slack for a running daemon, from the settings: the notifier, interactivity and escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+
+from crisiswatch.config import Settings, secret
+from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.notify.feedback import Escalator, Feedback, Learner
+from crisiswatch.notify.slack import SlackNotifier
+from crisiswatch.notify.slack_interactive import actions_app, serve_http, socket_mode
+from crisiswatch.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class SlackSetupError(RuntimeError):
+    """Slack is enabled but cannot start (a missing secret); the message says what to set."""
+
+
+def _required(name: str, why: str) -> str:
+    value = secret(name)
+    if value is None:
+        raise SlackSetupError(
+            f"{why} needs {name}: set it in the environment or as the systemd credential "
+            f"{name.lower()}"
+        )
+    return value
+
+
+@asynccontextmanager
+async def slack_running(
+    settings: Settings, store: Store, history: SeriesHistory, learner: Learner
+) -> AsyncIterator[list[SlackNotifier]]:
+    """The Slack notifier (none if disabled), with its clicks and escalations handled while the
+    block runs; on the way out, each rule's precision from the feedback is logged."""
+    slack_settings = settings.notify.slack
+    if not slack_settings.enabled:
+        yield []
+        return
+    slack = SlackNotifier(
+        slack_settings,
+        settings.routes,
+        store,
+        token=_required("SLACK_BOT_TOKEN", "notify.slack"),
+        brand_names={b.id: b.display_name for b in settings.brands},
+        history=history,
+    )
+    feedback = Feedback(store, learner, slack)
+    async with AsyncExitStack() as stack:
+        if slack_settings.interactivity == "http":
+            signing = _required("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http")
+            app = actions_app(feedback, signing)
+            await stack.enter_async_context(serve_http(app, slack_settings.http_listen))
+        elif slack_settings.interactivity == "socket":
+            token = _required("SLACK_APP_TOKEN", "notify.slack.interactivity: socket")
+            await stack.enter_async_context(socket_mode(feedback, token, slack.client))
+        if any(route.escalate_after for route in settings.routes.values()):
+            escalator = Escalator(store, slack, settings.routes)
+            task = asyncio.create_task(escalator.run(), name="escalation")
+            stack.push_async_callback(_stop, task)
+        yield [slack]
+    await _log_precision(store)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _log_precision(store: Store) -> None:
+    for rule, (incidents, false_alarms) in sorted((await store.rule_feedback()).items()):
+        if false_alarms:
+            log.info(
+                "rule.precision",
+                rule=rule,
+                incidents=incidents,
+                false_alarms=false_alarms,
+                precision=round(1 - false_alarms / incidents, 3),
+            )

@@ -1,0 +1,410 @@
+"""Slack paging through the real slack-sdk client against a fake Slack Web API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import T0
+from fake_slack import TOKEN, FakeSlack
+
+from crisiswatch.config import Route, Slack
+from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
+from crisiswatch.notify import chart
+from crisiswatch.notify.dispatch import Backoff, Dispatcher
+from crisiswatch.notify.slack import SlackNotifier
+from crisiswatch.notify.slack_blocks import escape, fit, ping
+from crisiswatch.store import Store
+
+PageFactory = Callable[..., Page]
+ROUTES = {
+    "default": Route(channel="#crisis", mention={"critical": ["U0CRISIS", "S0COMMS"]}),
+}
+HOSTILE = [
+    "<!channel> wake up",
+    "@here @channel @everyone look",
+    "<https://evil.example|click here> <@U999> <!subteam^S999>",
+    "&lt;!here&gt; pre-escaped & <b>",
+    "x" * 10_000,
+]
+
+
+class Sleeps:
+    """An injected sleep: records each wait, never really sleeps, may run a hook."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.hook: Callable[[int], None] | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.hook:
+            self.hook(len(self.waits))
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state.db")
+    yield opened
+    await opened.close()
+
+
+def notifier(
+    fake: FakeSlack, store: Store, sleeps: Sleeps | None = None, **kwargs: Any
+) -> SlackNotifier:
+    settings = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
+    return SlackNotifier(
+        settings,
+        ROUTES,
+        store,
+        token=TOKEN,
+        brand_names={"kestrel": "Kestrel Bank"},
+        sleep=sleeps or Sleeps(),
+        **kwargs,
+    )
+
+
+def life(make_page: PageFactory) -> list[Page]:
+    """An incident opened, escalated, then resolved."""
+    opened = make_page(PageKind.OPENED, severity=Severity.WARNING, stage=Stage.SPARK)
+    worse = make_page(
+        PageKind.ESCALATED,
+        T0 + timedelta(minutes=10),
+        ("severity warning → critical", "stage spark → flame"),
+    )
+    resolved = make_page(PageKind.RESOLVED, T0 + timedelta(hours=2), ("quiet since 12:10 UTC",))
+    return [opened, worse, resolved]
+
+
+def sample(text: str, n: int = 0, **mention: Any) -> ScoredMention:
+    fields: dict[str, Any] = {
+        "id": f"x:{n}",
+        "source": "x",
+        "created_at": T0,
+        "text": text,
+        "author": f"user{n}",
+        "author_followers": 1200,
+        "url": f"https://x.com/user{n}/status/{n}",
+    }
+    fields.update(mention)
+    return ScoredMention(Mention(**fields), "kestrel", ("cards",), 0.92)
+
+
+class TestIncidentLife:
+    async def test_post_then_update_and_thread_replies(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Opened posts; escalated and resolved edit that message and reply in its thread."""
+        dispatcher = Dispatcher([notifier(fake, store)], store)
+        for page in life(make_page):
+            await dispatcher.dispatch(page)
+        calls = [(c.method, c.args.get("thread_ts")) for c in fake.calls]
+        post, *rest = fake.calls
+        channel, ts = fake.channels["#crisis"], "1700000001.000100"
+        assert calls == [
+            ("chat.postMessage", None),
+            ("chat.update", None),
+            ("chat.postMessage", ts),
+            ("chat.update", None),
+            ("chat.postMessage", ts),
+        ]
+        assert post.args["channel"] == "#crisis"
+        assert post.args["unfurl_links"] is False and post.args["unfurl_media"] is False
+        assert all(c.args["channel"] == channel and c.args["ts"] == ts for c in rest[::2])
+        assert "severity warning → critical" in rest[1].args["text"]
+        assert "<@U0CRISIS> <!subteam^S0COMMS>" in rest[1].args["text"]  # worse: call people
+        assert "Resolved" in rest[2].args["blocks"][0]["text"]["text"]
+        assert not any(b["type"] == "actions" for b in rest[2].args["blocks"])
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+
+    async def test_opening_page_carries_the_context_to_act(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Headline, numbers, terms, posts with links and buttons, and the route's people."""
+        page = make_page(samples=(sample("the atm ate my card", 1), sample("still no card", 2)))
+        await Dispatcher([notifier(fake, store)], store).dispatch(page)
+        post = fake.calls[0].args
+        blocks = post["blocks"]
+        text = orjson.dumps(blocks).decode()
+        assert blocks[0]["type"] == "header"
+        assert blocks[0]["text"]["text"] == "🚨 CRITICAL · 🟠 flame — Kestrel Bank"
+        assert post["text"].startswith("<@U0CRISIS> <!subteam^S0COMMS> 🚨 CRITICAL")
+        for part in ("40 in 5m vs 8.0 expected", "75% vs usual 20%", "9 → 40", "atm"):
+            assert part in text, part
+        assert "<https://x.com/user1/status/1|open post>" in text
+        actions = next(b for b in blocks if b["type"] == "actions")["elements"]
+        assert [a["text"]["text"] for a in actions] == [
+            "Acknowledge",
+            "Snooze 1 h",
+            "Resolve",
+            "False alarm",
+        ]
+        posts = [b for b in blocks if "accessory" in b]
+        assert [b["accessory"]["text"]["text"] for b in posts] == ["Not negative"] * 2
+        assert orjson.loads(posts[0]["accessory"]["value"]) == {
+            "incident": page.incident.id,
+            "mention": "x:1",
+        }
+
+    async def test_restart_edits_the_message_posted_before(
+        self, fake: FakeSlack, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """A new process with the same store edits the recorded message; it never re-posts."""
+        opened, worse, resolved = life(make_page)
+        first = await Store.open(tmp_path / "s.db")
+        await Dispatcher([notifier(fake, first)], first).dispatch(opened)
+        await first.close()
+        second = await Store.open(tmp_path / "s.db")
+        dispatcher = Dispatcher([notifier(fake, second)], second)
+        for page in (opened, worse, resolved):  # the opening page is replayed: not sent again
+            await dispatcher.dispatch(page)
+        await second.close()
+        assert len(fake.ok_calls("chat.update")) == 2
+        posts = fake.ok_calls("chat.postMessage")
+        thread = posts[1].args["thread_ts"]
+        assert [p.args.get("thread_ts") for p in posts] == [None, thread, thread]
+
+
+class TestDelivery:
+    async def test_pages_queue_while_slack_is_down_and_leave_in_order(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """500s back off exponentially; when Slack returns every page goes, in order, once."""
+        sleeps = Sleeps()
+        fake.fail(status=500, times=1_000)
+        sleeps.hook = lambda n: fake.faults.clear() if n == 5 else None
+        pages = life(make_page)
+        other = make_page(id="acme@1", key="acme", brand="acme")
+        dispatcher = Dispatcher(
+            [notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0, backoff=Backoff()
+        )
+        dispatcher.start()
+        for page in [*pages, other]:
+            await dispatcher.dispatch(page)
+        await dispatcher.close(deadline=5)
+        assert sleeps.waits == [1.0, 2.0, 4.0, 8.0, 16.0]
+        sent = fake.ok_calls()
+        assert [(c.method, c.args.get("thread_ts") is not None) for c in sent] == [
+            ("chat.postMessage", False),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+            ("chat.postMessage", False),
+        ]
+        assert "acme" in sent[-1].args["text"]
+        assert dispatcher.sent == 4 and dispatcher.failed == 0
+        assert {row["status"] for row in await store.outbox()} == {"sent"}
+
+    async def test_rate_limit_waits_retry_after(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A 429 is retried by the client after its Retry-After (through the injected sleep)."""
+        sleeps = Sleeps()
+        fake.fail("chat.postMessage", status=429, retry_after=7)
+        dispatcher = Dispatcher([notifier(fake, store, sleeps)], store)
+        await dispatcher.dispatch(make_page())
+        assert len(sleeps.waits) == 1 and 7 <= sleeps.waits[0] < 8
+        assert [c.status for c in fake.calls] == [429, 200]
+        assert dispatcher.sent == 1
+
+    async def test_long_rate_limit_is_left_to_the_sender(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """When 429s outlast the client's retries, the sender waits at least Retry-After."""
+        client_sleeps, sender_sleeps = Sleeps(), Sleeps()
+        fake.fail("chat.postMessage", status=429, retry_after=30, times=3)
+        dispatcher = Dispatcher(
+            [notifier(fake, store, client_sleeps)], store, sleep=sender_sleeps, rng=lambda: 0.0
+        )
+        dispatcher.start()
+        await dispatcher.dispatch(make_page())
+        await dispatcher.close(deadline=5)
+        assert sender_sleeps.waits == [30.0]
+        assert dispatcher.sent == 1 and len(fake.ok_calls()) == 1
+
+    async def test_a_timeout_is_retried(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A reply slower than the client's timeout is retried; the page goes once."""
+        fake.fail("chat.postMessage", delay=1.5)
+        sleeps = Sleeps()
+        dispatcher = Dispatcher([notifier(fake, store, timeout=1)], store, sleep=sleeps)
+        dispatcher.start()
+        await dispatcher.dispatch(make_page())
+        await dispatcher.close(deadline=5)
+        assert len(sleeps.waits) == 1
+        assert len(fake.ok_calls("chat.postMessage")) == 1 and dispatcher.sent == 1
+
+    async def test_permanent_error_gives_up_and_tells_ops(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """channel_not_found is not retried: recorded as failed, ops told once, next page goes."""
+        fake.missing_channels.add("#crisis")
+        sleeps = Sleeps()
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps)
+        dispatcher.start()
+        await dispatcher.dispatch(make_page())
+        await dispatcher.dispatch(make_page(id="other@1"))
+        await dispatcher.close(deadline=5)
+        assert sleeps.waits == []
+        ops = [c for c in fake.ok_calls("chat.postMessage") if c.args["channel"] == "#ops"]
+        assert len(ops) == 1 and "channel_not_found" in ops[0].args["text"]
+        rows = await store.outbox()
+        assert [r["status"] for r in rows] == ["failed", "failed"]
+        assert rows[0]["error"] == "slack: channel_not_found (channel #crisis)"
+        assert dispatcher.failed == 2
+
+    async def test_revoked_token_is_permanent(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A wrong token (invalid_auth) is given up at once, never retried."""
+        slack = notifier(fake, store)
+        fake.token = "xoxb-other"
+        dispatcher = Dispatcher([slack], store)
+        await dispatcher.dispatch(make_page())
+        assert [c.error for c in fake.calls] == ["invalid_auth", "invalid_auth"]  # page, ops
+        assert (await store.outbox())[0]["status"] == "failed"
+
+
+class TestUntrustedText:
+    async def test_hostile_posts_cannot_ping_or_mask_links(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """No broadcast, user or group ping, nor masked link leaves a post; limits hold."""
+        samples = tuple(
+            sample(text, n, author=text[:80], url=f"https://evil.example/{n}|click>")
+            for n, text in enumerate(HOSTILE)
+        )
+        page = make_page(
+            samples=samples,
+            summary="<!everyone> " + "y" * 5_000,
+            reasons=tuple(HOSTILE),
+            sources=("x", "<!here>"),
+        )
+        page = replace(
+            page,
+            incident=replace(
+                page.incident,
+                latest=replace(
+                    page.incident.latest,
+                    bucket=replace(page.incident.latest.bucket, top_terms=(("<!channel>", 3),)),
+                ),
+            ),
+        )
+        await Dispatcher([notifier(fake, store)], store).dispatch(page)
+        post = fake.calls[0].args
+        config_pings = re.compile(r"<@U0CRISIS>|<!subteam\^S0COMMS>")
+        unsafe = re.compile(r"<[!@#]|<https?:|@(here|channel|everyone)")
+        for text in [*_texts(post["blocks"]), post["text"]]:
+            assert len(text) <= 3000
+            assert not unsafe.search(config_pings.sub("", text)), text
+        # the only pings are the config's
+        assert post["text"].startswith("<@U0CRISIS> <!subteam^S0COMMS> ")
+        assert len(post["blocks"]) <= 50
+        assert len(post["blocks"][0]["text"]["text"]) <= 150
+        assert "&lt;!channel&gt;" in orjson.dumps(post["blocks"]).decode()
+
+    def test_escape_and_fit(self) -> None:
+        """Escaping neutralises Slack's control sequences; cutting never splits an entity."""
+        assert escape("<!here> & @channel") == "&lt;!here&gt; &amp; @\u200bchannel"
+        assert fit("a &amp; b", 5) == "a …"
+        assert fit("short", 10) == "short"
+
+    @pytest.mark.parametrize(
+        ("value", "mention"),
+        [
+            ("U0123ABC", "<@U0123ABC>"),
+            ("@W0123ABC", "<@W0123ABC>"),
+            ("S0123ABC", "<!subteam^S0123ABC>"),
+            ("here", "<!here>"),
+            ("alice", "alice"),
+            ("<!channel>", "&lt;!channel&gt;"),
+        ],
+    )
+    def test_pings_only_from_ids(self, value: str, mention: str) -> None:
+        """Config entries become pings only when they are ids; anything else is inert text."""
+        assert ping(value) == mention
+
+
+class TestChart:
+    async def test_chart_goes_into_the_thread(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """With history, the opening page uploads a PNG into its thread (files_upload_v2)."""
+        page = make_page()
+        history = SeriesHistory(300)
+        signal = page.incident.latest
+        for n in range(24 * 12):
+            start = T0 - timedelta(days=1) + timedelta(minutes=5 * n)
+            bucket = replace(signal.bucket, start=start, end=start + timedelta(minutes=5))
+            history.record(replace(signal, bucket=bucket))
+        await Dispatcher([notifier(fake, store, history=history)], store).dispatch(page)
+        methods = [c.method for c in fake.calls]
+        assert methods == [
+            "chat.postMessage",
+            "files.getUploadURLExternal",
+            "upload",
+            "files.completeUploadExternal",
+        ]
+        assert fake.calls[2].args["bytes"].startswith(b"\x89PNG")
+        assert fake.calls[3].args["thread_ts"] == "1700000001.000100"
+
+    def test_no_matplotlib_no_chart(
+        self, monkeypatch: pytest.MonkeyPatch, make_page: PageFactory
+    ) -> None:
+        """Without matplotlib the chart is skipped, not an error."""
+        monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+        window = SeriesHistory(300).window(make_page().incident.latest.series, T0, chart.SPAN)
+        assert chart.render_png(window, window, T0, "t") is None
+
+
+def _texts(blocks: list[dict[str, Any]]) -> list[str]:
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                found.append(node["text"])
+            for key, value in node.items():
+                if key != "value":
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(blocks)
+    return found
+
+
+class TestSeriesHistory:
+    def test_ring_keeps_the_last_days_and_marks_gaps(self, make_page: PageFactory) -> None:
+        """Old buckets fall out of the ring; buckets never seen read as unknown (NaN)."""
+        signal = make_page().incident.latest
+        history = SeriesHistory(3600, days=1)
+        for hour in (0, 1, 5, 30):
+            start = T0 + timedelta(hours=hour)
+            bucket = replace(signal.bucket, start=start, count=hour)
+            history.record(replace(signal, bucket=bucket))
+        recent = history.window(signal.series, T0 + timedelta(hours=31), timedelta(hours=3))
+        assert [str(c) for c in recent.count] == ["nan", "nan", "30.0"]
+        old = history.window(signal.series, T0 + timedelta(hours=2), timedelta(hours=2))
+        assert old.known == 0  # hours 0 and 1 were overwritten by the ring

@@ -1,0 +1,185 @@
+"""Clicks on a page: the signed HTTP endpoint, feedback to the model and rules, escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+import pytest
+from fake_slack import TOKEN, FakeSlack
+from slack_sdk.signature import SignatureVerifier
+
+from crisiswatch.config import Route, Slack
+from crisiswatch.domain import Mention, Page, ScoredMention
+from crisiswatch.enrich.sentiment import SentimentModel
+from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.notify.feedback import Click, Escalator, Feedback, clicks_of
+from crisiswatch.notify.slack import SlackNotifier
+from crisiswatch.notify.slack_interactive import actions_app, serve_http
+from crisiswatch.store import Store
+
+PageFactory = Callable[..., Page]
+SECRET = "signing-secret"
+ANGRY = "the kestrel atm swallowed my card, worst night ever"
+ROUTES = {
+    "default": Route(
+        channel="#crisis", escalate_after=timedelta(minutes=10), escalate_to=["S0ONCALL"]
+    )
+}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    server = FakeSlack()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "state.db")
+    yield opened
+    await opened.close()
+
+
+async def posted(fake: FakeSlack, store: Store, page: Page) -> SlackNotifier:
+    """A Slack notifier that has posted `page`."""
+    slack = SlackNotifier(Slack(enabled=True, base_url=fake.base_url), ROUTES, store, token=TOKEN)
+    await Dispatcher([slack], store).dispatch(page)
+    return slack
+
+
+def angry_page(make_page: PageFactory) -> Page:
+    mention = Mention("x:9", "x", datetime(2024, 3, 1, tzinfo=UTC), ANGRY, author="rhys")
+    return make_page(samples=(ScoredMention(mention, "kestrel", (), 0.92),), rules=("a", "b"))
+
+
+def block_actions(action_id: str, value: str, user: str = "U0ALICE") -> dict[str, Any]:
+    return {
+        "type": "block_actions",
+        "user": {"id": user},
+        "actions": [{"action_id": action_id, "value": value}],
+    }
+
+
+class TestClicks:
+    def test_payload_to_clicks(self) -> None:
+        """Buttons become clicks; unknown actions and other payload types are ignored."""
+        at = datetime(2024, 3, 1, tzinfo=UTC)
+        value = orjson.dumps({"incident": "i@1", "mention": "x:9"}).decode()
+        assert clicks_of(block_actions("not_negative:2", value), at) == [
+            Click("not_negative", "i@1", "U0ALICE", at, "x:9")
+        ]
+        assert clicks_of(block_actions("acknowledge", "i@1"), at) == [
+            Click("acknowledge", "i@1", "U0ALICE", at)
+        ]
+        assert clicks_of(block_actions("other", "i@1"), at) == []
+        assert clicks_of(block_actions("not_negative:0", "not json"), at) == []
+        assert clicks_of({"type": "view_submission"}, at) == []
+
+    async def test_not_negative_teaches_the_model(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A Not negative click lowers the model's P(negative) for that post's text."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        model = SentimentModel.load_default()
+        before = model.negative_one(ANGRY)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:9"}).decode()
+        await Feedback(store, model, slack).payload(block_actions("not_negative:0", value))
+        assert model.negative_one(ANGRY) < before
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes == [
+            "🙂 <@U0ALICE> says a post is not negative; the sentiment model learns from it"
+        ]
+
+    async def test_false_alarm_counts_against_each_rule(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A false alarm is recorded with who and when, and counted per rule."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        await Dispatcher([slack], store).dispatch(make_page(id="other@1", rules=("a",)))
+        await Feedback(store, None, slack).payload(block_actions("false_alarm", page.incident.id))
+        assert await store.rule_feedback() == {"a": (2, 1), "b": (1, 1)}
+        [(_, action, user, _)] = await store.clicks(page.incident.id)
+        assert (action, user) == ("false_alarm", "U0ALICE")
+
+
+class TestEscalation:
+    async def test_unacknowledged_incident_is_repaged_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """After escalate_after with no acknowledgement, one re-page in the thread."""
+        slack = await posted(fake, store, make_page())
+        now = [time.time() + 5 * 60]
+        escalator = Escalator(store, slack, ROUTES, clock=lambda: now[0])
+        assert await escalator.check() == 0
+        now[0] += 6 * 60
+        assert await escalator.check() == 1
+        assert await escalator.check() == 0
+        reply = fake.calls[-1].args
+        assert reply["thread_ts"] == "1700000001.000100"
+        assert "<!subteam^S0ONCALL>" in reply["text"]
+
+    async def test_acknowledged_incident_is_not_escalated(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Acknowledge stops escalation."""
+        page = make_page()
+        slack = await posted(fake, store, page)
+        await Feedback(store, None, slack).payload(block_actions("acknowledge", page.incident.id))
+        escalator = Escalator(store, slack, ROUTES, clock=lambda: time.time() + 3600)
+        assert await escalator.check() == 0
+
+    async def test_snooze_delays_escalation_by_an_hour(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Snooze 1 h: no escalation until an hour after the click."""
+        page = make_page()
+        slack = await posted(fake, store, page)
+        await Feedback(store, None, slack).payload(block_actions("snooze_1h", page.incident.id))
+        start = time.time()
+        assert await Escalator(store, slack, ROUTES, clock=lambda: start + 1800).check() == 0
+        assert await Escalator(store, slack, ROUTES, clock=lambda: start + 3700).check() == 1
+
+
+class TestHttpEndpoint:
+    async def test_only_signed_requests_count(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A correctly signed click is recorded; a badly signed one gets 401 and is ignored."""
+        page = make_page()
+        slack = await posted(fake, store, page)
+        app = actions_app(Feedback(store, None, slack), SECRET)
+        payload = orjson.dumps(block_actions("acknowledge", page.incident.id)).decode()
+        body = urlencode({"payload": payload})
+        stamp = str(int(time.time()))
+        good = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
+        bad = SignatureVerifier("wrong").generate_signature(timestamp=stamp, body=body)
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            statuses = []
+            for signature in (bad, good):
+                headers = {
+                    "X-Slack-Request-Timestamp": stamp,
+                    "X-Slack-Signature": signature or "",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                }
+                async with session.post(url, data=body, headers=headers) as response:
+                    statuses.append(response.status)
+            for _ in range(200):
+                if await store.clicks(page.incident.id):
+                    break
+                await asyncio.sleep(0.01)
+        assert statuses == [401, 200]
+        [(_, action, user, _)] = await store.clicks(page.incident.id)
+        assert (action, user) == ("acknowledge", "U0ALICE")
+        assert fake.calls[-1].args["text"] == "✔️ Acknowledged by <@U0ALICE>"
