@@ -10,21 +10,14 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
-
-import orjson
 
 from crisiswatch import __version__
-from crisiswatch.config import ReplaySource as ReplaySettings
 from crisiswatch.config import Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
-from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.console import ConsoleNotifier
-from crisiswatch.notify.render import render_line
 from crisiswatch.ops.logging import LEVELS, configure_logging
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -77,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("mentions", type=Path, help="mention JSON lines, optionally gzipped")
     backtest.add_argument("--config", type=Path, help="default: the demo's config")
     backtest.add_argument("--rules", type=Path, action="append", help="rules file or folder")
+    backtest.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        metavar="OTHER",
+        help="also run these rules; print the difference in pages per rule and route",
+    )
     backtest.add_argument("--json", action="store_true", help="one JSON object per page")
     backtest.set_defaults(handler=_backtest)
 
@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
     check.add_argument("--config", type=Path, help="also check brands and routes against it")
     check.set_defaults(handler=_rules_check)
+    test = rules_commands.add_parser(
+        "test", help="run rule tests (*_test.yaml): expected pages for given input series"
+    )
+    test.add_argument(
+        "paths", type=Path, nargs="*", help="test files or folders (default: rules/tests/)"
+    )
+    test.set_defaults(handler=_rules_test)
 
     detect = commands.add_parser(
         "detect-series", help="score a timestamp,value CSV of bucket counts as the daemon would"
@@ -165,6 +172,7 @@ async def _serve(
     finite: bool,
 ) -> RunSummary:
     from crisiswatch.enrich.sentiment import SentimentModel
+    from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
 
     store = await Store.open(directory / "crisiswatch.sqlite3")
     try:
@@ -174,77 +182,28 @@ async def _serve(
         replay = settings.sources.replay
         if replay is not None:
             sources.append(ReplaySource(replay.path, speed=replay.speed))
-        daemon = Daemon(
-            pipeline, sources, notifiers, store, queue_size=settings.pipeline.queue_size
-        )
-        return await daemon.run(exit_when_sources_end=finite)
+        async with slack_running(settings, store, pipeline.history, model) as slack:
+            daemon = Daemon(
+                pipeline,
+                sources,
+                [*notifiers, *slack],
+                store,
+                queue_size=settings.pipeline.queue_size,
+            )
+            return await daemon.run(exit_when_sources_end=finite)
+    except SlackSetupError as exc:
+        raise SystemExit(f"crisiswatch: {exc}") from None
     finally:
         await store.close()
 
 
-class _Collector:
-    """A notifier that keeps the pages, for backtests."""
-
-    name = "backtest"
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.pages: list[Page] = []
-        self._out = out
-        self._json = as_json
-
-    async def send(self, page: Page) -> None:
-        self.pages.append(page)
-        self._out.write((page_json(page) if self._json else render_line(page)) + "\n")
-
-
 def _backtest(args: argparse.Namespace) -> int:
+    from crisiswatch.backtest import backtest
+
     settings = _load_deployment(args.config)
-    if not args.mentions.is_file():
-        print(f"crisiswatch: no such mentions file: {args.mentions}", file=sys.stderr)
-        return 1
-    rules = load_rules(args.rules or settings.rules, settings)
-    settings = settings.model_copy(
-        update={
-            "sources": settings.sources.model_copy(
-                update={"replay": ReplaySettings(path=args.mentions)}
-            )
-        }
+    return backtest(
+        settings, args.mentions, _serve, rules=args.rules, compare=args.compare, as_json=args.json
     )
-    collector = _Collector(sys.stdout, args.json)
-    with tempfile.TemporaryDirectory(prefix="crisiswatch-backtest-") as tmp:
-        summary = asyncio.run(_serve(settings, rules, [collector], Path(tmp), finite=True))
-    if not args.json:
-        print(f"\n{len(collector.pages)} pages; per rule (incidents opened / pages):")
-        opened: Counter[str] = Counter()
-        paged: Counter[str] = Counter()
-        for page in collector.pages:
-            for rule_id in page.incident.rules:
-                paged[rule_id] += 1
-                opened[rule_id] += page.kind is PageKind.OPENED
-        for rule in rules:
-            print(f"  {rule.id:<28} {opened[rule.id]:>4} / {paged[rule.id]:<4}")
-        print(f"{summary}")
-    return 0
-
-
-def page_json(page: Page) -> str:
-    incident = page.incident
-    return orjson.dumps(
-        {
-            "at": page.at.isoformat(),
-            "kind": page.kind.value,
-            "incident": incident.id,
-            "brand": incident.brand,
-            "severity": incident.severity.label,
-            "stage": incident.stage.label,
-            "rules": incident.rules,
-            "topics": incident.topics,
-            "sources": incident.sources,
-            "summary": incident.summary,
-            "reasons": incident.reasons,
-            "changes": page.changes,
-        }
-    ).decode()
 
 
 def _detect_series(args: argparse.Namespace) -> int:
@@ -291,3 +250,9 @@ def _rules_check(args: argparse.Namespace) -> int:
     rules = load_rules(paths, settings)
     print(f"{len(rules)} rules OK")
     return 0
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    from crisiswatch.rules.testing import run_tests
+
+    return run_tests(args.paths or [Path("rules/tests")], sys.stdout)

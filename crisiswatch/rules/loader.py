@@ -24,13 +24,19 @@ RULE_SUFFIXES = (".yaml", ".yml")
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
-    """The rule files under `paths` (files as given, folders searched for *.yaml, sorted)."""
+    """The rule files under `paths`: files as given; folders searched for *.yaml, sorted,
+    leaving out rule tests (`tests/` folders and `*_test.yaml`) and what they load."""
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES))
-        else:
+        if not path.is_dir():
             found.append(path)
+            continue
+        for candidate in sorted(path.rglob("*")):
+            inside = candidate.relative_to(path).parts
+            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1]:
+                continue
+            if not candidate.stem.endswith("_test"):
+                found.append(candidate)
     return found
 
 

@@ -1,0 +1,349 @@
+"""Backtests: what a rule set would have paged over a mentions file, and how two rule sets differ.
+
+Every backtest runs the daemon itself (the CLI's `serve`: a `Daemon` with a replay source and a
+temporary state directory) with a notifier that collects the pages, so a backtest pages exactly
+what `crisiswatch run` would. `--compare` runs a second rule set over the same file and reports
+the difference per rule and per route, then the pages that are gone and the new ones: an alert
+budget to review with a rule change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import orjson
+
+from crisiswatch.config import ReplaySource, Settings
+from crisiswatch.daemon import RunSummary
+from crisiswatch.domain import Page, PageKind
+from crisiswatch.notify import Notifier
+from crisiswatch.notify.render import render_line
+from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.schema import Rule
+
+TICK_SECONDS = 0.25  # how often the progress line on a terminal is redrawn
+
+
+class Serve(Protocol):
+    """Runs the daemon over the config's sources until they end (the CLI's `_serve`)."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        rules: list[Rule],
+        notifiers: list[Notifier],
+        directory: Path,
+        *,
+        finite: bool,
+    ) -> Coroutine[Any, Any, RunSummary]: ...
+
+
+def page_record(page: Page) -> dict[str, Any]:
+    incident = page.incident
+    return {
+        "at": page.at.isoformat(),
+        "kind": page.kind.value,
+        "incident": incident.id,
+        "brand": incident.brand,
+        "severity": incident.severity.label,
+        "stage": incident.stage.label,
+        "route": incident.route,
+        "rules": incident.rules,
+        "topics": incident.topics,
+        "sources": incident.sources,
+        "summary": incident.summary,
+        "reasons": incident.reasons,
+        "changes": page.changes,
+    }
+
+
+def page_json(page: Page) -> str:
+    return orjson.dumps(page_record(page)).decode()
+
+
+class Progress:
+    """One self-redrawing status line on a terminal's stderr: time, pages, the latest page."""
+
+    def __init__(self, err: TextIO, label: str) -> None:
+        self._err = err
+        self._label = label
+        self._started = time.monotonic()
+        self.pages = 0
+        self.latest: datetime | None = None
+
+    def draw(self) -> None:
+        latest = f", latest {self.latest:%Y-%m-%d %H:%M} UTC" if self.latest else ""
+        seconds = time.monotonic() - self._started
+        self._err.write(f"\r\x1b[K{self._label}: {seconds:.1f}s, {self.pages} pages{latest}")
+        self._err.flush()
+
+    def clear(self) -> None:
+        self._err.write("\r\x1b[K")
+        self._err.flush()
+
+    async def run(self) -> None:
+        while True:
+            self.draw()
+            await asyncio.sleep(TICK_SECONDS)
+
+
+class Collector:
+    """A notifier that keeps the pages, and prints each as it comes when given `out`."""
+
+    name = "backtest"
+
+    def __init__(
+        self, out: TextIO | None = None, as_json: bool = False, progress: Progress | None = None
+    ) -> None:
+        self.pages: list[Page] = []
+        self._out = out
+        self._json = as_json
+        self._progress = progress
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
+        if self._progress is not None:
+            self._progress.pages += 1
+            self._progress.latest = page.at
+        if self._out is not None:
+            self._out.write((page_json(page) if self._json else render_line(page)) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Backtest:
+    label: str  # the rule files or folders
+    rules: list[Rule]
+    pages: list[Page]
+    summary: RunSummary
+
+
+def replay(
+    settings: Settings,
+    rule_paths: Sequence[Path],
+    mentions: Path,
+    serve: Serve,
+    *,
+    out: TextIO | None = None,
+    as_json: bool = False,
+    progress: Progress | None = None,
+) -> Backtest:
+    """Run the daemon over `mentions` with the rules in `rule_paths`; keep what it paged.
+
+    With `out`, each page is printed as it is sent (a line, or a JSON object with `as_json`).
+    """
+    rules = load_rules(rule_paths, settings)
+    collector = Collector(out, as_json, progress)
+    sources = settings.sources.model_copy(update={"replay": ReplaySource(path=mentions)})
+    # A backtest sends nothing: its pages go to the report, never to a deployment's Slack.
+    quiet = settings.notify.model_copy(
+        update={
+            "console": False,
+            "slack": settings.notify.slack.model_copy(update={"enabled": False}),
+        }
+    )
+    settings = settings.model_copy(update={"sources": sources, "notify": quiet})
+
+    async def run() -> RunSummary:
+        ticker = asyncio.create_task(progress.run()) if progress is not None else None
+        try:
+            return await serve(settings, rules, [collector], directory, finite=True)
+        finally:
+            if ticker is not None and progress is not None:
+                ticker.cancel()
+                progress.clear()
+
+    with tempfile.TemporaryDirectory(prefix="crisiswatch-backtest-") as tmp:
+        directory = Path(tmp)
+        summary = asyncio.run(run())
+    label = ", ".join(str(p) for p in rule_paths)
+    return Backtest(label, rules, collector.pages, summary)
+
+
+def backtest(
+    settings: Settings,
+    mentions: Path,
+    serve: Serve,
+    *,
+    rules: Sequence[Path] | None = None,
+    compare: Sequence[Path] | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if not mentions.is_file():
+        print(f"crisiswatch: no such mentions file: {mentions}", file=err)
+        return 1
+    before_paths = list(rules or settings.rules)
+    if not compare:
+        progress = _progress(err, "backtest")
+        result = replay(
+            settings, before_paths, mentions, serve, out=out, as_json=as_json, progress=progress
+        )
+        if not as_json:
+            report(result, out)
+        return 0
+    before, after = (
+        replay(settings, paths, mentions, serve, progress=_progress(err, f"backtest {n}/2"))
+        for n, paths in enumerate((before_paths, list(compare)), start=1)
+    )
+    diff = Comparison.of(before, after)
+    out.write(diff.json() + "\n" if as_json else diff.text(mentions.name))
+    return 0
+
+
+def _progress(err: TextIO, label: str) -> Progress | None:
+    return Progress(err, label) if err.isatty() else None
+
+
+def report(result: Backtest, out: TextIO) -> None:
+    """The counts after the pages: incidents opened and pages per rule, then the run summary."""
+    print(f"\n{len(result.pages)} pages; per rule (incidents opened / pages):", file=out)
+    opened: Counter[str] = Counter()
+    paged: Counter[str] = Counter()
+    for page in result.pages:
+        for rule_id in page.incident.rules:
+            paged[rule_id] += 1
+            opened[rule_id] += page.kind is PageKind.OPENED
+    for rule in result.rules:
+        print(f"  {rule.id:<28} {opened[rule.id]:>4} / {paged[rule.id]:<4}", file=out)
+    print(f"{result.summary}", file=out)
+
+
+PageId = tuple[datetime, str, str, str, str, str, tuple[str, ...]]
+
+
+def page_id(page: Page) -> PageId:
+    """What makes two backtests' pages the same page: when, what, which incident, how bad, why."""
+    incident = page.incident
+    return (
+        page.at,
+        page.kind.value,
+        incident.key,
+        incident.route,
+        incident.severity.label,
+        incident.stage.label,
+        incident.rules,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One rule's (or route's) pages before and after."""
+
+    name: str
+    before: int
+    after: int
+    gone: int
+    new: int
+
+    def line(self, width: int) -> str:
+        return (
+            f"  {self.name:<{width}} {self.before:>4} → {self.after:>4} pages; "
+            f"{self.gone} gone, {self.new} new"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    before: Backtest
+    after: Backtest
+    gone: list[Page]  # pages of `before` that `after` does not send, in order
+    new: list[Page]  # pages of `after` that `before` did not send, in order
+    rules: list[Budget]
+    routes: list[Budget]
+
+    @classmethod
+    def of(cls, before: Backtest, after: Backtest) -> Comparison:
+        gone = _missing(before.pages, after.pages)
+        new = _missing(after.pages, before.pages)
+        rule_ids = list(dict.fromkeys(r.id for r in [*before.rules, *after.rules]))
+        routes = list(
+            dict.fromkeys(
+                [
+                    *(r.route for r in [*before.rules, *after.rules]),
+                    *(p.incident.route for p in [*before.pages, *after.pages]),
+                ]
+            )
+        )
+
+        def budget(name: str, belongs: Callable[[Page], bool]) -> Budget:
+            counts = [sum(map(belongs, pages)) for pages in (before.pages, after.pages, gone, new)]
+            return Budget(name, *counts)
+
+        return cls(
+            before,
+            after,
+            gone,
+            new,
+            [budget(rule_id, _by_rule(rule_id)) for rule_id in rule_ids],
+            [budget(route, _by_route(route)) for route in routes],
+        )
+
+    def text(self, mentions: str) -> str:
+        width = max(len(b.name) for b in [*self.rules, *self.routes])
+        lines = [
+            f"backtest of {mentions}: {self.before.label} ({len(self.before.pages)} pages) "
+            f"→ {self.after.label} ({len(self.after.pages)} pages)",
+            "per rule:",
+            *(b.line(width) for b in self.rules),
+            "per route:",
+            *(b.line(width) for b in self.routes),
+        ]
+        if not (self.gone or self.new):
+            lines.append("no difference: the same pages at the same times")
+        else:
+            lines.append(f"gone ({len(self.gone)}):")
+            lines.extend(f"  - {render_line(page)}" for page in self.gone)
+            lines.append(f"new ({len(self.new)}):")
+            lines.extend(f"  + {render_line(page)}" for page in self.new)
+        return "\n".join(lines) + "\n"
+
+    def json(self) -> str:
+        def budgets(items: list[Budget], key: str) -> list[dict[str, Any]]:
+            return [
+                {key: b.name, "before": b.before, "after": b.after, "gone": b.gone, "new": b.new}
+                for b in items
+            ]
+
+        return orjson.dumps(
+            {
+                "before": {"rules": self.before.label, "pages": len(self.before.pages)},
+                "after": {"rules": self.after.label, "pages": len(self.after.pages)},
+                "rules": budgets(self.rules, "rule"),
+                "routes": budgets(self.routes, "route"),
+                "gone": [page_record(p) for p in self.gone],
+                "new": [page_record(p) for p in self.new],
+            }
+        ).decode()
+
+
+def _by_rule(rule_id: str) -> Callable[[Page], bool]:
+    return lambda page: rule_id in page.incident.rules
+
+
+def _by_route(route: str) -> Callable[[Page], bool]:
+    return lambda page: page.incident.route == route
+
+
+def _missing(pages: list[Page], others: list[Page]) -> list[Page]:
+    """The pages of `pages` with no same page in `others` (each other page matches once)."""
+    available = Counter(page_id(p) for p in others)
+    missing = []
+    for page in pages:
+        key = page_id(page)
+        if available[key]:
+            available[key] -= 1
+        else:
+            missing.append(page)
+    return missing
