@@ -77,6 +77,13 @@ class Aggregator:
         self._sequence = 0  # tie-breaker for samples of equal weight: first come first
         self.late = 0
 
+    def reconfigure(
+        self, series: Iterable[SeriesKey], brand_terms: dict[str, frozenset[str]]
+    ) -> None:
+        """New series to close from now on (a reload); open buckets keep what they counted."""
+        self._series = sorted(set(series))
+        self._brand_terms = brand_terms
+
     @property
     def watermark(self) -> datetime | None:
         return self._watermark

@@ -137,7 +137,9 @@ def _run(args: argparse.Namespace) -> int:
         [ConsoleNotifier(settings.routes)] if settings.notify.console else []
     )
     directory = state_dir(settings)
-    summary = asyncio.run(_serve(settings, rules, notifiers, directory, finite=False))
+    summary = asyncio.run(
+        _serve(settings, rules, notifiers, directory, finite=False, config=args.config)
+    )
     print(f"stopped: {summary}")
     return 0
 
@@ -170,7 +172,9 @@ async def _serve(
     directory: Path,
     *,
     finite: bool,
+    config: Path | None = None,
 ) -> RunSummary:
+    """Run the daemon; with `config`, it reloads that file and its rules when they change."""
     from crisiswatch.enrich.sentiment import SentimentModel
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
 
@@ -189,6 +193,7 @@ async def _serve(
                 [*notifiers, *slack],
                 store,
                 queue_size=settings.pipeline.queue_size,
+                config=config,
             )
             return await daemon.run(exit_when_sources_end=finite)
     except SlackSetupError as exc:

@@ -13,16 +13,19 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from crisiswatch.domain import Mention, Page, PageKind
-from crisiswatch.notify import Notifier
+from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.pipeline import Pipeline, PipelineStats
+from crisiswatch.reload import Watcher, load_deployment, needs_restart
 from crisiswatch.sources import Source
 from crisiswatch.store import Store
+from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
@@ -59,6 +62,8 @@ class Daemon:
         *,
         queue_size: int,
         drain_seconds: float = 30.0,
+        config: Path | None = None,
+        watch_seconds: float = 5.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -69,6 +74,11 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
         self._opened = 0
+        self.notifiers = list(notifiers)
+        self.config = config  # reloaded on SIGHUP and when it or its rule files change
+        self.watch_seconds = watch_seconds
+        self.reload_wanted = asyncio.Event()
+        self.reloads = 0  # successful reloads, for tests and status
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
@@ -81,6 +91,9 @@ class Daemon:
             "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
         )
         consumer = asyncio.create_task(self._consume(), name="pipeline")
+        helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
+        if self.config and self.watch_seconds > 0:
+            helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
         stop_wait = asyncio.create_task(self.stopping.wait())
         watched: set[asyncio.Future[Any]] = {stop_wait, *pumps}
@@ -91,9 +104,9 @@ class Daemon:
             if exit_when_sources_end and not any(p in watched for p in pumps):
                 finished_all = True
                 break
-        for task in (*pumps, stop_wait):
+        for task in (*pumps, stop_wait, *helpers):
             task.cancel()
-        await asyncio.gather(*pumps, stop_wait, return_exceptions=True)
+        await asyncio.gather(*pumps, stop_wait, *helpers, return_exceptions=True)
         await self.queue.put(None)  # the consumer drains what is queued, then ends
         await consumer
         if finished_all:
@@ -148,15 +161,72 @@ class Daemon:
         except Exception as exc:
             log.error("store.seen_unsaved", count=len(batch), error=str(exc))
 
+    async def _reloader(self) -> None:
+        while True:
+            await self.reload_wanted.wait()
+            self.reload_wanted.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Load and check the config and rules; swap them in whole, or keep the running ones."""
+        assert self.config is not None
+        try:
+            deployment = await asyncio.to_thread(load_deployment, self.config)
+        except ProblemsError as exc:
+            problems = [str(problem) for problem in exc.problems]
+            log.error("config.reload_failed", problems=problems, kept="the running rules")
+            await self._notice(
+                "crisiswatch kept its running rules: the new config or rules have "
+                f"{len(problems)} problem(s):\n" + "\n".join(problems[:10])
+            )
+            return False
+        restart = needs_restart(self.pipeline.settings, deployment.settings)
+        if restart:
+            log.warning("config.reload_needs_restart", settings=restart)
+        self.pipeline.reconfigure(deployment.settings, deployment.rules)
+        self.reloads += 1
+        log.info(
+            "config.reloaded", rules=len(deployment.rules), brands=len(deployment.settings.brands)
+        )
+        return True
+
+    async def _watch(self, config: Path) -> None:
+        watcher = Watcher(config)
+        seen = await asyncio.to_thread(watcher.fingerprint)
+        while True:
+            await asyncio.sleep(self.watch_seconds)
+            now = await asyncio.to_thread(watcher.fingerprint)
+            if now != seen:
+                seen = now
+                log.info("config.changed", file=str(config))
+                self.reload_wanted.set()
+
+    async def _notice(self, text: str) -> None:
+        """Tell ops through every notifier that has an ops channel."""
+        for notifier in self.notifiers:
+            if isinstance(notifier, OpsNotifier):
+                try:
+                    await notifier.notice(text)
+                except Exception as exc:
+                    log.error("ops_notice.failed", notifier=notifier.name, error=str(exc))
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+    def _on_reload_signal(self) -> None:
+        if self.config is None:
+            log.warning("daemon.reload_ignored", reason="no config file (the demo)")
+            return
+        log.info("daemon.reloading", signal="SIGHUP")
+        self.reload_wanted.set()
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.info("daemon.stopping", signal=sig.name)

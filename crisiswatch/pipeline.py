@@ -59,9 +59,7 @@ class Pipeline:
             allowed_lateness=settings.pipeline.allowed_lateness,
             per_author_cap=settings.pipeline.per_author_cap,
             samples_per_bucket=settings.pipeline.samples_per_bucket,
-            brand_terms={
-                b.id: _own_terms(b.keywords, b.hashtags, b.handles) for b in settings.brands
-            },
+            brand_terms=_brand_terms(settings),
         )
         self.detector = SignalDetector(int(bucket.total_seconds()))
         self.history = SeriesHistory(int(bucket.total_seconds()))  # for the pages' charts
@@ -72,6 +70,21 @@ class Pipeline:
             routes=settings.routes,
         )
         self.stats = PipelineStats()
+
+    def reconfigure(self, settings: Settings, rules: Sequence[Rule]) -> None:
+        """Swap in a new, already checked config and rule set, keeping what was learned.
+
+        Brands, rules, routes and the calendar change at once; detectors, open buckets, the
+        dedupe window and open incidents carry over (a rule whose filter changed starts a new
+        view from the next mention). Bucket size, lateness and sources need a restart.
+        """
+        self.settings = settings
+        self.attributor = Attributor(settings.brands)
+        self.rule_inputs = RuleInputs(rules)
+        self.aggregator.reconfigure(self.rule_inputs.series(settings), _brand_terms(settings))
+        self.engine = self.engine.replaced(rules, settings.calendar)
+        self.incidents.keep_firing_for = {rule.id: rule.keep_firing_for for rule in rules}
+        self.incidents.routes = dict(settings.routes)
 
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""
@@ -129,6 +142,10 @@ class Pipeline:
     def _count(self, pages: list[Page]) -> list[Page]:
         self.stats.pages += len(pages)
         return pages
+
+
+def _brand_terms(settings: Settings) -> dict[str, frozenset[str]]:
+    return {b.id: _own_terms(b.keywords, b.hashtags, b.handles) for b in settings.brands}
 
 
 def _own_terms(*groups: list[str]) -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from crisiswatch.domain import Page
 
@@ -16,6 +16,15 @@ class Notifier(Protocol):
     name: str
 
     async def send(self, page: Page) -> None: ...
+
+
+@runtime_checkable
+class OpsNotifier(Protocol):
+    """A notifier that can also tell ops about crisiswatch itself (a rejected reload, …)."""
+
+    name: str
+
+    async def notice(self, text: str) -> None: ...
 
 
 class PermanentError(Exception):

@@ -29,3 +29,8 @@ class ConsoleNotifier:
             to = " ".join([route.channel, *people])
         out.write(render_text(page, to) + "\n\n")
         out.flush()
+
+    async def notice(self, text: str) -> None:
+        out = self._out or sys.stdout
+        out.write(f"── OPS NOTICE ──\n{text}\n\n")
+        out.flush()

@@ -229,12 +229,19 @@ class SlackNotifier:
         self._told_ops.add(problem)
         try:
             await self.client.chat_postMessage(
-                channel=target, text=render.ops_notice(f"{error} while paging {channel}")
+                channel=target,
+                text=render.ops_notice(f"cannot page: {error} while paging {channel}"),
             )
         except asyncio.CancelledError:
             raise
         except Exception as notice_error:
             log.error("slack.ops_notice_failed", error=str(notice_error))
+
+    async def notice(self, text: str) -> None:
+        """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
+        target = self.settings.ops_channel
+        if target is not None:
+            await self.client.chat_postMessage(channel=target, text=render.ops_notice(text))
 
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""

@@ -281,7 +281,7 @@ def escalation_reply(route: Route, waited: timedelta) -> str:
 
 
 def ops_notice(text: str) -> str:
-    return fit(f"⚠️ crisiswatch cannot page: {escape(text)}", SECTION_CHARS)
+    return fit(f"⚠️ crisiswatch: {escape(text)}", SECTION_CHARS)
 
 
 def brand_names(names: Mapping[str, str], brand: str) -> str:

@@ -26,6 +26,16 @@ class RuleEngine:
         self.calendar = list(calendar)
         self._holding_since: dict[tuple[str, SeriesKey], datetime] = {}
 
+    def replaced(self, rules: Sequence[Rule], calendar: Sequence[PlannedEvent]) -> RuleEngine:
+        """An engine for a new rule set that remembers how long unchanged rules have held."""
+        engine = RuleEngine(rules, calendar)
+        before = {rule.id: rule.model_dump() for rule in self.rules}
+        unchanged = {rule.id for rule in rules if before.get(rule.id) == rule.model_dump()}
+        engine._holding_since = {
+            key: since for key, since in self._holding_since.items() if key[0] in unchanged
+        }
+        return engine
+
     def _context(self, signal: Signal) -> Context:
         brand, at = signal.series.brand, signal.bucket.start
         factor = max((event.factor(brand, at) for event in self.calendar), default=1.0)

@@ -1,0 +1,62 @@
+"""A deployment (config + rules) loaded and checked whole, and how to tell that it changed.
+
+The daemon reloads on SIGHUP and when a watched file changes; a deployment that fails its check
+never replaces the running one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from crisiswatch.config import Settings, load_settings
+from crisiswatch.rules.loader import load_rules, rule_files
+from crisiswatch.rules.schema import Rule
+from crisiswatch.yamlfile import ProblemsError
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    settings: Settings
+    rules: list[Rule]
+
+
+def load_deployment(config: Path) -> Deployment:
+    """The config and its rules, checked together; raises `ProblemsError` with every problem."""
+    settings = load_settings(config)
+    return Deployment(settings, load_rules(settings.rules, settings))
+
+
+def needs_restart(running: Settings, loaded: Settings) -> list[str]:
+    """The changed settings a reload cannot apply."""
+    keys = ("state_dir", "sources", "notify")
+    changed = [key for key in keys if getattr(running, key) != getattr(loaded, key)]
+    if running.pipeline.bucket != loaded.pipeline.bucket:
+        changed.append("pipeline.bucket")
+    if running.pipeline.allowed_lateness != loaded.pipeline.allowed_lateness:
+        changed.append("pipeline.allowed_lateness")
+    return changed
+
+
+class Watcher:
+    """Notices changes to a config file and the rule files it names (new, edited or removed)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+
+    def fingerprint(self) -> Fingerprint:
+        try:
+            folders = load_settings(self.config).rules
+        except ProblemsError:  # a broken config still has a fingerprint: its own stat
+            folders = []
+        paths = [self.config, *rule_files(folders)]
+        marks = []
+        for path in paths:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            marks.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(marks))
