@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from crisiswatch import __version__
+from crisiswatch import __version__, silence_cli
 from crisiswatch.config import Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
 from crisiswatch.notify import Notifier
@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--no-learn", action="store_true", help="never learn from labels")
     predict.set_defaults(handler=_sentiment_predict)
+    silence_cli.add_parser(commands)
     return parser
 
 

@@ -264,9 +264,9 @@ def _under(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def state_dir(settings: Settings) -> Path:
+def state_dir(settings: Settings | None) -> Path:
     """Where state lives: the config's `state_dir`, systemd's StateDirectory, or ./var."""
-    if settings.state_dir is not None:
+    if settings is not None and settings.state_dir is not None:
         return settings.state_dir
     from_systemd = os.environ.get("STATE_DIRECTORY")
     if from_systemd:

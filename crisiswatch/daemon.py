@@ -67,7 +67,7 @@ class Daemon:
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
-        self.dispatcher = Dispatcher(notifiers, store)
+        self.dispatcher = Dispatcher(notifiers, store, routes=pipeline.settings.routes)
         self.drain_seconds = drain_seconds  # at the end, how long queued pages may take to leave
         self.store = store
         self.queue: asyncio.Queue[Mention | None] = asyncio.Queue(maxsize=queue_size)

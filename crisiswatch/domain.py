@@ -8,6 +8,7 @@ into an `Incident`, and announced as a `Page`.
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -197,3 +198,43 @@ class Page:
     kind: PageKind
     at: datetime
     changes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Mutes the pages of matching incidents from `starts_at` to `ends_at`.
+
+    Each matcher left None matches anything: `brand` (a brand id), `rule` (one of the incident's
+    rules), `incident` (an incident key, e.g. "brand=kestrel").
+    """
+
+    id: str
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    brand: str | None = None
+    rule: str | None = None
+    incident: str | None = None
+
+    @staticmethod
+    def new_id() -> str:
+        return "s-" + secrets.token_hex(4)
+
+    def active(self, at: datetime) -> bool:
+        return self.starts_at <= at < self.ends_at
+
+    def matches(self, page: Page) -> bool:
+        incident = page.incident
+        return (
+            (self.brand is None or self.brand == incident.brand)
+            and (self.rule is None or self.rule in incident.rules)
+            and (self.incident is None or self.incident == incident.key)
+        )
+
+    def describe(self) -> str:
+        scope = [f"{name}={value}" for name, value in self._matchers() if value is not None]
+        return ", ".join(scope) or "everything"
+
+    def _matchers(self) -> tuple[tuple[str, str | None], ...]:
+        return (("brand", self.brand), ("rule", self.rule), ("incident", self.incident))

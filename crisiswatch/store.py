@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import orjson
 
-from crisiswatch.domain import Incident, Page
+from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, page_key TEXT NOT NULL,
     incident_id TEXT NOT NULL, kind TEXT NOT NULL, page BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
-    queued_at TEXT NOT NULL, done_at TEXT, UNIQUE (notifier, page_key)
+    queued_at TEXT NOT NULL, done_at TEXT, not_before TEXT, UNIQUE (notifier, page_key)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, status, seq);
 CREATE TABLE IF NOT EXISTS messages (
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS samples (
     incident_id TEXT NOT NULL, mention_id TEXT NOT NULL, text TEXT NOT NULL,
     PRIMARY KEY (incident_id, mention_id)
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
+    created_by TEXT NOT NULL, comment TEXT NOT NULL,
+    brand TEXT, rule TEXT, incident TEXT
 );
 CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
@@ -164,34 +169,104 @@ class Store:
         sql = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
         await self._run(lambda db: db.execute(sql, row))
 
-    async def enqueue(self, page: Page, payload: bytes, notifiers: Sequence[str]) -> int:
-        """Put a page in the outbox of each notifier that has not sent it; return how many."""
+    async def enqueue(
+        self,
+        page: Page,
+        payload: bytes,
+        notifiers: Sequence[str],
+        not_before: Mapping[str, datetime] | None = None,
+    ) -> int:
+        """Put a page in the outbox of each notifier that has not sent it; return how many.
+
+        `not_before` holds the page back for some notifiers (quiet hours) until that time.
+        """
         key = page_key(page)
         now = datetime.now(UTC).isoformat()
+        held = {name: moment.isoformat() for name, moment in (not_before or {}).items()}
         logged = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
         insert = (
-            "INSERT OR IGNORE INTO outbox (notifier, page_key, incident_id, kind, page, queued_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT OR IGNORE INTO outbox"
+            " (notifier, page_key, incident_id, kind, page, queued_at, not_before)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
 
         def write(db: sqlite3.Connection) -> int:
             added = 0
             for notifier in notifiers:
                 if db.execute(logged, (key, notifier)).fetchone() is None:
-                    row = (notifier, key, page.incident.id, page.kind.value, payload, now)
+                    row = (
+                        notifier,
+                        key,
+                        page.incident.id,
+                        page.kind.value,
+                        payload,
+                        now,
+                        held.get(notifier),
+                    )
                     added += db.execute(insert, row).rowcount
             return added
 
         return await self._run(write)
 
-    async def next_pending(self, notifier: str) -> OutboxItem | None:
-        """The oldest page still to send for `notifier`."""
+    async def next_pending(self, notifier: str, now: datetime | None = None) -> OutboxItem | None:
+        """The oldest page due to send for `notifier` (held pages wait for their time)."""
         sql = (
             "SELECT seq, page, attempts FROM outbox WHERE notifier = ? AND status = 'pending'"
-            " ORDER BY seq LIMIT 1"
+            " AND (not_before IS NULL OR not_before <= ?) ORDER BY seq LIMIT 1"
+        )
+        moment = (now or datetime.now(UTC)).isoformat()
+        row = await self._run(lambda db: db.execute(sql, (notifier, moment)).fetchone())
+        return None if row is None else OutboxItem(row[0], bytes(row[1]), row[2])
+
+    async def next_held(self, notifier: str) -> datetime | None:
+        """When the earliest page held back for `notifier` becomes due."""
+        sql = (
+            "SELECT MIN(not_before) FROM outbox WHERE notifier = ? AND status = 'pending'"
+            " AND not_before IS NOT NULL"
         )
         row = await self._run(lambda db: db.execute(sql, (notifier,)).fetchone())
-        return None if row is None else OutboxItem(row[0], bytes(row[1]), row[2])
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    async def add_silence(self, silence: Silence) -> None:
+        row = (
+            silence.id,
+            silence.starts_at.isoformat(),
+            silence.ends_at.isoformat(),
+            silence.created_by,
+            silence.comment,
+            silence.brand,
+            silence.rule,
+            silence.incident,
+        )
+        sql = "INSERT INTO silences VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        await self._run(lambda db: db.execute(sql, row))
+
+    async def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        """Every silence, or those in force at `active_at`, oldest first."""
+        sql = "SELECT * FROM silences ORDER BY starts_at, id"
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        found = [
+            Silence(
+                id=row[0],
+                starts_at=datetime.fromisoformat(row[1]),
+                ends_at=datetime.fromisoformat(row[2]),
+                created_by=row[3],
+                comment=row[4],
+                brand=row[5],
+                rule=row[6],
+                incident=row[7],
+            )
+            for row in rows
+        ]
+        return found if active_at is None else [s for s in found if s.active(active_at)]
+
+    async def expire_silence(self, silence_id: str, at: datetime) -> bool:
+        """End a silence now; False when there is no such silence."""
+        sql = "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?"
+        stamp = at.isoformat()
+        return bool(
+            await self._run(lambda db: db.execute(sql, (stamp, silence_id, stamp)).rowcount)
+        )
 
     async def pending(self, notifier: str) -> int:
         sql = "SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'pending'"

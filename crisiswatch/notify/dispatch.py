@@ -5,20 +5,26 @@ succeeded (Alertmanager's rule), so a crash can repeat a page but never lose one
 already sent is not sent again. Each notifier has one sender that sends its pages in order; a
 failed send is retried with exponential backoff and jitter (longer if the service said
 `Retry-After`) while later pages wait their turn; a permanent error gives that page up.
+
+Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
+logged), and a page in its route's quiet hours is held for the notifiers that page people.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
+from crisiswatch.config import Route
 from crisiswatch.domain import Page
 from crisiswatch.notify import Notifier, PermanentError, RetryLater
 from crisiswatch.notify.codec import dump_page, load_page
+from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.store import OutboxItem, Store, StoreError, page_key
 
 log = structlog.get_logger(__name__)
@@ -52,9 +58,14 @@ class Dispatcher:
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        routes: Mapping[str, Route] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.notifiers = list(notifiers)
         self.store = store
+        self.routes = dict(routes or {})
+        self.silenced = 0
+        self._clock = clock
         self.backoff = backoff or Backoff()
         self.sent = 0
         self.failed = 0
@@ -66,9 +77,23 @@ class Dispatcher:
 
     async def dispatch(self, page: Page) -> None:
         await self._save_incident(page)
-        names = [n.name for n in self.notifiers]
+        now = self._clock()
         try:
-            added = await self.store.enqueue(page, dump_page(page), names)
+            silence = silenced_by(page, await self.store.silences(active_at=now), now)
+        except StoreError as exc:  # cannot read silences: page rather than stay quiet
+            log.error("silences.unreadable", error=str(exc))
+            silence = None
+        if silence is not None:
+            self.silenced += 1
+            log.info("page.silenced", page=page_key(page), silence=silence.id)
+            return
+        names = [n.name for n in self.notifiers]
+        until = quiet_until(page, self.routes.get(page.incident.route), now)
+        held = {n.name: until for n in self.notifiers if until and _pages_people(n)}
+        if held:
+            log.info("page.held_for_quiet_hours", page=page_key(page), until=str(until))
+        try:
+            added = await self.store.enqueue(page, dump_page(page), names, held)
         except StoreError as exc:  # no outbox: send now rather than lose the page
             log.error("page.unqueued", page=page_key(page), error=str(exc))
             await self._send_unqueued(page)
@@ -84,7 +109,7 @@ class Dispatcher:
     async def flush(self) -> None:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
-            while (item := await self.store.next_pending(notifier.name)) is not None:
+            while (item := await self.store.next_pending(notifier.name, self._clock())) is not None:
                 if await self._attempt(notifier, item) is not None:
                     self.failed += 1
                     break
@@ -121,14 +146,20 @@ class Dispatcher:
         while True:
             wake.clear()
             try:
-                item = await self.store.next_pending(notifier.name)
+                item = await self.store.next_pending(notifier.name, self._clock())
+                held = await self.store.next_held(notifier.name)
             except StoreError as exc:
                 log.error("outbox.unreadable", notifier=notifier.name, error=str(exc))
-                item = None
+                item, held = None, None
             if item is None:
                 if self._closing:
                     return
-                await wake.wait()
+                wait = (held - self._clock()).total_seconds() if held else None
+                try:
+                    async with asyncio.timeout(max(wait, 0.0) if wait is not None else None):
+                        await wake.wait()
+                except TimeoutError:
+                    pass  # a held page has come due
                 continue
             retry_after = await self._attempt(notifier, item)
             if retry_after is None:
@@ -193,3 +224,8 @@ class Dispatcher:
             await self.store.save_incident(page.incident)
         except StoreError as exc:
             log.error("incident.unsaved", incident=page.incident.id, error=str(exc))
+
+
+def _pages_people(notifier: Notifier) -> bool:
+    """Quiet hours hold the pages of notifiers that wake people (Slack), not the console."""
+    return bool(getattr(notifier, "pages_people", False))

@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from crisiswatch.config import Route
+from crisiswatch.domain import Silence
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
     ACK,
@@ -78,6 +79,18 @@ def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
     return clicks
 
 
+def snooze_silence(click: Click) -> Silence:
+    """Snooze mutes the incident's pages for an hour (an escalation to critical still pages)."""
+    return Silence(
+        id=Silence.new_id(),
+        starts_at=click.at,
+        ends_at=click.at + SNOOZE_FOR,
+        created_by=f"slack:{click.user}",
+        comment="Snooze 1 h from Slack",
+        incident=click.incident_id.rsplit("@", 1)[0],
+    )
+
+
 class Feedback:
     """Records clicks and applies them: the model learns, the thread says who did what."""
 
@@ -96,6 +109,8 @@ class Feedback:
             click.incident_id, click.action, click.user, click.at, click.mention_id
         )
         log.info("feedback.click", action=click.action, incident=click.incident_id)
+        if click.action == SNOOZE:
+            await self.store.add_silence(snooze_silence(click))
         if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
             text = await self.store.sample_text(click.incident_id, click.mention_id)
             if text is not None:

@@ -97,6 +97,7 @@ class SlackNotifier:
     """Posts and edits one Block Kit message per incident through slack-sdk's async client."""
 
     name = "slack"
+    pages_people = True  # quiet hours hold its pages
 
     def __init__(
         self,

@@ -1,0 +1,51 @@
+"""Decisions a page passes before it is queued: is it silenced, and must it wait for morning?
+
+Both are pure functions of the page, the rules of the day and the time, so the daemon (wall
+clock), rule tests and backtests (event time) decide the same way.
+
+- A **silence** (from `crisiswatch silence add` or Slack's Snooze button) mutes matching pages
+  while it lasts. It never hides an escalation to critical: a crisis getting worse always pages.
+- **Quiet hours** on a route hold pages below the route's `min_severity` until the quiet hours
+  end; pages at or above it go at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from crisiswatch.config import QuietHours, Route
+from crisiswatch.domain import Page, PageKind, Severity, Silence
+
+
+def silenced_by(page: Page, silences: list[Silence], at: datetime) -> Silence | None:
+    """The silence that mutes this page at `at`, if any."""
+    if page.kind is PageKind.ESCALATED and page.incident.severity is Severity.CRITICAL:
+        return None
+    return next((s for s in silences if s.active(at) and s.matches(page)), None)
+
+
+def quiet_until(page: Page, route: Route | None, at: datetime) -> datetime | None:
+    """When a page held by its route's quiet hours may go out; None when it may go now."""
+    quiet = route.quiet_hours if route is not None else None
+    if quiet is None or page.incident.severity >= Severity[quiet.min_severity.upper()]:
+        return None
+    return _quiet_end(quiet, at)
+
+
+def _quiet_end(quiet: QuietHours, at: datetime) -> datetime | None:
+    zone = ZoneInfo(quiet.timezone)
+    local = at.astimezone(zone)
+    start, end = _clock(quiet.start), _clock(quiet.end)
+    now = local.time()
+    crosses_midnight = end <= start
+    inside = (start <= now or now < end) if crosses_midnight else (start <= now < end)
+    if not inside:
+        return None
+    day = local.date() if now < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone).astimezone(at.tzinfo)
+
+
+def _clock(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))

@@ -1,0 +1,160 @@
+"""Silences and quiet hours: what mutes a page, what waits until morning, what never waits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crisiswatch.cli import main
+from crisiswatch.config import Route
+from crisiswatch.domain import Page, PageKind, Severity, Silence
+from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.notify.feedback import Click, snooze_silence
+from crisiswatch.notify.stages import quiet_until, silenced_by
+from crisiswatch.store import Store
+
+NOW = datetime(2026, 3, 3, 2, 30, tzinfo=UTC)
+PageFactory = Callable[..., Page]
+
+
+def silence(**matchers: str) -> Silence:
+    return Silence(
+        "s-1", NOW - timedelta(minutes=5), NOW + timedelta(hours=1), "me", "why", **matchers
+    )
+
+
+def quiet_route(min_severity: str = "critical", zone: str = "UTC") -> Route:
+    hours = {"start": "22:00", "end": "07:00", "timezone": zone, "min_severity": min_severity}
+    return Route.model_validate({"quiet_hours": hours})
+
+
+class Recorder:
+    name = "phone"
+    pages_people = True
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
+
+
+class TestSilences:
+    def test_matchers(self, make_page: PageFactory) -> None:
+        """Brand, rule and incident matchers each narrow what a silence mutes."""
+        page = make_page(PageKind.OPENED, NOW)
+        incident = page.incident
+        assert silenced_by(page, [silence(brand=incident.brand)], NOW) is not None
+        assert silenced_by(page, [silence(brand="someone-else")], NOW) is None
+        assert silenced_by(page, [silence(rule=incident.rules[0])], NOW) is not None
+        assert silenced_by(page, [silence(incident=incident.key)], NOW) is not None
+        assert silenced_by(page, [silence(brand=incident.brand, rule="other")], NOW) is None
+
+    def test_only_while_in_force(self, make_page: PageFactory) -> None:
+        """A silence mutes nothing before it starts or after it ends."""
+        page = make_page(PageKind.OPENED, NOW)
+        muted = silence(brand=page.incident.brand)
+        assert silenced_by(page, [muted], NOW + timedelta(hours=2)) is None
+        assert silenced_by(page, [muted], NOW - timedelta(hours=1)) is None
+
+    def test_never_hides_an_escalation_to_critical(self, make_page: PageFactory) -> None:
+        """A crisis getting critical pages through any silence."""
+        page = make_page(PageKind.ESCALATED, NOW, severity=Severity.CRITICAL)
+        assert silenced_by(page, [silence(brand=page.incident.brand)], NOW) is None
+
+    def test_snooze_silences_that_incident_for_an_hour(self) -> None:
+        """Slack's Snooze becomes a one-hour silence of the clicked incident."""
+        made = snooze_silence(Click("snooze", "brand=kestrel@20260303T0215Z", "U1", NOW))
+        assert made.incident == "brand=kestrel" and made.ends_at - made.starts_at == timedelta(
+            hours=1
+        )
+        assert made.created_by == "slack:U1"
+
+
+class TestQuietHours:
+    def test_holds_below_min_severity_until_the_end(self, make_page: PageFactory) -> None:
+        """A warning at 02:30 waits until 07:00; a critical page goes at once."""
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        critical = make_page(PageKind.OPENED, NOW, severity=Severity.CRITICAL)
+        assert quiet_until(warning, quiet_route(), NOW) == datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+        assert quiet_until(critical, quiet_route(), NOW) is None
+
+    def test_before_midnight_waits_for_the_next_morning(self, make_page: PageFactory) -> None:
+        """At 23:00 the quiet hours end tomorrow at 07:00."""
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        late = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+        assert quiet_until(warning, quiet_route(), late) == datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+        assert quiet_until(warning, quiet_route(), datetime(2026, 3, 3, 12, tzinfo=UTC)) is None
+
+    def test_time_zone_of_the_team(self, make_page: PageFactory) -> None:
+        """Quiet hours are the team's local hours: 02:30 UTC is 21:30 in New York, not quiet."""
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        assert quiet_until(warning, quiet_route(zone="America/New_York"), NOW) is None
+
+    def test_unknown_time_zone_is_a_config_error(self) -> None:
+        """A misspelled zone is refused with a readable message."""
+        with pytest.raises(ValueError, match="unknown time zone 'Europe/Londn'"):
+            quiet_route(zone="Europe/Londn")
+
+
+class TestDispatcherStages:
+    async def test_silenced_page_is_not_queued(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """A silenced page never reaches the outbox or the notifier."""
+        store = await Store.open(tmp_path / "s.db")
+        page = make_page(PageKind.OPENED, NOW)
+        await store.add_silence(silence(brand=page.incident.brand))
+        phone = Recorder()
+        dispatcher = Dispatcher([phone], store, clock=lambda: NOW)
+        await dispatcher.dispatch(page)
+        assert phone.pages == [] and dispatcher.silenced == 1
+        assert await store.pending(phone.name) == 0
+        await store.close()
+
+    async def test_quiet_hours_hold_in_the_outbox_until_due(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """A held page stays queued (surviving a restart) and goes out once its time comes."""
+        store = await Store.open(tmp_path / "s.db")
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        phone = Recorder()
+        clock = [NOW]
+        routes = {warning.incident.route: quiet_route()}
+        dispatcher = Dispatcher([phone], store, routes=routes, clock=lambda: clock[0])
+        await dispatcher.dispatch(warning)
+        assert phone.pages == [] and await store.pending(phone.name) == 1
+        clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)
+        await dispatcher.flush()
+        assert phone.pages == [warning]
+        await store.close()
+
+
+class TestSilenceCommand:
+    def test_add_list_expire(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The CLI adds a silence to the state store, lists it, and ends it."""
+        monkeypatch.chdir(tmp_path)
+        args = ["silence", "add", "--brand", "kestrel", "--for", "2h", "--comment", "ATM fault"]
+        assert main(args) == 0
+        silence_id = capsys.readouterr().out.split(":")[0]
+        assert main(["silence", "list"]) == 0
+        assert "brand=kestrel" in capsys.readouterr().out
+        assert main(["silence", "expire", silence_id]) == 0
+        assert main(["silence", "list"]) == 0
+        assert "no silences in force" in capsys.readouterr().out
+        assert main(["silence", "expire", silence_id]) == 1
+
+    def test_refuses_to_silence_everything_or_unknown_names(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No matcher, or a brand the config does not know, is an error with a suggestion."""
+        assert main(["silence", "add", "--for", "1h", "--comment", "x"]) == 2
+        config = str(Path(__file__).resolve().parents[1] / "config" / "crisiswatch.yaml")
+        args = ["silence", "add", "--config", config, "--brand", "acmee", "--for", "1h"]
+        assert main([*args, "--comment", "x"]) == 2
+        assert "did you mean 'acme'?" in capsys.readouterr().err
