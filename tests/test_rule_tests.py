@@ -26,7 +26,7 @@ def test_the_shipped_rules_pass_their_tests(capsys: pytest.CaptureFixture[str]) 
     assert main(["rules", "test", str(RULE_TESTS)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("OK: ") and out.count("\n") == 1, out
-    assert " 0 failed (2 test files)" in out
+    assert " 0 failed (3 test files)" in out
 
 
 def test_a_wrong_expectation_fails_and_shows_expected_and_got(

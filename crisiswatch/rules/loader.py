@@ -48,13 +48,14 @@ def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[
     """
     problems: list[Problem] = []
     rules: list[tuple[Rule, YamlDocument, int]] = []
-    files = rule_files(paths)
+    documents: list[YamlDocument] = []
     for path in paths:
         if not path.exists():
             problems.append(Problem(str(path), 1, 1, "no such file or folder"))
-    for path in files:
+    for path in rule_files(paths):
         try:
             doc = load_yaml(path)
+            documents.append(doc)
             if not isinstance(doc.data, dict):
                 raise ProblemsError([doc.problem((), "a rule file is a mapping with `rules:`")])
             parsed = validate(RuleFile, doc)
@@ -62,39 +63,48 @@ def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[
             problems.extend(exc.problems)
             continue
         rules.extend((rule, doc, index) for index, rule in enumerate(parsed.rules))
-    problems.extend(_cross_check(rules, settings))
+    problems.extend(_duplicate_ids(documents))
+    if settings is not None:
+        problems.extend(_deployment_check(rules, settings))
     if problems:
         raise ProblemsError(problems)
     return [rule for rule, _, _ in rules]
 
 
-def _cross_check(
-    rules: list[tuple[Rule, YamlDocument, int]], settings: Settings | None
-) -> list[Problem]:
+def _duplicate_ids(documents: list[YamlDocument]) -> list[Problem]:
+    """Ids used twice, across every file that parsed (even one with other problems)."""
     problems = []
     first_seen: dict[str, str] = {}
+    for doc in documents:
+        listed = doc.data.get("rules") if isinstance(doc.data, dict) else None
+        for index, item in enumerate(listed if isinstance(listed, list) else []):
+            rule_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(rule_id, str):
+                continue
+            path = ("rules", index, "id")
+            if rule_id in first_seen:
+                message = f"duplicate rule id {rule_id!r} ({first_seen[rule_id]})"
+                problems.append(doc.problem(path, message))
+            else:
+                first_seen[rule_id] = f"first at {doc.file}:{doc.where(path)[0]}"
+    return problems
+
+
+def _deployment_check(
+    rules: list[tuple[Rule, YamlDocument, int]], settings: Settings
+) -> list[Problem]:
+    """Routes and brands the rules name must exist in the deployment's config."""
+    problems = []
+    known = [b.id for b in settings.brands]
     for rule, doc, index in rules:
         where = ("rules", index)
-        line, _ = doc.where((*where, "id"))
-        if rule.id in first_seen:
-            problems.append(
-                doc.problem(
-                    (*where, "id"), f"duplicate rule id {rule.id!r} ({first_seen[rule.id]})"
-                )
-            )
-        else:
-            first_seen[rule.id] = f"first at {doc.file}:{line}"
-        if settings is None:
-            continue
         if rule.route not in settings.routes:
             hint = did_you_mean(rule.route, list(settings.routes))
             problems.append(doc.problem((*where, "route"), f"unknown route {rule.route!r}{hint}"))
-        if rule.scope.brands != "all":
-            known = [b.id for b in settings.brands]
-            for position, brand in enumerate(rule.scope.brands):
-                if brand not in known:
-                    path = (*where, "scope", "brands", position)
-                    problems.append(
-                        doc.problem(path, f"unknown brand {brand!r}{did_you_mean(brand, known)}")
-                    )
+        for position, brand in enumerate([] if rule.scope.brands == "all" else rule.scope.brands):
+            if brand not in known:
+                path = (*where, "scope", "brands", position)
+                problems.append(
+                    doc.problem(path, f"unknown brand {brand!r}{did_you_mean(brand, known)}")
+                )
     return problems

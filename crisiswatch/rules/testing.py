@@ -28,10 +28,11 @@ from pydantic import (
 
 from crisiswatch.config import Brand, Duration, Settings, Strict, load_settings
 from crisiswatch.config import Pipeline as PipelineSettings
-from crisiswatch.domain import Mention, Page
+from crisiswatch.domain import Mention, Page, Silence
 from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, read_mentions
 from crisiswatch.notify.render import render_line
+from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -152,12 +153,23 @@ class ExpectedPage(Strict):
     stage: Literal["spark", "flame", "fire"] | None = None
 
 
+class SilenceInput(Strict):
+    """A silence in force during a test (as `crisiswatch silence add` would make)."""
+
+    brand: str | None = None
+    rule: str | None = None
+    incident: str | None = None
+    from_: At = Field(alias="from")
+    until: At
+
+
 class RuleTest(Strict):
     name: str
     start: Start | None = None  # default: the file's
     series: list[SeriesInput] = []
     mentions: Path | None = None  # mention JSON lines (optionally gzipped), relative to the file
-    expect: list[ExpectedPage]  # every page, in order; [] means no page at all
+    silences: list[SilenceInput] = []
+    expect: list[ExpectedPage]  # every page as delivered, in order; [] means no page at all
 
     @model_validator(mode="after")
     def _one_input(self) -> RuleTest:
@@ -211,8 +223,20 @@ class Case:
     expect: list[ExpectedPage]
     buckets: list[list[Scripted]]  # the generated mentions, bucket by bucket
     mentions: Path | None
+    silences: list[Silence]
 
     def pages(self, settings: Settings, rules: Sequence[Rule]) -> list[Page]:
+        """Every page the daemon would deliver for the test's input, in delivery order: the
+        pipeline's pages, less the silenced ones, those in quiet hours at the hours' end."""
+        delivered = []
+        for page in self._made(settings, rules):
+            if silenced_by(page, self.silences, page.at) is not None:
+                continue
+            held = quiet_until(page, settings.routes.get(page.incident.route), page.at)
+            delivered.append(dataclasses.replace(page, at=held) if held else page)
+        return sorted(delivered, key=lambda page: page.at)
+
+    def _made(self, settings: Settings, rules: Sequence[Rule]) -> list[Page]:
         """Run the daemon's pipeline over the test's input; every page it made, in order."""
         if self.mentions is not None:
             from crisiswatch.enrich.sentiment import SentimentModel
@@ -338,7 +362,20 @@ def _case(
                 buckets[index].append(scripted)
         for bucket in buckets:
             bucket.sort(key=lambda s: s.mention.created_at)
-    return Case(test.name, start, test.expect, buckets, mentions)
+    silences = [
+        Silence(
+            id=f"test-{number}",
+            starts_at=_moment(spec.from_, start),
+            ends_at=_moment(spec.until, start),
+            created_by="rule test",
+            comment=test.name,
+            brand=spec.brand,
+            rule=spec.rule,
+            incident=spec.incident,
+        )
+        for number, spec in enumerate(test.silences)
+    ]
+    return Case(test.name, start, test.expect, buckets, mentions, silences)
 
 
 def _relative(doc: YamlDocument, path: Path) -> Path:
@@ -363,7 +400,7 @@ def _generate(
         return []
     text = spec.text or f"{brand.display_name} {brand.topics[topic][0] if topic else ''}".strip()
     width = settings.pipeline.bucket
-    tag = spec.series.replace("/", "-")
+    tag = f"{spec.series.replace('/', '-')}#{where[-1]}"  # unique per series entry: no dedupe
     posts: dict[int, list[Scripted]] = {}
     for number, post in enumerate(spec.posts):
         scripted = _post(doc, (*where, "posts", number), post, start, brand_id, spec, problems)
@@ -449,7 +486,7 @@ def _post(
         mention = mention_from_dict(
             {
                 **fields,
-                "id": f"post:{spec.series}:{where[-1]}",
+                "id": f"post:{spec.series}#{where[-3]}:{where[-1]}",
                 "created_at": at.isoformat(),
                 "brand": brand,
             }
