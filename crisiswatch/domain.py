@@ -49,6 +49,7 @@ class PageKind(enum.Enum):
     OPENED = "opened"
     ESCALATED = "escalated"  # severity or stage went up
     UPDATED = "updated"  # spread to a new source or topic
+    REMINDER = "reminder"  # still firing after the route's repeat_interval
     RESOLVED = "resolved"
 
 

@@ -7,7 +7,8 @@ each of its rules has been quiet for that rule's `keep_firing_for`.
 
 The route paces the pages (Alertmanager's timers, in event time): `group_wait` holds the first
 page to gather what else fires (a blip that resolves within it never pages), `group_interval`
-spaces updates (an escalation always goes at once, carrying the changes held back).
+spaces updates (an escalation always goes at once, carrying the changes held back), and
+`repeat_interval` reminds that an incident is still firing when it has not paged for that long.
 """
 
 from __future__ import annotations
@@ -75,16 +76,18 @@ class IncidentManager:
                 pages.append(self._resolve(key, now))
         return self._pace([page for page in pages if page is not None], now)
 
-    def _timers(self, incident: Incident) -> tuple[timedelta, timedelta]:
+    def _timers(self, incident: Incident) -> tuple[timedelta, timedelta, timedelta | None]:
         route = self.routes.get(incident.route)
-        return (route.group_wait, route.group_interval) if route else (timedelta(0), timedelta(0))
+        if route is None:
+            return timedelta(0), timedelta(0), None
+        return route.group_wait, route.group_interval, route.repeat_interval
 
     def _pace(self, pages: list[Page], now: datetime) -> list[Page]:
         """Hold, merge and release pages as the incidents' routes ask."""
         out: list[Page] = []
         for page in pages:
             key = page.incident.key
-            group_wait, group_interval = self._timers(page.incident)
+            group_wait, group_interval, _ = self._timers(page.incident)
             if page.kind is PageKind.OPENED:
                 self._paces[key] = _Pace(due=now + group_wait if group_wait else None)
                 if group_wait:
@@ -105,13 +108,17 @@ class IncidentManager:
             incident = self.open.get(key)
             if incident is None or key in paged:
                 continue
-            _, group_interval = self._timers(incident)
+            _, group_interval, repeat_interval = self._timers(incident)
             if pace.due is not None and now >= pace.due:
                 out.append(Page(incident, PageKind.OPENED, now))
                 pace.due, pace.last_paged = None, now
             elif pace.held and pace.last_paged and now - pace.last_paged >= group_interval:
                 out.append(Page(incident, PageKind.UPDATED, now, tuple(pace.held)))
                 pace.held, pace.last_paged = [], now
+            elif repeat_interval and pace.last_paged and now - pace.last_paged >= repeat_interval:
+                since = f"still firing since {incident.started_at:%Y-%m-%d %H:%M} UTC"
+                out.append(Page(incident, PageKind.REMINDER, now, (since,)))
+                pace.last_paged = now
         return out
 
     def _quiet(self, key: str, now: datetime) -> bool:

@@ -43,6 +43,7 @@ _KIND = {
     PageKind.OPENED: "🆕 *Opened*",
     PageKind.ESCALATED: "⬆️ *Worse*",
     PageKind.UPDATED: "↗️ *Spreading*",
+    PageKind.REMINDER: "🔁 *Still firing*",
     PageKind.RESOLVED: "✅ *Resolved*",
 }
 _USER = re.compile(r"[UW][A-Z0-9]{2,30}")

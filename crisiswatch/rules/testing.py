@@ -147,7 +147,7 @@ class SeriesInput(Strict):
 
 class ExpectedPage(Strict):
     at: At
-    kind: Literal["opened", "escalated", "updated", "resolved"]
+    kind: Literal["opened", "escalated", "updated", "reminder", "resolved"]
     rules: list[str] | None = None  # the incident's rules so far, in any order
     severity: Literal["info", "warning", "critical"] | None = None
     stage: Literal["spark", "flame", "fire"] | None = None
