@@ -116,8 +116,52 @@ class ReplaySource(Strict):
     speed: float = Field(0.0, ge=0)  # 0: as fast as possible; 60: one minute per second
 
 
+class RedditSettings(Strict):
+    """Reddit through a read-only app: REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET are secrets."""
+
+    user_agent: str = Field(min_length=10)  # e.g. "linux:crisiswatch:1.0 (by u/yourname)"
+    subreddits: list[str] = []  # every new post and comment here is streamed
+    search: bool = True  # also poll site-wide search for the brands' terms
+    search_every: Duration = timedelta(minutes=1)
+    search_lookback: Duration = timedelta(minutes=10)  # search indexes late: look back this far
+    oauth_url: str = "https://oauth.reddit.com"  # only tests point these elsewhere
+    reddit_url: str = "https://www.reddit.com"
+
+    @field_validator("subreddits")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        cleaned = [name.removeprefix("r/").removeprefix("/r/") for name in names]
+        for name in cleaned:
+            if not re.fullmatch(r"[A-Za-z0-9_]{2,21}", name):
+                raise ValueError(f"{name!r} is not a subreddit name")
+        return cleaned
+
+
+class XSettings(Strict):
+    """X (Twitter) API v2 with an app bearer token: X_BEARER_TOKEN is a secret."""
+
+    mode: Literal["search", "stream"] = "search"  # stream: the filtered stream (Pro access)
+    search_every: Duration = timedelta(minutes=1)
+    backfill: Duration = timedelta(minutes=10)  # on the very first start, fetch this far back
+    retweets: bool = False
+    api_url: str | None = None  # only tests point it elsewhere
+
+
+class HttpIngestSettings(Strict):
+    """POST /ingest of mention JSON lines, with `Authorization: Bearer <INGEST_TOKEN>`."""
+
+    listen: str = "127.0.0.1:8788"
+    max_bytes: int = Field(1_048_576, ge=1_024)  # larger bodies are refused (413)
+
+
 class Sources(Strict):
     replay: ReplaySource | None = None
+    reddit: RedditSettings | None = None
+    x: XSettings | None = None
+    http_ingest: HttpIngestSettings | None = None
+    stall_after: Duration = timedelta(minutes=5)  # no successful fetch this long: stalled
+    notice_after: Duration = timedelta(minutes=15)  # stalled this long: ops are told
+    tick: Duration = timedelta(seconds=10)  # live runs close buckets by the clock this often
 
 
 SeverityName = Literal["info", "warning", "critical"]
@@ -161,6 +205,7 @@ class Route(Strict):
     escalate_to: list[str] = []  # who that re-page mentions (e.g. the on-call user group)
     group_wait: Duration = timedelta(0)  # hold a new incident's first page this long
     group_interval: Duration = timedelta(0)  # at least this long between two updates
+    repeat_interval: Duration | None = None  # still firing this long after its last page → remind
 
 
 class Incidents(Strict):
