@@ -119,13 +119,25 @@ def mention_to_dict(mention: Mention) -> dict[str, Any]:
     return obj
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_lines(path: Path) -> IO[bytes]:
     """Open a JSON-lines file for reading bytes, gunzipping when it is gzipped."""
     with path.open("rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
+        gzipped = probe.read(2) == GZIP_MAGIC
+    return cast(IO[bytes], gzip.open(path, "rb")) if gzipped else path.open("rb")
+
+
+def open_with_raw(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """The lines to read (gunzipped if need be) and the raw file under them, whose position
+    tells how far reading has got; close both."""
+    raw = path.open("rb")
+    gzipped = raw.read(2) == GZIP_MAGIC
+    raw.seek(0)
     if gzipped:
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")), raw
+    return raw, raw
 
 
 def read_mentions(

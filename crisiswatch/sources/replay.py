@@ -7,6 +7,7 @@ per second of wall time. A malformed line is counted, logged with its number, an
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
@@ -15,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from crisiswatch.domain import Mention
-from crisiswatch.mentions import BadLine, open_lines, read_mentions
+from crisiswatch.mentions import BadLine, open_with_raw, read_mentions
 
 log = structlog.get_logger(__name__)
 BATCH = 2_000  # lines read per trip to the worker thread
@@ -29,14 +30,17 @@ class ReplaySource:
         self.speed = speed
         self.name = name
         self.malformed = 0
+        self.fraction_read = 0.0  # of the file's bytes, for progress displays
 
     async def stream(self) -> AsyncIterator[Mention]:
-        handle = await asyncio.to_thread(open_lines, self.path)
+        handle, raw = await asyncio.to_thread(open_with_raw, self.path)
+        size = max(os.fstat(raw.fileno()).st_size, 1)
         try:
             lines = read_mentions(handle, default_source=self.name)
             first_event: float | None = None
             started = time.monotonic()
             while batch := await asyncio.to_thread(_take, lines, BATCH):
+                self.fraction_read = raw.tell() / size
                 for item in batch:
                     if isinstance(item, BadLine):
                         self.malformed += 1
@@ -56,7 +60,9 @@ class ReplaySource:
                             await asyncio.sleep(delay)
                     yield item
         finally:
+            self.fraction_read = 1.0
             await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(raw.close)
 
 
 def _take(lines: Iterator[Mention | BadLine], count: int) -> list[Mention | BadLine]:
