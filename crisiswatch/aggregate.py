@@ -123,9 +123,10 @@ class Aggregator:
                 self._count(acc, scored, terms, burst_sets)
         return True
 
-    def _terms(self, brand: str, tokens: Iterable[str]) -> set[str]:
+    def _terms(self, brand: str, tokens: Iterable[str]) -> dict[str, None]:
+        """The post's terms once each, in the order written (so ties rank the same every run)."""
         own = self._brand_terms.get(brand, frozenset())
-        terms = set()
+        terms: dict[str, None] = {}
         for token in tokens:
             if (
                 len(token) > 2
@@ -133,13 +134,17 @@ class Aggregator:
                 and token not in own
                 and not token.isdigit()
             ):
-                terms.add(token)
+                terms[token] = None
                 if len(terms) >= MAX_TERMS_PER_MENTION:
                     break
         return terms
 
     def _count(
-        self, acc: _Accumulator, scored: ScoredMention, terms: set[str], bursts: tuple[str, ...]
+        self,
+        acc: _Accumulator,
+        scored: ScoredMention,
+        terms: dict[str, None],
+        bursts: tuple[str, ...],
     ) -> None:
         mention = scored.mention
         acc.raw_count += 1
@@ -157,7 +162,7 @@ class Aggregator:
         if scored.replies_to_brand:
             acc.brand_replies += 1
             acc.brand_reply_negative += negative
-        acc.terms.update(terms)
+        acc.terms.update(terms.keys())
         acc.bursts.update(bursts)
         self._sequence += 1
         entry = (sample_weight(scored), -self._sequence, scored)

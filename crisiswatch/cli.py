@@ -22,7 +22,9 @@ from crisiswatch.ops.logging import LEVELS, configure_logging
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
+from crisiswatch.sources import Source
 from crisiswatch.sources.replay import ReplaySource
+from crisiswatch.sources.resilience import SourceSetupError
 from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
@@ -63,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon (with no --config: the embedded demo)")
     run.add_argument("--config", type=Path, help="a deployment's config file")
     run.set_defaults(handler=_run)
+
+    doctor = commands.add_parser(
+        "doctor", help="check a deployment: config, rules, state, credentials; exit 1 on a problem"
+    )
+    doctor.add_argument(
+        "--config", type=Path, default=Path("/etc/crisiswatch/crisiswatch.yaml"),
+        help="default: /etc/crisiswatch/crisiswatch.yaml (the systemd unit's)",
+    )  # fmt: skip
+    doctor.set_defaults(handler=_doctor)
 
     backtest = commands.add_parser(
         "backtest", help="replay a mentions file and print the pages it would have sent"
@@ -178,15 +189,18 @@ async def _serve(
     """Run the daemon; with `config`, it reloads that file and its rules when they change."""
     from crisiswatch.enrich.sentiment import SentimentModel
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
+    from crisiswatch.sources.build import build_sources
 
     store = await Store.open(directory / "crisiswatch.sqlite3")
     try:
         model = await asyncio.to_thread(SentimentModel.load_default)
         pipeline = Pipeline(settings, rules, model)
-        sources = []
+        sources: list[Source] = []
         replay = settings.sources.replay
-        if replay is not None:
+        if finite and replay is not None:  # the demo and backtests: the replay alone
             sources.append(ReplaySource(replay.path, speed=replay.speed))
+        elif not finite:
+            sources = build_sources(settings, store)
         async with slack_running(settings, store, pipeline.history, model) as slack:
             daemon = Daemon(
                 pipeline,
@@ -195,12 +209,20 @@ async def _serve(
                 store,
                 queue_size=settings.pipeline.queue_size,
                 config=config,
+                tick_seconds=settings.sources.tick.total_seconds(),
+                notice_after=settings.sources.notice_after.total_seconds(),
             )
             return await daemon.run(exit_when_sources_end=finite)
-    except SlackSetupError as exc:
+    except (SlackSetupError, SourceSetupError) as exc:
         raise SystemExit(f"crisiswatch: {exc}") from None
     finally:
         await store.close()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from crisiswatch.doctor import doctor
+
+    return doctor(args.config, sys.stdout)
 
 
 def _backtest(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from crisiswatch.durations import parse_duration
+from crisiswatch.ops.redact import remember
 from crisiswatch.yamlfile import ProblemsError, load_yaml, validate
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -223,6 +224,14 @@ class Slack(Strict):
     interactivity: Literal["socket", "http", "none"] = "socket"
     http_listen: str = "127.0.0.1:8787"  # for interactivity: http
     base_url: str | None = None  # the Web API's base URL; only tests point it elsewhere
+    digest_at: str | None = "08:00"  # the daily digest, in the default route's quiet-hours zone
+
+    @field_validator("digest_at")
+    @classmethod
+    def _digest_clock(cls, value: str | None) -> str | None:
+        if value is not None and not _CLOCK.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day; write it like 08:00, or null")
+        return value
 
 
 class PlannedEvent(Strict):
@@ -322,9 +331,13 @@ def state_dir(settings: Settings | None) -> Path:
 def secret(name: str) -> str | None:
     """A secret from systemd credentials (`$CREDENTIALS_DIRECTORY/<name lowercased>`) or the
     environment. Credentials win: they never show in `/proc/*/environ` or `systemctl show`."""
+    value = None
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds:
         candidate = Path(creds) / name.lower()
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").strip() or None
-    return os.environ.get(name) or None
+            value = candidate.read_text(encoding="utf-8").strip() or None
+    value = value or os.environ.get(name) or None
+    if value is not None:
+        remember(value)  # masked in every log line from now on
+    return value

@@ -4,6 +4,12 @@ Each source pumps into one bounded queue (a slow pipeline slows the sources, it 
 mentions); one consumer owns the pipeline, so pages leave in the order they were decided.
 SIGTERM/SIGINT stop the sources and drain the queue. A finite run (the demo replay) ends when
 its sources end: open buckets are closed and their pages sent.
+
+With live sources (Reddit, X, HTTP ingest) the clock also closes buckets: a tick marker goes
+through the same queue every `tick_seconds`, so pages keep their order; replay-only runs never
+tick and stay deterministic. A live source that ends or fails is started again with back-off; one
+that stays stalled is reported to ops. Sources' cursors are saved with the seen ids, once the
+pipeline has taken the mentions before them.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +31,20 @@ from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.reload import Watcher, load_deployment, needs_restart
 from crisiswatch.sources import Source
+from crisiswatch.sources.cursors import Checkpointed, Monitored
+from crisiswatch.sources.resilience import Backoff, HealthSnapshot, SourceSetupError
 from crisiswatch.store import Store
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The wall clock's time, put through the queue so that live buckets close on time."""
+
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +80,17 @@ class Daemon:
         drain_seconds: float = 30.0,
         config: Path | None = None,
         watch_seconds: float = 5.0,
+        tick_seconds: float = 10.0,
+        notice_after: float = 900.0,
+        health_seconds: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
         self.dispatcher = Dispatcher(notifiers, store, routes=pipeline.settings.routes)
         self.drain_seconds = drain_seconds  # at the end, how long queued pages may take to leave
         self.store = store
-        self.queue: asyncio.Queue[Mention | None] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[Mention | Tick | None] = asyncio.Queue(maxsize=queue_size)
         self.stopping = asyncio.Event()
         self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
         self._opened = 0
@@ -79,6 +99,11 @@ class Daemon:
         self.watch_seconds = watch_seconds
         self.reload_wanted = asyncio.Event()
         self.reloads = 0  # successful reloads, for tests and status
+        self.tick_seconds = tick_seconds  # live runs: how often the clock closes buckets
+        self.notice_after = notice_after  # a source stalled this long is reported to ops
+        self.health_seconds = health_seconds
+        self.clock = clock
+        self._stalled_noticed: set[str] = set()
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
@@ -94,19 +119,30 @@ class Daemon:
         helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
         if self.config and self.watch_seconds > 0:
             helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
+        if any(not s.finite for s in self.sources):
+            if self.tick_seconds > 0:
+                helpers.append(asyncio.create_task(self._tick(), name="tick"))
+            helpers.append(asyncio.create_task(self._watch_health(), name="health"))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
         stop_wait = asyncio.create_task(self.stopping.wait())
-        watched: set[asyncio.Future[Any]] = {stop_wait, *pumps}
+        watched: set[asyncio.Future[Any]] = {stop_wait, consumer, *pumps}
         finished_all = False
         while not self.stopping.is_set():
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             watched -= done
+            if consumer in done:  # the pipeline died: stop (systemd restarts us), never hang
+                break
             if exit_when_sources_end and not any(p in watched for p in pumps):
                 finished_all = True
                 break
         for task in (*pumps, stop_wait, *helpers):
             task.cancel()
         await asyncio.gather(*pumps, stop_wait, *helpers, return_exceptions=True)
+        if consumer.done():
+            await self.dispatcher.close(self.drain_seconds)  # pages already decided still go
+            log.critical("daemon.pipeline_failed", error=repr(consumer.exception()))
+            self._remove_signal_handlers()
+            await consumer  # raises: the process exits non-zero
         await self.queue.put(None)  # the consumer drains what is queued, then ends
         await consumer
         if finished_all:
@@ -128,24 +164,68 @@ class Daemon:
         return summary
 
     async def _pump(self, source: Source) -> None:
-        try:
-            async for mention in source.stream():
-                await self.queue.put(mention)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("source.failed", source=source.name)
-        else:
-            log.info("source.ended", source=source.name)
+        backoff = Backoff(base=1.0, cap=300.0)
+        while True:
+            try:
+                async for mention in source.stream():
+                    backoff.reset()
+                    await self.queue.put(mention)
+            except asyncio.CancelledError:
+                raise
+            except SourceSetupError as exc:
+                log.error("source.cannot_start", source=source.name, error=str(exc))
+                await self._notice(f"crisiswatch source {source.name} cannot start: {exc}")
+                return
+            except Exception:
+                log.exception("source.failed", source=source.name)
+            else:
+                log.info("source.ended", source=source.name)
+            if source.finite:
+                return
+            delay = backoff.next()  # a live source never stops for good: start it again
+            log.warning("source.restarting", source=source.name, retry_in=round(delay, 3))
+            await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
-        while (mention := await self.queue.get()) is not None:
-            pages = self.pipeline.feed(mention)
-            self._unsaved.append(mention)
-            if len(self._unsaved) >= SEEN_BATCH:
+        while (item := await self.queue.get()) is not None:
+            if isinstance(item, Tick):
+                pages = self.pipeline.advance(item.at)
                 await self._save_seen()
+            else:
+                pages = self.pipeline.feed(item)
+                self._unsaved.append(item)
+                if len(self._unsaved) >= SEEN_BATCH:
+                    await self._save_seen()
             for page in pages:
                 await self._send(page)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            await self.queue.put(Tick(self.clock()))
+
+    def health(self) -> list[HealthSnapshot]:
+        """The health of every source that reports it."""
+        return [s.health() for s in self.sources if isinstance(s, Monitored)]
+
+    async def _watch_health(self) -> None:
+        """Tell ops when a source has been stalled for `notice_after`, and when it recovers."""
+        while True:
+            await asyncio.sleep(self.health_seconds)
+            await self.check_health()
+
+    async def check_health(self) -> None:
+        for snapshot in self.health():
+            name = snapshot.source
+            if snapshot.stalled:
+                log.warning("source.stalled", health=snapshot.describe())
+            if snapshot.stalled and snapshot.stalled_for >= self.notice_after:
+                if name not in self._stalled_noticed:
+                    self._stalled_noticed.add(name)
+                    await self._notice(f"crisiswatch source {snapshot.describe()}")
+            elif not snapshot.stalled and name in self._stalled_noticed:
+                self._stalled_noticed.discard(name)
+                await self._notice(f"crisiswatch source {name} recovered")
 
     async def _send(self, page: Page) -> None:
         if page.kind is PageKind.OPENED:
@@ -153,13 +233,20 @@ class Daemon:
         await self.dispatcher.dispatch(page)
 
     async def _save_seen(self) -> None:
-        if not self._unsaved:
-            return
+        """Save the ids taken since the last save, then the cursors those mentions reached."""
         batch, self._unsaved = self._unsaved, []
-        try:
-            await self.store.mark_seen((m.id for m in batch), batch[-1].created_at)
-        except Exception as exc:
-            log.error("store.seen_unsaved", count=len(batch), error=str(exc))
+        if batch:
+            try:
+                await self.store.mark_seen((m.id for m in batch), batch[-1].created_at)
+            except Exception as exc:
+                log.error("store.seen_unsaved", count=len(batch), error=str(exc))
+        ids = [m.id for m in batch]
+        for source in self.sources:
+            if isinstance(source, Checkpointed):
+                try:
+                    await source.commit(ids)
+                except Exception as exc:
+                    log.error("store.cursor_unsaved", source=source.name, error=str(exc))
 
     async def _reloader(self) -> None:
         while True:
@@ -184,6 +271,7 @@ class Daemon:
         if restart:
             log.warning("config.reload_needs_restart", settings=restart)
         self.pipeline.reconfigure(deployment.settings, deployment.rules)
+        self.dispatcher.routes = dict(deployment.settings.routes)
         self.reloads += 1
         log.info(
             "config.reloaded", rules=len(deployment.rules), brands=len(deployment.settings.brands)

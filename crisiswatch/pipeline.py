@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
-from typing import Protocol
+from typing import Any, Protocol
 
 from crisiswatch.aggregate import Aggregator
 from crisiswatch.config import Settings
@@ -85,6 +85,27 @@ class Pipeline:
         self.engine = self.engine.replaced(rules, settings.calendar)
         self.incidents.keep_firing_for = {rule.id: rule.keep_firing_for for rule in rules}
         self.incidents.routes = dict(settings.routes)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The learned state worth keeping across a restart (saved by `checkpoint.py`)."""
+        return {
+            "aggregator": self.aggregator,
+            "detector": self.detector,
+            "incidents": self.incidents,
+            "holding": self.engine.holding_since,
+            "history": self.history,
+            "stats": self.stats,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take back a snapshot, then apply the running config and rules to it."""
+        self.aggregator = snapshot["aggregator"]
+        self.detector = snapshot["detector"]
+        self.incidents = snapshot["incidents"]
+        self.engine.holding_since = dict(snapshot["holding"])
+        self.history = snapshot["history"]
+        self.stats = snapshot["stats"]
+        self.reconfigure(self.settings, self.engine.rules)
 
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
 );
+-- live sources: where each stream stopped (sources/cursors.py)
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT NOT NULL, stream TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (source, stream)
+);
 """
 
 
@@ -384,6 +389,52 @@ class Store:
                     entry[0] += 1
                     entry[1] += incident_id in false
             return {rule: (n, f) for rule, (n, f) in counts.items()}
+
+        return await self._run(read)
+
+    # --- live sources' cursors (sources/cursors.py) ---
+
+    async def cursors(self, source: str) -> dict[str, str]:
+        """Where each stream of a live source stopped (stream → cursor)."""
+        sql = "SELECT stream, value FROM cursors WHERE source = ?"
+        rows = await self._run(lambda db: db.execute(sql, (source,)).fetchall())
+        return {row[0]: row[1] for row in rows}
+
+    async def save_cursors(self, source: str, values: Mapping[str, str]) -> None:
+        """Move some of a source's cursors, in one transaction."""
+        now = datetime.now(UTC).isoformat()
+        rows = [(source, stream, value, now) for stream, value in values.items()]
+        sql = "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?)"
+        if rows:
+            await self._run(lambda db: db.executemany(sql, rows))
+
+    # --- the daily digest (notify/digest.py) ---
+
+    async def opened_between(
+        self, start: datetime, end: datetime
+    ) -> list[dict[str, str | int | None]]:
+        """Incidents that started in [start, end), oldest first, as plain rows with the time of
+        their opening page, their first acknowledgement, their page count and whether someone
+        marked them a false alarm."""
+        sql = """
+            SELECT i.id, i.brand, i.severity, i.stage, i.started_at, i.summary, i.detail,
+                (SELECT MIN(n.at) FROM notifications n
+                 WHERE n.incident_id = i.id AND n.kind = 'opened') AS opened_at,
+                (SELECT MIN(c.at) FROM clicks c
+                 WHERE c.incident_id = i.id AND c.action = 'acknowledge') AS acknowledged_at,
+                (SELECT COUNT(DISTINCT n.page_key) FROM notifications n
+                 WHERE n.incident_id = i.id) AS pages,
+                EXISTS (SELECT 1 FROM clicks c
+                        WHERE c.incident_id = i.id AND c.action = 'false_alarm') AS false_alarm
+            FROM incidents i WHERE i.started_at >= ? AND i.started_at < ?
+            ORDER BY i.started_at, i.id
+        """
+        bounds = (start.isoformat(), end.isoformat())
+
+        def read(db: sqlite3.Connection) -> list[dict[str, str | int | None]]:
+            cursor = db.execute(sql, bounds)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
         return await self._run(read)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Settings, load_settings
@@ -210,3 +212,26 @@ class TestSignals:
         assert process.returncode == 0, err.decode()
         assert b"stopped:" in out
         assert (tmp_path / "state" / "crisiswatch.sqlite3").exists()
+
+
+class BrokenScorer:
+    def negative_one(self, text: str) -> float:
+        raise RuntimeError("model exploded")
+
+
+class TestPipelineFailure:
+    async def test_a_crashing_pipeline_stops_the_daemon_instead_of_hanging(
+        self, tmp_path: Path
+    ) -> None:
+        """A bug in the pipeline ends the run with the error (systemd restarts it)."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream, hours=1)
+        settings = settings_for(tmp_path, stream)
+        store = await Store.open(tmp_path / "s.db")
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), BrokenScorer())
+        daemon = Daemon(pipeline, [ReplaySource(stream)], [Recorder()], store, queue_size=10)
+        try:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                await asyncio.wait_for(daemon.run(exit_when_sources_end=True), timeout=20)
+        finally:
+            await store.close()

@@ -103,14 +103,14 @@ async def serve_http(app: web.Application, listen: str) -> AsyncIterator[str]:
 async def socket_mode(
     feedback: Feedback, app_token: str, web_client: AsyncWebClient
 ) -> AsyncIterator[SocketModeClient]:
-    """A Socket Mode connection that acknowledges each interactive envelope, then handles it."""
+    """A Socket Mode connection that acknowledges every envelope (Slack redelivers those it
+    does not hear back about), then handles the interactive ones."""
     background = _Background(feedback)
 
     async def on_request(client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
-        if request.type != "interactive":
-            return
         await client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
-        background.handle(request.payload)
+        if request.type == "interactive":
+            background.handle(request.payload)
 
     client = SocketModeClient(app_token=app_token, web_client=web_client)
     client.socket_mode_request_listeners.append(on_request)

@@ -1,4 +1,5 @@
-"""Slack for a running daemon, from the settings: the notifier, interactivity and escalation."""
+"""Slack for a running daemon, from the settings: the notifier, interactivity, escalation and
+the daily digest."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import structlog
 
 from crisiswatch.config import Settings, secret
 from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.notify.digest import DailyDigest
 from crisiswatch.notify.feedback import Escalator, Feedback, Learner
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_interactive import actions_app, serve_http, socket_mode
@@ -37,8 +39,8 @@ def _required(name: str, why: str) -> str:
 async def slack_running(
     settings: Settings, store: Store, history: SeriesHistory, learner: Learner
 ) -> AsyncIterator[list[SlackNotifier]]:
-    """The Slack notifier (none if disabled), with its clicks and escalations handled while the
-    block runs; on the way out, each rule's precision from the feedback is logged."""
+    """The Slack notifier (none if disabled), with its clicks, escalations and daily digest
+    handled while the block runs; on the way out, each rule's precision is logged."""
     slack_settings = settings.notify.slack
     if not slack_settings.enabled:
         yield []
@@ -64,6 +66,11 @@ async def slack_running(
             escalator = Escalator(store, slack, settings.routes)
             task = asyncio.create_task(escalator.run(), name="escalation")
             stack.push_async_callback(_stop, task)
+        digest_at = slack_settings.digest_at
+        if digest_at:
+            digest = DailyDigest(settings, store, history, slack.client, at=digest_at)
+            digest.start()
+            stack.push_async_callback(digest.stop)
         yield [slack]
     await _log_precision(store)
 

@@ -1,6 +1,8 @@
 """structlog set-up: readable on a terminal, JSON lines otherwise (journald, files, CI).
 
-Logs go to stderr; stdout belongs to the command's own output (pages, backtest lines, CSV).
+Logs go to stderr; stdout belongs to the command's own output (pages, backtest lines, CSV). The
+libraries' logs (asyncprawcore, tweepy, slack_sdk, apscheduler, aiohttp) go through the same
+renderer, and every line, ours or theirs, passes the secret redaction of `redact.py`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import logging
 import sys
 
 import structlog
+
+from crisiswatch.ops.redact import redact_event
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -30,20 +34,29 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         if as_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    processors: list[structlog.typing.Processor] = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        renderer,
     ]
-    if not as_json:
-        processors.remove(structlog.processors.format_exc_info)
+    if as_json:
+        shared.append(structlog.processors.format_exc_info)
+    shared.append(redact_event)
     numeric = getattr(logging, level.upper())
     structlog.configure(
-        processors=processors,
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    # libraries are chatty: their warnings and errors always, the rest only when debugging
+    root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))

@@ -24,15 +24,15 @@ class RuleEngine:
     def __init__(self, rules: Sequence[Rule], calendar: Sequence[PlannedEvent] = ()) -> None:
         self.rules = list(rules)
         self.calendar = list(calendar)
-        self._holding_since: dict[tuple[str, SeriesKey], datetime] = {}
+        self.holding_since: dict[tuple[str, SeriesKey], datetime] = {}  # (rule, series) → since
 
     def replaced(self, rules: Sequence[Rule], calendar: Sequence[PlannedEvent]) -> RuleEngine:
         """An engine for a new rule set that remembers how long unchanged rules have held."""
         engine = RuleEngine(rules, calendar)
         before = {rule.id: rule.model_dump() for rule in self.rules}
         unchanged = {rule.id for rule in rules if before.get(rule.id) == rule.model_dump()}
-        engine._holding_since = {
-            key: since for key, since in self._holding_since.items() if key[0] in unchanged
+        engine.holding_since = {
+            key: since for key, since in self.holding_since.items() if key[0] in unchanged
         }
         return engine
 
@@ -54,9 +54,9 @@ class RuleEngine:
                 continue
             key = (rule.id, signal.series)
             if reasons is None:
-                self._holding_since.pop(key, None)
+                self.holding_since.pop(key, None)
                 continue
-            since = self._holding_since.setdefault(key, signal.bucket.start)
+            since = self.holding_since.setdefault(key, signal.bucket.start)
             if signal.at - since < rule.for_:
                 continue
             alerts.append(

@@ -1,0 +1,404 @@
+"""The daily digest: yesterday per brand, posted each morning in the default route's channel.
+
+One message per brand: yesterday's mentions and negative share (from the series history, with
+an hourly chart in its thread when matplotlib is installed), the incidents opened that day with
+how long until someone pressed Acknowledge, and the pages and precision of their rules (the share
+of a rule's incidents nobody marked a false alarm, since the store began). "Yesterday" is the
+calendar day in the default route's quiet-hours time zone (UTC without quiet hours); an
+APScheduler cron job posts it at `digest_at` (08:00) in that zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from slack_sdk.web.async_client import AsyncWebClient
+
+from crisiswatch.config import Route, Settings
+from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.domain import SeriesKey
+from crisiswatch.notify.slack_blocks import (
+    FIELD_CHARS,
+    HEADER_CHARS,
+    SECTION_CHARS,
+    Block,
+    fit,
+    untrusted,
+)
+from crisiswatch.store import Store
+
+log = structlog.get_logger(__name__)
+DEFAULT_AT = "08:00"
+HOUR = timedelta(hours=1)
+_SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentDay:
+    """An incident opened on the digest's day, and what people did about it."""
+
+    id: str
+    severity: str
+    stage: str
+    summary: str
+    opened_at: datetime  # its opening page (the incident's start if it never paged)
+    acknowledged_at: datetime | None  # the first Acknowledge click
+    pages: int
+    false_alarm: bool
+    rules: tuple[str, ...]
+
+    @property
+    def response(self) -> timedelta | None:
+        """First Acknowledge minus the opening; None when nobody acknowledged."""
+        if self.acknowledged_at is None:
+            return None
+        return max(self.acknowledged_at - self.opened_at, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDay:
+    """A rule that paged on the digest's day, with its record since the store began."""
+
+    rule: str
+    pages: int  # the day's pages about incidents the rule took part in
+    incidents: int  # every incident it took part in
+    false_alarms: int  # … of which someone marked a false alarm
+
+    @property
+    def precision(self) -> float:
+        return 1 - self.false_alarms / self.incidents if self.incidents else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One brand's day."""
+
+    brand: str
+    brand_name: str
+    day: date
+    zone: str
+    hourly: tuple[tuple[float, float], ...]  # (mentions, negative) per hour; NaN: not known
+    incidents: tuple[IncidentDay, ...]
+    rules: tuple[RuleDay, ...]
+
+    @property
+    def hours_known(self) -> int:
+        return sum(not math.isnan(count) for count, _ in self.hourly)
+
+    @property
+    def volume(self) -> int:
+        return round(sum(c for c, _ in self.hourly if not math.isnan(c)))
+
+    @property
+    def negative(self) -> int:
+        return round(sum(n for c, n in self.hourly if not math.isnan(c)))
+
+    @property
+    def negative_share(self) -> float | None:
+        return self.negative / self.volume if self.volume else None
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The day's start and end in UTC (23 or 25 hours apart when the clocks change)."""
+    start = datetime.combine(day, time(), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def hourly(
+    history: SeriesHistory, brand: str, start: datetime, end: datetime
+) -> tuple[tuple[float, float], ...]:
+    """(mentions, negative) of the brand per hour in [start, end); NaN for an unknown hour."""
+    window = history.window(SeriesKey(brand), end, end - start)
+    hours = [[math.nan, 0.0] for _ in range(round((end - start) / HOUR))]
+    for i, (count, negative) in enumerate(zip(window.count, window.negative, strict=True)):
+        slot = int((window.start + window.bucket * i - start) / HOUR)
+        if math.isnan(count) or not 0 <= slot < len(hours):
+            continue
+        known = hours[slot][0]
+        hours[slot][0] = count if math.isnan(known) else known + count
+        hours[slot][1] += negative
+    return tuple((count, negative) for count, negative in hours)
+
+
+async def build(
+    store: Store,
+    history: SeriesHistory,
+    brand: str,
+    brand_name: str,
+    day: date,
+    zone: ZoneInfo,
+) -> Digest:
+    """The digest of one brand's day, from the store's incidents, pages and clicks."""
+    start, end = day_bounds(day, zone)
+    incidents = tuple(
+        _incident(row) for row in await store.opened_between(start, end) if row["brand"] == brand
+    )
+    feedback = await store.rule_feedback()
+    pages: dict[str, int] = {}
+    for incident in incidents:
+        for rule in incident.rules:
+            pages[rule] = pages.get(rule, 0) + incident.pages
+    rules = tuple(
+        RuleDay(rule, count, *feedback.get(rule, (0, 0)))
+        for rule, count in sorted(pages.items(), key=lambda item: (-item[1], item[0]))
+    )
+    return Digest(
+        brand, brand_name, day, zone.key, hourly(history, brand, start, end), incidents, rules
+    )
+
+
+def _incident(row: Mapping[str, str | int | None]) -> IncidentDay:
+    opened = row["opened_at"] or row["started_at"]
+    acknowledged = row["acknowledged_at"]
+    return IncidentDay(
+        id=str(row["id"]),
+        severity=str(row["severity"]),
+        stage=str(row["stage"]),
+        summary=str(row["summary"]),
+        opened_at=datetime.fromisoformat(str(opened)),
+        acknowledged_at=datetime.fromisoformat(str(acknowledged)) if acknowledged else None,
+        pages=int(row["pages"] or 0),
+        false_alarm=bool(row["false_alarm"]),
+        rules=tuple(orjson.loads(str(row["detail"]))["rules"]),
+    )
+
+
+def _minutes(span: timedelta) -> str:
+    minutes = round(span.total_seconds() / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _incident_line(incident: IncidentDay, zone: ZoneInfo) -> str:
+    response = incident.response
+    acted = (
+        f"acknowledged after {_minutes(response)}" if response is not None else "*not acknowledged*"
+    )
+    parts = [
+        f"{_SEVERITY.get(incident.severity, '')} {incident.severity} · {incident.stage}",
+        f"opened {incident.opened_at.astimezone(zone):%H:%M}",
+        acted,
+        f"{incident.pages} page{'s' * (incident.pages != 1)}",
+    ]
+    if incident.false_alarm:
+        parts.append("marked a false alarm")
+    return f"• {' · '.join(parts)}\n   {untrusted(incident.summary, 300)}"
+
+
+def _rule_line(rule: RuleDay) -> str:
+    return (
+        f"• {untrusted(rule.rule, 80)} — {rule.pages} page{'s' * (rule.pages != 1)} · "
+        f"precision {rule.precision:.0%} ({rule.false_alarms} false alarm"
+        f"{'s' * (rule.false_alarms != 1)} in {rule.incidents} incidents so far)"
+    )
+
+
+def text(digest: Digest) -> str:
+    """The notification text: the day in one line."""
+    share = digest.negative_share
+    return fit(
+        f"Daily digest for {untrusted(digest.brand_name, 80)}, {digest.day:%a %d %b}: "
+        f"{digest.volume:,} mentions, "
+        f"{'-' if share is None else f'{share:.0%}'} negative, "
+        f"{len(digest.incidents)} incident{'s' * (len(digest.incidents) != 1)} opened",
+        SECTION_CHARS,
+    )
+
+
+def blocks(digest: Digest) -> list[Block]:
+    """The digest as Block Kit: the day's numbers, its incidents, its rules."""
+    zone = ZoneInfo(digest.zone)
+    share = digest.negative_share
+    covered = len(digest.hourly)
+    volume = f"*Mentions*\n{digest.volume:,}" + (
+        f" (data for {digest.hours_known} of {covered} h)" if digest.hours_known < covered else ""
+    )
+    negative = "*Negative*\n" + (
+        "-" if share is None else f"{share:.0%} ({digest.negative:,} posts)"
+    )
+    responses = [i.response.total_seconds() for i in digest.incidents if i.response is not None]
+    acknowledged = f"*Acknowledged*\n{len(responses)} of {len(digest.incidents)}" + (
+        f" · median {_minutes(timedelta(seconds=statistics.median(responses)))}"
+        if responses
+        else ""
+    )
+    opened = f"*Incidents opened*\n{len(digest.incidents)}"
+    result: list[Block] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": fit(
+                    f"📊 Daily digest — {digest.brand_name} · {digest.day:%a %d %b}",
+                    HEADER_CHARS,
+                ),
+                "emoji": True,
+            },
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": fit(f, FIELD_CHARS)}
+                for f in (volume, negative, opened, acknowledged)
+            ],
+        },
+    ]
+    lines = [_incident_line(i, zone) for i in digest.incidents] or ["No incident opened."]
+    result.append(_section("*Incidents*\n" + "\n".join(lines)))
+    if digest.rules:
+        result.append(_section("*Rules that paged*\n" + "\n".join(map(_rule_line, digest.rules))))
+    result.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"crisiswatch · the day 00:00–24:00 {digest.zone} · precision: "
+                    "share of a rule's incidents not marked a false alarm",
+                }
+            ],
+        }
+    )
+    return result
+
+
+def _section(body: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(body, SECTION_CHARS)}}
+
+
+def render_png(digest: Digest) -> bytes | None:
+    """The day's mentions per hour with the negative share, as PNG; None without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    hours = range(len(digest.hourly))
+    counts = [0.0 if math.isnan(c) else c for c, _ in digest.hourly]
+    shares = [math.nan if math.isnan(c) or not c else 100 * n / c for c, n in digest.hourly]
+    figure = Figure(figsize=(6.4, 2.8), dpi=100, layout="constrained")
+    volume = figure.subplots()
+    volume.bar(hours, counts, width=0.8, color="#9ecae1", label="mentions")
+    volume.set_ylabel("mentions per hour")
+    volume.set_xlabel(f"hour ({digest.zone})")
+    volume.set_xticks(range(0, len(digest.hourly), 3))
+    volume.set_xlim(-0.6, len(digest.hourly) - 0.4)
+    negative = volume.twinx()
+    negative.plot(hours, shares, color="#de2d26", marker=".", linewidth=1.5, label="negative %")
+    negative.set_ylim(0, 100)
+    negative.set_ylabel("negative %", color="#de2d26")
+    volume.set_title(f"{digest.brand_name} — {digest.day:%a %d %b %Y}".replace("$", r"\$"))
+    volume.grid(axis="y", alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def default_route(routes: Mapping[str, Route]) -> Route | None:
+    """The route named `default`, else the first one."""
+    return routes.get("default") or next(iter(routes.values()), None)
+
+
+class DailyDigest:
+    """Posts yesterday's digest of every brand each day at `at` (APScheduler, cron)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        history: SeriesHistory,
+        client: AsyncWebClient,
+        *,
+        at: str = DEFAULT_AT,
+    ) -> None:
+        self.store = store
+        self.history = history
+        self.client = client
+        self.brands = {b.id: b.display_name for b in settings.brands}
+        self.route = default_route(settings.routes)
+        quiet = self.route.quiet_hours if self.route else None
+        self.zone = ZoneInfo(quiet.timezone if quiet else "UTC")
+        hour, minute = (int(part) for part in at.split(":"))
+        self.scheduler = AsyncIOScheduler(timezone=self.zone)
+        self.scheduler.add_job(
+            self.post,
+            CronTrigger(hour=hour, minute=minute, timezone=self.zone),
+            id="daily-digest",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        self._posting: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        log.info("digest.scheduled", next=str(self.next_run()), zone=self.zone.key)
+
+    def next_run(self) -> datetime | None:
+        job = self.scheduler.get_job("daily-digest")
+        return None if job is None else job.next_run_time
+
+    async def stop(self) -> None:
+        """Stop the schedule; a digest being posted is cancelled."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in self._posting:
+            task.cancel()
+        await asyncio.gather(*self._posting, return_exceptions=True)
+        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the loop's next turn
+
+    async def post(self, now: datetime | None = None) -> int:
+        """Post the digest of the day before `now` (in the zone) per brand; how many posted."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._posting.add(task)
+        try:
+            day = (now or datetime.now(UTC)).astimezone(self.zone).date() - timedelta(days=1)
+            posted = 0
+            for brand, name in self.brands.items():
+                digest = await build(self.store, self.history, brand, name, day, self.zone)
+                posted += await self._send(digest)
+            return posted
+        finally:
+            if task is not None:
+                self._posting.discard(task)
+
+    async def _send(self, digest: Digest) -> int:
+        if self.route is None:
+            return 0
+        try:
+            response = await self.client.chat_postMessage(
+                channel=self.route.channel,
+                text=text(digest),
+                blocks=blocks(digest),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            png = await asyncio.to_thread(render_png, digest) if digest.hours_known else None
+            if png is not None:
+                await self.client.files_upload_v2(
+                    channel=str(response["channel"]),
+                    thread_ts=str(response["ts"]),
+                    file=png,
+                    filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
+                    title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
+                    alt_txt=f"{digest.brand_name} mentions and negative share per hour",
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("digest.failed", brand=digest.brand, error=str(exc))
+            return 0
+        log.info("digest.posted", brand=digest.brand, day=str(digest.day))
+        return 1

@@ -1,0 +1,100 @@
+"""HTTP ingest: other tools POST mention JSON lines to `/ingest`.
+
+`Authorization: Bearer <INGEST_TOKEN>` is required (401 otherwise); a body over `max_bytes` is
+refused (413). Each line is parsed like a replay line; the answer says how many were accepted and
+which were rejected and why (line number and reason). Accepted mentions wait in a bounded queue,
+so a slow pipeline slows the posters instead of dropping mentions. A poster may send a mention
+again: the pipeline drops ids it has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from crisiswatch.config import HttpIngestSettings
+from crisiswatch.domain import Mention
+from crisiswatch.mentions import MentionError, parse_mention
+from crisiswatch.sources.resilience import Health, HealthSnapshot
+
+log = structlog.get_logger(__name__)
+
+
+def host_port(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:8788` or `[::1]:8788` → (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class HttpIngestSource:
+    finite = False
+
+    def __init__(
+        self, settings: HttpIngestSettings, *, token: str, queue_size: int = 10_000
+    ) -> None:
+        self.name = "http_ingest"
+        self.settings = settings
+        self.malformed = 0  # rejected lines, for the run summary
+        self.address: tuple[str, int] | None = None  # where it listens, once started
+        self.listening = asyncio.Event()
+        self._token = f"Bearer {token}".encode()
+        self._queue: asyncio.Queue[Mention] = asyncio.Queue(maxsize=queue_size)
+        self._health = Health(self.name, stall_after=math.inf)  # passive: never stalls
+
+    def health(self) -> HealthSnapshot:
+        return self._health.snapshot()
+
+    async def stream(self) -> AsyncIterator[Mention]:
+        app = web.Application(client_max_size=self.settings.max_bytes)
+        app.router.add_post("/ingest", self._ingest)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            host, port = host_port(self.settings.listen)
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            self.address = runner.addresses[0][:2]
+            self.listening.set()
+            log.info("http_ingest.listening", address=f"{self.address[0]}:{self.address[1]}")
+            while True:
+                yield await self._queue.get()
+        finally:
+            await runner.cleanup()
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(self.settings.max_bytes)
+        accepted: list[Mention] = []
+        rejected: list[dict[str, object]] = []
+        for number, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                accepted.append(parse_mention(line, default_source="http"))
+            except MentionError as exc:
+                rejected.append({"line": number, "reason": str(exc)})
+        for mention in accepted:
+            await self._queue.put(mention)
+        self.malformed += len(rejected)
+        self._health.success()
+        if rejected:
+            log.warning("http_ingest.rejected", lines=len(rejected), first=rejected[0])
+        return web.json_response({"accepted": len(accepted), "rejected": rejected})
+
+
+def _too_large(limit: int) -> web.Response:
+    return web.json_response({"error": f"the body is over the limit of {limit} bytes"}, status=413)

@@ -1,0 +1,175 @@
+"""Reddit: new posts and comments streamed from chosen subreddits, and site-wide search polled
+for the brands' terms, through asyncpraw with a read-only app.
+
+asyncpraw's streams end on the first error, and a 429 is raised, not retried: each stream here
+asks for one listing at a time (`pause_after=-1`), waits between listings itself, and on an error
+is started again by `supervise` from where it stopped (`continue_after_id`). Reddit's ids grow
+with time, so a post at or before a stream's cursor is never yielded again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import asyncpraw
+from asyncprawcore.exceptions import TooManyRequests
+
+from crisiswatch.config import Brand, RedditSettings
+from crisiswatch.domain import Mention
+from crisiswatch.sources.live import Found, LiveSource
+from crisiswatch.sources.queries import reddit_query
+from crisiswatch.sources.resilience import RateLimited, wait_from_headers
+from crisiswatch.store import Store
+
+SITE = "https://www.reddit.com"
+AUTHORS_KEPT = 50_000  # recent comment authors, to name whom a reply answers
+
+
+def reddit_client(settings: RedditSettings, client_id: str, client_secret: str) -> Any:
+    """A read-only asyncpraw client that never checks PyPI for updates."""
+    return asyncpraw.Reddit(
+        client_id=client_id,
+        client_secret=client_secret,
+        user_agent=settings.user_agent,
+        check_for_updates=False,
+        oauth_url=settings.oauth_url,
+        reddit_url=settings.reddit_url,
+    )
+
+
+def _number(fullname: str) -> int:
+    """The ordinal of a Reddit id: `t3_1abc` → int('1abc', 36)."""
+    return int(fullname.partition("_")[2] or "0", 36)
+
+
+def _field(thing: object, name: str) -> Any:
+    """A field of an asyncpraw object as Reddit sent it (never a lazy fetch)."""
+    return vars(thing).get(name)
+
+
+def _name(author: object) -> str | None:
+    return None if author is None else str(author)
+
+
+class RedditSource(LiveSource):
+    def __init__(
+        self,
+        settings: RedditSettings,
+        brands: Sequence[Brand],
+        store: Store | None,
+        *,
+        client_id: str,
+        client_secret: str,
+        stall_after: float = 300.0,
+        poll_every: float = 10.0,
+        **timing: Any,
+    ) -> None:
+        super().__init__("reddit", store, stall_after=stall_after, **timing)
+        self.settings = settings
+        self.brands = list(brands)
+        self.poll_every = poll_every  # between two listings of a subreddit stream
+        self._credentials = (client_id, client_secret)
+        self._authors: OrderedDict[str, str | None] = OrderedDict()
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[object]:
+        reddit = reddit_client(self.settings, *self._credentials)
+        try:
+            yield reddit
+        finally:
+            await reddit.close()
+
+    def _client(self) -> AbstractAsyncContextManager[object]:
+        return self._open()
+
+    def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
+        loops: list[Callable[[], AsyncIterator[Found]]] = []
+        if self.settings.subreddits:
+            loops += [
+                lambda: self._stream(client, "submissions"),
+                lambda: self._stream(client, "comments"),
+            ]
+        if self.settings.search:
+            loops += [partial(self._search, client, brand) for brand in self.brands]
+        return loops
+
+    async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found]:
+        """New posts or comments of the subreddits, oldest first, after the cursor."""
+        after = self.position.get(kind)
+        try:
+            subreddit = await reddit.subreddit("+".join(self.settings.subreddits))
+            listing = getattr(subreddit.stream, kind)
+            stream = listing(pause_after=-1, continue_after_id=after, skip_existing=after is None)
+            async for thing in stream:
+                if thing is None:  # one listing fetched
+                    self._health.success()
+                    await self.sleep(self.poll_every)
+                    continue
+                if after is not None and _number(thing.fullname) <= _number(after):
+                    continue
+                after = self.position[kind] = thing.fullname
+                yield self._mention(thing), kind, after
+        except TooManyRequests as exc:
+            wait = wait_from_headers(exc.response.headers, self.clock())
+            raise RateLimited("reddit answered 429", wait) from exc
+
+    async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found]:
+        """Site-wide search for the brand, newest posts, every `search_every`."""
+        key = f"search:{brand.id}"
+        lookback = self.settings.search_lookback.total_seconds()
+        newest = float(self.position.get(key, self.clock()))
+        query = reddit_query(brand)
+        try:
+            everywhere = await reddit.subreddit("all")
+            while True:
+                found = [
+                    post
+                    async for post in everywhere.search(query, sort="new", time_filter="day")
+                    if float(_field(post, "created_utc") or 0) >= newest - lookback
+                ]
+                self._health.success()
+                found.sort(key=lambda post: (_field(post, "created_utc"), _number(post.fullname)))
+                for post in found:
+                    newest = max(newest, float(_field(post, "created_utc")))
+                    self.position[key] = repr(newest)
+                    yield self._mention(post), key, repr(newest)
+                self.position[key] = repr(newest)
+                yield None, key, repr(newest)
+                await self.sleep(self.settings.search_every.total_seconds())
+        except TooManyRequests as exc:
+            wait = wait_from_headers(exc.response.headers, self.clock())
+            raise RateLimited("reddit answered 429", wait) from exc
+
+    def _mention(self, thing: Any) -> Mention:
+        fullname: str = thing.fullname
+        author = _name(_field(thing, "author"))
+        if fullname.startswith("t1_"):
+            text = _field(thing, "body") or ""
+            parent = _field(thing, "parent_id") or ""
+            replied = (
+                _field(thing, "link_author")
+                if parent.startswith("t3_")
+                else self._authors.get(parent)
+            )
+            self._authors[fullname] = author
+            if len(self._authors) > AUTHORS_KEPT:
+                self._authors.popitem(last=False)
+        else:
+            title, body = _field(thing, "title") or "", _field(thing, "selftext") or ""
+            text, replied = f"{title}\n\n{body}".strip(), None
+        permalink = _field(thing, "permalink")
+        return Mention(
+            id=f"reddit:{fullname}",
+            source="reddit",
+            created_at=datetime.fromtimestamp(float(_field(thing, "created_utc") or 0), UTC),
+            text=text[:10_000],
+            author=author,
+            author_followers=max(0, int(_field(thing, "score") or 0)),
+            url=f"{SITE}{permalink}" if permalink else None,
+            in_reply_to_author=replied if replied not in (None, "[deleted]") else None,
+        )

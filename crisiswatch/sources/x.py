@@ -1,0 +1,287 @@
+"""X (Twitter API v2): recent search polled with `since_id` for each brand, or the filtered
+stream (a config switch, for accounts with that access), through tweepy's async client.
+
+tweepy's own waiting is not used: `wait_on_rate_limit` retries at once when the reset header is
+missing, and its stream sleeps and retries on its own and ends on a callback's error. Here every
+request is paced from `x-rate-limit-remaining`/`x-rate-limit-reset`, a 429 waits for the reset,
+and any other error is backed off by `supervise`. The stream's callbacks never raise into
+tweepy's loop except to end a connection, and after each (re)connect recent search fetches what
+was posted since the last tweet seen, so a dropped connection leaves no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import aiohttp
+import orjson
+from tweepy import StreamRule
+from tweepy.asynchronous import AsyncClient, AsyncStreamingClient
+from tweepy.errors import TooManyRequests
+
+from crisiswatch.config import Brand, XSettings
+from crisiswatch.domain import Mention
+from crisiswatch.mentions import MAX_TEXT, parse_time
+from crisiswatch.sources.live import Found, LiveSource
+from crisiswatch.sources.queries import x_query
+from crisiswatch.sources.resilience import RateLimited, wait_from_headers
+from crisiswatch.store import Store
+
+API = "https://api.twitter.com"
+RULE_TAG = "crisiswatch:"
+FIELDS: dict[str, Any] = {
+    "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
+    "tweet_fields": [
+        "created_at", "lang", "public_metrics", "author_id", "in_reply_to_user_id",
+        "referenced_tweets", "conversation_id",
+    ],
+    "user_fields": ["username", "public_metrics"],
+}  # fmt: skip
+
+
+class Rebased:
+    """An aiohttp session whose requests to `API` go to another base URL (the tests' fake)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self.headers = session.headers
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def request(self, method: str, url: object, **kwargs: Any) -> Any:
+        target = str(url)
+        if target.startswith(API):
+            target = self._base + target.removeprefix(API)
+        return self._session.request(method, target, **kwargs)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def http_session(api_url: str | None) -> Any:
+    """One session for every request of a source (tweepy opens one per request otherwise)."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60))
+    return Rebased(session, api_url) if api_url else session
+
+
+def x_client(bearer_token: str, session: Any) -> AsyncClient:
+    client = AsyncClient(bearer_token=bearer_token, return_type=aiohttp.ClientResponse)
+    client.session = session
+    return client
+
+
+def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention:
+    """A tweet of API v2 with its `includes` (users, referenced tweets) as a `Mention`."""
+    users = {u["id"]: u for u in includes.get("users", ())}
+    tweets = {t["id"]: t for t in includes.get("tweets", ())}
+    author = users.get(tweet.get("author_id"), {})
+    username = author.get("username")
+    replied_id = tweet.get("in_reply_to_user_id")
+    if replied_id is None:  # a quote answers the quoted post's author too
+        for ref in tweet.get("referenced_tweets", ()):
+            if ref.get("type") == "quoted":
+                replied_id = tweets.get(ref.get("id"), {}).get("author_id")
+    replied = users.get(replied_id, {}).get("username") if replied_id else None
+    tweet_id = str(tweet["id"])
+    return Mention(
+        id=f"x:{tweet_id}",
+        source="x",
+        created_at=parse_time(tweet["created_at"]),
+        text=str(tweet.get("text", ""))[:MAX_TEXT],
+        author=username,
+        author_followers=int(author.get("public_metrics", {}).get("followers_count", 0)),
+        url=f"https://x.com/{username or 'i'}/status/{tweet_id}",
+        lang=tweet.get("lang"),
+        in_reply_to_author=replied,
+    )
+
+
+class _Connection(AsyncStreamingClient):  # type: ignore[misc]
+    """tweepy's filtered stream, made to end (not retry or sleep) on any error: lines go to a
+    queue; the source reconnects with its own back-off."""
+
+    def __init__(self, token: str, session: Any, lines: asyncio.Queue[bytes | None]) -> None:
+        super().__init__(token, return_type=dict, max_retries=0)
+        self.session = session
+        self.lines = lines
+        self.connected = asyncio.Event()
+        self.error: str | None = None
+
+    async def on_connect(self) -> None:
+        self.connected.set()
+
+    async def on_data(self, raw_data: bytes) -> None:
+        await self.lines.put(raw_data)
+
+    async def on_keep_alive(self) -> None:
+        await self.lines.put(b"")
+
+    async def on_request_error(self, status_code: int) -> None:
+        raise ConnectionError(f"the stream answered HTTP {status_code}")
+
+    async def on_connection_error(self) -> None:
+        raise ConnectionError("the stream connection failed or timed out")
+
+    async def on_closed(self, resp: object) -> None:
+        raise ConnectionError("X closed the stream")
+
+    async def on_exception(self, exception: Exception) -> None:
+        self.error = str(exception) or type(exception).__name__
+
+    async def on_disconnect(self) -> None:
+        await self.lines.put(None)
+
+
+class XSource(LiveSource):
+    def __init__(
+        self,
+        settings: XSettings,
+        brands: Sequence[Brand],
+        store: Store | None,
+        *,
+        bearer_token: str,
+        stall_after: float = 300.0,
+        **timing: Any,
+    ) -> None:
+        super().__init__("x", store, stall_after=stall_after, **timing)
+        self.settings = settings
+        self.brands = list(brands)
+        self._token = bearer_token
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[object]:
+        session = http_session(self.settings.api_url)
+        try:
+            yield x_client(self._token, session)
+        finally:
+            await session.close()
+
+    def _client(self) -> AbstractAsyncContextManager[object]:
+        return self._open()
+
+    def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
+        if self.settings.mode == "stream":
+            return [lambda: self._stream(client)]
+        return [partial(self._poll, client, brand) for brand in self.brands]
+
+    async def _poll(self, client: Any, brand: Brand) -> AsyncIterator[Found]:
+        key = f"search:{brand.id}"
+        while True:
+            async for found in self._search(
+                client, x_query(brand, retweets=self.settings.retweets), key
+            ):
+                yield found
+            await self.sleep(self.settings.search_every.total_seconds())
+
+    async def _search(self, client: Any, query: str, key: str) -> AsyncIterator[Found]:
+        """Every tweet after the cursor of `key` (all pages), then the cursor moves on."""
+        since = self.position.get(key) or None
+        params: dict[str, Any] = {"max_results": 100, **FIELDS}
+        if since:
+            params["since_id"] = since
+        else:
+            start = datetime.fromtimestamp(self.clock(), UTC) - self.settings.backfill
+            params["start_time"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        newest: str | None = None
+        while True:
+            body = await self._get(client.search_recent_tweets, query, **params)
+            meta = body.get("meta", {})
+            newest = newest or meta.get("newest_id")
+            includes = body.get("includes", {})
+            for tweet in body.get("data", ()):
+                yield to_mention(tweet, includes), key, since or ""
+            if not meta.get("next_token"):
+                break
+            params["next_token"] = meta["next_token"]
+        if newest:
+            self.position[key] = newest
+            yield None, key, newest
+
+    async def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
+        """One API call, paced by its rate-limit headers; 429 → `RateLimited` until the reset."""
+        try:
+            response: aiohttp.ClientResponse = await call(*args, **params)
+        except TooManyRequests as exc:
+            wait = wait_from_headers(exc.response.headers, self.clock())
+            raise RateLimited("X answered 429", wait) from exc
+        body = await response.json(loads=orjson.loads)
+        if not isinstance(body, dict):
+            raise ValueError("X answered with something other than a JSON object")
+        self._health.success()
+        if response.headers.get("x-rate-limit-remaining") == "0":
+            wait = wait_from_headers({"x-rate-limit-reset": response.headers.get(
+                "x-rate-limit-reset", "")}, self.clock())  # fmt: skip
+            await self.sleep(wait if wait is not None else 60.0)
+        return body
+
+    async def _stream(self, client: Any) -> AsyncIterator[Found]:
+        """The filtered stream; after each connect, search fills in what was missed."""
+        await self._sync_rules()
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1_000)
+        connection = _Connection(self._token, http_session(self.settings.api_url), lines)
+        task = connection.filter(**FIELDS)
+        try:
+            await connection.connected.wait()
+            self._health.success()
+            query = " OR ".join(
+                f"({x_query(b, retweets=self.settings.retweets)})" for b in self.brands
+            )
+            async for found in self._search(client, query, "stream"):
+                yield found
+            while (line := await lines.get()) is not None:
+                self._health.success()
+                if line:
+                    found_line = self._line(line)
+                    if found_line is not None:
+                        yield found_line
+            raise ConnectionError(connection.error or "the stream ended")
+        finally:
+            connection.disconnect()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _line(self, line: bytes) -> Found | None:
+        try:
+            body = orjson.loads(line)
+            mention = to_mention(body["data"], body.get("includes", {}))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self._health.failure(f"a stream line could not be read: {type(exc).__name__}")
+            return None
+        tweet_id = mention.id.removeprefix("x:")
+        current = self.position.get("stream")
+        if current is None or int(tweet_id) > int(current):
+            self.position["stream"] = tweet_id
+        return mention, "stream", self.position["stream"]
+
+    async def _sync_rules(self) -> None:
+        """Make the stream's crisiswatch rules match the brands (other rules are left alone)."""
+        session = http_session(self.settings.api_url)
+        rules = AsyncStreamingClient(self._token, return_type=dict)
+        rules.session = session
+        try:
+            wanted = {
+                f"{RULE_TAG}{b.id}": x_query(b, retweets=self.settings.retweets)
+                for b in self.brands
+            }
+            existing = (await rules.get_rules()).get("data", [])
+            ours = [r for r in existing if str(r.get("tag", "")).startswith(RULE_TAG)]
+            stale = [r["id"] for r in ours if wanted.get(r["tag"]) != r["value"]]
+            present = {r["tag"] for r in ours if wanted.get(r["tag"]) == r["value"]}
+            if stale:
+                await rules.delete_rules(stale)
+            missing = [StreamRule(value=v, tag=t) for t, v in wanted.items() if t not in present]
+            if missing:
+                await rules.add_rules(missing)
+        except TooManyRequests as exc:
+            raise RateLimited(
+                "X answered 429", wait_from_headers(exc.response.headers, self.clock())
+            ) from exc
+        finally:
+            await session.close()

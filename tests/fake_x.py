@@ -1,0 +1,170 @@
+"""A fake X API v2 on 127.0.0.1 for tweepy's async client: recent search with `since_id`,
+`start_time` and pages, the filtered stream and its rules, rate-limit headers, and faults on
+demand (429 with or without a reset header, 5xx, malformed JSON, dropped connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+TOKEN = "fake-bearer-token"
+
+
+@dataclass(slots=True)
+class Fault:
+    path: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    malformed: bool = False
+    drop: bool = False
+    times: int = 1
+
+
+@dataclass
+class FakeX:
+    page_size: int = 3
+    tweets: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    rules: list[dict[str, str]] = field(default_factory=list)
+    searches: list[dict[str, str]] = field(default_factory=list)
+    url: str = ""
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_900_000_000_000))
+    _listeners: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/2/tweets/search/recent", self._search)
+        app.router.add_get("/2/tweets/search/stream", self._stream)
+        app.router.add_get("/2/tweets/search/stream/rules", self._get_rules)
+        app.router.add_post("/2/tweets/search/stream/rules", self._post_rules)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        self.drop_streams()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def fail(self, path: str, **fault: Any) -> None:
+        self.faults.append(Fault(path, **fault))
+
+    async def listening(self) -> None:
+        """Until a stream client is connected."""
+        while not self._listeners:  # noqa: ASYNC110 (the fake's own state)
+            await asyncio.sleep(0.005)
+
+    def drop_streams(self) -> None:
+        for listener in self._listeners:
+            listener.put_nowait(None)
+
+    def user(self, username: str, followers: int = 10) -> str:
+        user_id = str(1000 + len(self.users))
+        self.users[user_id] = {"id": user_id, "username": username, "name": username,
+                               "public_metrics": {"followers_count": followers}}  # fmt: skip
+        return user_id
+
+    def tweet(self, text: str, *, author: str, created: str, reply_to: str | None = None) -> str:
+        tweet: dict[str, Any] = {
+            "id": str(next(self._ids)), "text": text, "author_id": author, "created_at": created,
+            "lang": "en", "public_metrics": {"like_count": 1, "retweet_count": 0},
+        }  # fmt: skip
+        if reply_to:
+            tweet["in_reply_to_user_id"] = reply_to
+        self.tweets.append(tweet)
+        for listener in self._listeners:
+            listener.put_nowait(tweet)
+        return f"x:{tweet['id']}"
+
+    def _includes(self, tweets: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = {t["author_id"] for t in tweets} | {t.get("in_reply_to_user_id") for t in tweets}
+        return {"users": [self.users[i] for i in sorted(ids - {None}) if i in self.users]}
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"title": "Unauthorized", "status": 401}, status=401)
+        for fault in self.faults:
+            if request.path == fault.path and fault.times > 0:
+                fault.times -= 1
+                if fault.drop:
+                    response = web.StreamResponse()
+                    response.content_length = 1000
+                    await response.prepare(request)
+                    await response.write(b'{"data": [')
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if fault.malformed:
+                    return web.Response(body=b'{"data": [', content_type="application/json")
+                return web.json_response(
+                    {"title": "fault", "detail": "injected", "status": fault.status},
+                    status=fault.status, headers=fault.headers,
+                )  # fmt: skip
+        return None
+
+    async def _search(self, request: web.Request) -> web.StreamResponse:
+        if (faulted := await self._fault(request)) is not None:
+            return faulted
+        query = dict(request.query)
+        self.searches.append(query)
+        found = [t for t in reversed(self.tweets)]  # newest first
+        if "since_id" in query:
+            found = [t for t in found if int(t["id"]) > int(query["since_id"])]
+        if "start_time" in query:
+            found = [t for t in found if t["created_at"] >= query["start_time"]]
+        start = int(query.get("next_token", "0"))
+        page = found[start : start + self.page_size]
+        meta: dict[str, Any] = {"result_count": len(page)}
+        if page:
+            meta.update(newest_id=page[0]["id"], oldest_id=page[-1]["id"])
+        if start + self.page_size < len(found):
+            meta["next_token"] = str(start + self.page_size)
+        body: dict[str, Any] = {"meta": meta}
+        if page:
+            body.update(data=page, includes=self._includes(page))
+        headers = {"x-rate-limit-remaining": "100", "x-rate-limit-reset": "0"}
+        return web.json_response(body, headers=headers)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        if (faulted := await self._fault(request)) is not None:
+            return faulted
+        listener: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._listeners.append(listener)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            await response.write(b"\r\n")  # keep-alive
+            while (tweet := await listener.get()) is not None:
+                line = {"data": tweet, "includes": self._includes([tweet])}
+                await response.write(orjson.dumps(line) + b"\r\n")
+            if request.transport is not None:
+                request.transport.close()  # dropped mid-stream
+        finally:
+            self._listeners.remove(listener)
+        return response
+
+    async def _get_rules(self, request: web.Request) -> web.StreamResponse:
+        if (faulted := await self._fault(request)) is not None:
+            return faulted
+        return web.json_response({"data": self.rules, "meta": {"result_count": len(self.rules)}})
+
+    async def _post_rules(self, request: web.Request) -> web.StreamResponse:
+        if (faulted := await self._fault(request)) is not None:
+            return faulted
+        body = await request.json()
+        for rule in body.get("add", []):
+            self.rules.append({"id": str(len(self.rules) + 1), **rule})
+        gone = set(body.get("delete", {}).get("ids", []))
+        self.rules = [r for r in self.rules if r["id"] not in gone]
+        return web.json_response({"meta": {"summary": {}}})

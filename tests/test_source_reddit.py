@@ -1,0 +1,187 @@
+"""The Reddit source with the real asyncpraw against a fake Reddit: every post and comment once,
+across faults and a restart; waits as the headers say; a failing source reports itself stalled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncprawcore import rate_limit, sessions
+from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
+
+from crisiswatch.config import Brand, RedditSettings
+from crisiswatch.domain import Mention
+from crisiswatch.sources.reddit import RedditSource
+from crisiswatch.sources.resilience import Backoff
+from crisiswatch.store import Store
+
+pytestmark = pytest.mark.filterwarnings(  # asyncprawcore 4 still uses aiohttp's BasicAuth
+    "ignore:BasicAuth is deprecated:DeprecationWarning",
+    "ignore:The .auth. parameter is deprecated:DeprecationWarning",
+)
+NOW = 1_772_000_000.0
+BRAND = Brand(id="acme", keywords=["acme bank"])
+
+
+class Clock:
+    """A clock that moves only when the source sleeps; sleeps are recorded, not waited."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0.002)
+
+
+@pytest.fixture(autouse=True)
+def no_library_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncprawcore's own retry and rate-limit waits sleep for real; the tests skip them."""
+
+    async def no_delay(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(sessions.FiniteRetryStrategy, "_sleep_seconds", lambda self: None)
+    monkeypatch.setattr(rate_limit.RateLimiter, "delay", no_delay)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeReddit]:
+    server = FakeReddit()
+    await server.start()
+    yield server
+    await server.close()
+
+
+def source(fake: FakeReddit, store: Store | None, clock: Clock, **settings: Any) -> RedditSource:
+    fields: dict[str, Any] = {
+        "user_agent": "test:crisiswatch:1.0 (by u/tests)",
+        "subreddits": ["brand"],
+        "search": False,
+        "oauth_url": fake.url,
+        "reddit_url": fake.url,
+    }
+    fields.update(settings)
+    made = RedditSource(
+        RedditSettings(**fields), [BRAND], store, client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET, clock=clock, sleep=clock.sleep, poll_every=0.0,
+        rand=lambda: 0.5,
+    )  # fmt: skip
+    return made
+
+
+async def take(src: RedditSource, count: int, during: Any = None) -> list[Mention]:
+    """`count` mentions, committing each as the daemon would once it is consumed."""
+    got: list[Mention] = []
+    stream = src.stream()
+    task = asyncio.create_task(during()) if during else None
+    try:
+        async with asyncio.timeout(8):
+            async for mention in stream:
+                got.append(mention)
+                await src.commit([mention.id])
+                if len(got) == count:
+                    break
+        try:  # as the daemon does: keep reading, so cursor moves without a mention are noted
+            async with asyncio.timeout(0.1):
+                got.append(await anext(stream))
+        except TimeoutError:
+            await src.commit([])
+    finally:
+        await stream.aclose()
+        if task:
+            await task
+    return got
+
+
+class TestRedditSource:
+    async def test_every_post_and_comment_once_across_faults_and_a_restart(
+        self, fake: FakeReddit, tmp_path: Path
+    ) -> None:
+        """429s, 500s, bad JSON, a dropped connection and an expired token lose nothing; a
+        restart resumes from the saved cursors without repeating."""
+        fake.post("existed before the first start", created=NOW - 600)
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        expected: list[str] = []
+
+        async def traffic() -> None:
+            await asyncio.sleep(0.05)
+            for n in range(6):
+                post = fake.post(f"acme bank post {n}", created=NOW + n)
+                expected.extend([post, fake.comment(f"re {n}", created=NOW + n, parent=post)])
+                if n == 1:
+                    fake.fail("/r/brand/new", status=429, headers={"retry-after": "7"})
+                    fake.fail("/r/brand/comments", status=500, times=3)
+                if n == 2:
+                    fake.fail("/r/brand/new", malformed=True)
+                    fake.fail("/r/brand/comments", drop=True)
+                if n == 3:
+                    fake.expire_token()
+                await asyncio.sleep(0.03)
+
+        try:
+            first = await take(source(fake, store, clock), 12, traffic)
+            for n in range(3):  # posted while crisiswatch was down
+                post = fake.post(f"while down {n}", created=NOW + 100 + n)
+                expected.extend([post, fake.comment("re", created=NOW + 100, parent=post)])
+            second = await take(source(fake, store, clock), 6)
+        finally:
+            await store.close()
+        ids = [m.id for m in first + second]
+        assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids)
+        assert all(fault.times == 0 for fault in fake.faults)  # every fault was met
+        assert 7.0 in clock.sleeps  # the 429's Retry-After
+        assert fake.tokens_issued >= 2
+        comment = next(m for m in first if m.id.startswith("reddit:t1_"))
+        assert comment.in_reply_to_author == "alice" and comment.author == "bob"
+        assert comment.url and comment.url.startswith("https://www.reddit.com/r/brand/")
+
+    async def test_search_finds_brand_posts_site_wide(self, fake: FakeReddit) -> None:
+        """Search polls find posts anywhere, each once, though every poll sees them again."""
+        clock = Clock()
+        ids = [fake.post(f"acme bank {n}", created=NOW - 60 + n, sub="elsewhere") for n in range(3)]
+        src = source(fake, None, clock, subreddits=[], search=True, search_every="30s")
+        got = await take(src, 3)
+        assert [m.id for m in got] == ids
+
+    async def test_rate_limit_waits_for_the_reset_header(self, fake: FakeReddit) -> None:
+        """A 429 with `x-ratelimit-reset` waits exactly that long; without headers it backs off."""
+        clock = Clock()
+        fake.fail("/r/brand/new", status=429, headers={"x-ratelimit-reset": "42"})
+        fake.fail("/r/brand/new", status=429)
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            fake.post("acme bank after the limit", created=NOW)
+
+        src = source(fake, None, clock)
+        await take(src, 1, later)
+        assert 42.0 in clock.sleeps
+        assert Backoff(rand=lambda: 0.5).next() in clock.sleeps
+
+    async def test_a_failing_source_reports_itself_stalled(self, fake: FakeReddit) -> None:
+        """Every request failing: failures count up and, after `stall_after`, it is stalled."""
+        clock = Clock()
+        fake.fail("/r/brand", status=503, times=1_000)
+        src = source(fake, None, clock)
+        stream = src.stream()
+        task = asyncio.create_task(anext(stream))
+        async with asyncio.timeout(5):
+            while src.health().stalled_for < 400:  # noqa: ASYNC110 (polling a fake clock)
+                await asyncio.sleep(0.01)
+        health = src.health()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.aclose()
+        assert health.stalled and health.consecutive_failures >= 3
+        assert health.last_error is not None and "ServerError" in health.last_error
+        assert "stalled" in health.describe()
