@@ -38,11 +38,21 @@ class Checkpoint:
 
 
 def save(directory: Path, checkpoint: Checkpoint) -> int:
+    """Encode and write a checkpoint; the size written."""
+    return write(directory, encode(checkpoint))
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    """The file's bytes (do this where the state cannot change meanwhile)."""
+    return MAGIC + pickle.dumps((FORMAT, checkpoint), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def write(directory: Path, payload: bytes) -> int:
     """Write atomically (temp file, fsync, rename, fsync the folder); the size written."""
     target = directory / FILE_NAME
     temporary = directory / f".{FILE_NAME}.tmp"
-    payload = MAGIC + pickle.dumps((FORMAT, checkpoint), protocol=pickle.HIGHEST_PROTOCOL)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb") as handle:
             handle.write(payload)
             handle.flush()

@@ -13,12 +13,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from crisiswatch import __version__, silence_cli
+import structlog
+
+from crisiswatch import __version__, checkpoint, silence_cli
+from crisiswatch.checkpoint import Checkpoint
 from crisiswatch.config import Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
+from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.ops.logging import LEVELS, configure_logging
+from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -27,6 +32,8 @@ from crisiswatch.sources.replay import ReplaySource
 from crisiswatch.sources.resilience import SourceSetupError
 from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
+
+log = structlog.get_logger(__name__)
 
 DEMO_DIR = Path(__file__).parent / "demo"
 DEMO_CONFIG = DEMO_DIR / "config.yaml"
@@ -187,14 +194,17 @@ async def _serve(
     config: Path | None = None,
 ) -> RunSummary:
     """Run the daemon; with `config`, it reloads that file and its rules when they change."""
-    from crisiswatch.enrich.sentiment import SentimentModel
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
     from crisiswatch.sources.build import build_sources
 
     store = await Store.open(directory / "crisiswatch.sqlite3")
     try:
-        model = await asyncio.to_thread(SentimentModel.load_default)
+        saved = None if finite else await asyncio.to_thread(checkpoint.load, directory)
+        model = await asyncio.to_thread(_sentiment_model, saved)
         pipeline = Pipeline(settings, rules, model)
+        if saved is not None:
+            pipeline.restore(saved.pipeline)
+            log.info("checkpoint.restored", saved_at=saved.saved_at.isoformat())
         sources: list[Source] = []
         replay = settings.sources.replay
         if finite and replay is not None:  # the demo and backtests: the replay alone
@@ -211,12 +221,25 @@ async def _serve(
                 config=config,
                 tick_seconds=settings.sources.tick.total_seconds(),
                 notice_after=settings.sources.notice_after.total_seconds(),
+                checkpoint_dir=None if finite else directory,
+                checkpoint_seconds=settings.ops.checkpoint_every.total_seconds(),
+                systemd=SystemdNotifier(),
             )
             return await daemon.run(exit_when_sources_end=finite)
     except (SlackSetupError, SourceSetupError) as exc:
         raise SystemExit(f"crisiswatch: {exc}") from None
     finally:
         await store.close()
+
+
+def _sentiment_model(saved: Checkpoint | None) -> SentimentModel:
+    """The shipped model, with what it learned from feedback when a checkpoint has it."""
+    if saved is not None and saved.sentiment is not None:
+        try:
+            return SentimentModel.from_state(saved.sentiment)
+        except ValueError as exc:
+            log.error("checkpoint.sentiment_dropped", reason=str(exc))
+    return SentimentModel.load_default()
 
 
 def _doctor(args: argparse.Namespace) -> int:

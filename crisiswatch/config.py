@@ -234,6 +234,14 @@ class Slack(Strict):
         return value
 
 
+class Ops(Strict):
+    """Running as a service."""
+
+    checkpoint_every: Duration = timedelta(
+        minutes=5
+    )  # learned state saved this often (and at stop)
+
+
 class PlannedEvent(Strict):
     """A launch or campaign: volume ×`expect_volume` is expected for the brand in this window.
 
@@ -275,6 +283,7 @@ class Settings(Strict):
     incidents: Incidents = Incidents()
     notify: Notify = Notify()
     calendar: list[PlannedEvent] = []
+    ops: Ops = Ops()
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

@@ -24,10 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from crisiswatch import checkpoint
+from crisiswatch.checkpoint import Checkpoint, CheckpointError
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.ops.systemd import Notifier as SystemdNotifier
+from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.reload import Watcher, load_deployment, needs_restart
 from crisiswatch.sources import Source
@@ -84,6 +89,9 @@ class Daemon:
         notice_after: float = 900.0,
         health_seconds: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        checkpoint_dir: Path | None = None,
+        checkpoint_seconds: float = 300.0,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -104,6 +112,10 @@ class Daemon:
         self.health_seconds = health_seconds
         self.clock = clock
         self._stalled_noticed: set[str] = set()
+        self.checkpoint_dir = checkpoint_dir  # learned state is saved here (None: never)
+        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpoints = 0
+        self.systemd = systemd or SystemdNotifier("")
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
@@ -124,6 +136,13 @@ class Daemon:
                 helpers.append(asyncio.create_task(self._tick(), name="tick"))
             helpers.append(asyncio.create_task(self._watch_health(), name="health"))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
+        scheduler = self._start_checkpoints()
+        watchdog = watchdog_interval()
+        if watchdog:
+            helpers.append(
+                asyncio.create_task(heartbeat(self.systemd, watchdog, self._alive), name="watchdog")
+            )
+        self.systemd.ready(self.status())
         stop_wait = asyncio.create_task(self.stopping.wait())
         watched: set[asyncio.Future[Any]] = {stop_wait, consumer, *pumps}
         finished_all = False
@@ -135,6 +154,9 @@ class Daemon:
             if exit_when_sources_end and not any(p in watched for p in pumps):
                 finished_all = True
                 break
+        self.systemd.stopping()
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         for task in (*pumps, stop_wait, *helpers):
             task.cancel()
         await asyncio.gather(*pumps, stop_wait, *helpers, return_exceptions=True)
@@ -150,6 +172,7 @@ class Daemon:
                 await self._send(page)
         await self.dispatcher.close(self.drain_seconds)
         await self._save_seen()
+        await self.checkpoint()
         self._remove_signal_handlers()
         summary = RunSummary(
             stats=self.pipeline.stats,
@@ -248,6 +271,50 @@ class Daemon:
                 except Exception as exc:
                     log.error("store.cursor_unsaved", source=source.name, error=str(exc))
 
+    def _start_checkpoints(self) -> AsyncIOScheduler | None:
+        """Checkpoint on a schedule (APScheduler, in this event loop) when there is a place."""
+        if self.checkpoint_dir is None or self.checkpoint_seconds <= 0:
+            return None
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
+        )
+        scheduler.start()
+        return scheduler
+
+    async def checkpoint(self) -> bool:
+        """Save the learned state now; a failure is logged loudly and the daemon goes on."""
+        if self.checkpoint_dir is None:
+            return False
+        state = getattr(self.pipeline.scorer, "state", None)
+        saved = Checkpoint(
+            saved_at=datetime.now(UTC),
+            pipeline=self.pipeline.snapshot(),
+            sentiment=state() if callable(state) else None,
+        )
+        payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
+        try:
+            size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
+        except CheckpointError as exc:
+            log.error("checkpoint.failed", error=str(exc), effect="learned state not saved")
+            return False
+        self.checkpoints += 1
+        log.info("checkpoint.saved", bytes=size)
+        return True
+
+    def status(self) -> str:
+        """One line for `systemctl status`."""
+        stats = self.pipeline.stats
+        return (
+            f"{stats.mentions:,} mentions, {len(self.pipeline.incidents.open)} incidents open, "
+            f"{self.dispatcher.sent} pages sent, queue {self.queue.qsize()}"
+        )
+
+    def _alive(self) -> bool:
+        """The watchdog's question: is the pipeline still consuming?"""
+        self.systemd.status(self.status())
+        return not self.stopping.is_set()
+
     async def _reloader(self) -> None:
         while True:
             await self.reload_wanted.wait()
@@ -257,9 +324,11 @@ class Daemon:
     async def reload(self) -> bool:
         """Load and check the config and rules; swap them in whole, or keep the running ones."""
         assert self.config is not None
+        self.systemd.reloading()
         try:
             deployment = await asyncio.to_thread(load_deployment, self.config)
         except ProblemsError as exc:
+            self.systemd.ready(self.status())
             problems = [str(problem) for problem in exc.problems]
             log.error("config.reload_failed", problems=problems, kept="the running rules")
             await self._notice(
@@ -273,6 +342,7 @@ class Daemon:
         self.pipeline.reconfigure(deployment.settings, deployment.rules)
         self.dispatcher.routes = dict(deployment.settings.routes)
         self.reloads += 1
+        self.systemd.ready(self.status())
         log.info(
             "config.reloaded", rules=len(deployment.rules), brands=len(deployment.settings.brands)
         )

@@ -1,0 +1,138 @@
+"""Running as a systemd service: sd_notify, the watchdog, stopping in time, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "crisiswatch.service"
+
+
+def deployment(tmp_path: Path, mentions: str = "") -> Path:
+    (tmp_path / "mentions.jsonl").write_text(mentions)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"rules: [{ROOT / 'rules'}]\nstate_dir: state\n"
+        "brands:\n  - id: acme\n    keywords: [acme]\n"
+        "sources: {replay: {path: mentions.jsonl}}\n"
+    )
+    return config
+
+
+def start(config: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crisiswatch",
+            "--log-level",
+            "info",
+            "run",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+
+
+def wait_for(process: subprocess.Popen[bytes], event: bytes) -> bytes:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if event in line:
+            return line
+    raise AssertionError(f"{event!r} never logged")
+
+
+class TestSdNotify:
+    def test_ready_watchdog_status_and_stopping(self, tmp_path: Path) -> None:
+        """READY once up, WATCHDOG from the loop's heartbeat, STOPPING on SIGTERM, exit 0 fast."""
+        address = str(tmp_path / "notify.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(address)
+            sock.settimeout(20)
+            process = start(deployment(tmp_path), NOTIFY_SOCKET=address, WATCHDOG_USEC="200000")
+            try:
+                messages = [sock.recv(4096).decode()]
+                assert "READY=1" in messages[0] and "STATUS=" in messages[0]
+                while sum("WATCHDOG=1" in m for m in messages) < 3:
+                    messages.append(sock.recv(4096).decode())
+                process.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+                while not any("STOPPING=1" in m for m in messages):
+                    messages.append(sock.recv(4096).decode())
+                process.communicate(timeout=30)
+            finally:
+                process.kill()
+        assert process.returncode == 0
+        assert time.monotonic() - stopped_at < 30  # well inside TimeoutStopSec=45s
+        assert any(re.search(r"STATUS=\d+ mentions, \d+ incidents open", m) for m in messages)
+
+    def test_without_systemd_nothing_is_sent(self) -> None:
+        """No NOTIFY_SOCKET: the notifier is a quiet no-op."""
+        from crisiswatch.ops.systemd import Notifier
+
+        assert Notifier("").send("READY=1") is False
+
+
+class TestCheckpointAcrossRestarts:
+    def test_stop_saves_and_start_restores(self, tmp_path: Path) -> None:
+        """SIGTERM checkpoints the learned state; the next start restores it."""
+        lines = "".join(
+            f'{{"id": "m{n}", "created_at": "2026-03-02T{n // 60:02d}:{n % 60:02d}:00Z", '
+            f'"text": "acme is fine"}}\n'
+            for n in range(600)
+        )
+        config = deployment(tmp_path, lines)
+        first = start(config)
+        try:
+            wait_for(first, b"source.ended")
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=30)
+        finally:
+            first.kill()
+        assert first.returncode == 0
+        assert (tmp_path / "state" / "checkpoint.bin").exists()
+        second = start(config)
+        try:
+            restored = wait_for(second, b"checkpoint.restored")
+            second.send_signal(signal.SIGTERM)
+            second.communicate(timeout=30)
+        finally:
+            second.kill()
+        assert b"saved_at" in restored
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+class TestUnit:
+    def test_exposure_is_at_most_2(self) -> None:
+        """`systemd-analyze security --offline=true` rates the unit 2.0 or lower."""
+        result = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+        assert found, result.stdout + result.stderr
+        assert float(found.group(1)) <= 2.0
+
+    def test_verify_is_clean(self, tmp_path: Path) -> None:
+        """`systemd-analyze verify` finds nothing wrong (with an executable that exists here)."""
+        unit = tmp_path / "crisiswatch.service"
+        unit.write_text(UNIT.read_text().replace("/opt/crisiswatch/bin/crisiswatch", "/bin/true"))
+        result = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
