@@ -29,6 +29,7 @@ from crisiswatch.notify import Notifier
 from crisiswatch.notify.render import render_line
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
+from crisiswatch.sources.replay import ReplaySource as Replay
 
 TICK_SECONDS = 0.25  # how often the progress line on a terminal is redrawn
 
@@ -44,6 +45,7 @@ class Serve(Protocol):
         directory: Path,
         *,
         finite: bool,
+        watch: Callable[[Replay], None] | None = None,
     ) -> Coroutine[Any, Any, RunSummary]: ...
 
 
@@ -79,12 +81,20 @@ class Progress:
         self._started = time.monotonic()
         self.pages = 0
         self.latest: datetime | None = None
+        self.replay: Replay | None = None  # the source being read, for how far it has got
 
     def draw(self) -> None:
         latest = f", latest {self.latest:%Y-%m-%d %H:%M} UTC" if self.latest else ""
         seconds = time.monotonic() - self._started
-        self._err.write(f"\r\x1b[K{self._label}: {seconds:.1f}s, {self.pages} pages{latest}")
+        done = self.replay.fraction_read if self.replay is not None else 0.0
+        bar = "█" * round(done * 20) + "·" * (20 - round(done * 20))
+        self._err.write(
+            f"\r\x1b[K{self._label}: {bar} {done:4.0%} {seconds:.1f}s, {self.pages} pages{latest}"
+        )
         self._err.flush()
+
+    def watch(self, replay: Replay) -> None:
+        self.replay = replay
 
     def clear(self) -> None:
         self._err.write("\r\x1b[K")
@@ -155,7 +165,8 @@ def replay(
     async def run() -> RunSummary:
         ticker = asyncio.create_task(progress.run()) if progress is not None else None
         try:
-            return await serve(settings, rules, [collector], directory, finite=True)
+            watch = progress.watch if progress is not None else None
+            return await serve(settings, rules, [collector], directory, finite=True, watch=watch)
         finally:
             if ticker is not None and progress is not None:
                 ticker.cancel()

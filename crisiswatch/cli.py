@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -192,6 +192,7 @@ async def _serve(
     *,
     finite: bool,
     config: Path | None = None,
+    watch: Callable[[ReplaySource], None] | None = None,
 ) -> RunSummary:
     """Run the daemon; with `config`, it reloads that file and its rules when they change."""
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
@@ -208,7 +209,10 @@ async def _serve(
         sources: list[Source] = []
         replay = settings.sources.replay
         if finite and replay is not None:  # the demo and backtests: the replay alone
-            sources.append(ReplaySource(replay.path, speed=replay.speed))
+            replayed = ReplaySource(replay.path, speed=replay.speed)
+            if watch is not None:
+                watch(replayed)  # a progress display follows how far it has read
+            sources.append(replayed)
         elif not finite:
             sources = build_sources(settings, store)
         async with slack_running(settings, store, pipeline.history, model) as slack:

@@ -58,3 +58,21 @@ def test_a_folder_against_itself_shows_no_difference(capsys: pytest.CaptureFixtu
     counts = budgets(out)
     assert counts and all(b == a and g == n == 0 for b, a, g, n in counts.values()), out
     assert "no difference: the same pages at the same times" in out
+
+
+def test_progress_line_shows_how_far_the_file_has_been_read(tmp_path: Path) -> None:
+    """On a terminal, the progress line has a bar and the share of the file read."""
+    import io
+
+    from crisiswatch.backtest import Progress
+    from crisiswatch.sources.replay import ReplaySource
+
+    err = io.StringIO()
+    progress = Progress(err, "backtest")
+    replay = ReplaySource(tmp_path / "m.jsonl")
+    progress.watch(replay)
+    replay.fraction_read = 0.5
+    progress.pages = 3
+    progress.draw()
+    line = err.getvalue()
+    assert "██████████··········  50%" in line and "3 pages" in line
