@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+from daemon_process import start, wait_for
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Settings, load_settings
@@ -184,27 +182,9 @@ class TestSignals:
         stream = tmp_path / "m.jsonl"
         write_stream(stream, hours=2)
         settings_for(tmp_path, stream)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crisiswatch",
-                "--log-level",
-                "info",
-                "run",
-                "--config",
-                str(tmp_path / "config.yaml"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+        process = start(tmp_path / "config.yaml")
         try:
-            assert process.stderr is not None
-            for line in process.stderr:  # wait until the replay is done and the daemon idles
-                if b"source.ended" in line:
-                    break
+            wait_for(process, b"source.ended")  # the replay is done; the daemon idles
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=20)
         finally:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from daemon_process import start, wait_for
 
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import Daemon
@@ -149,32 +148,12 @@ class TestSighup:
     def test_sighup_with_broken_rules_keeps_the_daemon_running(self, tmp_path: Path) -> None:
         """SIGHUP reloads; a broken rule set is logged and the daemon carries on."""
         config = deployment(tmp_path)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crisiswatch",
-                "--log-level",
-                "info",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        process = start(config)
         try:
-            assert process.stderr is not None
-            for line in process.stderr:
-                if b"daemon.started" in line:
-                    break
+            wait_for(process, b"daemon.started")
             (tmp_path / "rules" / "main.yaml").write_text("rules: [unclosed\n")
             process.send_signal(signal.SIGHUP)
-            for line in process.stderr:
-                if b"config.reload_failed" in line:
-                    assert b"invalid YAML" in line
-                    break
+            assert b"invalid YAML" in wait_for(process, b"config.reload_failed")
             assert process.poll() is None
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=20)

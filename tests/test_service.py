@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from daemon_process import start, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "crisiswatch.service"
@@ -27,32 +26,6 @@ def deployment(tmp_path: Path, mentions: str = "") -> Path:
         "sources: {replay: {path: mentions.jsonl}}\n"
     )
     return config
-
-
-def start(config: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crisiswatch",
-            "--log-level",
-            "info",
-            "run",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
-
-
-def wait_for(process: subprocess.Popen[bytes], event: bytes) -> bytes:
-    assert process.stderr is not None
-    for line in process.stderr:
-        if event in line:
-            return line
-    raise AssertionError(f"{event!r} never logged")
 
 
 class TestSdNotify:

@@ -84,7 +84,7 @@ async def take(src: RedditSource, count: int, during: Any = None) -> list[Mentio
     stream = src.stream()
     task = asyncio.create_task(during()) if during else None
     try:
-        async with asyncio.timeout(8):
+        async with asyncio.timeout(20):  # generous: a loaded CI machine is slow
             async for mention in stream:
                 got.append(mention)
                 await src.commit([mention.id])

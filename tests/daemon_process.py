@@ -1,0 +1,28 @@
+"""The real daemon in a subprocess, for tests of signals, reloads and systemd notification."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def start(config: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`crisiswatch run --config CONFIG` with info logs on stderr."""
+    command = [sys.executable, "-m", "crisiswatch", "--log-level", "info", "run", "--config"]
+    return subprocess.Popen(
+        [*command, str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+
+
+def wait_for(process: subprocess.Popen[bytes], event: bytes) -> bytes:
+    """Read the log until a line with `event`; that line."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if event in line:
+            return line
+    raise AssertionError(f"{event!r} never logged")
