@@ -228,6 +228,7 @@ async def _serve(
                 checkpoint_dir=None if finite else directory,
                 checkpoint_seconds=settings.ops.checkpoint_every.total_seconds(),
                 systemd=SystemdNotifier(),
+                ops_listen=None if finite else settings.ops.http_listen,
             )
             return await daemon.run(exit_when_sources_end=finite)
     except (SlackSetupError, SourceSetupError) as exc:

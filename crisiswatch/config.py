@@ -237,9 +237,8 @@ class Slack(Strict):
 class Ops(Strict):
     """Running as a service."""
 
-    checkpoint_every: Duration = timedelta(
-        minutes=5
-    )  # learned state saved this often (and at stop)
+    checkpoint_every: Duration = timedelta(minutes=5)  # learned state saved this often, at stop
+    http_listen: str | None = None  # e.g. 127.0.0.1:9464 for /metrics, /healthz, /readyz
 
 
 class PlannedEvent(Strict):

@@ -15,8 +15,10 @@ pipeline has taken the mentions before them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from crisiswatch import checkpoint
@@ -31,6 +34,7 @@ from crisiswatch.checkpoint import Checkpoint, CheckpointError
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.ops import http as ops_http
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats
@@ -38,7 +42,7 @@ from crisiswatch.reload import Watcher, load_deployment, needs_restart
 from crisiswatch.sources import Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
 from crisiswatch.sources.resilience import Backoff, HealthSnapshot, SourceSetupError
-from crisiswatch.store import Store
+from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
@@ -92,6 +96,7 @@ class Daemon:
         checkpoint_dir: Path | None = None,
         checkpoint_seconds: float = 300.0,
         systemd: SystemdNotifier | None = None,
+        ops_listen: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -116,6 +121,12 @@ class Daemon:
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoints = 0
         self.systemd = systemd or SystemdNotifier("")
+        self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
+        self.ready = False
+        self.read_per_source: Counter[str] = Counter()
+        self.decide_seconds = 0.0  # time in the pipeline, for the metrics
+        self.last_checkpoint: float | None = None  # monotonic time of the last checkpoint
+        self._consumer: asyncio.Task[None] | None = None
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
@@ -127,7 +138,8 @@ class Daemon:
         log.info(
             "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
         )
-        consumer = asyncio.create_task(self._consume(), name="pipeline")
+        consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
+        ops = await self._serve_ops()
         helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
         if self.config and self.watch_seconds > 0:
             helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
@@ -143,6 +155,7 @@ class Daemon:
                 asyncio.create_task(heartbeat(self.systemd, watchdog, self._alive), name="watchdog")
             )
         self.systemd.ready(self.status())
+        self.ready = True
         stop_wait = asyncio.create_task(self.stopping.wait())
         watched: set[asyncio.Future[Any]] = {stop_wait, consumer, *pumps}
         finished_all = False
@@ -155,6 +168,8 @@ class Daemon:
                 finished_all = True
                 break
         self.systemd.stopping()
+        if ops is not None:
+            await ops.cleanup()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         for task in (*pumps, stop_wait, *helpers):
@@ -192,6 +207,7 @@ class Daemon:
             try:
                 async for mention in source.stream():
                     backoff.reset()
+                    self.read_per_source[source.name] += 1
                     await self.queue.put(mention)
             except asyncio.CancelledError:
                 raise
@@ -211,11 +227,14 @@ class Daemon:
 
     async def _consume(self) -> None:
         while (item := await self.queue.get()) is not None:
+            started = time.perf_counter()
             if isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
+                self.decide_seconds += time.perf_counter() - started
                 await self._save_seen()
             else:
                 pages = self.pipeline.feed(item)
+                self.decide_seconds += time.perf_counter() - started
                 self._unsaved.append(item)
                 if len(self._unsaved) >= SEEN_BATCH:
                     await self._save_seen()
@@ -299,6 +318,7 @@ class Daemon:
             log.error("checkpoint.failed", error=str(exc), effect="learned state not saved")
             return False
         self.checkpoints += 1
+        self.last_checkpoint = time.monotonic()
         log.info("checkpoint.saved", bytes=size)
         return True
 
@@ -309,6 +329,27 @@ class Daemon:
             f"{stats.mentions:,} mentions, {len(self.pipeline.incidents.open)} incidents open, "
             f"{self.dispatcher.sent} pages sent, queue {self.queue.qsize()}"
         )
+
+    async def _serve_ops(self) -> web.AppRunner | None:
+        """Start /metrics, /healthz and /readyz; a port in use is logged, not fatal."""
+        if not self.ops_listen:
+            return None
+        try:
+            return await ops_http.serve(self, self.ops_listen)
+        except (OSError, ValueError) as exc:
+            log.error("ops.endpoint_failed", listen=self.ops_listen, error=str(exc))
+            return None
+
+    def pipeline_alive(self) -> bool:
+        return self._consumer is not None and not self._consumer.done()
+
+    async def queued_pages(self) -> int:
+        """Pages waiting in the outbox, over every notifier."""
+        total = 0
+        for notifier in self.notifiers:
+            with contextlib.suppress(StoreError):  # undercount rather than fail the scrape
+                total += await self.store.pending(notifier.name)
+        return total
 
     def _alive(self) -> bool:
         """The watchdog's question: is the pipeline still consuming?"""

@@ -109,3 +109,34 @@ class TestUnit:
             ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+class TestOpsEndpoint:
+    def test_metrics_health_and_readiness(self, tmp_path: Path) -> None:
+        """/metrics speaks Prometheus, /healthz and /readyz answer with JSON."""
+        import json
+        import urllib.request
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = deployment(
+            tmp_path, '{"id": "m1", "created_at": "2026-03-02T00:00:00Z", "text": "acme"}\n'
+        )
+        config.write_text(config.read_text() + f"ops: {{http_listen: '127.0.0.1:{port}'}}\n")
+        process = start(config)
+        try:
+            wait_for(process, b"source.ended")
+            base = f"http://127.0.0.1:{port}"
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+            health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=10).read())
+            ready = json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=10).read())
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+        finally:
+            process.kill()
+        assert 'crisiswatch_mentions_total{outcome="counted"} 1.0' in metrics
+        assert 'crisiswatch_source_mentions_total{source="replay"} 1.0' in metrics
+        assert "crisiswatch_queue_depth" in metrics and "crisiswatch_pages_queued" in metrics
+        assert health == {"status": "ok"}
+        assert ready == {"ready": True, "problems": []}

@@ -1,0 +1,135 @@
+"""The ops endpoint on localhost: `/metrics` for Prometheus, `/healthz` and `/readyz` for probes.
+
+Metrics are read from the daemon's own counters when scraped (a custom collector), so the hot
+path pays nothing for them. `/healthz` answers while the event loop and the pipeline are alive;
+`/readyz` also needs the daemon to be up and no source stalled, and says in JSON what is not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from crisiswatch.daemon import Daemon
+
+
+class DaemonCollector(Collector):
+    """Turns the daemon's counters into Prometheus metrics at scrape time."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.queued = 0  # outbox pages waiting, refreshed by the handler before each scrape
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        daemon = self.daemon
+        stats = daemon.pipeline.stats
+        mentions = CounterMetricFamily(
+            "crisiswatch_mentions", "Mentions taken in, by what became of them", labels=["outcome"]
+        )
+        for outcome, value in (
+            ("counted", stats.mentions),
+            ("duplicate", stats.duplicates),
+            ("unattributed", stats.unattributed),
+            ("late", stats.late),
+        ):
+            mentions.add_metric([outcome], value)
+        yield mentions
+        by_source = CounterMetricFamily(
+            "crisiswatch_source_mentions", "Mentions read per source", labels=["source"]
+        )
+        for source, count in sorted(daemon.read_per_source.items()):
+            by_source.add_metric([source], count)
+        yield by_source
+        lag = GaugeMetricFamily(
+            "crisiswatch_source_lag_seconds",
+            "Seconds since each live source last fetched successfully",
+            labels=["source"],
+        )
+        for health in daemon.health():
+            lag.add_metric([health.source], health.stalled_for)
+        yield lag
+        pages = CounterMetricFamily("crisiswatch_pages", "Pages by outcome", labels=["outcome"])
+        dispatcher = daemon.dispatcher
+        for outcome, value in (
+            ("sent", dispatcher.sent),
+            ("failed", dispatcher.failed),
+            ("silenced", dispatcher.silenced),
+        ):
+            pages.add_metric([outcome], value)
+        yield pages
+        yield GaugeMetricFamily("crisiswatch_pages_queued", "Pages in the outbox", self.queued)
+        yield GaugeMetricFamily(
+            "crisiswatch_queue_depth", "Mentions waiting for the pipeline", daemon.queue.qsize()
+        )
+        yield GaugeMetricFamily(
+            "crisiswatch_incidents_open", "Incidents firing", len(daemon.pipeline.incidents.open)
+        )
+        yield CounterMetricFamily("crisiswatch_buckets_closed", "Buckets judged", stats.buckets)
+        yield CounterMetricFamily("crisiswatch_alerts", "Rule alerts", stats.alerts)
+        yield CounterMetricFamily(
+            "crisiswatch_decide_seconds", "Time spent judging closed buckets", daemon.decide_seconds
+        )
+        if daemon.last_checkpoint is not None:
+            age = time.monotonic() - daemon.last_checkpoint
+            yield GaugeMetricFamily(
+                "crisiswatch_checkpoint_age_seconds", "Seconds since the last checkpoint", age
+            )
+
+
+def problems(daemon: Daemon) -> list[str]:
+    """What keeps the daemon from being ready, in plain words (empty: ready)."""
+    found = []
+    if not daemon.ready:
+        found.append("starting: config, state or sources not up yet")
+    if daemon.stopping.is_set():
+        found.append("stopping")
+    found.extend(h.describe() for h in daemon.health() if h.stalled)
+    return found
+
+
+def app(daemon: Daemon) -> web.Application:
+    registry = CollectorRegistry()
+    collector = DaemonCollector(daemon)
+    registry.register(collector)
+
+    async def metrics(request: web.Request) -> web.Response:
+        collector.queued = await daemon.queued_pages()
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        alive = daemon.pipeline_alive()
+        body = {"status": "ok" if alive else "pipeline stopped"}
+        return web.json_response(body, status=200 if alive else 503, dumps=_dumps)
+
+    async def readyz(request: web.Request) -> web.Response:
+        found = problems(daemon)
+        body = {"ready": not found, "problems": found}
+        return web.json_response(body, status=503 if found else 200, dumps=_dumps)
+
+    application = web.Application()
+    application.router.add_get("/metrics", metrics)
+    application.router.add_get("/healthz", healthz)
+    application.router.add_get("/readyz", readyz)
+    return application
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def serve(daemon: Daemon, listen: str) -> web.AppRunner:
+    """Start the endpoint on `host:port`; stop it with `await runner.cleanup()`."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app(daemon), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    return runner
