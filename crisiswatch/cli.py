@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sentiment_bench.add_argument("--data", type=Path, default=Path("../shared/data"))
     sentiment_bench.set_defaults(handler=_bench_sentiment)
+    pipeline_bench = benches.add_parser("pipeline", help="the whole pipeline's speed and memory")
+    pipeline_bench.add_argument("--mentions", type=int, default=200_000)
+    pipeline_bench.add_argument("--brands", type=int, default=1)
+    pipeline_bench.add_argument("--file", type=Path, help="mention JSON lines instead")
+    pipeline_bench.set_defaults(handler=_bench_pipeline)
 
     sentiment = commands.add_parser("sentiment", help="the sentiment model")
     sentiment_commands = sentiment.add_subparsers(
@@ -290,6 +295,12 @@ def _bench_sentiment(args: argparse.Namespace) -> int:
     from crisiswatch.bench.sentiment import bench_sentiment
 
     return bench_sentiment(args.data, sys.stdout)
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from crisiswatch.bench.pipeline import bench_pipeline
+
+    return bench_pipeline(sys.stdout, mentions=args.mentions, brands=args.brands, path=args.file)
 
 
 def _sentiment_predict(args: argparse.Namespace) -> int:
