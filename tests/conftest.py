@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from crisiswatch.domain import (
     Signal,
     Stage,
 )
+from crisiswatch.store import Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 """A round moment (on a bucket boundary for any bucket size that divides a day)."""
@@ -158,3 +160,11 @@ def make_incident() -> IncidentFactory:
 def make_page() -> PageFactory:
     """`make_page(kind, at, changes, **incident_overrides)`: a page about `make_incident`."""
     return _page
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh state store in the test's folder, closed afterwards."""
+    opened = await Store.open(tmp_path / "state.db")
+    yield opened
+    await opened.close()

@@ -60,13 +60,6 @@ async def fake() -> AsyncIterator[FakeSlack]:
     await server.close()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
-
-
 def notifier(
     fake: FakeSlack, store: Store, sleeps: Sleeps | None = None, **kwargs: Any
 ) -> SlackNotifier:

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -41,13 +40,6 @@ async def fake() -> AsyncIterator[FakeSlack]:
     await server.start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
 
 
 async def posted(fake: FakeSlack, store: Store, page: Page) -> SlackNotifier:

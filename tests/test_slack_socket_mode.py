@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,13 +34,6 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeSocketMode]
     await server.start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db")
-    yield opened
-    await opened.close()
 
 
 def settings(fake: FakeSocketMode, brand: Brand) -> Settings:
