@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from crisiswatch import __version__, checkpoint, silence_cli
+from crisiswatch import __version__, checkpoint, feedback_cli, silence_cli
 from crisiswatch.checkpoint import Checkpoint
 from crisiswatch.config import Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-learn", action="store_true", help="never learn from labels")
     predict.set_defaults(handler=_sentiment_predict)
     silence_cli.add_parser(commands)
+    feedback_cli.add_parser(commands)
     return parser
 
 

@@ -141,6 +141,8 @@ class Daemon:
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
         helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
+        if self.config:
+            helpers.append(asyncio.create_task(self._learn_feedback(), name="feedback"))
         if self.config and self.watch_seconds > 0:
             helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
         if any(not s.finite for s in self.sources):
@@ -355,6 +357,23 @@ class Daemon:
         """The watchdog's question: is the pipeline still consuming?"""
         self.systemd.status(self.status())
         return not self.stopping.is_set()
+
+    async def _learn_feedback(self) -> None:
+        """Teach the sentiment model what `crisiswatch feedback` queued in the store."""
+        learn = getattr(self.pipeline.scorer, "learn_one", None)
+        if not callable(learn):
+            return
+        while True:
+            try:
+                pending = await self.store.pending_feedback()
+                for _, text, label in pending:
+                    learn(text, label)
+                if pending:
+                    await self.store.feedback_applied([seq for seq, _, _ in pending])
+                    log.info("feedback.learned", examples=len(pending))
+            except StoreError as exc:
+                log.error("feedback.unreadable", error=str(exc))
+            await asyncio.sleep(self.watch_seconds or 5.0)
 
     async def _reloader(self) -> None:
         while True:

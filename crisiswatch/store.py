@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS samples (
     incident_id TEXT NOT NULL, mention_id TEXT NOT NULL, text TEXT NOT NULL,
     PRIMARY KEY (incident_id, mention_id)
 );
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, text TEXT NOT NULL,
+    label TEXT NOT NULL, given_by TEXT NOT NULL, applied INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS silences (
     id TEXT PRIMARY KEY, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
     created_by TEXT NOT NULL, comment TEXT NOT NULL,
@@ -231,6 +235,24 @@ class Store:
         )
         row = await self._run(lambda db: db.execute(sql, (notifier,)).fetchone())
         return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    async def add_feedback(self, items: Sequence[tuple[str, str]], given_by: str) -> int:
+        """Queue labelled texts (`crisiswatch feedback`) for the daemon's sentiment model."""
+        now = datetime.now(UTC).isoformat()
+        rows = [(now, text, label, given_by) for text, label in items]
+        sql = "INSERT INTO feedback (at, text, label, given_by) VALUES (?, ?, ?, ?)"
+        await self._run(lambda db: db.executemany(sql, rows))
+        return len(rows)
+
+    async def pending_feedback(self, limit: int = 1_000) -> list[tuple[int, str, str]]:
+        """Labelled texts not yet learned, oldest first: (seq, text, label)."""
+        sql = "SELECT seq, text, label FROM feedback WHERE applied = 0 ORDER BY seq LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (limit,)).fetchall())
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def feedback_applied(self, seqs: Sequence[int]) -> None:
+        sql = "UPDATE feedback SET applied = 1 WHERE seq = ?"
+        await self._run(lambda db: db.executemany(sql, [(seq,) for seq in seqs]))
 
     async def add_silence(self, silence: Silence) -> None:
         row = (

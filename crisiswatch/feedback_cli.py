@@ -1,0 +1,82 @@
+"""`crisiswatch feedback`: teach the running daemon's sentiment model from labelled texts.
+
+Labels go into the deployment's state store; the daemon learns them within seconds (or at its
+next start) and keeps what it learned in its checkpoints. Use it for complaints the model
+missed ("this is a complaint") and for posts it wrongly called negative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+import orjson
+
+from crisiswatch.config import load_settings, state_dir
+from crisiswatch.enrich.sentiment import LABELS
+from crisiswatch.store import Store
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    feedback = commands.add_parser("feedback", help="teach the sentiment model from labels")
+    feedback.add_argument("--config", type=Path, help="the deployment (default: ./var state)")
+    feedback.add_argument("--text", help="one post's text")
+    feedback.add_argument("--label", choices=LABELS, help="what it really is")
+    feedback.add_argument(
+        "--file", type=Path, help='JSON lines {"text": ..., "label": ...} (- for stdin)'
+    )
+    feedback.set_defaults(handler=_feedback)
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    items: list[tuple[str, str]] = []
+    problems: list[str] = []
+    if args.text is not None or args.label is not None:
+        if args.text is None or args.label is None:
+            problems.append("--text and --label go together")
+        else:
+            items.append((args.text, args.label))
+    if args.file is not None:
+        handle = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    item = _item(line)
+                    if isinstance(item, str):
+                        problems.append(f"line {number}: {item}")
+                    else:
+                        items.append(item)
+    if not items and not problems:
+        problems.append("give --text and --label, or --file")
+    for problem in problems:
+        print(f"crisiswatch feedback: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    settings = load_settings(args.config) if args.config else None
+    count = asyncio.run(_store(state_dir(settings) / "crisiswatch.sqlite3", items))
+    print(f"queued {count} labelled text(s) for the sentiment model")
+    return 0
+
+
+def _item(line: bytes) -> tuple[str, str] | str:
+    """A (text, label) pair, or why the line is not one."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "not valid JSON"
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        return "expected an object with a string 'text'"
+    if obj.get("label") not in LABELS:
+        return f"'label' must be one of {', '.join(LABELS)}"
+    return obj["text"], obj["label"]
+
+
+async def _store(path: Path, items: list[tuple[str, str]]) -> int:
+    store = await Store.open(path)
+    try:
+        return await store.add_feedback(items, getpass.getuser())
+    finally:
+        await store.close()

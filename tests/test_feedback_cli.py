@@ -1,0 +1,79 @@
+"""`crisiswatch feedback`: labels queued in the store, learned by the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from crisiswatch.cli import main
+from crisiswatch.config import load_settings
+from crisiswatch.daemon import Daemon
+from crisiswatch.enrich.sentiment import SentimentModel
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
+from crisiswatch.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "acme just gobbled my card at the machine"
+
+
+class TestFeedbackCommand:
+    async def test_queues_labelled_texts(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--text/--label and a JSON-lines file both land in the state store."""
+        monkeypatch.chdir(tmp_path)
+        batch = tmp_path / "labels.jsonl"
+        batch.write_text('{"text": "fine app", "label": "positive"}\n\n')
+        assert (
+            await asyncio.to_thread(main, ["feedback", "--text", TEXT, "--label", "negative"]) == 0
+        )
+        assert await asyncio.to_thread(main, ["feedback", "--file", str(batch)]) == 0
+        store = await Store.open(tmp_path / "var" / "crisiswatch.sqlite3")
+        pending = await store.pending_feedback()
+        await store.close()
+        assert [(text, label) for _, text, label in pending] == [
+            (TEXT, "negative"),
+            ("fine app", "positive"),
+        ]
+
+    def test_bad_input_is_refused_with_line_numbers(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad line or a label without text is an error; nothing is queued."""
+        batch = tmp_path / "labels.jsonl"
+        batch.write_text('{"text": "ok", "label": "angry"}\nnot json\n')
+        assert main(["feedback", "--file", str(batch)]) == 1
+        err = capsys.readouterr().err
+        assert "line 1: 'label' must be one of negative, neutral, positive" in err
+        assert "line 2: not valid JSON" in err
+        assert main(["feedback", "--label", "negative"]) == 1
+
+
+class TestDaemonLearns:
+    async def test_the_running_daemon_learns_queued_labels(self, tmp_path: Path) -> None:
+        """Queued complaints raise P(negative) of that wording; the rows are marked learned."""
+        (tmp_path / "empty.jsonl").write_text("")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"rules: [{ROOT / 'rules'}]\nbrands:\n  - id: acme\n    keywords: [acme]\n"
+            "sources: {replay: {path: empty.jsonl}}\n"
+        )
+        settings = load_settings(config)
+        model = SentimentModel.load_default()
+        before = model.negative_one(TEXT)
+        store = await Store.open(tmp_path / "s.db")
+        await store.add_feedback([(TEXT, "negative")] * 20, "test")
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), model)
+        daemon = Daemon(pipeline, [], [], store, queue_size=10, config=config, watch_seconds=0.02)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        for _ in range(200):
+            if not await store.pending_feedback():
+                break
+            await asyncio.sleep(0.02)
+        daemon.stopping.set()
+        await run
+        await store.close()
+        assert model.negative_one(TEXT) > before + 0.05
