@@ -1,7 +1,7 @@
-"""A fake Reddit (OAuth token endpoint and listing API) on 127.0.0.1 for the real asyncpraw
-client: submissions and comments in id order, `before` listings like Reddit's, site-wide search,
-and faults on demand (429 with or without rate-limit headers, 5xx, malformed JSON, slow replies,
-dropped connections, expired tokens)."""
+"""A fake Reddit (OAuth token endpoint, listing API and users' about pages) on 127.0.0.1 for the
+real asyncpraw client: submissions and comments in id order, `before` listings like Reddit's,
+site-wide search, authors' karma, and faults on demand (429 with or without rate-limit headers,
+5xx, malformed JSON, slow replies, dropped connections, expired tokens)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class Fault:
 @dataclass
 class FakeReddit:
     things: list[dict[str, Any]] = field(default_factory=list)  # {"kind", "data"}, oldest first
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → about's "data"
     faults: list[Fault] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     tokens_issued: int = 0
@@ -54,7 +55,9 @@ class FakeReddit:
         app.router.add_post("/api/v1/access_token", self._token)
         app.router.add_get("/r/{subreddits}/{listing}", self._listing)
         app.router.add_get("/r/{subreddits}/{listing}/", self._listing)
-        self._runner = web.AppRunner(app)
+        app.router.add_get("/user/{name}/about", self._about)
+        app.router.add_get("/user/{name}/about/", self._about)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -72,6 +75,13 @@ class FakeReddit:
     def expire_token(self) -> None:
         """The tokens in use stop working; the client must fetch a new one."""
         self._valid_tokens.clear()
+
+    def user(self, name: str, *, link_karma: int, comment_karma: int) -> None:
+        self.users[name] = {
+            "name": name, "id": f"u{len(self.users)}", "link_karma": link_karma,
+            "comment_karma": comment_karma, "total_karma": link_karma + comment_karma,
+            "created_utc": 1_500_000_000.0, "is_suspended": False, "verified": True,
+        }  # fmt: skip
 
     def post(self, text: str, *, created: float, author: str = "alice", sub: str = "brand") -> str:
         number = next(self._ids)
@@ -120,6 +130,17 @@ class FakeReddit:
                         status=fault.status, body=body, headers=fault.headers,
                         content_type="application/json",
                     )  # fmt: skip
+                return None  # only slow: then answered as usual
+        return None
+
+    async def _refused(self, request: web.Request) -> web.StreamResponse | None:
+        """A fault, or 401 for a token that is not (or no longer) valid; None: answer it."""
+        self.requests.append(request.path)
+        if (faulted := await self._fault(request)) is not None:
+            return faulted
+        given = request.headers.get("Authorization", "").removeprefix("bearer ")
+        if given not in self._valid_tokens:
+            return web.json_response({"message": "Unauthorized", "error": 401}, status=401)
         return None
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
@@ -135,13 +156,17 @@ class FakeReddit:
              "scope": "*"}
         )  # fmt: skip
 
+    async def _about(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._refused(request)) is not None:
+            return refused
+        user = self.users.get(request.match_info["name"])
+        if user is None:
+            return web.json_response({"message": "Not Found", "error": 404}, status=404)
+        return web.json_response({"kind": "t2", "data": user})
+
     async def _listing(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(request.path)
-        if (faulted := await self._fault(request)) is not None:
-            return faulted
-        given = request.headers.get("Authorization", "").removeprefix("bearer ")
-        if given not in self._valid_tokens:
-            return web.json_response({"message": "Unauthorized", "error": 401}, status=401)
+        if (refused := await self._refused(request)) is not None:
+            return refused
         subs = set(request.match_info["subreddits"].lower().split("+"))
         listing = request.match_info["listing"]
         kind = {"new": "t3", "comments": "t1", "search": "t3"}.get(listing)

@@ -1,6 +1,7 @@
 """A fake X API v2 on 127.0.0.1 for tweepy's async client: recent search with `since_id`,
 `start_time` and pages, the filtered stream and its rules, rate-limit headers, and faults on
-demand (429 with or without a reset header, 5xx, malformed JSON, dropped connections)."""
+demand (429 with or without a reset header, 5xx, malformed JSON, slow replies, dropped
+connections)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     malformed: bool = False
     drop: bool = False
+    delay: float = 0.0
     times: int = 1
 
 
@@ -97,6 +99,8 @@ class FakeX:
         for fault in self.faults:
             if request.path == fault.path and fault.times > 0:
                 fault.times -= 1
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
                 if fault.drop:
                     response = web.StreamResponse()
                     response.content_length = 1000
@@ -107,10 +111,12 @@ class FakeX:
                     return response
                 if fault.malformed:
                     return web.Response(body=b'{"data": [', content_type="application/json")
-                return web.json_response(
-                    {"title": "fault", "detail": "injected", "status": fault.status},
-                    status=fault.status, headers=fault.headers,
-                )  # fmt: skip
+                if fault.status != 200:
+                    return web.json_response(
+                        {"title": "fault", "detail": "injected", "status": fault.status},
+                        status=fault.status, headers=fault.headers,
+                    )  # fmt: skip
+                return None  # only slow: then answered as usual
         return None
 
     async def _search(self, request: web.Request) -> web.StreamResponse:

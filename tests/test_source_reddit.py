@@ -1,5 +1,6 @@
 """The Reddit source with the real asyncpraw against a fake Reddit: every post and comment once,
-across faults and a restart; waits as the headers say; a failing source reports itself stalled."""
+across faults, slow answers and a restart; waits as the headers say; authors' karma as reach,
+looked up once per author; a failing source reports itself stalled."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.domain import Mention
-from crisiswatch.sources.reddit import RedditSource
+from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
 from crisiswatch.sources.resilience import Backoff
 from crisiswatch.store import Store
 
@@ -61,7 +62,15 @@ async def fake() -> AsyncIterator[FakeReddit]:
     await server.close()
 
 
-def source(fake: FakeReddit, store: Store | None, clock: Clock, **settings: Any) -> RedditSource:
+def source(
+    fake: FakeReddit,
+    store: Store | None,
+    clock: Clock,
+    *,
+    request_timeout: float = 5.0,
+    karma_timeout: float = 5.0,
+    **settings: Any,
+) -> RedditSource:
     fields: dict[str, Any] = {
         "user_agent": "test:crisiswatch:1.0 (by u/tests)",
         "subreddits": ["brand"],
@@ -73,7 +82,7 @@ def source(fake: FakeReddit, store: Store | None, clock: Clock, **settings: Any)
     made = RedditSource(
         RedditSettings(**fields), [BRAND], store, client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET, clock=clock, sleep=clock.sleep, poll_every=0.0,
-        rand=lambda: 0.5,
+        rand=lambda: 0.5, request_timeout=request_timeout, karma_timeout=karma_timeout,
     )  # fmt: skip
     return made
 
@@ -185,3 +194,80 @@ class TestRedditSource:
         assert health.stalled and health.consecutive_failures >= 3
         assert health.last_error is not None and "ServerError" in health.last_error
         assert "stalled" in health.describe()
+
+    async def test_a_slow_listing_times_out_and_is_fetched_again(self, fake: FakeReddit) -> None:
+        """A listing answered after the timeout is an error like any other: the stream backs
+        off and fetches again from its cursor; every post arrives once; health shows both."""
+        clock = Clock()
+        expected: list[str] = []
+
+        async def traffic() -> None:
+            await asyncio.sleep(0.05)
+            expected.append(fake.post("acme bank before", created=NOW))
+            await asyncio.sleep(0.05)
+            fake.fail("/r/brand/new", delay=0.5)
+            expected.extend(fake.post(f"acme bank during {n}", created=NOW + n) for n in range(2))
+
+        src = source(fake, None, clock, request_timeout=0.2)
+        got = await take(src, 3, traffic)
+        ids = [m.id for m in got]
+        assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids)
+        assert fake.faults[0].times == 0
+        health = src.health()
+        assert health.last_error is not None and "did not answer within 0.2s" in health.last_error
+        assert health.consecutive_failures == 0
+        assert health.last_success and health.last_error_at
+        assert health.last_success > health.last_error_at
+
+
+class TestReach:
+    async def test_karma_is_reach_looked_up_once_a_day_per_author(
+        self, fake: FakeReddit, tmp_path: Path
+    ) -> None:
+        """An author's link + comment karma is the reach of each post, with one lookup per
+        author however many posts; a day later it is looked up again."""
+        fake.user("alice", link_karma=1_000, comment_karma=234)
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        src = source(fake, store, clock)
+
+        async def burst() -> None:
+            await asyncio.sleep(0.05)
+            for n in range(5):
+                post = fake.post(f"acme bank {n}", created=NOW + n)
+                fake.comment(f"re {n}", created=NOW + n, parent=post)
+
+        try:
+            first = await take(src, 10, burst)
+            clock.now += KARMA_FOR
+            fake.post("acme bank a day later", created=clock.now)
+            second = await take(src, 1)
+        finally:
+            await store.close()
+        reach = {(m.author, m.author_followers) for m in first + second}
+        assert reach == {("alice", 1_234), ("bob", 3)}  # bob has no page: his comment's score
+        lookups = [path for path in fake.requests if path.startswith("/user/")]
+        assert sorted(lookups) == ["/user/alice/about/"] * 2 + ["/user/bob/about/"]
+
+    async def test_a_failed_lookup_falls_back_to_the_score(self, fake: FakeReddit) -> None:
+        """A 404, a 500 or a slow answer to the karma lookup: the post's score is the reach and
+        the mention arrives once, at once; a 500 is asked again for the author's next post."""
+        for name in ("carol", "erin"):
+            fake.user(name, link_karma=50, comment_karma=7)
+        fake.fail("/user/carol/about", status=500, times=3)  # asyncprawcore tries 3 times
+        fake.fail("/user/erin/about", delay=0.5)
+        clock = Clock()
+        expected: list[str] = []
+
+        async def traffic() -> None:
+            await asyncio.sleep(0.05)
+            for author in ("dave", "carol", "erin", "carol"):
+                expected.append(fake.post("acme bank", created=NOW, author=author))
+                await asyncio.sleep(0.02)
+
+        src = source(fake, None, clock, karma_timeout=0.2)
+        got = await take(src, 4, traffic)
+        assert [m.id for m in got] == expected
+        assert [m.author_followers for m in got] == [12, 12, 12, 57]
+        assert all(fault.times == 0 for fault in fake.faults)
+        assert src.health().consecutive_failures == 0 and src.health().last_error is None

@@ -1,5 +1,6 @@
 """The X source with tweepy's real async client against a fake X: recent search with `since_id`
-delivers every tweet once across faults and a restart, waits as the rate-limit headers say, maps
+delivers every tweet once across faults, slow answers and a restart, waits as the rate-limit
+headers say, maps
 authors and replies; the filtered stream reconnects and fills the gap from search."""
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ async def fake() -> AsyncIterator[FakeX]:
     await server.close()
 
 
-def source(fake: FakeX, store: Store | None, clock: Clock, **settings: Any) -> XSource:
+def source(
+    fake: FakeX, store: Store | None, clock: Clock, *, request_timeout: float = 5.0, **settings: Any
+) -> XSource:
     made = XSource(
         XSettings(api_url=fake.url, search_every="30s", **settings), [BRAND], store,
         bearer_token=TOKEN, clock=clock, sleep=clock.sleep, rand=lambda: 0.5,
+        request_timeout=request_timeout,
     )  # fmt: skip
     return made
 
@@ -112,6 +116,25 @@ class TestRecentSearch:
         assert reply.in_reply_to_author == "AcmeBank" and reply.author == "alice"
         assert reply.author_followers == 321 and reply.lang == "en"
         assert reply.url == f"https://x.com/alice/status/{reply.id.removeprefix('x:')}"
+
+    async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
+        """A search answered after the timeout is an error like any other: it backs off and asks
+        again from its cursor; every tweet arrives once; health shows the failure, then not."""
+        alice = fake.user("alice")
+        expected = [fake.tweet(f"acme bank {n}", author=alice, created=CREATED) for n in range(2)]
+        fake.fail("/2/tweets/search/recent", delay=0.5)
+        clock = Clock()
+        src = source(fake, None, clock, request_timeout=0.2)
+        got = await take(src, 2)
+        ids = [m.id for m in got]
+        assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids)
+        assert fake.faults[0].times == 0
+        assert Backoff(rand=lambda: 0.5).next() in clock.sleeps
+        health = src.health()
+        assert health.last_error is not None and "did not answer within 0.2s" in health.last_error
+        assert health.consecutive_failures == 0
+        assert health.last_success and health.last_error_at
+        assert health.last_success > health.last_error_at
 
 
 class TestFilteredStream:

@@ -4,34 +4,60 @@ for the brands' terms, through asyncpraw with a read-only app.
 asyncpraw's streams end on the first error, and a 429 is raised, not retried: each stream here
 asks for one listing at a time (`pause_after=-1`), waits between listings itself, and on an error
 is started again by `supervise` from where it stopped (`continue_after_id`). Reddit's ids grow
-with time, so a post at or before a stream's cursor is never yielded again.
+with time, so a post at or before a stream's cursor is never yielded again. Every request must be
+answered within a timeout; a timeout is an error like any other.
+
+A mention's reach is its author's karma (link + comment), looked up once a day per author; when
+the lookup fails or is slow, the post's score stands in.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import aiohttp
 import asyncpraw
-from asyncprawcore.exceptions import TooManyRequests
+import structlog
+from asyncprawcore import Requestor
+from asyncprawcore.exceptions import Forbidden, NotFound, RequestException, TooManyRequests
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.domain import Mention
 from crisiswatch.sources.live import Found, LiveSource
 from crisiswatch.sources.queries import reddit_query
-from crisiswatch.sources.resilience import RateLimited, wait_from_headers
+from crisiswatch.sources.resilience import RateLimited, describe_error, wait_from_headers
 from crisiswatch.store import Store
 
+log = structlog.get_logger(__name__)
 SITE = "https://www.reddit.com"
 AUTHORS_KEPT = 50_000  # recent comment authors, to name whom a reply answers
+REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
+KARMA_KEPT = 10_000  # authors whose karma is remembered
+KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
+KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
 
 
-def reddit_client(settings: RedditSettings, client_id: str, client_secret: str) -> Any:
-    """A read-only asyncpraw client that never checks PyPI for updates."""
+class _Requestor(Requestor):
+    """asyncprawcore's requestor with its own timeout on every request (asyncprawcore passes a
+    fixed 16 s, or `PRAWCORE_TIMEOUT`, whatever the requestor was given)."""
+
+    @asynccontextmanager
+    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        async with super().request(*args, **{**kwargs, "timeout": self.timeout}) as response:
+            yield response
+
+
+def reddit_client(
+    settings: RedditSettings, client_id: str, client_secret: str, timeout: float = REQUEST_TIMEOUT
+) -> Any:
+    """A read-only asyncpraw client that never checks PyPI for updates; every request must be
+    answered within `timeout` seconds."""
     return asyncpraw.Reddit(
         client_id=client_id,
         client_secret=client_secret,
@@ -39,6 +65,8 @@ def reddit_client(settings: RedditSettings, client_id: str, client_secret: str) 
         check_for_updates=False,
         oauth_url=settings.oauth_url,
         reddit_url=settings.reddit_url,
+        requestor_class=_Requestor,
+        requestor_kwargs={"timeout": timeout},
     )
 
 
@@ -67,18 +95,23 @@ class RedditSource(LiveSource):
         client_secret: str,
         stall_after: float = 300.0,
         poll_every: float = 10.0,
+        request_timeout: float = REQUEST_TIMEOUT,
+        karma_timeout: float = KARMA_TIMEOUT,
         **timing: Any,
     ) -> None:
         super().__init__("reddit", store, stall_after=stall_after, **timing)
         self.settings = settings
         self.brands = list(brands)
         self.poll_every = poll_every  # between two listings of a subreddit stream
+        self.request_timeout = request_timeout
+        self.karma_timeout = karma_timeout
         self._credentials = (client_id, client_secret)
         self._authors: OrderedDict[str, str | None] = OrderedDict()
+        self._karma: OrderedDict[str, tuple[float, int | None]] = OrderedDict()  # (when, karma)
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
-        reddit = reddit_client(self.settings, *self._credentials)
+        reddit = reddit_client(self.settings, *self._credentials, timeout=self.request_timeout)
         try:
             yield reddit
         finally:
@@ -101,7 +134,7 @@ class RedditSource(LiveSource):
     async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found]:
         """New posts or comments of the subreddits, oldest first, after the cursor."""
         after = self.position.get(kind)
-        try:
+        with self._errors():
             subreddit = await reddit.subreddit("+".join(self.settings.subreddits))
             listing = getattr(subreddit.stream, kind)
             stream = listing(pause_after=-1, continue_after_id=after, skip_existing=after is None)
@@ -113,10 +146,7 @@ class RedditSource(LiveSource):
                 if after is not None and _number(thing.fullname) <= _number(after):
                     continue
                 after = self.position[kind] = thing.fullname
-                yield self._mention(thing), kind, after
-        except TooManyRequests as exc:
-            wait = wait_from_headers(exc.response.headers, self.clock())
-            raise RateLimited("reddit answered 429", wait) from exc
+                yield await self._mention(reddit, thing), kind, after
 
     async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found]:
         """Site-wide search for the brand, newest posts, every `search_every`."""
@@ -124,7 +154,7 @@ class RedditSource(LiveSource):
         lookback = self.settings.search_lookback.total_seconds()
         newest = float(self.position.get(key, self.clock()))
         query = reddit_query(brand)
-        try:
+        with self._errors():
             everywhere = await reddit.subreddit("all")
             while True:
                 found = [
@@ -137,15 +167,57 @@ class RedditSource(LiveSource):
                 for post in found:
                     newest = max(newest, float(_field(post, "created_utc")))
                     self.position[key] = repr(newest)
-                    yield self._mention(post), key, repr(newest)
+                    yield await self._mention(reddit, post), key, repr(newest)
                 self.position[key] = repr(newest)
                 yield None, key, repr(newest)
                 await self.sleep(self.settings.search_every.total_seconds())
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """asyncprawcore's errors as `supervise` reads them: a 429 waits as its headers say, a
+        request not answered in time says so."""
+        try:
+            yield
         except TooManyRequests as exc:
             wait = wait_from_headers(exc.response.headers, self.clock())
             raise RateLimited("reddit answered 429", wait) from exc
+        except RequestException as exc:
+            if isinstance(exc.original_exception, TimeoutError):
+                raise TimeoutError(
+                    f"reddit did not answer within {self.request_timeout:g}s"
+                ) from exc
+            raise
 
-    def _mention(self, thing: Any) -> Mention:
+    async def _reach(self, reddit: Any, author: str | None, score: int) -> int:
+        """The author's karma (link + comment), looked up at most once a day; else `score`.
+
+        A failed or slow lookup costs the mention at most `karma_timeout`; only a definite
+        answer (the karma, or no such user) is remembered."""
+        if author is None or author == "[deleted]":
+            return score
+        now = self.clock()
+        if (known := self._karma.get(author)) is not None and now - known[0] < KARMA_FOR:
+            self._karma.move_to_end(author)
+            return score if known[1] is None else known[1]
+        karma: int | None = None
+        try:
+            async with asyncio.timeout(self.karma_timeout):
+                redditor = await reddit.redditor(author, fetch=True)
+            link, comment = _field(redditor, "link_karma"), _field(redditor, "comment_karma")
+            if link is not None or comment is not None:  # a suspended account shows none
+                karma = max(0, int(link or 0) + int(comment or 0))
+        except (NotFound, Forbidden) as exc:
+            log.debug("reddit.karma_unknown", author=author, error=describe_error(exc))
+        except Exception as exc:
+            log.debug("reddit.karma_failed", author=author, error=describe_error(exc))
+            return score
+        self._karma[author] = (now, karma)
+        self._karma.move_to_end(author)
+        if len(self._karma) > KARMA_KEPT:
+            self._karma.popitem(last=False)
+        return score if karma is None else karma
+
+    async def _mention(self, reddit: Any, thing: Any) -> Mention:
         fullname: str = thing.fullname
         author = _name(_field(thing, "author"))
         if fullname.startswith("t1_"):
@@ -163,13 +235,14 @@ class RedditSource(LiveSource):
             title, body = _field(thing, "title") or "", _field(thing, "selftext") or ""
             text, replied = f"{title}\n\n{body}".strip(), None
         permalink = _field(thing, "permalink")
+        score = max(0, int(_field(thing, "score") or 0))
         return Mention(
             id=f"reddit:{fullname}",
             source="reddit",
             created_at=datetime.fromtimestamp(float(_field(thing, "created_utc") or 0), UTC),
             text=text[:10_000],
             author=author,
-            author_followers=max(0, int(_field(thing, "score") or 0)),
+            author_followers=await self._reach(reddit, author, score),
             url=f"{SITE}{permalink}" if permalink else None,
             in_reply_to_author=replied if replied not in (None, "[deleted]") else None,
         )

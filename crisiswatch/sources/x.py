@@ -6,7 +6,9 @@ missing, and its stream sleeps and retries on its own and ends on a callback's e
 request is paced from `x-rate-limit-remaining`/`x-rate-limit-reset`, a 429 waits for the reset,
 and any other error is backed off by `supervise`. The stream's callbacks never raise into
 tweepy's loop except to end a connection, and after each (re)connect recent search fetches what
-was posted since the last tweet seen, so a dropped connection leaves no gap.
+was posted since the last tweet seen, so a dropped connection leaves no gap. A request must be
+answered within a timeout, and the stream must send something (a keep-alive at least) within
+another; either timing out is an error like any other.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from crisiswatch.sources.resilience import RateLimited, wait_from_headers
 from crisiswatch.store import Store
 
 API = "https://api.twitter.com"
+REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
+STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
 RULE_TAG = "crisiswatch:"
 FIELDS: dict[str, Any] = {
     "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
@@ -66,9 +70,18 @@ class Rebased:
         await self._session.close()
 
 
-def http_session(api_url: str | None) -> Any:
-    """One session for every request of a source (tweepy opens one per request otherwise)."""
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60))
+def http_session(
+    api_url: str | None, timeout: float = REQUEST_TIMEOUT, *, stream: bool = False
+) -> Any:
+    """One session for every request of a source (tweepy opens one per request otherwise): each
+    request must be answered within `timeout` seconds, or for a `stream`, never stay silent
+    that long."""
+    limit = (
+        aiohttp.ClientTimeout(total=None, sock_read=timeout)
+        if stream
+        else aiohttp.ClientTimeout(total=timeout)
+    )
+    session = aiohttp.ClientSession(timeout=limit)
     return Rebased(session, api_url) if api_url else session
 
 
@@ -149,16 +162,18 @@ class XSource(LiveSource):
         *,
         bearer_token: str,
         stall_after: float = 300.0,
+        request_timeout: float = REQUEST_TIMEOUT,
         **timing: Any,
     ) -> None:
         super().__init__("x", store, stall_after=stall_after, **timing)
         self.settings = settings
         self.brands = list(brands)
+        self.request_timeout = request_timeout
         self._token = bearer_token
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
-        session = http_session(self.settings.api_url)
+        session = http_session(self.settings.api_url, self.request_timeout)
         try:
             yield x_client(self._token, session)
         finally:
@@ -212,6 +227,8 @@ class XSource(LiveSource):
         except TooManyRequests as exc:
             wait = wait_from_headers(exc.response.headers, self.clock())
             raise RateLimited("X answered 429", wait) from exc
+        except TimeoutError as exc:
+            raise TimeoutError(f"X did not answer within {self.request_timeout:g}s") from exc
         body = await response.json(loads=orjson.loads)
         if not isinstance(body, dict):
             raise ValueError("X answered with something other than a JSON object")
@@ -226,7 +243,8 @@ class XSource(LiveSource):
         """The filtered stream; after each connect, search fills in what was missed."""
         await self._sync_rules()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1_000)
-        connection = _Connection(self._token, http_session(self.settings.api_url), lines)
+        session = http_session(self.settings.api_url, STREAM_SILENCE, stream=True)
+        connection = _Connection(self._token, session, lines)
         task = connection.filter(**FIELDS)
         try:
             await connection.connected.wait()
@@ -262,7 +280,7 @@ class XSource(LiveSource):
 
     async def _sync_rules(self) -> None:
         """Make the stream's crisiswatch rules match the brands (other rules are left alone)."""
-        session = http_session(self.settings.api_url)
+        session = http_session(self.settings.api_url, self.request_timeout)
         rules = AsyncStreamingClient(self._token, return_type=dict)
         rules.session = session
         try:
