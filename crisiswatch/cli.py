@@ -201,6 +201,7 @@ async def _serve(
     watch: Callable[[ReplaySource], None] | None = None,
 ) -> RunSummary:
     """Run the daemon; with `config`, it reloads that file and its rules when they change."""
+    from crisiswatch.notify.feedback import ControlLink
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
     from crisiswatch.sources.build import build_sources
 
@@ -221,7 +222,8 @@ async def _serve(
             sources.append(replayed)
         elif not finite:
             sources = build_sources(settings, store)
-        async with slack_running(settings, store, pipeline.history, model) as slack:
+        link = ControlLink()  # Slack's Resolve / False alarm reach the daemon once it exists
+        async with slack_running(settings, store, pipeline.history, model, link) as slack:
             daemon = Daemon(
                 pipeline,
                 sources,
@@ -236,6 +238,7 @@ async def _serve(
                 systemd=SystemdNotifier(),
                 ops_listen=None if finite else settings.ops.http_listen,
             )
+            link.target = daemon
             return await daemon.run(exit_when_sources_end=finite)
     except (SlackSetupError, SourceSetupError) as exc:
         raise SystemExit(f"crisiswatch: {exc}") from None

@@ -77,6 +77,19 @@ class RunSummary:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A person's decision about an incident (Slack's Resolve or False alarm), applied by the
+    pipeline's own task so it is ordered with the mentions."""
+
+    action: str  # "resolve" or "false_alarm"
+    incident_id: str
+    by: str
+
+
+Item = Mention | Tick | Command | None  # what the pipeline's task takes from its queue
+
+
 class Daemon:
     def __init__(
         self,
@@ -103,7 +116,7 @@ class Daemon:
         self.dispatcher = Dispatcher(notifiers, store, routes=pipeline.settings.routes)
         self.drain_seconds = drain_seconds  # at the end, how long queued pages may take to leave
         self.store = store
-        self.queue: asyncio.Queue[Mention | Tick | None] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self.stopping = asyncio.Event()
         self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
         self._opened = 0
@@ -230,7 +243,9 @@ class Daemon:
     async def _consume(self) -> None:
         while (item := await self.queue.get()) is not None:
             started = time.perf_counter()
-            if isinstance(item, Tick):
+            if isinstance(item, Command):
+                pages = self._apply(item)
+            elif isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
                 self.decide_seconds += time.perf_counter() - started
                 await self._save_seen()
@@ -242,6 +257,19 @@ class Daemon:
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
+
+    async def resolve(self, incident_id: str, by: str) -> None:
+        await self.queue.put(Command("resolve", incident_id, by))
+
+    async def false_alarm(self, incident_id: str, by: str) -> None:
+        await self.queue.put(Command("false_alarm", incident_id, by))
+
+    def _apply(self, command: Command) -> list[Page]:
+        log.info("incident.feedback", action=command.action, incident=command.incident_id)
+        if command.action == "resolve":
+            return self.pipeline.resolve(command.incident_id, command.by)
+        self.pipeline.false_alarm(command.incident_id)
+        return []
 
     async def _tick(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from crisiswatch.domain import (
 )
 
 SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
+RECENT = 500  # resolved incidents remembered for feedback that comes after the resolution
 SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket is "where it happens"
 
 
@@ -57,6 +58,7 @@ class IncidentManager:
         self._last_alert: dict[str, dict[str, datetime]] = {}  # incident key -> rule -> time
         self._alerting_buckets: dict[str, int] = {}
         self._paces: dict[str, _Pace] = {}
+        self.recent: dict[str, Incident] = {}  # resolved, by id, for late feedback (bounded)
 
     def key_of(self, alert: Alert) -> str:
         labels = {"brand": alert.signal.series.brand, "topic": alert.signal.series.topic}
@@ -198,8 +200,24 @@ class IncidentManager:
         )
         del self._last_alert[key]
         del self._alerting_buckets[key]
+        self.recent[incident.id] = incident
+        while len(self.recent) > RECENT:
+            del self.recent[next(iter(self.recent))]
         quiet = f"quiet since {incident.last_alert_at:%Y-%m-%d %H:%M} UTC"
         return Page(incident, PageKind.RESOLVED, now, (quiet,))
+
+    def resolve_now(self, key: str, now: datetime, why: str) -> list[Page]:
+        """A person resolved the incident (Slack's Resolve): close it at once."""
+        if key not in self.open:
+            return []
+        page = self._resolve(key, now)
+        return self._pace([replace(page, changes=(why,))], now)
+
+    def find(self, incident_id: str) -> Incident | None:
+        """An open or recently resolved incident by its id."""
+        key = incident_id.rsplit("@", 1)[0]
+        incident = self.open.get(key)
+        return incident if incident and incident.id == incident_id else self.recent.get(incident_id)
 
     def resolve_all(self, now: datetime) -> list[Page]:
         """Nothing more will come (the end of a replay): resolve what has gone quiet by `now`."""

@@ -107,6 +107,22 @@ class Pipeline:
         self.stats = snapshot["stats"]
         self.reconfigure(self.settings, self.engine.rules)
 
+    def resolve(self, incident_id: str, by: str) -> list[Page]:
+        """A person resolved an incident: its resolution page (none if it is no longer open)."""
+        key = incident_id.rsplit("@", 1)[0]
+        incident = self.incidents.open.get(key)
+        if incident is None or incident.id != incident_id:
+            return []
+        now = max(filter(None, (incident.updated_at, self.aggregator.watermark)))
+        return self._count(self.incidents.resolve_now(key, now, f"resolved by {by}"))
+
+    def false_alarm(self, incident_id: str) -> bool:
+        """A person said an incident was no crisis: its volume is learned as normal."""
+        incident = self.incidents.find(incident_id)
+        if incident is not None:
+            self.detector.accept(incident.latest.bucket)
+        return incident is not None
+
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""
         if not self.deduper.first_time(mention.id):

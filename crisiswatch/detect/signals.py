@@ -59,6 +59,12 @@ class SignalDetector:
         self._series: dict[SeriesKey, _SeriesDetectors] = {}
         self._decay = 0.5 ** (1.0 / BURST_HALF_LIFE)
 
+    def accept(self, bucket: Bucket) -> None:
+        """Feedback: this bucket's volume was no alarm (a False alarm on its page)."""
+        detectors = self._series.get(bucket.series)
+        if detectors is not None:
+            detectors.volume.accept_one(bucket.count, bucket.start)
+
     def signal(self, bucket: Bucket) -> Signal:
         """Score a closed bucket against its series' history, then learn from it."""
         detectors = self._series.get(bucket.series)

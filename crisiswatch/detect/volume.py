@@ -229,6 +229,17 @@ class VolumeDetector:
         calibrated = self._tail.calibrated(self._surprise(count, mu))
         return VolumeScore(self._score(calibrated), mu, upper)
 
+    def accept_one(self, count: float, at: datetime) -> None:
+        """A person said this bucket was no alarm: move the baseline towards its count without
+        the damping that keeps real spikes out (the level, the busyness and the time-of-day
+        profile each take one undamped step)."""
+        slot = self._slot(at)
+        self._level += max(self._a_level, 1.0 / (self._n + 1)) * (count - self._level)
+        if self._n >= self._day:
+            self._busy += self._a_ratio * (count - self._busy)
+        rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
+        self._profile[slot] += rate * (count - self._profile[slot])
+
     def learn_one(self, count: float, at: datetime) -> None:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""
         slot = self._slot(at)

@@ -91,13 +91,42 @@ def snooze_silence(click: Click) -> Silence:
     )
 
 
+class IncidentControl(Protocol):
+    """What a click may ask of the running pipeline (the daemon implements it)."""
+
+    async def resolve(self, incident_id: str, by: str) -> None: ...
+
+    async def false_alarm(self, incident_id: str, by: str) -> None: ...
+
+
+class ControlLink:
+    """Stands in for the daemon until it exists (Slack starts first); clicks before then are
+    recorded but not applied."""
+
+    def __init__(self) -> None:
+        self.target: IncidentControl | None = None
+
+    async def resolve(self, incident_id: str, by: str) -> None:
+        if self.target is not None:
+            await self.target.resolve(incident_id, by)
+
+    async def false_alarm(self, incident_id: str, by: str) -> None:
+        if self.target is not None:
+            await self.target.false_alarm(incident_id, by)
+
+
 class Feedback:
-    """Records clicks and applies them: the model learns, the thread says who did what."""
+    """Records clicks and applies them: the model learns, the thread says who did what.
+
+    `control`, set once the daemon runs, takes Resolve (the incident closes) and False alarm
+    (its volume is learned as normal).
+    """
 
     def __init__(self, store: Store, learner: Learner | None, slack: SlackNotifier | None) -> None:
         self.store = store
         self.learner = learner
         self.slack = slack
+        self.control: IncidentControl | None = None
 
     async def payload(self, payload: Mapping[str, Any]) -> None:
         """Handle a Slack interactivity payload (from Socket Mode or the HTTP endpoint)."""
@@ -111,6 +140,10 @@ class Feedback:
         log.info("feedback.click", action=click.action, incident=click.incident_id)
         if click.action == SNOOZE:
             await self.store.add_silence(snooze_silence(click))
+        if self.control is not None and click.action == RESOLVE:
+            await self.control.resolve(click.incident_id, f"<@{click.user}>")
+        if self.control is not None and click.action == FALSE_ALARM:
+            await self.control.false_alarm(click.incident_id, click.user)
         if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
             text = await self.store.sample_text(click.incident_id, click.mention_id)
             if text is not None:

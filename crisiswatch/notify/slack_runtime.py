@@ -13,7 +13,7 @@ import structlog
 from crisiswatch.config import Settings, secret
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.notify.digest import DailyDigest
-from crisiswatch.notify.feedback import Escalator, Feedback, Learner
+from crisiswatch.notify.feedback import Escalator, Feedback, IncidentControl, Learner
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_interactive import actions_app, serve_http, socket_mode
 from crisiswatch.store import Store
@@ -37,7 +37,11 @@ def _required(name: str, why: str) -> str:
 
 @asynccontextmanager
 async def slack_running(
-    settings: Settings, store: Store, history: SeriesHistory, learner: Learner
+    settings: Settings,
+    store: Store,
+    history: SeriesHistory,
+    learner: Learner,
+    control: IncidentControl | None = None,
 ) -> AsyncIterator[list[SlackNotifier]]:
     """The Slack notifier (none if disabled), with its clicks, escalations and daily digest
     handled while the block runs; on the way out, each rule's precision is logged."""
@@ -54,6 +58,7 @@ async def slack_running(
         history=history,
     )
     feedback = Feedback(store, learner, slack)
+    feedback.control = control
     async with AsyncExitStack() as stack:
         if slack_settings.interactivity == "http":
             signing = _required("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http")

@@ -1,0 +1,111 @@
+"""Slack's Resolve and False alarm reach the pipeline: the incident closes, the baseline learns."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from crisiswatch.config import Settings
+from crisiswatch.daemon import Daemon
+from crisiswatch.domain import Mention, Page, PageKind
+from crisiswatch.notify.feedback import Click, ControlLink, Feedback
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.schema import Rule
+from crisiswatch.store import Store
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+class Calm:
+    def negative_one(self, text: str) -> float:
+        return 0.1
+
+
+def pipeline() -> Pipeline:
+    settings = Settings.model_validate({"brands": [{"id": "acme", "keywords": ["acme"]}]})
+    rule = Rule.model_validate(
+        {"id": "spike", "when": {"volume_spike": "high"}, "keep_firing_for": "6h"}
+    )
+    return Pipeline(settings, [rule], Calm())
+
+
+def feed(pipe: Pipeline, minutes: range, per_minute: int, tag: str) -> list[Page]:
+    pages = []
+    for minute in minutes:
+        for n in range(per_minute):
+            at = T0 + timedelta(minutes=minute, seconds=n)
+            pages += pipe.feed(Mention(f"{tag}{minute}-{n}", "x", at, "acme"))
+    return pages
+
+
+def opened(pages: list[Page]) -> Page:
+    return next(p for p in pages if p.kind is PageKind.OPENED)
+
+
+class Recorder:
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
+
+
+class TestPipeline:
+    def test_resolve_closes_the_incident_with_who_did_it(self) -> None:
+        """A resolved incident pages its resolution at once and is no longer open."""
+        pipe = pipeline()
+        page = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 320), 20, "s"))
+        (resolved,) = pipe.resolve(page.incident.id, "<@U1>")
+        assert resolved.kind is PageKind.RESOLVED and resolved.changes == ("resolved by <@U1>",)
+        assert pipe.incidents.open == {}
+        assert pipe.resolve(page.incident.id, "<@U1>") == []  # twice is harmless
+
+    def test_false_alarm_raises_the_expected_volume(self) -> None:
+        """After a False alarm the series expects more: the same level scores lower."""
+        pipe = pipeline()
+        page = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 320), 20, "s"))
+        detector = pipe.detector._series[page.incident.latest.series].volume
+        at = T0 + timedelta(minutes=330)
+        before = detector.score_one(100, at)
+        assert pipe.false_alarm(page.incident.id)
+        after = detector.score_one(100, at)
+        assert after.expected > before.expected and after.score <= before.score
+        assert not pipe.false_alarm("brand=acme@19990101T0000Z")
+
+
+class TestClicks:
+    async def test_clicks_reach_the_daemon_through_the_link(self, tmp_path: Path) -> None:
+        """Resolve clicked in Slack resolves the incident in the running daemon, in order."""
+        pipe = pipeline()
+        page = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 320), 20, "s"))
+        store = await Store.open(tmp_path / "s.db")
+        recorder = Recorder()
+        daemon = Daemon(pipe, [], [recorder], store, queue_size=10)
+        link = ControlLink()
+        feedback = Feedback(store, None, None)
+        feedback.control = link
+        await feedback.handle(Click("resolve", page.incident.id, "U1", datetime.now(UTC)))
+        link.target = daemon
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await feedback.handle(Click("resolve", page.incident.id, "U1", datetime.now(UTC)))
+        for _ in range(200):
+            if recorder.pages:
+                break
+            await asyncio.sleep(0.01)
+        daemon.stopping.set()
+        await run
+        await store.close()
+        (resolved,) = recorder.pages
+        assert resolved.kind is PageKind.RESOLVED and "resolved by <@U1>" in resolved.changes
+        assert [c[1] for c in await _clicks(tmp_path, page.incident.id)] == ["resolve", "resolve"]
+
+
+async def _clicks(tmp_path: Path, incident_id: str) -> list[tuple[str, str, str, str | None]]:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        return await store.clicks(incident_id)
+    finally:
+        await store.close()
