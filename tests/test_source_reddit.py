@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
+from source_testing import take
 
 from crisiswatch.config import Brand, RedditSettings
-from crisiswatch.domain import Mention
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
 from crisiswatch.sources.resilience import Backoff
 from crisiswatch.store import Store
@@ -85,30 +85,6 @@ def source(
         rand=lambda: 0.5, request_timeout=request_timeout, karma_timeout=karma_timeout,
     )  # fmt: skip
     return made
-
-
-async def take(src: RedditSource, count: int, during: Any = None) -> list[Mention]:
-    """`count` mentions, committing each as the daemon would once it is consumed."""
-    got: list[Mention] = []
-    stream = src.stream()
-    task = asyncio.create_task(during()) if during else None
-    try:
-        async with asyncio.timeout(20):  # generous: a loaded CI machine is slow
-            async for mention in stream:
-                got.append(mention)
-                await src.commit([mention.id])
-                if len(got) == count:
-                    break
-        try:  # as the daemon does: keep reading, so cursor moves without a mention are noted
-            async with asyncio.timeout(0.1):
-                got.append(await anext(stream))
-        except TimeoutError:
-            await src.commit([])
-    finally:
-        await stream.aclose()
-        if task:
-            await task
-    return got
 
 
 class TestRedditSource:

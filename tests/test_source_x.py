@@ -6,15 +6,15 @@ authors and replies; the filtered stream reconnects and fills the gap from searc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_x import TOKEN, FakeX
+from source_testing import take
 
 from crisiswatch.config import Brand, XSettings
-from crisiswatch.domain import Mention
 from crisiswatch.sources.resilience import Backoff
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
@@ -55,31 +55,6 @@ def source(
         request_timeout=request_timeout,
     )  # fmt: skip
     return made
-
-
-async def take(
-    src: XSource, count: int, during: Callable[[], Awaitable[None]] | None = None
-) -> list[Mention]:
-    got: list[Mention] = []
-    stream = src.stream()
-    task = asyncio.create_task(during()) if during else None
-    try:
-        async with asyncio.timeout(8):
-            async for mention in stream:
-                got.append(mention)
-                await src.commit([mention.id])
-                if len(got) == count:
-                    break
-        try:  # as the daemon does: keep reading, so cursor moves without a mention are noted
-            async with asyncio.timeout(0.1):
-                got.append(await anext(stream))
-        except TimeoutError:
-            await src.commit([])
-    finally:
-        await stream.aclose()
-        if task:
-            await task
-    return got
 
 
 class TestRecentSearch:

@@ -1,0 +1,43 @@
+"""Reading a live source in tests as the daemon does: take mentions, commit each once consumed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
+
+from crisiswatch.domain import Mention
+
+
+class Committing(Protocol):
+    def stream(self) -> AsyncIterator[Mention]: ...
+
+    async def commit(self, ids: Sequence[str]) -> None: ...
+
+
+async def take(
+    src: Committing, count: int, during: Callable[[], Awaitable[None]] | None = None
+) -> list[Mention]:
+    """`count` mentions (and any that follow at once), while `during` runs beside."""
+    got: list[Mention] = []
+    stream = src.stream()
+    task = asyncio.create_task(during()) if during else None
+    try:
+        async with asyncio.timeout(20):  # generous: a loaded CI machine is slow
+            async for mention in stream:
+                got.append(mention)
+                await src.commit([mention.id])
+                if len(got) == count:
+                    break
+        try:  # as the daemon does: keep reading, so cursor moves without a mention are noted
+            async with asyncio.timeout(0.1):
+                got.append(await anext(stream))
+        except TimeoutError:
+            await src.commit([])
+    finally:
+        closing = getattr(stream, "aclose", None)  # an async generator: finish it cleanly
+        if closing is not None:
+            await closing()
+        if task:
+            await task
+    return got
