@@ -201,8 +201,8 @@ class Daemon:
             for page in self.pipeline.finish():
                 await self._send(page)
         await self.dispatcher.close(self.drain_seconds)
-        await self._save_seen()
-        await self.checkpoint()
+        if not await self.checkpoint():  # saves the seen ids and cursors with it
+            await self._save_seen()
         self._remove_signal_handlers()
         summary = RunSummary(
             stats=self.pipeline.stats,
@@ -248,12 +248,16 @@ class Daemon:
             elif isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
                 self.decide_seconds += time.perf_counter() - started
-                await self._save_seen()
+                if self.checkpoint_dir is None:
+                    await self._save_seen()
             else:
                 pages = self.pipeline.feed(item)
                 self.decide_seconds += time.perf_counter() - started
                 self._unsaved.append(item)
-                if len(self._unsaved) >= SEEN_BATCH:
+                # With checkpoints, seen ids and cursors are saved with each checkpoint, so after
+                # a crash the mentions since it are read again and counted into the restored
+                # state: nothing lost, nothing counted twice. Without, they go in batches.
+                if self.checkpoint_dir is None and len(self._unsaved) >= SEEN_BATCH:
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
@@ -304,9 +308,10 @@ class Daemon:
             self._opened += 1
         await self.dispatcher.dispatch(page)
 
-    async def _save_seen(self) -> None:
-        """Save the ids taken since the last save, then the cursors those mentions reached."""
-        batch, self._unsaved = self._unsaved, []
+    async def _save_seen(self, batch: list[Mention] | None = None) -> None:
+        """Save the ids taken since the last save (or `batch`), then the cursors they reached."""
+        if batch is None:
+            batch, self._unsaved = self._unsaved, []
         if batch:
             try:
                 await self.store.mark_seen((m.id for m in batch), batch[-1].created_at)
@@ -342,14 +347,17 @@ class Daemon:
             sentiment=state() if callable(state) else None,
         )
         payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
+        taken, self._unsaved = self._unsaved, []  # the mentions this picture has counted
         try:
             size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
         except CheckpointError as exc:
+            self._unsaved = taken + self._unsaved
             log.error("checkpoint.failed", error=str(exc), effect="learned state not saved")
             return False
         self.checkpoints += 1
         self.last_checkpoint = time.monotonic()
         log.info("checkpoint.saved", bytes=size)
+        await self._save_seen(taken)
         return True
 
     def status(self) -> str:

@@ -8,15 +8,22 @@ import sys
 from pathlib import Path
 
 
-def start(config: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`crisiswatch run --config CONFIG` with info logs on stderr."""
+def start(config: Path, log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """`crisiswatch run --config CONFIG` with info logs on stderr (a pipe to read, or the file
+    `log` for a test that does not read them: a full pipe would block the daemon)."""
     command = [sys.executable, "-m", "crisiswatch", "--log-level", "info", "run", "--config"]
-    return subprocess.Popen(
-        [*command, str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    if log is None:
+        return subprocess.Popen(
+            [*command, str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+        )
+    with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [*command, str(config)], stdout=subprocess.DEVNULL, stderr=handle, env=environment
+        )
 
 
 def wait_for(process: subprocess.Popen[bytes], event: bytes) -> bytes:

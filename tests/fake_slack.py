@@ -52,6 +52,7 @@ class FakeSlack:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack-sdk reads history with GET
         app.router.add_post("/upload/{file_id}", self._upload)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -126,6 +127,14 @@ class FakeSlack:
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
             self.messages[(channel, ts)] = dict(args)
             return {"ok": True, "channel": channel, "ts": ts}
+        if method == "conversations.history":
+            channel = self.channel_id(args["channel"])
+            history = [
+                {"ts": ts, "text": m.get("text", ""), "metadata": m.get("metadata")}
+                for (where, ts), m in sorted(self.messages.items(), reverse=True)
+                if where == channel
+            ]
+            return {"ok": True, "messages": history}
         if method == "chat.update":
             key = (args["channel"], args["ts"])
             if key not in self.messages:

@@ -93,6 +93,10 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
+METADATA_EVENT = "crisiswatch_incident"  # marks our messages, with the incident id in the payload
+HISTORY_LOOKBACK = 100  # recent channel messages searched for a message we may have posted
+
+
 class SlackNotifier:
     """Posts and edits one Block Kit message per incident through slack-sdk's async client."""
 
@@ -155,6 +159,10 @@ class SlackNotifier:
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
         posted = await self.store.message(incident.id, self.name)
+        if posted is None:
+            posted = await self._posted_before(incident.id, route.channel)
+            if posted is not None:
+                await self.store.save_message(incident.id, self.name, *posted)
         if posted is not None:
             channel, ts = posted
             await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
@@ -166,6 +174,7 @@ class SlackNotifier:
             unfurl_links=False,
             unfurl_media=False,
             link_names=False,
+            metadata={"event_type": METADATA_EVENT, "event_payload": {"incident": incident.id}},
         )
         channel, ts = str(response["channel"]), str(response["ts"])
         await self.store.save_message(incident.id, self.name, channel, ts)
@@ -237,6 +246,28 @@ class SlackNotifier:
             raise
         except Exception as notice_error:
             log.error("slack.ops_notice_failed", error=str(notice_error))
+
+    async def _posted_before(self, incident_id: str, channel: str) -> tuple[str, str] | None:
+        """The incident's message if Slack has it but the store does not: a crash between
+        Slack's answer and our record. Found by the metadata every message carries, so a
+        restart edits it instead of posting twice (routes should name channels by id: history
+        is read by id)."""
+        try:
+            found = await self.client.conversations_history(
+                channel=channel, limit=HISTORY_LOOKBACK, include_all_metadata=True
+            )
+        except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
+            log.debug("slack.history_unavailable", channel=channel, error=str(exc))
+            return None
+        for message in found.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == METADATA_EVENT and payload.get("incident") == (
+                incident_id
+            ):
+                log.info("slack.message_recovered", incident=incident_id)
+                return channel, str(message["ts"])
+        return None
 
     async def notice(self, text: str) -> None:
         """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
