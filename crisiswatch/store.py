@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS messages (
     incident_id TEXT NOT NULL, notifier TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL,
     posted_at TEXT NOT NULL, PRIMARY KEY (incident_id, notifier)
 );
+CREATE TABLE IF NOT EXISTS posting (
+    incident_id TEXT NOT NULL, notifier TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (incident_id, notifier)
+);
 CREATE TABLE IF NOT EXISTS samples (
     incident_id TEXT NOT NULL, mention_id TEXT NOT NULL, text TEXT NOT NULL,
     PRIMARY KEY (incident_id, mention_id)
@@ -339,6 +343,17 @@ class Store:
         sql = "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)"
         row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
         await self._run(lambda db: db.execute(sql, row))
+
+    async def mark_posting(self, incident_id: str, notifier: str) -> bool:
+        """Note that an incident's first message is about to be posted; True if an earlier
+        attempt was already noted (it may have reached Slack before a crash)."""
+        now = datetime.now(UTC).isoformat()
+
+        def write(db: sqlite3.Connection) -> bool:
+            sql = "INSERT OR IGNORE INTO posting VALUES (?, ?, ?)"
+            return db.execute(sql, (incident_id, notifier, now)).rowcount == 0
+
+        return await self._run(write)
 
     async def message(self, incident_id: str, notifier: str) -> tuple[str, str] | None:
         """(channel, ts) of the incident's message, if one was posted."""

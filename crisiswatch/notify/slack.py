@@ -159,7 +159,8 @@ class SlackNotifier:
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
         posted = await self.store.message(incident.id, self.name)
-        if posted is None:
+        if posted is None and await self.store.mark_posting(incident.id, self.name):
+            # an earlier attempt may have reached Slack before a crash: look before posting
             posted = await self._posted_before(incident.id, route.channel)
             if posted is not None:
                 await self.store.save_message(incident.id, self.name, *posted)
