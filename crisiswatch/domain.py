@@ -188,7 +188,17 @@ class Incident:
     reasons: tuple[str, ...]
     peak_count: int
     latest: Signal  # the signal of the most recent alert
-    id: str = field(default="")  # stable id: key plus the start time
+    id: str = field(default="")  # stable id: key plus the start time (see `incident_id`)
+
+
+def incident_id(key: str, started_at: datetime) -> str:
+    """An incident's stable id: its group key and when it started, `brand=acme@20260302T1515Z`."""
+    return f"{key}@{started_at:%Y%m%dT%H%MZ}"
+
+
+def incident_key(incident_id: str) -> str:
+    """The group key inside an incident id (the inverse of `incident_id` for the key)."""
+    return incident_id.rsplit("@", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)

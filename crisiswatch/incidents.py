@@ -26,6 +26,8 @@ from crisiswatch.domain import (
     Page,
     PageKind,
     Stage,
+    incident_id,
+    incident_key,
 )
 
 SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
@@ -158,7 +160,7 @@ class IncidentManager:
                 peak_count=max(a.signal.bucket.count for a in alerts),
                 latest=worst.signal,
             )
-            incident = replace(incident, id=f"{key}@{incident.started_at:%Y%m%dT%H%MZ}")
+            incident = replace(incident, id=incident_id(key, incident.started_at))
             self.open[key] = incident
             return Page(incident, PageKind.OPENED, now)
         merged = replace(
@@ -213,11 +215,10 @@ class IncidentManager:
         page = self._resolve(key, now)
         return self._pace([replace(page, changes=(why,))], now)
 
-    def find(self, incident_id: str) -> Incident | None:
+    def find(self, wanted: str) -> Incident | None:
         """An open or recently resolved incident by its id."""
-        key = incident_id.rsplit("@", 1)[0]
-        incident = self.open.get(key)
-        return incident if incident and incident.id == incident_id else self.recent.get(incident_id)
+        incident = self.open.get(incident_key(wanted))
+        return incident if incident and incident.id == wanted else self.recent.get(wanted)
 
     def resolve_all(self, now: datetime) -> list[Page]:
         """Nothing more will come (the end of a replay): resolve what has gone quiet by `now`."""

@@ -109,12 +109,11 @@ class Pipeline:
 
     def resolve(self, incident_id: str, by: str) -> list[Page]:
         """A person resolved an incident: its resolution page (none if it is no longer open)."""
-        key = incident_id.rsplit("@", 1)[0]
-        incident = self.incidents.open.get(key)
-        if incident is None or incident.id != incident_id:
+        incident = self.incidents.find(incident_id)
+        if incident is None or self.incidents.open.get(incident.key) is not incident:
             return []
         now = max(filter(None, (incident.updated_at, self.aggregator.watermark)))
-        return self._count(self.incidents.resolve_now(key, now, f"resolved by {by}"))
+        return self._count(self.incidents.resolve_now(incident.key, now, f"resolved by {by}"))
 
     def false_alarm(self, incident_id: str) -> bool:
         """A person said an incident was no crisis: its volume is learned as normal."""

@@ -8,6 +8,24 @@ from typing import Protocol
 
 from crisiswatch.domain import Mention
 
+NOW = 1_772_000_000.0  # 2026-02-25T06:13:20Z, the fake APIs' present
+
+
+class Clock:
+    """A clock that moves only when the source sleeps; sleeps are recorded, not waited."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0.002)
+
 
 class Committing(Protocol):
     def stream(self) -> AsyncIterator[Mention]: ...

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
-from source_testing import take
+from source_testing import NOW, Clock, take
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
@@ -29,24 +29,7 @@ pytestmark = [
     # alone, 100+ runs). One rerun keeps CI honest about everything else; see the handoff note.
     pytest.mark.flaky(reruns=1),
 ]
-NOW = 1_772_000_000.0
 BRAND = Brand(id="acme", keywords=["acme bank"])
-
-
-class Clock:
-    """A clock that moves only when the source sleeps; sleeps are recorded, not waited."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0.002)
 
 
 @pytest.fixture(autouse=True)

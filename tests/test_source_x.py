@@ -12,30 +12,15 @@ from typing import Any
 
 import pytest
 from fake_x import TOKEN, FakeX
-from source_testing import take
+from source_testing import NOW, Clock, take
 
 from crisiswatch.config import Brand, XSettings
 from crisiswatch.sources.resilience import Backoff
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
 
-NOW = 1_772_000_000.0  # 2026-02-25T06:13:20Z
 CREATED = "2026-02-25T06:13:00.000Z"
 BRAND = Brand(id="acme", keywords=["acme bank"], handles=["@AcmeBank"])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0.002)
 
 
 @pytest.fixture

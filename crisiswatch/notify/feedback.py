@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from crisiswatch.config import Route
-from crisiswatch.domain import Silence
+from crisiswatch.domain import Silence, incident_key
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
     ACK,
@@ -87,7 +87,7 @@ def snooze_silence(click: Click) -> Silence:
         ends_at=click.at + SNOOZE_FOR,
         created_by=f"slack:{click.user}",
         comment="Snooze 1 h from Slack",
-        incident=click.incident_id.rsplit("@", 1)[0],
+        incident=incident_key(click.incident_id),
     )
 
 
