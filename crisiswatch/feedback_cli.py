@@ -40,7 +40,11 @@ def _feedback(args: argparse.Namespace) -> int:
         else:
             items.append((args.text, args.label))
     if args.file is not None:
-        handle = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
+        try:
+            handle = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
+        except OSError as exc:
+            print(f"crisiswatch feedback: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
         with handle:
             for number, line in enumerate(handle, start=1):
                 if line.strip():

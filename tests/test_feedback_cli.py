@@ -50,6 +50,8 @@ class TestFeedbackCommand:
         assert "line 1: 'label' must be one of negative, neutral, positive" in err
         assert "line 2: not valid JSON" in err
         assert main(["feedback", "--label", "negative"]) == 1
+        assert main(["feedback", "--file", str(tmp_path / "missing.jsonl")]) == 1
+        assert "cannot read" in capsys.readouterr().err
 
 
 class TestDaemonLearns:
