@@ -67,6 +67,7 @@ class Mention:
     url: str | None = None
     lang: str | None = None
     in_reply_to_author: str | None = None  # the author of the post this one replies to
+    engagement: int = 0  # public interactions when seen: likes, reposts, replies, quotes / score
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 One object per line; only `id`, `created_at` and `text` are required:
 `{"id": "x:1", "source": "x", "created_at": "2015-02-24T19:35:52Z", "text": "...",
 "author": "...", "author_followers": 120, "url": "...", "lang": "en", "brand": "acme",
-"in_reply_to_author": "AcmeBank"}`
+"in_reply_to_author": "AcmeBank", "engagement": 42}`
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ def mention_from_dict(obj: dict[str, Any], *, default_source: str = "unknown") -
     text = obj.get("text")
     if not isinstance(text, str):
         raise MentionError("'text' is missing or not a string")
-    followers = obj.get("author_followers", 0)
-    if followers is None:
-        followers = 0
-    if isinstance(followers, bool) or not isinstance(followers, int) or followers < 0:
-        raise MentionError("'author_followers' must be a whole number ≥ 0")
     return Mention(
         id=mention_id,
         source=_optional_str(obj, "source") or default_source,
@@ -65,10 +60,11 @@ def mention_from_dict(obj: dict[str, Any], *, default_source: str = "unknown") -
         text=text[:MAX_TEXT],
         brand=_optional_str(obj, "brand"),
         author=_optional_str(obj, "author"),
-        author_followers=followers,
+        author_followers=_count(obj, "author_followers"),
         url=_optional_str(obj, "url"),
         lang=_optional_str(obj, "lang"),
         in_reply_to_author=_optional_str(obj, "in_reply_to_author"),
+        engagement=_count(obj, "engagement"),
     )
 
 
@@ -93,6 +89,15 @@ def _required_str(obj: dict[str, Any], key: str) -> str:
     return value[:MAX_FIELD]
 
 
+def _count(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MentionError(f"{key!r} must be a whole number ≥ 0")
+    return value
+
+
 def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -114,8 +119,9 @@ def mention_to_dict(mention: Mention) -> dict[str, Any]:
         value = getattr(mention, key)
         if value is not None:
             obj[key] = value
-    if mention.author_followers:
-        obj["author_followers"] = mention.author_followers
+    for key in ("author_followers", "engagement"):
+        if count := getattr(mention, key):
+            obj[key] = count
     return obj
 
 

@@ -88,7 +88,7 @@ class FakeReddit:
         data = {
             "id": base36(number), "name": f"t3_{base36(number)}", "title": text, "selftext": "",
             "author": author, "created_utc": created, "score": 12, "subreddit": sub,
-            "permalink": f"/r/{sub}/comments/{base36(number)}/post/", "num_comments": 0,
+            "permalink": f"/r/{sub}/comments/{base36(number)}/post/", "num_comments": 4,
         }  # fmt: skip
         self.things.append({"kind": "t3", "data": data})
         return f"reddit:t3_{data['id']}"

@@ -80,7 +80,8 @@ class FakeX:
     def tweet(self, text: str, *, author: str, created: str, reply_to: str | None = None) -> str:
         tweet: dict[str, Any] = {
             "id": str(next(self._ids)), "text": text, "author_id": author, "created_at": created,
-            "lang": "en", "public_metrics": {"like_count": 1, "retweet_count": 0},
+            "lang": "en", "public_metrics": {"like_count": 3, "retweet_count": 1,
+            "reply_count": 2, "quote_count": 0, "impression_count": 500},
         }  # fmt: skip
         if reply_to:
             tweet["in_reply_to_user_id"] = reply_to

@@ -31,6 +31,7 @@ FULL = {
     "text": "My Kestrel card was swallowed",
     "author": "alice",
     "author_followers": 120,
+    "engagement": 42,
     "url": "https://example.com/1",
     "lang": "en",
     "brand": "kestrel",
@@ -55,6 +56,7 @@ class TestParseMention:
             author_followers=120,
             url="https://example.com/1",
             lang="en",
+            engagement=42,
         )
 
     def test_only_required_fields(self) -> None:
@@ -64,7 +66,7 @@ class TestParseMention:
         )
         assert mention.source == "reddit"
         assert (mention.author, mention.url, mention.lang, mention.brand) == (None,) * 4
-        assert mention.author_followers == 0
+        assert mention.author_followers == 0 and mention.engagement == 0
 
     def test_accepts_str_as_well_as_bytes(self) -> None:
         """A str line parses the same as its bytes."""
@@ -112,15 +114,12 @@ class TestParseMention:
             parse_mention(raw)
         assert words in str(caught.value)
 
-    @pytest.mark.parametrize("followers", [True, False, "120", 1.5, -1, [1]])
-    def test_bad_followers(self, followers: object) -> None:
-        """author_followers must be a whole number ≥ 0; a bool is not one."""
-        with pytest.raises(MentionError, match="author_followers"):
-            parse_mention(
-                line(
-                    id="a", created_at="2015-02-24T19:35:52Z", text="t", author_followers=followers
-                )
-            )
+    @pytest.mark.parametrize("key", ["author_followers", "engagement"])
+    @pytest.mark.parametrize("count", [True, False, "120", 1.5, -1, [1]])
+    def test_bad_counts(self, key: str, count: object) -> None:
+        """Followers and engagement must be whole numbers ≥ 0; a bool is not one."""
+        with pytest.raises(MentionError, match=key):
+            parse_mention(line(id="a", created_at="2015-02-24T19:35:52Z", text="t", **{key: count}))
 
     def test_null_followers_mean_zero(self) -> None:
         """A null follower count is read as zero, not rejected."""
@@ -251,7 +250,7 @@ class TestOpenLines:
 class TestMentionToDict:
     def test_round_trip_all_fields(self, make_mention: Callable[..., Mention]) -> None:
         """mention_to_dict then mention_from_dict gives back an equal mention."""
-        mention = make_mention(brand="kestrel", author_followers=5_000)
+        mention = make_mention(brand="kestrel", author_followers=5_000, engagement=17)
         assert mention_from_dict(mention_to_dict(mention)) == mention
 
     def test_round_trip_minimal(self, make_mention: Callable[..., Mention]) -> None:

@@ -81,6 +81,7 @@ class TestRenderText:
         post = make_mention(
             author="bigaccount",
             author_followers=125_000,
+            engagement=3_400,
             url="https://x.example/status/1",
             text="My Kestrel card was swallowed by the ATM, awful",
         )
@@ -93,7 +94,8 @@ class TestRenderText:
         assert "rules    angry-surge" in text
         assert "terms    atm, swallowed" in text
         assert (
-            'posts    bigaccount (125,000 followers, x, 90% negative): "My Kestrel card was '
+            'posts    bigaccount (125,000 followers · 3,400 interactions, x, 90% negative): '
+            '"My Kestrel card was '
             'swallowed by the ATM, awful" https://x.example/status/1'
         ) in text
         assert "incident kestrel@20240301T1155Z" in text

@@ -132,7 +132,9 @@ class TestIncidentLife:
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:
         """Headline, numbers, terms, posts with links and buttons, and the route's people."""
-        page = make_page(samples=(sample("the atm ate my card", 1), sample("still no card", 2)))
+        page = make_page(
+            samples=(sample("the atm ate my card", 1, engagement=85), sample("still no card", 2))
+        )
         await Dispatcher([notifier(fake, store)], store).dispatch(page)
         post = fake.calls[0].args
         blocks = post["blocks"]
@@ -143,6 +145,8 @@ class TestIncidentLife:
         for part in ("40 in 5m vs 8.0 expected", "75% vs usual 20%", "9 → 40", "atm"):
             assert part in text, part
         assert "<https://x.com/user1/status/1|open post>" in text
+        assert "*user1* · 1,200 followers · 85 interactions · x" in text
+        assert "*user2* · 1,200 followers · x" in text  # no interactions known: none shown
         actions = next(b for b in blocks if b["type"] == "actions")["elements"]
         assert [a["text"]["text"] for a in actions] == [
             "Acknowledge",

@@ -234,5 +234,6 @@ class TestReach:
         got = await take(src, 4, traffic)
         assert [m.id for m in got] == expected
         assert [m.author_followers for m in got] == [12, 12, 12, 57]
+        assert [m.engagement for m in got] == [16] * 4  # score 12 + 4 comments
         assert all(fault.times == 0 for fault in fake.faults)
         assert src.health().consecutive_failures == 0 and src.health().last_error is None

@@ -75,6 +75,7 @@ class TestRecentSearch:
         reply = second[0]
         assert reply.in_reply_to_author == "AcmeBank" and reply.author == "alice"
         assert reply.author_followers == 321 and reply.lang == "en"
+        assert reply.engagement == 6  # likes, reposts, replies and quotes; not impressions
         assert reply.url == f"https://x.com/alice/status/{reply.id.removeprefix('x:')}"
 
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from crisiswatch.domain import Page, PageKind, ScoredMention
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
 _SPACES = re.compile(r"\s+")
@@ -61,12 +61,18 @@ def render_text(page: Page, to: str = "") -> str:
     return "\n".join(lines)
 
 
+def interactions(mention: Mention) -> str:
+    """The post's public interactions when known, as a suffix to its author's followers."""
+    return f" · {mention.engagement:,} interactions" if mention.engagement else ""
+
+
 def post_line(scored: ScoredMention) -> str:
     mention = scored.mention
     author = clean_text(mention.author or "unknown", 40)
     link = f" {clean_text(mention.url, 120)}" if mention.url else ""
     return (
-        f"{author} ({mention.author_followers:,} followers, {clean_text(mention.source, 40)}, "
+        f"{author} ({mention.author_followers:,} followers{interactions(mention)}, "
+        f"{clean_text(mention.source, 40)}, "
         f'{scored.negative:.0%} negative): "{clean_text(mention.text)}"{link}'
     )
 

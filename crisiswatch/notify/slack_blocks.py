@@ -18,7 +18,7 @@ import orjson
 
 from crisiswatch.config import Route
 from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
-from crisiswatch.notify.render import clean_text
+from crisiswatch.notify.render import clean_text, interactions
 
 SECTION_CHARS = 3000
 FIELD_CHARS = 2000
@@ -180,8 +180,9 @@ def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
     author = untrusted(mention.author or "unknown", 60)
     link = _link(mention.url, "open post")
     text = (
-        f"*{author}* · {mention.author_followers:,} followers · {untrusted(mention.source, 30)}"
-        f" · {scored.negative:.0%} negative{' · ' + link if link else ''}\n"
+        f"*{author}* · {mention.author_followers:,} followers{interactions(mention)}"
+        f" · {untrusted(mention.source, 30)} · {scored.negative:.0%} negative"
+        f"{' · ' + link if link else ''}\n"
         f"> {untrusted(mention.text, 600)}"
     )
     block = _section(text)

@@ -245,4 +245,5 @@ class RedditSource(LiveSource):
             author_followers=await self._reach(reddit, author, score),
             url=f"{SITE}{permalink}" if permalink else None,
             in_reply_to_author=replied if replied not in (None, "[deleted]") else None,
+            engagement=score + max(0, int(_field(thing, "num_comments") or 0)),
         )

@@ -38,6 +38,7 @@ API = "https://api.twitter.com"
 REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
 RULE_TAG = "crisiswatch:"
+INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
 FIELDS: dict[str, Any] = {
     "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
     "tweet_fields": [
@@ -114,6 +115,11 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
         url=f"https://x.com/{username or 'i'}/status/{tweet_id}",
         lang=tweet.get("lang"),
         in_reply_to_author=replied,
+        engagement=sum(
+            int(count or 0)
+            for name, count in tweet.get("public_metrics", {}).items()
+            if name in INTERACTIONS
+        ),
     )
 
 
