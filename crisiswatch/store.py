@@ -344,14 +344,15 @@ class Store:
         row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
         await self._run(lambda db: db.execute(sql, row))
 
-    async def mark_posting(self, incident_id: str, notifier: str) -> bool:
-        """Note that an incident's first message is about to be posted; True if an earlier
-        attempt was already noted (it may have reached Slack before a crash)."""
+    async def mark_posting(self, key: str, notifier: str) -> bool:
+        """Note that a message is about to be posted (an incident's first message, keyed by the
+        incident id, or a page's thread reply, by the page key); True if an earlier attempt was
+        already noted (it may have reached Slack before a crash)."""
         now = datetime.now(UTC).isoformat()
 
         def write(db: sqlite3.Connection) -> bool:
-            sql = "INSERT OR IGNORE INTO posting VALUES (?, ?, ?)"
-            return db.execute(sql, (incident_id, notifier, now)).rowcount == 0
+            sql = "INSERT OR IGNORE INTO posting VALUES (?, ?, ?)"  # its incident_id is the key
+            return db.execute(sql, (key, notifier, now)).rowcount == 0
 
         return await self._run(write)
 

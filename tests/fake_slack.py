@@ -1,10 +1,12 @@
 """A fake Slack Web API on 127.0.0.1 for the real slack-sdk client: records every call and can
-answer with rate limits, server errors, slow replies or Slack errors on demand."""
+answer with rate limits, server errors, slow replies or Slack errors on demand, or hold a call
+(taken or not) unanswered while a test kills the client."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,16 @@ class Fault:
     times: int = 1
 
 
+@dataclass(slots=True)
+class Hold:
+    """Keep the first call that `matches` unanswered until `FakeSlack.release()`; with `take`,
+    Slack has acted on it (the message exists), else it never will. `reached` is set then."""
+
+    matches: Callable[[str, dict[str, Any]], bool]
+    take: bool
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass
 class FakeSlack:
     token: str = TOKEN
@@ -46,6 +58,8 @@ class FakeSlack:
     missing_channels: set[str] = field(default_factory=set)
     down_after: int | None = None  # after this many successful calls, every call gets a 500
     base_url: str = ""
+    holds: list[Hold] = field(default_factory=list)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
 
@@ -69,6 +83,32 @@ class FakeSlack:
     def fail(self, method: str | None = None, **fault: Any) -> None:
         """Answer the next `times` calls of `method` (any if None) with this fault."""
         self.faults.append(Fault(method, **fault))
+
+    def hold(self, matches: Callable[[str, dict[str, Any]], bool], *, take: bool) -> Hold:
+        held = Hold(matches, take)
+        self.holds.append(held)
+        return held
+
+    def release(self) -> None:
+        """Answer the held calls (to a client that is likely gone)."""
+        self._released.set()
+
+    def threads(self) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """What a reader of the channels sees: per incident (from the message metadata), its
+        message's final text and blocks, and the texts of its thread replies in order."""
+        seen: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for (channel, ts), message in sorted(self.messages.items()):
+            if message.get("thread_ts"):
+                continue
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            replies = [
+                str(m.get("text"))
+                for (where, _), m in sorted(self.messages.items())
+                if where == channel and m.get("thread_ts") == ts
+            ]
+            shown = {"text": message.get("text"), "blocks": message.get("blocks")}
+            seen[str(payload.get("incident"))] = (shown, replies)
+        return seen
 
     def ok_calls(self, *methods: str) -> list[Call]:
         """The calls that succeeded, of these methods (all if none given)."""
@@ -108,6 +148,15 @@ class FakeSlack:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             call.error = "invalid_auth"
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        held = next((h for h in self.holds if h.matches(method, args)), None)
+        if held is not None:
+            self.holds.remove(held)
+            call.error = "held"
+            if held.take:
+                self._answer(method, args, request)
+            held.reached.set()
+            await self._released.wait()
+            return web.json_response({"ok": False, "error": "held"})
         answer = self._answer(method, args, request)
         call.error = None if answer.get("ok") else str(answer.get("error"))
         return web.json_response(answer)
@@ -135,6 +184,14 @@ class FakeSlack:
                 if where == channel
             ]
             return {"ok": True, "messages": history}
+        if method == "conversations.replies":
+            channel = self.channel_id(args["channel"])
+            thread = [
+                {"ts": ts, "text": m.get("text", ""), "metadata": m.get("metadata")}
+                for (where, ts), m in sorted(self.messages.items())
+                if where == channel and args["ts"] in (ts, m.get("thread_ts"))
+            ]
+            return {"ok": True, "messages": thread}
         if method == "chat.update":
             key = (args["channel"], args["ts"])
             if key not in self.messages:

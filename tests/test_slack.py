@@ -179,6 +179,24 @@ class TestIncidentLife:
         thread = posts[1].args["thread_ts"]
         assert [p.args.get("thread_ts") for p in posts] == [None, thread, thread]
 
+    async def test_a_reply_slack_took_before_the_answer_was_lost_is_not_repeated(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Slack posts a thread reply but its answer never comes back: the retry finds the reply
+        in the thread by its metadata and does not post it again."""
+        opened, worse, _ = life(make_page)
+        dispatcher = Dispatcher([notifier(fake, store, timeout=1)], store)
+        await dispatcher.dispatch(opened)
+        fake.hold(lambda method, args: bool(args.get("thread_ts")), take=True)
+        await dispatcher.dispatch(worse)
+        assert dispatcher.failed == 1 and await store.pending("slack") == 1
+        fake.release()
+        await dispatcher.flush()
+        assert await store.pending("slack") == 0 and dispatcher.sent == 2
+        (_, replies), *_ = fake.threads().values()
+        assert len(replies) == 1 and "Worse" in replies[0]
+        assert [c.method for c in fake.calls].count("conversations.replies") == 1
+
 
 class TestDelivery:
     async def test_pages_queue_while_slack_is_down_and_leave_in_order(

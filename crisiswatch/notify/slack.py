@@ -2,7 +2,9 @@
 
 The opening page posts the message and records its channel and `ts` in the store; every later
 page of the incident edits that message (`chat.update`) and adds a short reply in its thread, so
-a restart edits the right message instead of posting a new one. Errors are sorted for the
+a restart edits the right message instead of posting a new one. Every message carries what it
+stands for in its metadata, so after a crash between Slack's answer and our record the message or
+reply is found again in Slack instead of being posted twice. Errors are sorted for the
 dispatcher: rate limits wait (`Retry-After`), errors that need a person (revoked token, unknown
 channel) are permanent and tell the ops channel, anything else is retried.
 """
@@ -17,10 +19,7 @@ from typing import Any
 
 import structlog
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -32,7 +31,7 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import PermanentError, RetryLater
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify import slack_blocks as render
-from crisiswatch.store import Store
+from crisiswatch.store import Store, page_key
 
 log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -124,7 +123,9 @@ class SlackNotifier:
             token=token,
             base_url=settings.base_url or DEFAULT_BASE_URL,
             timeout=timeout,
-            retry_handlers=[RateLimitRetry(sleep), AsyncConnectionErrorRetryHandler()],
+            # Only 429s are retried inside the client: a dropped connection may follow a post
+            # Slack took, so that retry is the dispatcher's, which looks before posting again.
+            retry_handlers=[RateLimitRetry(sleep)],
         )
         self._told_ops: set[str] = set()
 
@@ -136,13 +137,7 @@ class SlackNotifier:
         try:
             channel, ts = await self._message(page, route)
             if page.kind is not PageKind.OPENED:
-                await self.client.chat_postMessage(
-                    channel=channel,
-                    thread_ts=ts,
-                    text=render.thread_reply(page, route),
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
+                await self._thread_reply(page, route, channel, ts)
         except SlackApiError as exc:
             raise await self._sorted(exc, route.channel) from exc
         if page.kind in (PageKind.OPENED, PageKind.ESCALATED):
@@ -175,12 +170,36 @@ class SlackNotifier:
             unfurl_links=False,
             unfurl_media=False,
             link_names=False,
-            metadata={"event_type": METADATA_EVENT, "event_payload": {"incident": incident.id}},
+            metadata=_metadata(incident.id),
         )
         channel, ts = str(response["channel"]), str(response["ts"])
         await self.store.save_message(incident.id, self.name, channel, ts)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
+
+    async def _thread_reply(self, page: Page, route: Route, channel: str, ts: str) -> None:
+        """Say in the incident's thread what this page changed, once: a retry after a crash
+        first looks in the thread for the reply an earlier attempt may have posted."""
+        key = page_key(page)
+        if await self.store.mark_posting(key, self.name):
+            try:
+                thread = await self.client.conversations_replies(
+                    channel=channel, ts=ts, limit=HISTORY_LOOKBACK, include_all_metadata=True
+                )
+            except SlackApiError as exc:  # no history scope: reply again rather than not at all
+                log.debug("slack.thread_unavailable", channel=channel, error=str(exc))
+            else:
+                if _ours(thread.get("messages"), "page", key) is not None:
+                    log.info("slack.reply_recovered", page=key)
+                    return
+        await self.client.chat_postMessage(
+            channel=channel,
+            thread_ts=ts,
+            text=render.thread_reply(page, route),
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata=_metadata(page.incident.id, page=key),
+        )
 
     async def reply(self, incident_id: str, text: str) -> bool:
         """A note in an incident's thread (acknowledgements, escalations); False if none."""
@@ -260,15 +279,11 @@ class SlackNotifier:
         except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
             log.debug("slack.history_unavailable", channel=channel, error=str(exc))
             return None
-        for message in found.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == METADATA_EVENT and payload.get("incident") == (
-                incident_id
-            ):
-                log.info("slack.message_recovered", incident=incident_id)
-                return channel, str(message["ts"])
-        return None
+        ts = _ours(found.get("messages"), "incident", incident_id)
+        if ts is None:
+            return None
+        log.info("slack.message_recovered", incident=incident_id)
+        return channel, ts
 
     async def notice(self, text: str) -> None:
         """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
@@ -279,3 +294,18 @@ class SlackNotifier:
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
         return await self.reply(incident_id, render.escalation_reply(route, waited))
+
+
+def _metadata(incident_id: str, **more: str) -> dict[str, Any]:
+    """Message metadata naming what a message of ours stands for, to find it again."""
+    return {"event_type": METADATA_EVENT, "event_payload": {"incident": incident_id, **more}}
+
+
+def _ours(messages: Any, field: str, value: str) -> str | None:
+    """The ts of the first of Slack's `messages` whose metadata of ours has `field` = `value`."""
+    for message in messages or []:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if metadata.get("event_type") == METADATA_EVENT and payload.get(field) == value:
+            return str(message["ts"])
+    return None
