@@ -110,6 +110,7 @@ class Daemon:
         checkpoint_seconds: float = 300.0,
         systemd: SystemdNotifier | None = None,
         ops_listen: str | None = None,
+        wedged_after: float = 60.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -140,6 +141,8 @@ class Daemon:
         self.decide_seconds = 0.0  # time in the pipeline, for the metrics
         self.last_checkpoint: float | None = None  # monotonic time of the last checkpoint
         self._consumer: asyncio.Task[None] | None = None
+        self.wedged_after = wedged_after  # one item held this long while others wait: wedged
+        self._took_at = time.monotonic()  # when the pipeline last took an item
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
@@ -242,6 +245,7 @@ class Daemon:
 
     async def _consume(self) -> None:
         while (item := await self.queue.get()) is not None:
+            self._took_at = time.monotonic()
             started = time.perf_counter()
             if isinstance(item, Command):
                 pages = self._apply(item)
@@ -379,7 +383,10 @@ class Daemon:
             return None
 
     def pipeline_alive(self) -> bool:
-        return self._consumer is not None and not self._consumer.done()
+        """The pipeline's task runs and is not stuck on one item while others wait."""
+        if self._consumer is None or self._consumer.done():
+            return False
+        return self.queue.empty() or time.monotonic() - self._took_at <= self.wedged_after
 
     async def queued_pages(self) -> int:
         """Pages waiting in the outbox, over every notifier."""
@@ -390,9 +397,15 @@ class Daemon:
         return total
 
     def _alive(self) -> bool:
-        """The watchdog's question: is the pipeline still consuming?"""
+        """The watchdog's question: is the pipeline still consuming? If not, the pings stop and
+        systemd restarts the service (which resumes from the last checkpoint)."""
         self.systemd.status(self.status())
-        return not self.stopping.is_set()
+        if self.stopping.is_set():
+            return False
+        if not self.pipeline_alive():
+            log.error("pipeline.wedged", queued=self.queue.qsize(), effect="watchdog not fed")
+            return False
+        return True
 
     async def _learn_feedback(self) -> None:
         """Teach the sentiment model what `crisiswatch feedback` queued in the store."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import Daemon, RunSummary
-from crisiswatch.domain import Page, PageKind
+from crisiswatch.domain import Incident, Page, PageKind
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -214,4 +215,34 @@ class TestPipelineFailure:
             with pytest.raises(RuntimeError, match="model exploded"):
                 await asyncio.wait_for(daemon.run(exit_when_sources_end=True), timeout=20)
         finally:
+            await store.close()
+
+    async def test_a_pipeline_stuck_on_one_item_is_not_alive(self, tmp_path: Path) -> None:
+        """A pipeline that waits forever (here on a store that never answers) while mentions
+        queue up is reported not alive, so /healthz fails and the watchdog stops being fed."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream)
+
+        class HangingStore(Store):
+            async def save_incident(self, incident: Incident) -> None:
+                await asyncio.Event().wait()
+
+        settings = settings_for(tmp_path, stream)
+        store = await HangingStore.open(tmp_path / "s.db")
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+        daemon = Daemon(
+            pipeline, [ReplaySource(stream)], [Recorder()], store, queue_size=10, wedged_after=0.2
+        )
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=True))
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if daemon.ready and not daemon.pipeline_alive():
+                    break
+            assert not daemon.pipeline_alive() and daemon.queue.full()
+            assert not daemon._alive()  # the watchdog is not fed
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
             await store.close()

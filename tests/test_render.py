@@ -94,7 +94,7 @@ class TestRenderText:
         assert "rules    angry-surge" in text
         assert "terms    atm, swallowed" in text
         assert (
-            'posts    bigaccount (125,000 followers · 3,400 interactions, x, 90% negative): '
+            "posts    bigaccount (125,000 followers · 3,400 interactions, x, 90% negative): "
             '"My Kestrel card was '
             'swallowed by the ATM, awful" https://x.example/status/1'
         ) in text

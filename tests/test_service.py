@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from daemon_process import start, wait_for
+
+from crisiswatch.ops.systemd import heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "crisiswatch.service"
@@ -85,6 +89,47 @@ class TestCheckpointAcrossRestarts:
         finally:
             second.kill()
         assert b"saved_at" in restored
+
+
+class TestUnusableStateDirectory:
+    def test_run_and_doctor_say_so_plainly(self, tmp_path: Path) -> None:
+        """A state directory that cannot be created or written (here: under a regular file,
+        which defeats even root) stops `run` with one clear line and exit 1, before anything is
+        read; `doctor` names the problem too."""
+        config = deployment(
+            tmp_path, '{"id": "m1", "created_at": "2026-03-02T00:00:00Z", "text": "acme"}\n'
+        )
+        (tmp_path / "blocker").write_text("")
+        config.write_text(config.read_text().replace("state_dir: state", "state_dir: blocker/s"))
+        command = [sys.executable, "-m", "crisiswatch"]
+        run = subprocess.run([*command, "run", "--config", str(config)], capture_output=True)
+        doctor = subprocess.run([*command, "doctor", "--config", str(config)], capture_output=True)
+        assert run.returncode == 1 and doctor.returncode == 1
+        assert b"Traceback" not in run.stderr + doctor.stderr
+        assert b"cannot open the state store" in run.stderr and b"Not a directory" in run.stderr
+        assert b"blocker/s is not writable" in doctor.stdout + doctor.stderr
+
+
+class TestWatchdog:
+    async def test_a_blocked_event_loop_sends_no_pings(self) -> None:
+        """The pings come from the event loop itself: while a blocking call holds the loop,
+        none are sent, so systemd's watchdog sees the hang."""
+        sent: list[float] = []
+
+        class Recorder:
+            def send(self, *fields: str) -> bool:
+                sent.append(time.monotonic())
+                return True
+
+        task = asyncio.create_task(heartbeat(Recorder(), 0.01, lambda: True))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        blocked_from = time.monotonic()
+        time.sleep(0.3)  # noqa: ASYNC251 -- the point: a blocking call wedges the loop
+        blocked_until = time.monotonic()
+        await asyncio.sleep(0.1)
+        task.cancel()
+        assert not [t for t in sent if blocked_from < t < blocked_until]
+        assert len([t for t in sent if t > blocked_until]) >= 3  # and resume after it
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

@@ -107,7 +107,7 @@ def app(daemon: Daemon) -> web.Application:
 
     async def healthz(request: web.Request) -> web.Response:
         alive = daemon.pipeline_alive()
-        body = {"status": "ok" if alive else "pipeline stopped"}
+        body = {"status": "ok" if alive else "pipeline stopped or stuck"}
         return web.json_response(body, status=200 if alive else 503, dumps=_dumps)
 
     async def readyz(request: web.Request) -> web.Response:
