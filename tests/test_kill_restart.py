@@ -79,9 +79,9 @@ KILL_POINTS = [
 ]
 
 
-async def run_demo(tmp_path: Path, kill: KillPoint | None) -> Outcome:
-    """Run the demo to its end (killed once and restarted, if `kill`); what Slack shows and
-    the ids of the mentions the daemon took in."""
+async def run_demo(tmp_path: Path, kill: KillPoint | None, reloads: int = 0) -> Outcome:
+    """Run the demo to its end (killed once and restarted, if `kill`; sent `reloads` SIGHUPs
+    once paging has begun); what Slack shows and the ids of the mentions the daemon took in."""
     fake = FakeSlack()
     await fake.start()
     config = deployment(tmp_path, fake.base_url)
@@ -101,6 +101,11 @@ async def run_demo(tmp_path: Path, kill: KillPoint | None) -> Outcome:
             fake.release()
         log = tmp_path / "daemon.log"
         processes.append(start(config, log, SLACK_BOT_TOKEN=TOKEN))
+        if reloads:
+            await wait_until(lambda: bool(fake.ok_calls("chat.postMessage")), 60)
+            for _ in range(reloads):
+                processes[-1].send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.15)
         await wait_until(lambda: b'"source.ended"' in log.read_bytes(), 120)
         processes[-1].send_signal(signal.SIGTERM)  # drains the queue and the outbox, then exits
         code = await asyncio.to_thread(processes[-1].wait, 60)
@@ -155,3 +160,13 @@ class TestKillAndRestart:
         for incident, (message, replies) in expected_threads.items():
             assert threads[incident][1] == replies, incident
             assert threads[incident][0] == message, incident
+
+    async def test_reloads_mid_replay_lose_nothing(
+        self, uninterrupted: Outcome, tmp_path: Path
+    ) -> None:
+        """SIGHUP while mentions stream in and pages go out: the same pages and mentions."""
+        threads, seen = await run_demo(tmp_path, None, reloads=4)
+        log = (tmp_path / "daemon.log").read_bytes()
+        assert log.count(b'"daemon.reloading"') == 4  # signals close together reload once
+        assert log.rindex(b'"config.reloaded"') < log.index(b'"source.ended"')  # mid-replay
+        assert (threads, seen) == uninterrupted
