@@ -44,6 +44,7 @@ class FakeReddit:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → about's "data"
     faults: list[Fault] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)  # listings answered with their contents
     tokens_issued: int = 0
     url: str = ""
     _valid_tokens: set[str] = field(default_factory=set)
@@ -106,6 +107,15 @@ class FakeReddit:
         }  # fmt: skip
         self.things.append({"kind": "t1", "data": data})
         return f"reddit:t1_{data['id']}"
+
+    async def listening(self, *paths: str) -> None:
+        """Wait until each listing (default: the test subreddit's posts and comments) has been
+        answered once: a stream's first answer marks what existed before it, which it skips, so
+        a test's new posts must come after it, however slowly the client started."""
+        wanted = paths or ("/r/brand/new", "/r/brand/comments")
+        async with asyncio.timeout(10):
+            while not all(any(p.startswith(w) for p in self.listed) for w in wanted):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
 
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
         for fault in self.faults:
@@ -187,4 +197,5 @@ class FakeReddit:
             page = things[-limit:]
         body = {"kind": "Listing", "data": {"after": None, "before": None,
                                             "children": list(reversed(page))}}  # fmt: skip
+        self.listed.append(request.path)
         return web.Response(body=orjson.dumps(body), content_type="application/json")
