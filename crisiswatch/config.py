@@ -125,6 +125,7 @@ class RedditSettings(Strict):
     search: bool = True  # also poll site-wide search for the brands' terms
     search_every: Duration = timedelta(minutes=1)
     search_lookback: Duration = timedelta(minutes=10)  # search indexes late: look back this far
+    karma_per_minute: int = Field(default=30, ge=0)  # authors' karma lookups (reach) at most
     oauth_url: str = "https://oauth.reddit.com"  # only tests point these elsewhere
     reddit_url: str = "https://www.reddit.com"
 

@@ -233,3 +233,24 @@ class TestReach:
         assert [m.engagement for m in got] == [16] * 4  # score 12 + 4 comments
         assert all(fault.times == 0 for fault in fake.faults)
         assert src.health().consecutive_failures == 0 and src.health().last_error is None
+
+    async def test_lookups_are_budgeted_per_minute(self, fake: FakeReddit) -> None:
+        """Past `karma_per_minute` lookups, new authors' posts take their score at once and no
+        request is made; a minute later lookups resume."""
+        for n in range(5):
+            fake.user(f"user{n}", link_karma=100 * (n + 1), comment_karma=0)
+        clock = Clock()
+
+        async def surge() -> None:
+            await fake.listening("/r/brand/new")
+            for n in range(4):
+                fake.post("acme bank is down", created=NOW, author=f"user{n}")
+
+        src = source(fake, None, clock, karma_per_minute=2)
+        first = await take(src, 4, surge)
+        clock.now += 60
+        fake.post("acme bank still down", created=NOW + 60, author="user4")
+        second = await take(src, 1)
+        assert [m.author_followers for m in first + second] == [100, 200, 12, 12, 500]
+        lookups = [path for path in fake.requests if path.startswith("/user/")]
+        assert lookups == ["/user/user0/about/", "/user/user1/about/", "/user/user4/about/"]

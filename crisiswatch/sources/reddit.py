@@ -7,14 +7,15 @@ is started again by `supervise` from where it stopped (`continue_after_id`). Red
 with time, so a post at or before a stream's cursor is never yielded again. Every request must be
 answered within a timeout; a timeout is an error like any other.
 
-A mention's reach is its author's karma (link + comment), looked up once a day per author; when
-the lookup fails or is slow, the post's score stands in.
+A mention's reach is its author's karma (link + comment), looked up once a day per author and at
+most `karma_per_minute` times a minute; when the lookup fails, is slow or over that budget, the
+post's score stands in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -108,6 +109,7 @@ class RedditSource(LiveSource):
         self._credentials = (client_id, client_secret)
         self._authors: OrderedDict[str, str | None] = OrderedDict()
         self._karma: OrderedDict[str, tuple[float, int | None]] = OrderedDict()  # (when, karma)
+        self._lookups: deque[float] = deque()  # when the lookups of the last minute were made
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
@@ -192,13 +194,21 @@ class RedditSource(LiveSource):
         """The author's karma (link + comment), looked up at most once a day; else `score`.
 
         A failed or slow lookup costs the mention at most `karma_timeout`; only a definite
-        answer (the karma, or no such user) is remembered."""
+        answer (the karma, or no such user) is remembered. Past the config's `karma_per_minute`
+        lookups the score stands in at once, so a surge of new authors never slows the listings."""
         if author is None or author == "[deleted]":
             return score
         now = self.clock()
         if (known := self._karma.get(author)) is not None and now - known[0] < KARMA_FOR:
             self._karma.move_to_end(author)
             return score if known[1] is None else known[1]
+        while self._lookups and now - self._lookups[0] >= 60.0:
+            self._lookups.popleft()
+        # Reddit allows an app ~100 requests a minute in all; the listings keep theirs when a
+        # surge brings hundreds of new authors: over budget, the score now, a lookup later
+        if len(self._lookups) >= self.settings.karma_per_minute:
+            return score
+        self._lookups.append(now)
         karma: int | None = None
         try:
             async with asyncio.timeout(self.karma_timeout):
