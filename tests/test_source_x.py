@@ -97,6 +97,22 @@ class TestRecentSearch:
         assert health.last_success and health.last_error_at
         assert health.last_success > health.last_error_at
 
+    async def test_a_rejected_token_backs_off_and_says_so(self, fake: FakeX) -> None:
+        """401s (a revoked or rotated bearer token) are reported in health as unauthorised and
+        retried with back-off, never ending the source; once accepted, tweets flow again."""
+        alice = fake.user("alice")
+        expected = fake.tweet("acme bank after the fix", author=alice, created=CREATED)
+        fake.fail("/2/tweets/search/recent", status=401, times=3)
+        clock = Clock()
+        src = source(fake, None, clock)
+        got = await take(src, 1)
+        assert [m.id for m in got] == [expected] and fake.faults[0].times == 0
+        health = src.health()
+        assert health.last_error is not None and "401" in health.last_error
+        assert health.consecutive_failures == 0
+        backoffs = [s for s in clock.sleeps if s > 0]
+        assert len(backoffs) >= 3 and backoffs[1] > backoffs[0]  # exponential, not a hot loop
+
 
 class TestFilteredStream:
     async def test_stream_reconnects_and_search_fills_the_gap(self, fake: FakeX) -> None:
