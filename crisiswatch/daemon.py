@@ -318,7 +318,9 @@ class Daemon:
             batch, self._unsaved = self._unsaved, []
         if batch:
             try:
-                await self.store.mark_seen((m.id for m in batch), batch[-1].created_at)
+                await self.store.mark_seen(
+                    (m.id for m in batch), batch[-1].created_at, keep=self.pipeline.deduper.capacity
+                )
             except Exception as exc:
                 log.error("store.seen_unsaved", count=len(batch), error=str(exc))
         ids = [m.id for m in batch]

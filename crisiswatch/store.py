@@ -113,12 +113,21 @@ class Store:
         async with self._lock:
             return await asyncio.to_thread(_transaction, self._db, work)
 
-    async def mark_seen(self, ids: Iterable[str], at: datetime) -> None:
+    async def mark_seen(self, ids: Iterable[str], at: datetime, *, keep: int | None = None) -> None:
+        """Remember ids as seen; with `keep`, forget all but about the newest `keep` (only
+        those restore the dedupe window, and a service runs for months)."""
         rows = [(mention_id, at.isoformat()) for mention_id in ids]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
+            if keep is None:
+                return
+            low, high = db.execute("SELECT MIN(rowid), MAX(rowid) FROM seen").fetchone()
+            if high is not None and high - low >= keep + keep // 10:  # prune in batches
+                db.execute("DELETE FROM seen WHERE rowid <= ?", (high - keep,))
+
         if rows:
-            await self._run(
-                lambda db: db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
-            )
+            await self._run(write)
 
     async def recent_seen(self, limit: int) -> list[str]:
         """The most recently seen ids, oldest first, to restore the dedupe window."""

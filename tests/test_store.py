@@ -54,6 +54,15 @@ class TestSeen:
         await store.mark_seen([], T0)
         assert await store.recent_seen(10) == []
 
+    async def test_old_ids_are_forgotten_beyond_what_is_kept(self, store: Store) -> None:
+        """With `keep`, the table stays near `keep` ids however many are marked, and the newest
+        `keep` are always there to restore the dedupe window."""
+        for batch in range(50):
+            await store.mark_seen([f"id{batch}-{n}" for n in range(40)], T0, keep=100)
+            newest = await store.recent_seen(100)
+            assert newest[-1] == f"id{batch}-39" and len(newest) == min(100, 40 * (batch + 1))
+        assert len(await store.recent_seen(10_000)) <= 100 + 10 + 40
+
 
 class TestIncidents:
     async def test_saved(self, store: Store, make_incident: IncidentFactory) -> None:
