@@ -35,6 +35,7 @@ from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops import http as ops_http
+from crisiswatch.ops.latency import Latency
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats
@@ -138,7 +139,7 @@ class Daemon:
         self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
         self.ready = False
         self.read_per_source: Counter[str] = Counter()
-        self.decide_seconds = 0.0  # time in the pipeline, for the metrics
+        self.latency = Latency()  # time the pipeline takes per mention or tick, for the metrics
         self.last_checkpoint: float | None = None  # monotonic time of the last checkpoint
         self._consumer: asyncio.Task[None] | None = None
         self.wedged_after = wedged_after  # one item held this long while others wait: wedged
@@ -251,12 +252,12 @@ class Daemon:
                 pages = self._apply(item)
             elif isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
-                self.decide_seconds += time.perf_counter() - started
+                self.latency.observe(time.perf_counter() - started)
                 if self.checkpoint_dir is None:
                     await self._save_seen()
             else:
                 pages = self.pipeline.feed(item)
-                self.decide_seconds += time.perf_counter() - started
+                self.latency.observe(time.perf_counter() - started)
                 self._unsaved.append(item)
                 # With checkpoints, seen ids and cursors are saved with each checkpoint, so after
                 # a crash the mentions since it are read again and counted into the restored

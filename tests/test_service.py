@@ -183,5 +183,21 @@ class TestOpsEndpoint:
         assert 'crisiswatch_mentions_total{outcome="counted"} 1.0' in metrics
         assert 'crisiswatch_source_mentions_total{source="replay"} 1.0' in metrics
         assert "crisiswatch_queue_depth" in metrics and "crisiswatch_pages_queued" in metrics
+        assert 'crisiswatch_pipeline_seconds_bucket{le="+Inf"} 1.0' in metrics  # the mention
+        assert "crisiswatch_pipeline_seconds_count 1.0" in metrics
         assert health == {"status": "ok"}
         assert ready == {"ready": True, "problems": []}
+
+
+class TestLatency:
+    def test_buckets_are_cumulative_with_a_sum(self) -> None:
+        """Each observation lands in the first bucket whose bound it does not exceed."""
+        from crisiswatch.ops.latency import Latency
+
+        latency = Latency()
+        for seconds in (0.00005, 0.0001, 0.002, 0.002, 5.0):
+            latency.observe(seconds)
+        buckets = dict(latency.cumulative())
+        assert buckets["0.0001"] == 2 and buckets["0.001"] == 2 and buckets["0.003"] == 4
+        assert buckets["3.0"] == 4 and buckets["+Inf"] == 5
+        assert abs(latency.total - 5.00415) < 1e-9

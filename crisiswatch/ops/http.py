@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class DaemonCollector(Collector):
         self.daemon = daemon
         self.queued = 0  # outbox pages waiting, refreshed by the handler before each scrape
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         daemon = self.daemon
         stats = daemon.pipeline.stats
         mentions = CounterMetricFamily(
@@ -74,8 +74,11 @@ class DaemonCollector(Collector):
         )
         yield CounterMetricFamily("crisiswatch_buckets_closed", "Buckets judged", stats.buckets)
         yield CounterMetricFamily("crisiswatch_alerts", "Rule alerts", stats.alerts)
-        yield CounterMetricFamily(
-            "crisiswatch_decide_seconds", "Time spent judging closed buckets", daemon.decide_seconds
+        yield HistogramMetricFamily(
+            "crisiswatch_pipeline_seconds",
+            "Time the pipeline took per mention or clock tick (closing buckets and judging them)",
+            buckets=daemon.latency.cumulative(),
+            sum_value=daemon.latency.total,
         )
         if daemon.last_checkpoint is not None:
             age = time.monotonic() - daemon.last_checkpoint
