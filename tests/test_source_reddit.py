@@ -212,7 +212,8 @@ class TestReach:
 
     async def test_a_failed_lookup_falls_back_to_the_score(self, fake: FakeReddit) -> None:
         """A 404, a 500 or a slow answer to the karma lookup: the post's score is the reach and
-        the mention arrives once, at once; a 500 is asked again for the author's next post."""
+        the mention arrives once, at once; lookups pause for a minute after a failure, and a
+        500 is asked again for the author's next post after that."""
         for name in ("carol", "erin"):
             fake.user(name, link_karma=50, comment_karma=7)
         fake.fail("/user/carol/about", status=500, times=3)  # asyncprawcore tries 3 times
@@ -220,17 +221,29 @@ class TestReach:
         clock = Clock()
         expected: list[str] = []
 
+        async def post(author: str, *, a_minute_later: bool = False) -> None:
+            if a_minute_later:
+                clock.now += 60.0
+            expected.append(fake.post("acme bank", created=NOW, author=author))
+            while f"/user/{author}/about/" not in fake.requests and author != "frank":  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.4)  # the lookup is answered, fails or times out (0.2 s)
+
         async def traffic() -> None:
             await fake.listening()
-            for author in ("dave", "carol", "erin", "carol"):
-                expected.append(fake.post("acme bank", created=NOW, author=author))
-                await asyncio.sleep(0.02)
+            await post("dave")  # no such user: a definite answer, no pause
+            await post("carol")  # 500s: lookups pause for a minute
+            await post("frank")  # in the pause: not looked up
+            await post("erin", a_minute_later=True)  # too slow: another pause
+            await post("carol", a_minute_later=True)
 
         src = source(fake, None, clock, karma_timeout=0.2)
-        got = await take(src, 4, traffic)
+        got = await take(src, 5, traffic)
         assert [m.id for m in got] == expected
-        assert [m.author_followers for m in got] == [12, 12, 12, 57]
-        assert [m.engagement for m in got] == [16] * 4  # score 12 + 4 comments
+        assert [m.author_followers for m in got] == [12, 12, 12, 12, 57]
+        assert [m.engagement for m in got] == [16] * 5  # score 12 + 4 comments
+        lookups = [path for path in fake.requests if path.startswith("/user/")]
+        assert "/user/frank/about/" not in lookups and lookups.count("/user/carol/about/") == 4
         assert all(fault.times == 0 for fault in fake.faults)
         assert src.health().consecutive_failures == 0 and src.health().last_error is None
 

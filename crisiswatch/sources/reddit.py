@@ -110,6 +110,7 @@ class RedditSource(LiveSource):
         self._authors: OrderedDict[str, str | None] = OrderedDict()
         self._karma: OrderedDict[str, tuple[float, int | None]] = OrderedDict()  # (when, karma)
         self._lookups: deque[float] = deque()  # when the lookups of the last minute were made
+        self._lookups_resume = 0.0  # no lookups before this time (after a failed one)
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
@@ -194,8 +195,9 @@ class RedditSource(LiveSource):
         """The author's karma (link + comment), looked up at most once a day; else `score`.
 
         A failed or slow lookup costs the mention at most `karma_timeout`; only a definite
-        answer (the karma, or no such user) is remembered. Past the config's `karma_per_minute`
-        lookups the score stands in at once, so a surge of new authors never slows the listings."""
+        answer (the karma, or no such user) is remembered, and after a failure lookups pause for
+        a minute. Past the config's `karma_per_minute` lookups the score stands in at once, so
+        neither a surge of new authors nor a struggling Reddit slows the listings."""
         if author is None or author == "[deleted]":
             return score
         now = self.clock()
@@ -206,7 +208,7 @@ class RedditSource(LiveSource):
             self._lookups.popleft()
         # Reddit allows an app ~100 requests a minute in all; the listings keep theirs when a
         # surge brings hundreds of new authors: over budget, the score now, a lookup later
-        if len(self._lookups) >= self.settings.karma_per_minute:
+        if len(self._lookups) >= self.settings.karma_per_minute or now < self._lookups_resume:
             return score
         self._lookups.append(now)
         karma: int | None = None
@@ -220,6 +222,7 @@ class RedditSource(LiveSource):
             log.debug("reddit.karma_unknown", author=author, error=describe_error(exc))
         except Exception as exc:
             log.debug("reddit.karma_failed", author=author, error=describe_error(exc))
+            self._lookups_resume = now + 60.0
             return score
         self._karma[author] = (now, karma)
         self._karma.move_to_end(author)
