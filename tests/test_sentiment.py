@@ -11,7 +11,7 @@ import pytest
 from crisiswatch.bench.sentiment import prequential, scores, shift_stream
 from crisiswatch.enrich import train_sentiment
 from crisiswatch.enrich.predict_cli import predict_stream
-from crisiswatch.enrich.sentiment import LABELS, SentimentModel, SentimentScore
+from crisiswatch.enrich.sentiment import LABELS, SentimentModel, SentimentScore, features, tokens
 
 HOSTILE = [
     "",
@@ -58,6 +58,20 @@ class TestShippedModel:
         model = SentimentModel.load_default()
         unreadable = ["", "こんにちは世界", "Привет, как дела?", "x" * 10_000, "🙂", "1234"]
         assert sum(model.predict_one(t).label == "negative" for t in unreadable) <= 1
+
+
+class TestFeatures:
+    def test_tokens(self) -> None:
+        """Words, punctuation, emoticons and emoji are tokens; a URL's ":/" is no emoticon."""
+        assert tokens("Can’t log in :( http://t.co/x 😡😡!!") == [
+            "can't", "log", "in", ":(", "http", "t", ".", "co", "x", "😡", "😡", "!", "!",
+        ]  # fmt: skip
+
+    def test_features(self) -> None:
+        """Negation-marked tokens, upper-cased prefixes and bigrams."""
+        assert features("not working today") == [
+            "not", "working_N", "today_N", "NOT", "WORK", "TODA", "not working", "working today",
+        ]  # fmt: skip
 
 
 class TestOnlineLearning:
@@ -139,6 +153,22 @@ class TestTraining:
         assert first == second
         recall, _ = train_sentiment.evaluate(train_sentiment.to_model(first), sample)
         assert recall > 0.9
+
+    def test_calibrate_balances_decisions(self) -> None:
+        """Offsets chosen on a hold-out undo a bias against a class and leave a fair model alone."""
+        texts, gold = shift_stream(300, seed=5)
+        pairs = zip(texts, gold, strict=True)
+        sample = [train_sentiment.Example(t, LABELS.index(g)) for t, g in pairs]
+
+        def model(offsets: tuple[float, float]) -> train_sentiment.BaseWeights:
+            doc = train_sentiment.train(sample, {}, 0.01, offsets=offsets)
+            return train_sentiment.to_model(doc)
+
+        assert train_sentiment.calibrate(model((0.0, 0.0)), sample) == (0.0, 0.0)
+        dn, dp = train_sentiment.calibrate(model((-1.0, -1.0)), sample)
+        assert dn > 0
+        fixed = train_sentiment.evaluate(model((dn - 1.0, dp - 1.0)), sample)[0]
+        assert fixed > train_sentiment.evaluate(model((-1.0, -1.0)), sample)[0] + 0.1
 
     def test_clean_matches_tweeteval_conventions(self) -> None:
         """Pool escapes are undone and handles become @user."""

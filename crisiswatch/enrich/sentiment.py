@@ -1,26 +1,30 @@
 """Sentiment of one mention: a compact linear model shipped in the package, plus online learning.
 
 The base model is a weight table (feature -> logit of negative and of positive, neutral fixed at 0)
-trained offline by `python -m crisiswatch.enrich.train_sentiment`. Scoring a text is a handful of
-string operations and two C-level sums of dictionary look-ups. Feedback trains a separate,
-per-deployment residual table on the same features (small learning rate, clipped weights) whose
-logits are added to the base's; only that residual is checkpointed.
+trained offline by `python -m crisiswatch.enrich.train_sentiment`. Scoring a text is one
+regular-expression scan and one C-level sum of dictionary look-ups (each weight is one complex
+number, negative + positive*1j, so a single look-up gives both logits). Feedback trains a
+separate, per-deployment residual table on the same features (small learning rate, clipped
+weights) whose logits are added to the base's; only that residual is checkpointed.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from itertools import pairwise, repeat
+from itertools import chain, pairwise, repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
 LABELS = ("negative", "neutral", "positive")
-FEATURES_VERSION = 1  # bump when features() changes: the shipped model must be retrained
+FEATURES_VERSION = 2  # bump when features() changes: the shipped model must be retrained
 STATE_VERSION = 1
 MODEL_FILE = "sentiment_model.json.gz"
 MAX_CHARS = 1000  # characters read of a text: a 10,000-character post costs no more than that
@@ -28,15 +32,15 @@ MAX_TOKENS = 200
 NEGATION_SCOPE = 3  # tokens after a negator that are marked, unless punctuation ends the clause
 NEGATED = "_N"
 MAX_BALANCE = 5.0  # most a rare label's feedback is up-weighted online
-PREFIX = 4  # words longer than this also give their first PREFIX characters as a feature
+PREFIX = 4  # every token also gives its first PREFIX characters, upper-cased, as a feature
 
-_SPACED = ".,!?"
-_DROPPED = ' \t\n\r;:()[]{}"/\\|<>=*~^`+#“”‘—–\u200d\ufe0f'
-_EMOTICONS = {
-    ":-)": " emo_smile ", ":)": " emo_smile ", ";)": " emo_smile ", ":-d": " emo_smile ",
-    ":d": " emo_smile ", "<3": " emo_heart ", ":'(": " emo_sad ", ":-(": " emo_sad ",
-    ":(": " emo_sad ", ":/": " emo_sad ",
-}  # fmt: skip
+_PICTOGRAPHS = "\U0001f300-\U0001faff\u2600-\u27bf"
+_SEPARATORS = (
+    r"\s;:()\[\]{}\"/\\|<>=*~^`+#“”‘—–\u200d\ufe0f\U0001f3fb-\U0001f3ff.,!?…" + _PICTOGRAPHS
+)
+# An emoticon, a word (a run of characters that separate nothing), a punctuation mark or a
+# pictograph; ":/" of "http://" is not an emoticon.
+_TOKEN = re.compile(rf"<3|[:;]'?-?[()dp]|:/(?!/)|[^{_SEPARATORS}]+|[.,!?…]|[{_PICTOGRAPHS}]")
 _NEGATED_VERBS = (
     "do", "does", "did", "is", "are", "was", "were", "wo", "would", "ca", "could", "should",
     "have", "has", "had", "must", "need",
@@ -46,31 +50,15 @@ _NEGATORS = frozenset(
      "without", "ain't", "aint"}
     | {verb + end for verb in _NEGATED_VERBS for end in ("n't", "nt")}
 )  # fmt: skip
-_CLAUSE_END = frozenset(_SPACED + "…")
-_ZEROS = repeat(0.0)
-
-
-def _translation() -> dict[int, str]:
-    table: dict[int, str] = {ord(c): " " for c in _DROPPED}
-    table.update({ord(c): f" {c} " for c in _SPACED})
-    table[ord("…")] = " . . . "
-    table[ord("’")] = "'"
-    pictographs = [*range(0x1F300, 0x1FB00), *range(0x2600, 0x27C0)]
-    table.update({cp: f" {chr(cp)} " for cp in pictographs})
-    table.update({cp: " " for cp in range(0x1F3FB, 0x1F400)})  # skin-tone modifiers
-    return table
-
-
-_TABLE = _translation()
+_CLAUSE_END = frozenset(".,!?…")
+_PREFIX = itemgetter(slice(PREFIX))
+_PAIR = " ".join
+_ZEROS = repeat(0j)
 
 
 def tokens(text: str) -> list[str]:
     """Lowercased words, punctuation marks, emoticons and emoji of `text`, capped in length."""
-    text = text[:MAX_CHARS].lower()
-    if ":" in text or ";" in text or "<3" in text:
-        for emoticon, word in _EMOTICONS.items():
-            text = text.replace(emoticon, word)
-    words = text.translate(_TABLE).split()
+    words = _TOKEN.findall(text[:MAX_CHARS].lower().replace("’", "'"))
     del words[MAX_TOKENS:]
     return words
 
@@ -92,13 +80,14 @@ def _mark_negation(words: list[str]) -> list[str]:
     return marked
 
 
-def features(text: str) -> list[str]:
-    """Features of a text: words (negation-marked), word bigrams and word prefixes."""
-    words = tokens(text)
+def _features(words: list[str]) -> Iterator[str]:
     marked = words if _NEGATORS.isdisjoint(words) else _mark_negation(words)
-    out = marked + [a + " " + b for a, b in pairwise(words)]
-    out += ["^" + w[:PREFIX] for w in words if len(w) > PREFIX]
-    return out
+    return chain(marked, map(str.upper, map(_PREFIX, words)), map(_PAIR, pairwise(words)))
+
+
+def features(text: str) -> list[str]:
+    """Features of a text: its tokens (negation-marked), their upper-cased prefixes, bigrams."""
+    return list(_features(tokens(text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +100,14 @@ class SentimentScore:
 
 @dataclass(frozen=True, slots=True)
 class BaseWeights:
-    """The shipped weight table: logits of negative and positive relative to neutral."""
+    """The shipped weight table: feature -> complex(logit of negative, logit of positive).
+
+    Both logits are relative to neutral's, which is fixed at 0.
+    """
 
     model_id: str
-    bias: tuple[float, float]
-    negative: dict[str, float]
-    positive: dict[str, float]
+    bias: complex
+    table: dict[str, complex]
 
 
 def parse_model(raw: bytes) -> BaseWeights:
@@ -124,12 +115,11 @@ def parse_model(raw: bytes) -> BaseWeights:
     doc: dict[str, Any] = orjson.loads(raw)
     if doc.get("features_version") != FEATURES_VERSION:
         raise ValueError(f"model built for features v{doc.get('features_version')}")
-    table: dict[str, list[float]] = doc["weights"]
+    weights: list[tuple[str, float, float]] = doc["weights"]
     return BaseWeights(
         model_id=str(doc["id"]),
-        bias=(float(doc["bias"][0]), float(doc["bias"][1])),
-        negative={f: w[0] for f, w in table.items() if w[0]},
-        positive={f: w[1] for f, w in table.items() if w[1]},
+        bias=complex(doc["bias"][0], doc["bias"][1]),
+        table={feat: complex(neg, pos) for feat, neg, pos in weights},
     )
 
 
@@ -161,8 +151,7 @@ class SentimentModel:
         self._residual: dict[str, list[float]] = {}
         self._residual_bias = [0.0, 0.0]
         self._counts = [0, 0, 0]  # labels learned so far, to weigh classes evenly
-        self._negative = base.negative  # base + residual, copied on the first learn_one
-        self._positive = base.positive
+        self._table = base.table  # base + residual, copied on the first learn_one
         self._bias = base.bias
 
     @classmethod
@@ -170,18 +159,15 @@ class SentimentModel:
         """A model with the shipped weights and nothing learned yet."""
         return cls(default_weights())
 
-    def _logits(self, feats: list[str]) -> tuple[float, float]:
-        zn = self._bias[0] + sum(map(self._negative.get, feats, _ZEROS))
-        zp = self._bias[1] + sum(map(self._positive.get, feats, _ZEROS))
-        return zn, zp
-
     def negative_one(self, text: str) -> float:
         """P(negative) of `text`."""
-        return _softmax_negative(*self._logits(features(text)))
+        z = self._bias + sum(map(self._table.get, _features(tokens(text)), _ZEROS))
+        return _softmax_negative(z.real, z.imag)
 
     def predict_one(self, text: str) -> SentimentScore:
         """The most likely label and P(negative)."""
-        zn, zp = self._logits(features(text))
+        z = self._bias + sum(map(self._table.get, _features(tokens(text)), _ZEROS))
+        zn, zp = z.real, z.imag
         label = "negative" if zn >= zp and zn >= 0.0 else ("positive" if zp > 0.0 else "neutral")
         return SentimentScore(label, _softmax_negative(zn, zp))
 
@@ -190,28 +176,23 @@ class SentimentModel:
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}, not {label!r}")
         feats = features(text)
-        zn, zp = self._logits(feats)
+        z = self._bias + sum(map(self._table.get, feats, _ZEROS))
         index = LABELS.index(label)
         self._counts[index] += 1
         balance = min(MAX_BALANCE, sum(self._counts) / (len(LABELS) * self._counts[index]))
         step = self.learning_rate * balance / math.sqrt(len(feats) + 1)
-        gn = step * ((index == 0) - _softmax_negative(zn, zp))
-        gp = step * ((index == 2) - _softmax_negative(zp, zn))
-        self._own_tables()
+        gn = step * ((index == 0) - _softmax_negative(z.real, z.imag))
+        gp = step * ((index == 2) - _softmax_negative(z.imag, z.real))
+        if self._table is self.base.table:
+            self._table = dict(self.base.table)
         for feat in feats:
             self._update(feat, gn, gp)
         self._residual_bias = [self._clipped(self._residual_bias[0] + gn),
                                self._clipped(self._residual_bias[1] + gp)]  # fmt: skip
         self._sync_bias()
 
-    def _own_tables(self) -> None:
-        if self._negative is self.base.negative:
-            self._negative = dict(self.base.negative)
-            self._positive = dict(self.base.positive)
-
     def _sync_bias(self) -> None:
-        res = self._residual_bias
-        self._bias = (self.base.bias[0] + res[0], self.base.bias[1] + res[1])
+        self._bias = self.base.bias + complex(*self._residual_bias)
 
     def _clipped(self, weight: float) -> float:
         return min(self.clip, max(-self.clip, weight))
@@ -223,8 +204,7 @@ class SentimentModel:
         self._set(feat, res)
 
     def _set(self, feat: str, res: list[float]) -> None:
-        self._negative[feat] = self.base.negative.get(feat, 0.0) + res[0]
-        self._positive[feat] = self.base.positive.get(feat, 0.0) + res[1]
+        self._table[feat] = self.base.table.get(feat, 0j) + complex(res[0], res[1])
 
     def state(self) -> bytes:
         """A checkpoint of what was learned online (the base comes from the package)."""
@@ -250,7 +230,7 @@ class SentimentModel:
         model = cls(default_weights(), float(doc["learning_rate"]), float(doc["clip"]))
         residual: dict[str, list[float]] = doc["residual"]
         if residual:
-            model._own_tables()
+            model._table = dict(model.base.table)
         for feat, res in residual.items():
             model._residual[feat] = [float(res[0]), float(res[1])]
             model._set(feat, model._residual[feat])
