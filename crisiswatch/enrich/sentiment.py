@@ -2,8 +2,9 @@
 
 The base model is a weight table (feature -> logit of negative and of positive, neutral fixed at 0)
 trained offline by `python -m crisiswatch.enrich.train_sentiment`. Scoring a text is one
-regular-expression scan and one C-level sum of dictionary look-ups (each weight is one complex
-number, negative + positive*1j, so a single look-up gives both logits). Feedback trains a
+regular-expression scan and two C-level sums of dictionary look-ups, one over tokens and bigrams,
+one over token prefixes (each weight is one complex number, negative + positive*1j, so a single
+look-up gives both logits). Feedback trains a
 separate, per-deployment residual table on the same features (small learning rate, clipped
 weights) whose logits are added to the base's; only that residual is checkpointed.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import orjson
 
 LABELS = ("negative", "neutral", "positive")
-FEATURES_VERSION = 2  # bump when features() changes: the shipped model must be retrained
+FEATURES_VERSION = 3  # bump when features() changes: the shipped model must be retrained
 STATE_VERSION = 1
 MODEL_FILE = "sentiment_model.json.gz"
 MAX_CHARS = 1000  # characters read of a text: a 10,000-character post costs no more than that
@@ -32,7 +33,8 @@ MAX_TOKENS = 200
 NEGATION_SCOPE = 3  # tokens after a negator that are marked, unless punctuation ends the clause
 NEGATED = "_N"
 MAX_BALANCE = 5.0  # most a rare label's feedback is up-weighted online
-PREFIX = 4  # every token also gives its first PREFIX characters, upper-cased, as a feature
+PREFIX = 4  # every token also gives its first PREFIX characters as a feature
+PREFIXED = "^"  # marks a prefix feature (never part of a token)
 
 _PICTOGRAPHS = "\U0001f300-\U0001faff\u2600-\u27bf"
 _SEPARATORS = (
@@ -53,6 +55,7 @@ _NEGATORS = frozenset(
 _CLAUSE_END = frozenset(".,!?…")
 _PREFIX = itemgetter(slice(PREFIX))
 _PAIR = " ".join
+_MARK_PREFIX = PREFIXED.__add__
 _ZEROS = repeat(0j)
 
 
@@ -80,14 +83,15 @@ def _mark_negation(words: list[str]) -> list[str]:
     return marked
 
 
-def _features(words: list[str]) -> Iterator[str]:
+def _words_and_pairs(words: list[str]) -> Iterator[str]:
     marked = words if _NEGATORS.isdisjoint(words) else _mark_negation(words)
-    return chain(marked, map(str.upper, map(_PREFIX, words)), map(_PAIR, pairwise(words)))
+    return chain(marked, map(_PAIR, pairwise(words)))
 
 
 def features(text: str) -> list[str]:
-    """Features of a text: its tokens (negation-marked), their upper-cased prefixes, bigrams."""
-    return list(_features(tokens(text)))
+    """Features of a text: its tokens (negation-marked), bigrams, and prefixes (PREFIXED)."""
+    words = tokens(text)
+    return [*_words_and_pairs(words), *map(_MARK_PREFIX, map(_PREFIX, words))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +104,16 @@ class SentimentScore:
 
 @dataclass(frozen=True, slots=True)
 class BaseWeights:
-    """The shipped weight table: feature -> complex(logit of negative, logit of positive).
+    """The shipped weights: feature -> complex(logit of negative, logit of positive).
 
-    Both logits are relative to neutral's, which is fixed at 0.
+    Both logits are relative to neutral's, which is fixed at 0. Prefix features are in their own
+    table, keyed without their PREFIXED mark.
     """
 
     model_id: str
     bias: complex
     table: dict[str, complex]
+    prefixes: dict[str, complex]
 
 
 def parse_model(raw: bytes) -> BaseWeights:
@@ -119,7 +125,8 @@ def parse_model(raw: bytes) -> BaseWeights:
     return BaseWeights(
         model_id=str(doc["id"]),
         bias=complex(doc["bias"][0], doc["bias"][1]),
-        table={feat: complex(neg, pos) for feat, neg, pos in weights},
+        table={f: complex(neg, pos) for f, neg, pos in weights if f[0] != PREFIXED},
+        prefixes={f[1:]: complex(neg, pos) for f, neg, pos in weights if f[0] == PREFIXED},
     )
 
 
@@ -151,7 +158,8 @@ class SentimentModel:
         self._residual: dict[str, list[float]] = {}
         self._residual_bias = [0.0, 0.0]
         self._counts = [0, 0, 0]  # labels learned so far, to weigh classes evenly
-        self._table = base.table  # base + residual, copied on the first learn_one
+        self._table = base.table  # base + residual, both copied on the first learn_one
+        self._prefixes = base.prefixes
         self._bias = base.bias
 
     @classmethod
@@ -159,14 +167,23 @@ class SentimentModel:
         """A model with the shipped weights and nothing learned yet."""
         return cls(default_weights())
 
+    def logits(self, text: str) -> complex:
+        """Logits of negative (real part) and positive (imaginary part), relative to neutral."""
+        words = tokens(text)
+        return (
+            self._bias
+            + sum(map(self._table.get, _words_and_pairs(words), _ZEROS))
+            + sum(map(self._prefixes.get, map(_PREFIX, words), _ZEROS))
+        )
+
     def negative_one(self, text: str) -> float:
         """P(negative) of `text`."""
-        z = self._bias + sum(map(self._table.get, _features(tokens(text)), _ZEROS))
+        z = self.logits(text)
         return _softmax_negative(z.real, z.imag)
 
     def predict_one(self, text: str) -> SentimentScore:
         """The most likely label and P(negative)."""
-        z = self._bias + sum(map(self._table.get, _features(tokens(text)), _ZEROS))
+        z = self.logits(text)
         zn, zp = z.real, z.imag
         label = "negative" if zn >= zp and zn >= 0.0 else ("positive" if zp > 0.0 else "neutral")
         return SentimentScore(label, _softmax_negative(zn, zp))
@@ -176,20 +193,24 @@ class SentimentModel:
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}, not {label!r}")
         feats = features(text)
-        z = self._bias + sum(map(self._table.get, feats, _ZEROS))
+        z = self.logits(text)
         index = LABELS.index(label)
         self._counts[index] += 1
         balance = min(MAX_BALANCE, sum(self._counts) / (len(LABELS) * self._counts[index]))
         step = self.learning_rate * balance / math.sqrt(len(feats) + 1)
         gn = step * ((index == 0) - _softmax_negative(z.real, z.imag))
         gp = step * ((index == 2) - _softmax_negative(z.imag, z.real))
-        if self._table is self.base.table:
-            self._table = dict(self.base.table)
+        self._own_tables()
         for feat in feats:
             self._update(feat, gn, gp)
         self._residual_bias = [self._clipped(self._residual_bias[0] + gn),
                                self._clipped(self._residual_bias[1] + gp)]  # fmt: skip
         self._sync_bias()
+
+    def _own_tables(self) -> None:
+        if self._table is self.base.table:
+            self._table = dict(self.base.table)
+            self._prefixes = dict(self.base.prefixes)
 
     def _sync_bias(self) -> None:
         self._bias = self.base.bias + complex(*self._residual_bias)
@@ -204,7 +225,11 @@ class SentimentModel:
         self._set(feat, res)
 
     def _set(self, feat: str, res: list[float]) -> None:
-        self._table[feat] = self.base.table.get(feat, 0j) + complex(res[0], res[1])
+        if feat[0] == PREFIXED:
+            prefix = feat[1:]
+            self._prefixes[prefix] = self.base.prefixes.get(prefix, 0j) + complex(res[0], res[1])
+        else:
+            self._table[feat] = self.base.table.get(feat, 0j) + complex(res[0], res[1])
 
     def state(self) -> bytes:
         """A checkpoint of what was learned online (the base comes from the package)."""
@@ -230,7 +255,7 @@ class SentimentModel:
         model = cls(default_weights(), float(doc["learning_rate"]), float(doc["clip"]))
         residual: dict[str, list[float]] = doc["residual"]
         if residual:
-            model._table = dict(model.base.table)
+            model._own_tables()
         for feat, res in residual.items():
             model._residual[feat] = [float(res[0]), float(res[1])]
             model._set(feat, model._residual[feat])

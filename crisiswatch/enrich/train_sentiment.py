@@ -296,9 +296,10 @@ def to_model(doc: dict[str, object]) -> BaseWeights:
 
 def logits(base: BaseWeights, examples: Sequence[Example]) -> NDArray[np.float64]:
     """Per example, the logits of (negative, neutral, positive) with neutral's at 0."""
+    model = SentimentModel(base)
     z = np.zeros((len(examples), len(LABELS)))
     for i, e in enumerate(examples):
-        total = sum((base.table.get(f, 0j) for f in features(e.text)), base.bias)
+        total = model.logits(e.text)
         z[i, 0], z[i, 2] = total.real, total.imag
     return z
 
