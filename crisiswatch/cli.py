@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     pipeline_bench.add_argument("--mentions", type=int, default=200_000)
     pipeline_bench.add_argument("--brands", type=int, default=1)
     pipeline_bench.add_argument("--file", type=Path, help="mention JSON lines instead")
+    pipeline_bench.add_argument(
+        "--rate",
+        type=float,
+        help="generated mentions per second of event time (default: a day in 200,000)",
+    )
     pipeline_bench.set_defaults(handler=_bench_pipeline)
 
     sentiment = commands.add_parser("sentiment", help="the sentiment model")
@@ -302,9 +307,15 @@ def _bench_sentiment(args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    from crisiswatch.bench.pipeline import bench_pipeline
+    from crisiswatch.bench.pipeline import STRESS_RATE, bench_pipeline
 
-    return bench_pipeline(sys.stdout, mentions=args.mentions, brands=args.brands, path=args.file)
+    return bench_pipeline(
+        sys.stdout,
+        mentions=args.mentions,
+        brands=args.brands,
+        path=args.file,
+        rate=args.rate or STRESS_RATE,
+    )
 
 
 def _sentiment_predict(args: argparse.Namespace) -> int:

@@ -1,31 +1,37 @@
 """`bench pipeline`: the whole decision path at firehose rates, measured on one core.
 
 A stream of realistic mention JSON lines is generated (or read from a file) for B brands with
-five topics each, then run through parse → dedupe → attribution → sentiment → buckets →
-detectors → rules → incidents, with every page rendered but not sent. Printed: mentions per
-second, CPU seconds per million, the time to only parse the same lines (the pipeline's cost as a
-ratio of reading its input), how long a mention waits for its bucket's decision, how long
-judging a closed bucket takes, and peak memory.
+five topics each, at `rate` mentions per second of event time, then run through parse → dedupe →
+attribution → sentiment → buckets → detectors → rules → incidents, with every page rendered but
+not sent. The stream is handled in chunks, never held whole, so memory can be measured over
+millions of mentions. Each chunk is timed through the pipeline, then (not timed as pipeline) just
+parsed, and the parsed texts just scored for sentiment: the pipeline's cost is shown as a ratio
+of reading its input, and the sentiment model's share of it.
+
+Printed: mentions per second, CPU seconds per million, the parse-only ratio, the sentiment share,
+how long a mention waits for its bucket's decision, how long judging a closed bucket takes, and
+peak memory. All times are process CPU time (the machine may be shared), except `wall`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import resource
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
 import orjson
 
 from crisiswatch.config import Brand, Settings
-from crisiswatch.domain import Bucket, Page
+from crisiswatch.domain import Bucket, Mention, Page
 from crisiswatch.enrich.sentiment import SentimentModel
-from crisiswatch.mentions import MentionError, parse_mention
+from crisiswatch.mentions import MentionError, open_lines, parse_mention
 from crisiswatch.notify.render import render_text
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -45,11 +51,13 @@ PHRASES = [
     "worst {topic} experience ever with {brand}, never again",
     "just opened an account with {brand}, the {topic} looks fine",
 ]
-SPAN = timedelta(days=1)  # the generated stream covers a day of event time: 288 buckets
+STRESS_RATE = 200_000 / 86_400  # mentions per event-time second: a day in 200,000 mentions
+FIREHOSE_RATE = 6_000.0  # the public X firehose's average, for comparison
+CHUNK = 10_000  # lines generated, timed and dropped together
 
 
-def generate(count: int, brands: int, seed: int = 7) -> list[bytes]:
-    """`count` mention JSON lines over `brands` brands, spread evenly over a day."""
+def generate(count: int, brands: int, rate: float = STRESS_RATE, seed: int = 7) -> Iterator[bytes]:
+    """`count` mention JSON lines over `brands` brands, `rate` per second of event time."""
     rng = random.Random(seed)
     start = datetime(2026, 3, 2, tzinfo=UTC)
     buffer = bytearray()
@@ -57,7 +65,7 @@ def generate(count: int, brands: int, seed: int = 7) -> list[bytes]:
         brand = f"brand{rng.randrange(brands):03d}"
         topic = rng.choice(list(TOPICS))
         text = rng.choice(PHRASES).format(brand=brand, topic=rng.choice(TOPICS[topic]))
-        at = start + SPAN * (n / count)
+        at = start + timedelta(seconds=n / rate)
         row = {
             "id": f"x:{n}",
             "source": rng.choice(("x", "x", "reddit")),
@@ -66,9 +74,11 @@ def generate(count: int, brands: int, seed: int = 7) -> list[bytes]:
             "author": f"user{rng.randrange(200_000)}",
             "author_followers": int(rng.paretovariate(1.2) * 50),
         }
-        buffer += orjson.dumps(row)  # copied at once: orjson's bytes each keep a 4 KB buffer
+        buffer += orjson.dumps(row)  # copied: orjson's bytes each keep a 4 KB buffer
         buffer += b"\n"
-    return bytes(buffer).splitlines()
+        if (n + 1) % CHUNK == 0 or n + 1 == count:
+            yield from bytes(buffer).splitlines()
+            buffer.clear()
 
 
 def settings_for(brands: int) -> Settings:
@@ -81,84 +91,142 @@ def settings_for(brands: int) -> Settings:
     )
 
 
-def bench_pipeline(out: TextIO, *, mentions: int, brands: int, path: Path | None = None) -> int:
-    lines = path.read_bytes().splitlines() if path else generate(mentions, brands)
+@dataclass(slots=True)
+class _Tally:
+    """What one run measured."""
+
+    count: int = 0
+    cpu: float = 0.0  # the pipeline's CPU seconds
+    wall: float = 0.0
+    parse: float = 0.0  # CPU seconds to only parse the same lines
+    sentiment: float = 0.0  # CPU seconds to only score the same texts
+    pages: int = 0
+    waits: list[float] = field(default_factory=list)  # pipeline CPU s, first arrival → decision
+    judging: list[float] = field(default_factory=list)  # CPU s per decision with closed buckets
+
+
+def bench_pipeline(
+    out: TextIO,
+    *,
+    mentions: int,
+    brands: int,
+    path: Path | None = None,
+    rate: float = STRESS_RATE,
+) -> int:
     settings = settings_for(brands)
-    rules = load_rules(settings.rules, settings)
-
-    parse_started = time.process_time()
-    for line in lines:
-        with contextlib.suppress(MentionError):
-            parse_mention(line)
-    parse_seconds = time.process_time() - parse_started
-
-    pipeline = Pipeline(settings, rules, SentimentModel.load_default())
-    arrivals: dict[datetime, float] = {}  # bucket start -> wall time its first mention arrived
-    waits: list[float] = []
-    judging: list[float] = []
-    pages: list[Page] = []
-    decide = pipeline.decide
-
-    def timed_decide(closed: list[Bucket]) -> list[Page]:
-        started = time.perf_counter()
-        made = decide(closed)
-        for page in made:
-            render_text(page)
-        finished = time.perf_counter()
-        if closed:
-            judging.append(finished - started)
-        for start in {b.start for b in closed}:
-            if start in arrivals:
-                waits.append(finished - arrivals.pop(start))
-        return made
-
-    pipeline.decide = timed_decide  # type: ignore[method-assign]
-    width = int(settings.pipeline.bucket.total_seconds())
-    started_cpu, started_wall = time.process_time(), time.perf_counter()
-    for line in lines:
-        try:
-            mention = parse_mention(line)
-        except MentionError:
-            continue
-        bucket = datetime.fromtimestamp(int(mention.created_at.timestamp()) // width * width, UTC)
-        arrivals.setdefault(bucket, time.perf_counter())
-        pages.extend(pipeline.feed(mention))
-    pages.extend(pipeline.finish())
-    cpu = time.process_time() - started_cpu
-    wall = time.perf_counter() - started_wall
-    _report(out, len(lines), brands, cpu, wall, parse_seconds, waits, judging, len(pages))
+    pipeline = Pipeline(
+        settings, load_rules(settings.rules, settings), SentimentModel.load_default()
+    )
+    tally = _Tally()
+    if path is None:
+        _run(pipeline, generate(mentions, brands, rate), tally)
+    else:
+        with open_lines(path) as lines:
+            _run(pipeline, lines, tally)
+    _report(out, tally, brands, rate if path is None else None, pipeline.stats.buckets)
     return 0
 
 
+def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally) -> None:
+    """Feed every line through `pipeline` chunk by chunk, timing each stage as described above."""
+    width = int(pipeline.settings.pipeline.bucket.total_seconds())
+    arrivals: dict[int, float] = {}  # bucket index -> pipeline CPU clock at its first mention
+    decided = [-1]  # buckets below this index have been decided
+    decide = pipeline.decide
+    chunk_started = 0.0
+
+    def clock() -> float:
+        return tally.cpu + time.process_time() - chunk_started
+
+    def timed_decide(closed: list[Bucket]) -> list[Page]:
+        started = time.process_time()
+        made = decide(closed)
+        for page in made:
+            render_text(page)
+        if closed:
+            tally.judging.append(time.process_time() - started)
+            now = clock()
+            for index in {int(b.start.timestamp()) // width for b in closed}:
+                decided[0] = max(decided[0], index + 1)
+                if index in arrivals:
+                    tally.waits.append(now - arrivals.pop(index))
+        tally.pages += len(made)
+        return made
+
+    pipeline.decide = timed_decide  # type: ignore[method-assign]
+    feed, scorer = pipeline.feed, pipeline.scorer
+    it = iter(lines)
+    while chunk := list(islice(it, CHUNK)):
+        wall_started, chunk_started = time.perf_counter(), time.process_time()
+        for line in chunk:
+            try:
+                mention = parse_mention(line)
+            except MentionError:
+                continue
+            index = int(mention.created_at.timestamp()) // width
+            if index >= decided[0] and index not in arrivals:
+                arrivals[index] = clock()
+            feed(mention)
+        tally.cpu += time.process_time() - chunk_started
+        tally.wall += time.perf_counter() - wall_started
+        tally.count += len(chunk)
+        parse_started = time.process_time()
+        parsed = _parse_only(chunk)
+        sentiment_started = time.process_time()
+        for mention in parsed:
+            scorer.negative_one(mention.text)
+        tally.parse += sentiment_started - parse_started
+        tally.sentiment += time.process_time() - sentiment_started
+    wall_started, chunk_started = time.perf_counter(), time.process_time()
+    pipeline.finish()
+    tally.cpu += time.process_time() - chunk_started
+    tally.wall += time.perf_counter() - wall_started
+
+
+def _parse_only(chunk: Sequence[bytes]) -> list[Mention]:
+    parsed = []
+    for line in chunk:
+        try:
+            parsed.append(parse_mention(line))
+        except MentionError:
+            continue
+    return parsed
+
+
 def _report(
-    out: TextIO,
-    count: int,
-    brands: int,
-    cpu: float,
-    wall: float,
-    parse_seconds: float,
-    waits: Sequence[float],
-    judging: Sequence[float],
-    pages: int,
+    out: TextIO, tally: _Tally, brands: int, rate: float | None, series_buckets: int
 ) -> None:
+    count, cpu = tally.count, tally.cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.write(f"pipeline: {count:,} mentions, {brands} brands × 6 series, {pages} pages\n")
+    out.write(f"pipeline: {count:,} mentions, {brands} brands × 6 series, {tally.pages} pages\n")
+    if rate is not None:
+        span = count / rate
+        out.write(
+            f"  event time: {rate:,.2f} mentions/s, {span / 86_400:.2f} days, "
+            f"{series_buckets:,} series-buckets judged ({series_buckets / max(count, 1):.3f} "
+            f"per mention)\n"
+        )
     out.write(f"  mentions per second (CPU)       {count / cpu:>12,.0f}\n")
     out.write(f"  CPU seconds per million         {cpu / count * 1e6:>12.1f}\n")
-    out.write(f"  wall seconds                    {wall:>12.2f}\n")
+    out.write(f"  wall seconds                    {tally.wall:>12.2f}\n")
     out.write(
-        f"  parse only: {parse_seconds:.2f} s CPU; pipeline / parse = "
-        f"{cpu / max(parse_seconds, 1e-9):.1f}×\n"
+        f"  parse only: {tally.parse:.2f} s CPU; pipeline / parse = "
+        f"{cpu / max(tally.parse, 1e-9):.1f}×\n"
     )
-    if waits:
+    out.write(
+        f"  sentiment only: {tally.sentiment:.2f} s CPU, "
+        f"{tally.sentiment / cpu:.0%} of the pipeline\n"
+    )
+    if tally.waits:
         out.write(
-            f"  mention → its bucket's decision  p50 {_q(waits, 0.5):.1f} s, "
-            f"p99 {_q(waits, 0.99):.1f} s (wall; buckets close by event time)\n"
+            f"  mention → its bucket's decision  p50 {_q(tally.waits, 0.5):.2f} s, "
+            f"p99 {_q(tally.waits, 0.99):.2f} s (pipeline CPU; buckets close by event time)\n"
         )
-    if judging:
+    if tally.judging:
         out.write(
-            f"  judging a closed bucket (rules, incidents, rendering)  "
-            f"p50 {_q(judging, 0.5) * 1000:.1f} ms, p99 {_q(judging, 0.99) * 1000:.1f} ms\n"
+            f"  judging a closed bucket (all series: detectors, rules, incidents, rendering)  "
+            f"p50 {_q(tally.judging, 0.5) * 1000:.1f} ms, "
+            f"p99 {_q(tally.judging, 0.99) * 1000:.1f} ms\n"
         )
     out.write(f"  peak RSS                        {peak_mb:>10.0f} MB\n")
 
