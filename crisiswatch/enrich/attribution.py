@@ -41,12 +41,15 @@ class TermIndex(Generic[V]):
     """Whole-word terms and phrases, each pointing at values, found in one pass over the tokens.
 
     A single word also finds its plural ("card" finds "cards"), and a bare word finds its
-    #hashtag and @handle forms ("kestrelbank" finds "#kestrelbank").
+    #hashtag and @handle forms ("kestrelbank" finds "#kestrelbank"): every form is a key of its
+    own, so finding is one C-level set intersection with the tokens.
     """
 
     def __init__(self) -> None:
         self._words: dict[str, list[V]] = defaultdict(list)
+        self._word_keys: set[str] = set()
         self._phrases: dict[str, list[tuple[str, V]]] = defaultdict(list)  # first word -> …
+        self._phrase_keys: set[str] = set()
 
     def add(self, term: str, value: V) -> None:
         words = tokenize(term)
@@ -54,11 +57,15 @@ class TermIndex(Generic[V]):
             return
         if len(words) > 1:
             self._phrases[words[0]].append((f" {' '.join(words)} ", value))
+            self._phrase_keys.add(words[0])
             return
         word = words[0]
-        self._words[word].append(value)
-        if word[0] not in "#@":
-            self._words[_plural(word)].append(value)
+        forms = [word] if word[0] in "#@" else [word, _plural(word)]
+        for form in forms:
+            keys = [form] if form[0] in "#@" else [form, "#" + form, "@" + form]
+            for key in keys:
+                self._words[key].append(value)
+                self._word_keys.add(key)
 
     def __bool__(self) -> bool:
         return bool(self._words or self._phrases)
@@ -66,16 +73,13 @@ class TermIndex(Generic[V]):
     def find(self, tokens: Sequence[str]) -> set[V]:
         """Every value whose term occurs in `tokens`."""
         found: set[V] = set()
-        joined: str | None = None
-        for token in set(tokens):
-            found.update(self._words.get(token, ()))
-            if token[0] in "#@":
-                found.update(self._words.get(token[1:], ()))
-            for phrase, value in self._phrases.get(token, ()):
-                if joined is None:
-                    joined = f" {' '.join(tokens)} "
-                if phrase in joined:
-                    found.add(value)
+        for key in self._word_keys.intersection(tokens):
+            found.update(self._words[key])
+        firsts = self._phrase_keys.intersection(tokens) if self._phrase_keys else ()
+        if firsts:
+            joined = f" {' '.join(tokens)} "
+            for first in firsts:
+                found.update(value for phrase, value in self._phrases[first] if phrase in joined)
         return found
 
 
@@ -86,49 +90,55 @@ class Attribution:
     replies_to_brand: bool = False  # a reply to one of the brand's own posts
 
 
-_KEYWORD = "+"  # the kind of an index entry that attributes a mention to a brand
-_EXCLUSION = "-"  # the kind of an entry that rules a mention out for a brand
+_EXCLUSION = "-"  # the kind of an entry that rules a mention out for its brand (not a topic)
 
 
 class Attributor:
-    """Attributes mentions to the configured brands and tags them with their topics."""
+    """Attributes mentions to the configured brands and tags them with their topics.
+
+    One index over every brand's names finds the brands a mention names; only those brands'
+    own indexes of exclusions and topics are then looked at, so topic words that every brand
+    shares cost nothing for the brands a mention does not name.
+    """
 
     def __init__(self, brands: Sequence[Brand]) -> None:
         self._brands = {brand.id: brand for brand in brands}
         self._handles = {b.id: frozenset(h.lower() for h in b.handles) for b in brands}
-        # kind is _KEYWORD, _EXCLUSION or a topic name
-        self._index: TermIndex[tuple[str, str]] = TermIndex()
+        self._handle_brands: dict[str, set[str]] = defaultdict(set)  # "@handle" -> brand ids
+        self._names: TermIndex[str] = TermIndex()  # keywords, hashtags, handles -> brand id
+        self._details: dict[str, TermIndex[str]] = {}  # brand -> exclusions (_EXCLUSION), topics
         for brand in brands:
+            for handle in self._handles[brand.id]:
+                self._handle_brands[handle].add(brand.id)
             for term in (*brand.keywords, *brand.hashtags, *brand.handles):
-                self._index.add(term, (brand.id, _KEYWORD))
+                self._names.add(term, brand.id)
+            details: TermIndex[str] = TermIndex()
             for term in brand.exclusions:
-                self._index.add(term, (brand.id, _EXCLUSION))
+                details.add(term, _EXCLUSION)
             for topic, terms in brand.topics.items():
                 for term in terms:
-                    self._index.add(term, (brand.id, topic))
+                    details.add(term, topic)
+            self._details[brand.id] = details
 
     def attribute(self, mention: Mention, tokens: Sequence[str]) -> list[Attribution]:
         """The brands the mention is about (usually one), each with its topics."""
-        hits: dict[str, set[str]] = defaultdict(set)
-        for brand_id, kind in self._index.find(tokens):
-            hits[brand_id].add(kind)
+        named = self._names.find(tokens)
         if mention.brand is not None:
             if mention.brand not in self._brands:
                 return []
-            hits[mention.brand].add(_KEYWORD)
+            named.add(mention.brand)
         if mention.in_reply_to_author is not None:
             parent = "@" + mention.in_reply_to_author.lower().lstrip("@")
-            for brand_id, handles in self._handles.items():
-                if parent in handles:
-                    hits[brand_id].add(_KEYWORD)  # a reply to the brand's own post is about it
+            named.update(self._handle_brands.get(parent, ()))  # a reply to the brand's own post
         found = []
-        for brand_id, kinds in sorted(hits.items()):
-            if _KEYWORD not in kinds or (_EXCLUSION in kinds and mention.brand is None):
+        for brand_id in sorted(named):
+            kinds = self._details[brand_id].find(tokens)
+            if _EXCLUSION in kinds and mention.brand is None:
                 continue
             languages = self._brands[brand_id].languages
             if languages and mention.lang is not None and mention.lang not in languages:
                 continue
-            topics = tuple(sorted(k for k in kinds if k not in (_KEYWORD, _EXCLUSION)))
+            topics = tuple(sorted(kinds - {_EXCLUSION}))
             found.append(Attribution(brand_id, topics, self._replies_to(brand_id, mention, tokens)))
         return found
 
