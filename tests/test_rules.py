@@ -12,7 +12,7 @@ import pytest
 from crisiswatch.cli import main
 from crisiswatch.config import PlannedEvent, load_settings
 from crisiswatch.domain import Bucket, SeriesKey, Signal
-from crisiswatch.rules.conditions import Condition
+from crisiswatch.rules.conditions import Condition, Context
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -209,6 +209,30 @@ class TestEngine:
         assert len(engine.evaluate(signal(start=T0 + step))) == 1
         assert engine.evaluate(signal(count=0, negative=0, start=T0 + 2 * step)) == []
         assert engine.evaluate(signal(start=T0 + 3 * step)) == []  # the clock restarted
+
+    def test_only_a_volume_spike_may_hold_on_an_empty_bucket(self) -> None:
+        """The engine skips conditions that need counted mentions on a bucket that counted none;
+        a volume spike (the last two hours' total) is still judged there."""
+        needs = [
+            {"min_count": 1},
+            {"negative_share": {"above": 0.0, "min_count": 1}},
+            {"negative_spike": {"sensitivity": 0.01, "min_count": 1}},
+            {"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}},
+            {"keyword_burst": {"terms": ["down"], "min_count": 1}},
+            {"reply_pile_on": {"min_replies": 1, "min_negative_share": 0.0}},
+            {"emerging_term": {"min_count": 1}},
+            {"cross_platform": {"min_count": 1}},
+            {"any": [{"min_count": 1}, {"emerging_term": {"min_count": 1}}]},
+            {"all": [{"volume_spike": "high"}, {"min_count": 1}]},
+        ]
+        empty = signal(count=0, negative=0, negative_score=1.0)
+        for when in needs:
+            condition = Condition.model_validate(when)
+            assert not condition.may_hold_on_empty, when
+            assert condition.holds(empty, Context()) is None, when
+        spike = self.rule({"any": [{"min_count": 5}, {"volume_spike": "high"}]})
+        assert spike.when.may_hold_on_empty
+        assert len(RuleEngine([spike]).evaluate(empty)) == 1
 
     def test_scope_limits_brands_and_topics(self) -> None:
         """A rule scoped to another brand or topic does not fire."""

@@ -58,10 +58,11 @@ class SeriesHistory:
 
     def record(self, signal: Signal) -> None:
         """Keep one closed bucket's numbers; older buckets of the series must come first."""
+        index = self._index(signal.bucket.start)
         ring = self._rings.get(signal.series)
         if ring is None:
             ring = self._rings[signal.series] = _Ring(self.size)
-        index = self._index(signal.bucket.start)
+            ring.newest = index - 1  # a new ring is all unknown: no gap to write
         if index <= ring.newest - self.size:
             return  # older than the ring holds
         for gap in range(max(ring.newest + 1, index - self.size + 1), index):

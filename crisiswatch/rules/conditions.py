@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,6 +48,8 @@ def _score_range(value: Sensitivity | float) -> Sensitivity | float:
 class VolumeSpike(Strict):
     """The bucket's count is surprising for this series at this time of day."""
 
+    # The last two hours' total can still be surprising when this bucket counted nothing.
+    may_hold_on_empty: ClassVar[bool] = True
     sensitivity: Sensitivity | float = "balanced"
 
     _range = field_validator("sensitivity")(_score_range)
@@ -197,11 +200,17 @@ Leaf = (
     | EmergingTerm
     | CrossPlatform
 )
-VOLUME_CONDITIONS = ("volume_spike",)  # what a planned event's expected volume mutes
+VOLUME_CONDITIONS = ("volume_spike",)
+_GROUPS = ("all", "any", "min_count")  # what a planned event's expected volume mutes
 
 
 class Condition(Strict):
-    """Exactly one condition, or `all` / `any` of a list of them."""
+    """Exactly one condition, or `all` / `any` of a list of them.
+
+    `may_hold_on_empty` is False when the condition cannot hold on a bucket that counted no
+    mention (every leaf but a volume spike needs counted mentions, posts or terms), so the rule
+    engine need not evaluate it on a quiet series' empty bucket.
+    """
 
     all: list[Condition] | None = None
     any: list[Condition] | None = None
@@ -233,8 +242,26 @@ class Condition(Strict):
                 raise ValueError("`all` and `any` need at least one condition")
         return self
 
+    @cached_property
+    def leaf(self) -> Leaf | None:
+        """The one condition of a leaf; None for `all`, `any` and `min_count`."""
+        values = (getattr(self, name) for name in type(self).model_fields if name not in _GROUPS)
+        return next((value for value in values if value is not None), None)
+
+    @cached_property
+    def may_hold_on_empty(self) -> bool:
+        if self.all is not None:
+            return all(part.may_hold_on_empty for part in self.all)
+        if self.any is not None:
+            return any(part.may_hold_on_empty for part in self.any)
+        return getattr(type(self.leaf), "may_hold_on_empty", False)
+
     def holds(self, signal: Signal, context: Context) -> list[str] | None:
         """The reasons it holds, one sentence per condition, or None when it does not."""
+        leaf = self.leaf
+        if leaf is not None:
+            reason = leaf.holds(signal, context)
+            return None if reason is None else [reason]
         if self.all is not None:
             reasons: list[str] = []
             for part in self.all:
@@ -254,17 +281,7 @@ class Condition(Strict):
             return (
                 [f"{count} mentions (floor {self.min_count})"] if count >= self.min_count else None
             )
-        reason = self.leaf().holds(signal, context)
-        return None if reason is None else [reason]
-
-    def leaf(self) -> Leaf:
-        """The one condition of a leaf (not `all`, `any` or `min_count`)."""
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is not None and name not in ("all", "any", "min_count"):
-                leaf: Leaf = value
-                return leaf
-        raise ValueError("not a leaf condition")
+        return None
 
     def walk(self) -> Iterator[Condition]:
         """This condition and every condition nested in it."""

@@ -16,6 +16,7 @@ from crisiswatch.rules.conditions import Context
 from crisiswatch.rules.schema import Rule
 
 log = structlog.get_logger(__name__)
+_NO_EVENT = Context()
 
 
 class RuleEngine:
@@ -37,6 +38,8 @@ class RuleEngine:
         return engine
 
     def _context(self, signal: Signal) -> Context:
+        if not self.calendar:
+            return _NO_EVENT
         brand, at = signal.series.brand, signal.bucket.start
         factor = max((event.factor(brand, at) for event in self.calendar), default=1.0)
         return Context(expected_volume_factor=factor)
@@ -44,18 +47,23 @@ class RuleEngine:
     def evaluate(self, signal: Signal) -> list[Alert]:
         alerts = []
         context = self._context(signal)
+        empty = not signal.bucket.count
         for rule in self.rules:
             if not rule.scope.covers(signal):
                 continue
-            try:
-                reasons = rule.when.holds(signal, context)
-            except Exception:
-                log.exception("rule.failed", rule=rule.id, series=str(signal.series))
+            if empty and not rule.when.may_hold_on_empty:
+                reasons = None
+            else:
+                try:
+                    reasons = rule.when.holds(signal, context)
+                except Exception:
+                    log.exception("rule.failed", rule=rule.id, series=str(signal.series))
+                    continue
+            if reasons is None:
+                if self.holding_since:
+                    self.holding_since.pop((rule.id, signal.series), None)
                 continue
             key = (rule.id, signal.series)
-            if reasons is None:
-                self.holding_since.pop(key, None)
-                continue
             since = self.holding_since.setdefault(key, signal.bucket.start)
             if signal.at - since < rule.for_:
                 continue

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -88,7 +89,7 @@ class Scope(Strict):
         for term in self.keywords or ():
             self._keywords.add(term, True)
 
-    @property
+    @cached_property
     def view(self) -> str:
         """The name of this scope's mention filter ("" when it counts every mention)."""
         spec = self.model_dump(include=_FILTER_FIELDS, exclude_none=True)
