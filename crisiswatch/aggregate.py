@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 from crisiswatch.domain import ALL_TOPICS, Bucket, ScoredMention, SeriesKey
 
@@ -27,24 +27,28 @@ STOPWORDS = frozenset(
 )
 MAX_TERMS_PER_MENTION = 40
 TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
+TERMS_KEPT = 4_000  # distinct terms counted per open bucket before the rarest half is dropped
+
+_Key = tuple[str, str, str]  # (brand, topic, view): an open bucket's series, cheap to hash
+_Sample = tuple[float, int, ScoredMention]  # (weight, -arrival, post): a min-heap entry
 
 
 @dataclass(slots=True)
 class _Accumulator:
-    """One series' open bucket, filling up."""
+    """One series' open bucket, filling up (plain dicts: counting is the hot path)."""
 
     count: int = 0
     raw_count: int = 0
     negative_count: int = 0
-    authors: Counter[str] = field(default_factory=Counter)
+    authors: dict[str, int] = field(default_factory=dict)
     followers: dict[str, int] = field(default_factory=dict)
-    sources: Counter[str] = field(default_factory=Counter)
-    terms: Counter[str] = field(default_factory=Counter)
-    samples: list[tuple[float, int, ScoredMention]] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    terms: dict[str, int] = field(default_factory=dict)
+    samples: list[_Sample] = field(default_factory=list)
     brand_replies: int = 0
     brand_reply_negative: int = 0
-    negative_sources: Counter[str] = field(default_factory=Counter)
-    bursts: Counter[str] = field(default_factory=Counter)
+    negative_sources: dict[str, int] = field(default_factory=dict)
+    bursts: dict[str, int] = field(default_factory=dict)
 
 
 def sample_weight(scored: ScoredMention) -> float:
@@ -53,7 +57,13 @@ def sample_weight(scored: ScoredMention) -> float:
 
 
 class Aggregator:
-    """Counts scored mentions into event-time buckets and hands out the closed ones."""
+    """Counts scored mentions into event-time buckets and hands out the closed ones.
+
+    Memory is bounded: only open buckets are held (at most the allowed lateness behind the
+    newest), each keeps `samples_per_bucket` posts, and a bucket's term counts drop their rarest
+    half when they pass `TERMS_KEPT` distinct terms (the frequent terms, the only ones shown or
+    learned, keep their counts).
+    """
 
     def __init__(
         self,
@@ -71,9 +81,10 @@ class Aggregator:
         self._cap = per_author_cap
         self._samples = samples_per_bucket
         self._brand_terms = brand_terms or {}
-        self._open: dict[int, dict[SeriesKey, _Accumulator]] = {}  # bucket index -> series
+        self._open: dict[int, dict[_Key, _Accumulator]] = {}  # bucket index -> series
         self._next_to_close: int | None = None
         self._watermark: datetime | None = None
+        self._next_end = (-1, datetime.min)  # (a bucket index, the end of that bucket)
         self._sequence = 0  # tie-breaker for samples of equal weight: first come first
         self.late = 0
 
@@ -105,22 +116,29 @@ class Aggregator:
 
         `bursts` names the watched term sets whose terms the mention contains.
         """
-        index = self.index_of(scored.mention.created_at)
+        mention = scored.mention
+        index = self.index_of(mention.created_at)
         if self._next_to_close is None:
             self._next_to_close = index
         elif index < self._next_to_close:
             self.late += 1
             return False
-        series = self._open.setdefault(index, {})
+        series = self._open.get(index)
+        if series is None:
+            series = self._open[index] = {}
         terms = self._terms(scored.brand, tokens)
         burst_sets = tuple(bursts)
+        self._sequence += 1
+        sample = (sample_weight(scored), -self._sequence, scored)
+        author = mention.author or mention.id
+        brand, topics = scored.brand, (ALL_TOPICS, *scored.topics)
         for view in views:
-            for topic in (ALL_TOPICS, *scored.topics):
-                key = SeriesKey(scored.brand, topic, view)
+            for topic in topics:
+                key = (brand, topic, view)
                 acc = series.get(key)
                 if acc is None:
                     acc = series[key] = _Accumulator()
-                self._count(acc, scored, terms, burst_sets)
+                self._count(acc, scored, author, terms, burst_sets, sample)
         return True
 
     def _terms(self, brand: str, tokens: Iterable[str]) -> dict[str, None]:
@@ -143,33 +161,38 @@ class Aggregator:
         self,
         acc: _Accumulator,
         scored: ScoredMention,
+        author: str,
         terms: dict[str, None],
         bursts: tuple[str, ...],
+        sample: _Sample,
     ) -> None:
-        mention = scored.mention
         acc.raw_count += 1
-        author = mention.author or mention.id
-        acc.authors[author] += 1
-        if acc.authors[author] > self._cap:
+        authors = acc.authors
+        seen = authors[author] = authors.get(author, 0) + 1
+        if seen > self._cap:
             return  # one author's burst (spam, a bot) must not make volume
+        mention = scored.mention
         negative = scored.is_negative
         acc.count += 1
         acc.negative_count += negative
-        acc.followers[author] = max(acc.followers.get(author, 0), mention.author_followers)
-        acc.sources[mention.source] += 1
+        followers = acc.followers
+        if followers.get(author, -1) < mention.author_followers:
+            followers[author] = mention.author_followers
+        _tally(acc.sources, (mention.source,))
         if negative:
-            acc.negative_sources[mention.source] += 1
+            _tally(acc.negative_sources, (mention.source,))
         if scored.replies_to_brand:
             acc.brand_replies += 1
             acc.brand_reply_negative += negative
-        acc.terms.update(terms.keys())
-        acc.bursts.update(bursts)
-        self._sequence += 1
-        entry = (sample_weight(scored), -self._sequence, scored)
+        _tally(acc.terms, terms)
+        if len(acc.terms) > TERMS_KEPT:
+            acc.terms = dict(_most_common(acc.terms, TERMS_KEPT // 2))
+        if bursts:
+            _tally(acc.bursts, bursts)
         if len(acc.samples) < self._samples:
-            heapq.heappush(acc.samples, entry)
+            heapq.heappush(acc.samples, sample)
         else:
-            heapq.heappushpop(acc.samples, entry)
+            heapq.heappushpop(acc.samples, sample)
 
     def advance(self, moment: datetime) -> list[Bucket]:
         """Move the watermark to `moment` less the lateness; return the buckets that closed."""
@@ -179,6 +202,10 @@ class Aggregator:
         self._watermark = watermark
         if self._next_to_close is None:
             return []
+        if self._next_end[0] != self._next_to_close:
+            self._next_end = (self._next_to_close, self.start_of(self._next_to_close + 1))
+        if watermark < self._next_end[1]:
+            return []  # the usual case: the oldest open bucket has not ended
         closed: list[Bucket] = []
         limit = self.index_of(watermark)  # buckets below this index have ended
         while self._next_to_close < limit:
@@ -201,7 +228,22 @@ class Aggregator:
         series = self._open.pop(index, {})
         start = self.start_of(index)
         end = start + timedelta(seconds=self._width)
-        return [_bucket(key, start, end, series.get(key)) for key in self._series]
+        return [
+            _bucket(key, start, end, series.get((key.brand, key.topic, key.view)))
+            for key in self._series
+        ]
+
+
+def _tally(counts: dict[str, int], items: Iterable[str]) -> None:
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+
+
+def _most_common(counts: dict[str, int], n: int | None = None) -> list[tuple[str, int]]:
+    """Most first, ties in the order first counted (as `Counter.most_common`)."""
+    if n is None:
+        return sorted(counts.items(), key=itemgetter(1), reverse=True)
+    return heapq.nlargest(n, counts.items(), key=itemgetter(1))
 
 
 def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | None) -> Bucket:
@@ -217,11 +259,11 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         negative_count=acc.negative_count,
         unique_authors=len(acc.authors),
         reach=sum(acc.followers.values()),
-        sources=tuple(acc.sources.most_common()),
-        top_terms=tuple(acc.terms.most_common(TOP_TERMS)),
+        sources=tuple(_most_common(acc.sources)),
+        top_terms=tuple(_most_common(acc.terms, TOP_TERMS)),
         samples=samples,
         brand_replies=acc.brand_replies,
         brand_reply_negative=acc.brand_reply_negative,
-        negative_sources=tuple(acc.negative_sources.most_common()),
+        negative_sources=tuple(_most_common(acc.negative_sources)),
         bursts=tuple(sorted(acc.bursts.items())),
     )

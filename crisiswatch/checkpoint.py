@@ -21,7 +21,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-FORMAT = 1  # bump when what is saved changes shape
+FORMAT = 2  # bump when what is saved changes shape
 MAGIC = b"crisiswatch-checkpoint\n"
 FILE_NAME = "checkpoint.bin"
 
