@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 from collections.abc import Iterable
 
 
@@ -10,23 +10,32 @@ class Deduper:
     """Remembers the most recent `capacity` mention ids; memory stays flat on an endless stream.
 
     Sources redeliver (a retweet of a poll window, a restart, a replayed file); an id seen within
-    the window is a duplicate.
+    the window is a duplicate. Ids are held as their 64-bit hashes, in a ring (oldest out first)
+    and a set: about 70 bytes an id however long it is. Two ids with the same hash would count as
+    one; the odds are about `capacity` in 2^64 per mention.
     """
 
     def __init__(self, capacity: int, seen: Iterable[str] = ()) -> None:
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ring = array("q", bytes(8 * capacity))  # the held hashes, in arrival order
+        self._next = 0  # the ring's slot to write next: the oldest hash once the ring is full
+        self._held: set[int] = set()
         for mention_id in seen:
             self.first_time(mention_id)
 
     def first_time(self, mention_id: str) -> bool:
         """True the first time an id is seen; remembers it."""
-        if mention_id in self._ids:
+        key = hash(mention_id)
+        held = self._held
+        if key in held:
             return False
-        self._ids[mention_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
+        slot = self._next
+        if len(held) == self.capacity:
+            held.remove(self._ring[slot])
+        held.add(key)
+        self._ring[slot] = key
+        self._next = slot + 1 if slot + 1 < self.capacity else 0
         return True
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._held)
