@@ -46,8 +46,17 @@ class NegativeShareDetector:
         return NegativeScore(1.0 - tail, share)
 
     def learn_one(self, negative: int, count: int) -> None:
+        self._learn(negative, count, self.score_one(negative, count).score)
+
+    def score_and_learn(self, negative: int, count: int) -> NegativeScore:
+        """`score_one`, then `learn_one`, scoring once."""
+        verdict = self.score_one(negative, count)
+        self._learn(negative, count, verdict.score)
+        return verdict
+
+    def _learn(self, negative: int, count: int, score: float) -> None:
         weight = 1.0
-        if count and self.score_one(negative, count).score > self.damp_above:
+        if count and score > self.damp_above:
             weight = 0.1  # damped, not frozen: a lasting change is still learned, slowly
         self._negative = self._negative * self._decay + weight * negative
         self._total = self._total * self._decay + weight * count

@@ -71,8 +71,8 @@ class SignalDetector:
         if detectors is None:
             detectors = _SeriesDetectors(VolumeDetector(bucket_seconds=self.bucket_seconds))
             self._series[bucket.series] = detectors
-        volume = detectors.volume.score_one(bucket.count, bucket.start)
-        negative = detectors.negative.score_one(bucket.negative_count, bucket.count)
+        volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
+        negative = detectors.negative.score_and_learn(bucket.negative_count, bucket.count)
         signal = Signal(
             bucket=bucket,
             volume_score=volume.score,
@@ -84,7 +84,5 @@ class SignalDetector:
             burst_usual=tuple(sorted(detectors.burst_usual.items())),
             new_terms=detectors.new_terms(bucket),
         )
-        detectors.volume.learn_one(bucket.count, bucket.start)
-        detectors.negative.learn_one(bucket.negative_count, bucket.count)
         detectors.learn(bucket, self._decay)
         return signal

@@ -80,9 +80,12 @@ def nb_quantile(surprise: float, mu: float, alpha: float) -> float:
     target = z * z
     y = mu + z * math.sqrt(mu + alpha * mu * mu) + 1.0
     r = 1.0 / alpha
-    for _ in range(8):
-        slope = 2.0 * (math.log(y / mu) - math.log((y + r) / (mu + r)))
-        y = max(y - (_deviance(y, mu, alpha) - target) / slope, mu * 1.0001)
+    mu_r = mu + r
+    for _ in range(8):  # the deviance and its slope share their two logarithms
+        log_y = math.log(y / mu)
+        log_yr = math.log((y + r) / mu_r)
+        deviance = 2.0 * (y * log_y - (y + r) * log_yr)
+        y = max(y - (deviance - target) / (2.0 * (log_y - log_yr)), mu * 1.0001)
     return y + 0.5
 
 
@@ -221,13 +224,27 @@ class VolumeDetector:
     def score_one(self, count: float, at: datetime) -> VolumeScore:
         """Score a bucket's count (`at` is the bucket's start, UTC) without learning from it."""
         mu = self._expected(self._slot(at))
+        return self._verdict(mu, self._surprise_if_warm(count, mu))
+
+    def score_and_learn(self, count: float, at: datetime) -> VolumeScore:
+        """`score_one`, then `learn_one`, sharing the work they have in common."""
+        slot = self._slot(at)
+        mu = self._expected(slot)
+        surprise = self._surprise_if_warm(count, mu)
+        verdict = self._verdict(mu, surprise)
+        self._learn(count, slot, mu, surprise)
+        return verdict
+
+    def _surprise_if_warm(self, count: float, mu: float) -> float | None:
+        return self._surprise(count, mu) if self._n >= self._warm else None
+
+    def _verdict(self, mu: float, surprise: float | None) -> VolumeScore:
         balanced = SENSITIVITY["balanced"]
         target = self._tail.raw(balanced / (1.0 - balanced) * self._week_surprise)
         upper = nb_quantile(target, mu, self._single.alpha)
-        if self._n < self._warm:
+        if surprise is None:
             return VolumeScore(0.0, mu, upper)
-        calibrated = self._tail.calibrated(self._surprise(count, mu))
-        return VolumeScore(self._score(calibrated), mu, upper)
+        return VolumeScore(self._score(self._tail.calibrated(surprise)), mu, upper)
 
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: move the baseline towards its count without
@@ -244,8 +261,11 @@ class VolumeDetector:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""
         slot = self._slot(at)
         mu = self._expected(slot)
-        if self._n >= self._warm:
-            self._tail.update(self._surprise(count, mu))
+        self._learn(count, slot, mu, self._surprise_if_warm(count, mu))
+
+    def _learn(self, count: float, slot: int, mu: float, surprise: float | None) -> None:
+        if surprise is not None:
+            self._tail.update(surprise)
         sd = self._single.sd(mu)
         self._single.update(count, mu)
         self._summed.update(count + self._recent_sum[0], mu + self._recent_sum[1])
