@@ -210,28 +210,29 @@ class TestEngine:
         assert engine.evaluate(signal(count=0, negative=0, start=T0 + 2 * step)) == []
         assert engine.evaluate(signal(start=T0 + 3 * step)) == []  # the clock restarted
 
-    def test_only_a_volume_spike_may_hold_on_an_empty_bucket(self) -> None:
-        """The engine skips conditions that need counted mentions on a bucket that counted none;
-        a volume spike (the last two hours' total) is still judged there."""
-        needs = [
-            {"min_count": 1},
-            {"negative_share": {"above": 0.0, "min_count": 1}},
-            {"negative_spike": {"sensitivity": 0.01, "min_count": 1}},
-            {"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}},
-            {"keyword_burst": {"terms": ["down"], "min_count": 1}},
-            {"reply_pile_on": {"min_replies": 1, "min_negative_share": 0.0}},
-            {"emerging_term": {"min_count": 1}},
-            {"cross_platform": {"min_count": 1}},
-            {"any": [{"min_count": 1}, {"emerging_term": {"min_count": 1}}]},
-            {"all": [{"volume_spike": "high"}, {"min_count": 1}]},
+    def test_a_condition_never_holds_below_its_floor(self) -> None:
+        """The engine skips a rule on buckets that counted fewer mentions than its conditions
+        need; only a volume spike (the last two hours' total) may hold on an empty bucket."""
+        floors = [
+            ({"min_count": 3}, 3),
+            ({"negative_share": {"above": 0.0, "min_count": 3}}, 3),
+            ({"negative_spike": {"sensitivity": 0.01, "min_count": 3}}, 3),
+            ({"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}}, 1),
+            ({"keyword_burst": {"terms": ["down"], "min_count": 3}}, 3),
+            ({"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}}, 3),
+            ({"emerging_term": {"min_count": 3}}, 3),
+            ({"cross_platform": {"min_count": 3}}, 6),
+            ({"any": [{"min_count": 3}, {"emerging_term": {"min_count": 2}}]}, 2),
+            ({"all": [{"volume_spike": "high"}, {"min_count": 3}]}, 3),
+            ({"any": [{"min_count": 5}, {"volume_spike": "high"}]}, 0),
         ]
         empty = signal(count=0, negative=0, negative_score=1.0)
-        for when in needs:
+        for when, floor in floors:
             condition = Condition.model_validate(when)
-            assert not condition.may_hold_on_empty, when
-            assert condition.holds(empty, Context()) is None, when
+            assert condition.floor == floor, when
+            if floor:
+                assert condition.holds(empty, Context()) is None, when
         spike = self.rule({"any": [{"min_count": 5}, {"volume_spike": "high"}]})
-        assert spike.when.may_hold_on_empty
         assert len(RuleEngine([spike]).evaluate(empty)) == 1
 
     def test_scope_limits_brands_and_topics(self) -> None:

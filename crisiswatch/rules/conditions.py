@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -48,11 +48,14 @@ def _score_range(value: Sensitivity | float) -> Sensitivity | float:
 class VolumeSpike(Strict):
     """The bucket's count is surprising for this series at this time of day."""
 
-    # The last two hours' total can still be surprising when this bucket counted nothing.
-    may_hold_on_empty: ClassVar[bool] = True
     sensitivity: Sensitivity | float = "balanced"
 
     _range = field_validator("sensitivity")(_score_range)
+
+    @property
+    def floor(self) -> int:
+        """Any: the last two hours' total can be surprising even after an empty bucket."""
+        return 0
 
     def holds(self, signal: Signal, context: Context) -> str | None:
         if signal.volume_score < _threshold(self.sensitivity, VOLUME_SENSITIVITY):
@@ -78,6 +81,11 @@ class NegativeShare(Strict):
     above: float = Field(ge=0.0, le=1.0)
     min_count: int = Field(10, ge=1)
 
+    @property
+    def floor(self) -> int:
+        """The least count of a bucket this can hold on."""
+        return self.min_count
+
     def holds(self, signal: Signal, context: Context) -> str | None:
         bucket = signal.bucket
         if bucket.count < self.min_count or bucket.negative_share < self.above:
@@ -96,6 +104,11 @@ class NegativeSpike(Strict):
 
     _range = field_validator("sensitivity")(_score_range)
 
+    @property
+    def floor(self) -> int:
+        """The least count of a bucket this can hold on."""
+        return self.min_count
+
     def holds(self, signal: Signal, context: Context) -> str | None:
         bucket = signal.bucket
         threshold = _threshold(self.sensitivity, NEGATIVE_SENSITIVITY)
@@ -112,6 +125,11 @@ class HighReachNegative(Strict):
 
     min_followers: int = Field(ge=1)
     min_negative: float = Field(0.7, ge=0.5, le=1.0)
+
+    @property
+    def floor(self) -> int:
+        """A sample post is a counted one."""
+        return 1
 
     def holds(self, signal: Signal, context: Context) -> str | None:
         for scored in signal.bucket.samples:
@@ -137,6 +155,11 @@ class KeywordBurst(Strict):
         canonical = "\n".join(sorted(term.strip().lower() for term in self.terms))
         return "k" + hashlib.sha1(canonical.encode()).hexdigest()[:10]
 
+    @property
+    def floor(self) -> int:
+        """Mentions with the terms are counted ones."""
+        return self.min_count
+
     def holds(self, signal: Signal, context: Context) -> str | None:
         count = dict(signal.bucket.bursts).get(self.term_set, 0)
         usual = dict(signal.burst_usual).get(self.term_set, 0.0)
@@ -151,6 +174,11 @@ class ReplyPileOn(Strict):
 
     min_replies: int = Field(15, ge=1)
     min_negative_share: float = Field(0.5, ge=0.0, le=1.0)
+
+    @property
+    def floor(self) -> int:
+        """Replies are counted mentions."""
+        return self.min_replies
 
     def holds(self, signal: Signal, context: Context) -> str | None:
         bucket = signal.bucket
@@ -168,6 +196,11 @@ class EmergingTerm(Strict):
 
     min_count: int = Field(5, ge=1)
 
+    @property
+    def floor(self) -> int:
+        """A term's mentions are counted ones."""
+        return self.min_count
+
     def holds(self, signal: Signal, context: Context) -> str | None:
         new = [(term, n) for term, n in signal.new_terms if n >= self.min_count]
         if not new:
@@ -181,6 +214,11 @@ class CrossPlatform(Strict):
 
     min_count: int = Field(5, ge=1)
     min_sources: int = Field(2, ge=2)
+
+    @property
+    def floor(self) -> int:
+        """Each source's negative mentions are counted ones."""
+        return self.min_count * self.min_sources
 
     def holds(self, signal: Signal, context: Context) -> str | None:
         sources = [(s, n) for s, n in signal.bucket.negative_sources if n >= self.min_count]
@@ -207,9 +245,9 @@ _GROUPS = ("all", "any", "min_count")  # what a planned event's expected volume 
 class Condition(Strict):
     """Exactly one condition, or `all` / `any` of a list of them.
 
-    `may_hold_on_empty` is False when the condition cannot hold on a bucket that counted no
-    mention (every leaf but a volume spike needs counted mentions, posts or terms), so the rule
-    engine need not evaluate it on a quiet series' empty bucket.
+    `floor` is the least count a bucket needs for the condition to hold (every leaf but a volume
+    spike needs that many counted mentions, replies, posts or terms), so the rule engine need not
+    evaluate it on the many quiet buckets below it.
     """
 
     all: list[Condition] | None = None
@@ -249,12 +287,14 @@ class Condition(Strict):
         return next((value for value in values if value is not None), None)
 
     @cached_property
-    def may_hold_on_empty(self) -> bool:
+    def floor(self) -> int:
         if self.all is not None:
-            return all(part.may_hold_on_empty for part in self.all)
+            return max(part.floor for part in self.all)
         if self.any is not None:
-            return any(part.may_hold_on_empty for part in self.any)
-        return getattr(type(self.leaf), "may_hold_on_empty", False)
+            return min(part.floor for part in self.any)
+        if self.min_count is not None:
+            return self.min_count
+        return 0 if self.leaf is None else self.leaf.floor
 
     def holds(self, signal: Signal, context: Context) -> list[str] | None:
         """The reasons it holds, one sentence per condition, or None when it does not."""

@@ -47,11 +47,11 @@ class RuleEngine:
     def evaluate(self, signal: Signal) -> list[Alert]:
         alerts = []
         context = self._context(signal)
-        empty = not signal.bucket.count
+        count = signal.bucket.count
         for rule in self.rules:
             if not rule.scope.covers(signal):
                 continue
-            if empty and not rule.when.may_hold_on_empty:
+            if count < rule.when.floor:
                 reasons = None
             else:
                 try:
