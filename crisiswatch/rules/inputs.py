@@ -31,6 +31,8 @@ class RuleInputs:
 
     def views_of(self, scored: ScoredMention, tokens: Sequence[str]) -> list[str]:
         """The views a mention counts in (besides the plain series)."""
+        if not self.scopes:
+            return []
         return [
             view
             for view, scope in self.scopes.items()
