@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from itertools import pairwise
 
@@ -43,6 +44,17 @@ class TestBetaBinomialTail:
         expected = stats.betabinom.sf([k - 1 for k in ks], n, a, b).tolist()
         ours = [beta_binomial_tail(k, n, mean, concentration) for k in ks]
         assert ours == pytest.approx(expected, rel=1e-6, abs=1e-10)
+
+    @pytest.mark.parametrize("concentration", [0.5, 2.0, CONCENTRATION, 500.0])
+    def test_equals_the_whole_sum_exactly(self, concentration: float) -> None:
+        """Stopping once no term can change the sum gives the very float of summing every term."""
+        rng = random.Random(5)
+        for _ in range(300):
+            n = rng.choice([rng.randint(1, 60), rng.randint(1, 2000)])
+            k, mean = rng.randint(1, n), rng.choice([rng.random(), rng.random() * 0.03, 0.99])
+            assert beta_binomial_tail(k, n, mean, concentration) == _whole_sum(
+                k, n, mean, concentration
+            ), (k, n, mean)
 
     def test_edges(self) -> None:
         """At least zero is certain; more than n is impossible."""
@@ -168,3 +180,22 @@ class TestNegativeShareDetector:
             assert 0.0 <= result.score <= 1.0
             assert 0.0 <= result.expected <= 1.0
             detector.learn_one(negative, count)
+
+
+def _whole_sum(k: int, n: int, mean: float, concentration: float) -> float:
+    """P(X ≥ k) by summing every term, in order, with `math.lgamma` throughout."""
+    mean = min(max(mean, 1e-4), 1 - 1e-4)
+    alpha, beta = mean * concentration, (1 - mean) * concentration
+    log_norm = math.lgamma(alpha + beta) - math.lgamma(alpha) - math.lgamma(beta)
+    log_norm -= math.lgamma(n + alpha + beta)
+    total = 0.0
+    for x in range(k, n + 1):
+        total += math.exp(
+            math.lgamma(n + 1)
+            - math.lgamma(x + 1)
+            - math.lgamma(n - x + 1)
+            + math.lgamma(x + alpha)
+            + math.lgamma(n - x + beta)
+            + log_norm
+        )
+    return min(1.0, total)

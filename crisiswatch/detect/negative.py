@@ -66,8 +66,16 @@ class NegativeShareDetector:
             self._total = floor
 
 
+_LGAMMA_WHOLE = [math.inf, *(math.lgamma(i) for i in range(1, MAX_TRIALS + 2))]  # lgamma(0..)
+
+
 def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> float:
-    """P(X ≥ k) for X ~ BetaBinomial(n, α, β) with α/(α+β) = mean and α+β = concentration."""
+    """P(X ≥ k) for X ~ BetaBinomial(n, α, β) with α/(α+β) = mean and α+β = concentration.
+
+    The terms are summed from k up, as they come. Unless α and β are both below 1 (a U shape),
+    the terms only fall once past the mode; when they have fallen below half the sum's last
+    digit, no later term can change the sum, so the loop stops there with exactly the full sum.
+    """
     if n > MAX_TRIALS:
         k, n = round(k * MAX_TRIALS / n), MAX_TRIALS
     if k <= 0:
@@ -76,16 +84,22 @@ def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> flo
     alpha, beta = mean * concentration, (1 - mean) * concentration
     log_norm = math.lgamma(alpha + beta) - math.lgamma(alpha) - math.lgamma(beta)
     log_norm -= math.lgamma(n + alpha + beta)
-    log_choose_n = math.lgamma(n + 1)
-    total = 0.0
+    whole, lgamma, exp, ulp = _LGAMMA_WHOLE, math.lgamma, math.exp, math.ulp
+    log_choose_n = whole[n + 1]
+    total = previous = 0.0
+    unimodal = alpha >= 1.0 or beta >= 1.0
     for x in range(k, n + 1):
         log_pmf = (
             log_choose_n
-            - math.lgamma(x + 1)
-            - math.lgamma(n - x + 1)
-            + math.lgamma(x + alpha)
-            + math.lgamma(n - x + beta)
+            - whole[x + 1]
+            - whole[n - x + 1]
+            + lgamma(x + alpha)
+            + lgamma(n - x + beta)
             + log_norm
         )
-        total += math.exp(log_pmf)
+        term = exp(log_pmf)
+        if term < previous and term < ulp(total) / 2 and unimodal:
+            break
+        total += term
+        previous = term
     return min(1.0, total)
