@@ -37,11 +37,11 @@ class _Ring:
     __slots__ = ("count", "expected", "negative", "newest", "upper")
 
     def __init__(self, size: int) -> None:
-        nan = [math.nan] * size
-        self.count = array("f", nan)
-        self.negative = array("f", nan)
-        self.expected = array("f", nan)
-        self.upper = array("f", nan)
+        unknown = array("f", [math.nan])
+        self.count = unknown * size  # repeating an array is a block copy, not a loop
+        self.negative = unknown * size
+        self.expected = unknown * size
+        self.upper = unknown * size
         self.newest = -1  # bucket index of the newest slot written
 
 
