@@ -8,8 +8,9 @@ millions of mentions. Each chunk is timed through the pipeline, then (not timed 
 parsed, and the parsed texts just scored for sentiment: the pipeline's cost is shown as a ratio
 of reading its input, and the sentiment model's share of it.
 
-Printed: mentions per second, CPU seconds per million, the parse-only ratio, the sentiment share,
-how long a mention waits for its bucket's decision, how long judging a closed bucket takes, and
+Printed: a progress line every million mentions (throughput so far, peak memory), then
+mentions per second, CPU seconds per million, the parse-only ratio, the sentiment share, how
+long a mention waits for its bucket's decision, how long judging a closed bucket takes, and
 peak memory. All times are process CPU time (the machine may be shared), except `wall`.
 """
 
@@ -54,6 +55,7 @@ PHRASES = [
 STRESS_RATE = 200_000 / 86_400  # mentions per event-time second: a day in 200,000 mentions
 FIREHOSE_RATE = 6_000.0  # the public X firehose's average, for comparison
 CHUNK = 10_000  # lines generated, timed and dropped together
+PROGRESS = 1_000_000  # mentions between progress lines (throughput so far, peak memory)
 
 
 def generate(count: int, brands: int, rate: float = STRESS_RATE, seed: int = 7) -> Iterator[bytes]:
@@ -119,15 +121,15 @@ def bench_pipeline(
     )
     tally = _Tally()
     if path is None:
-        _run(pipeline, generate(mentions, brands, rate), tally)
+        _run(pipeline, generate(mentions, brands, rate), tally, out)
     else:
         with open_lines(path) as lines:
-            _run(pipeline, lines, tally)
+            _run(pipeline, lines, tally, out)
     _report(out, tally, brands, rate if path is None else None, pipeline.stats.buckets)
     return 0
 
 
-def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally) -> None:
+def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: TextIO) -> None:
     """Feed every line through `pipeline` chunk by chunk, timing each stage as described above."""
     width = int(pipeline.settings.pipeline.bucket.total_seconds())
     arrivals: dict[int, float] = {}  # bucket index -> pipeline CPU clock at its first mention
@@ -171,6 +173,12 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally) -> None:
         tally.cpu += time.process_time() - chunk_started
         tally.wall += time.perf_counter() - wall_started
         tally.count += len(chunk)
+        if tally.count % PROGRESS == 0:
+            progress.write(
+                f"  after {tally.count:,} mentions: {tally.count / tally.cpu:,.0f} mentions/s, "
+                f"peak RSS {_peak_mb():.0f} MB\n"
+            )
+            progress.flush()
         parse_started = time.process_time()
         parsed = _parse_only(chunk)
         sentiment_started = time.process_time()
@@ -198,7 +206,7 @@ def _report(
     out: TextIO, tally: _Tally, brands: int, rate: float | None, series_buckets: int
 ) -> None:
     count, cpu = tally.count, tally.cpu
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_mb()
     out.write(f"pipeline: {count:,} mentions, {brands} brands × 6 series, {tally.pages} pages\n")
     if rate is not None:
         span = count / rate
@@ -230,6 +238,10 @@ def _report(
             f"p99 {_q(tally.judging, 0.99) * 1000:.1f} ms\n"
         )
     out.write(f"  peak RSS                        {peak_mb:>10.0f} MB\n")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _q(values: Sequence[float], quantile: float) -> float:
