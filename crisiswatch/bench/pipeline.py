@@ -53,7 +53,6 @@ PHRASES = [
     "just opened an account with {brand}, the {topic} looks fine",
 ]
 STRESS_RATE = 200_000 / 86_400  # mentions per event-time second: a day in 200,000 mentions
-FIREHOSE_RATE = 6_000.0  # the public X firehose's average, for comparison
 CHUNK = 10_000  # lines generated, timed and dropped together
 PROGRESS = 1_000_000  # mentions between progress lines (throughput so far, peak memory)
 

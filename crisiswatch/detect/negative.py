@@ -66,7 +66,7 @@ class NegativeShareDetector:
             self._total = floor
 
 
-_LGAMMA_WHOLE = [math.inf, *(math.lgamma(i) for i in range(1, MAX_TRIALS + 2))]  # lgamma(0..)
+_LGAMMA_WHOLE = [math.inf, *(math.lgamma(i) for i in range(1, MAX_TRIALS + 2))]  # [i]: lgamma(i)
 
 
 def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> float:
