@@ -11,7 +11,7 @@ class Deduper:
 
     Sources redeliver (a retweet of a poll window, a restart, a replayed file); an id seen within
     the window is a duplicate. Ids are held as their 64-bit hashes, in a ring (oldest out first)
-    and a set: about 70 bytes an id however long it is. Two ids with the same hash would count as
+    and a set: about 90 bytes an id however long it is. Two ids with the same hash would count as
     one; the odds are about `capacity` in 2^64 per mention.
     """
 
