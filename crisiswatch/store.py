@@ -122,7 +122,10 @@ class Store:
             db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
             if keep is None:
                 return
-            low, high = db.execute("SELECT MIN(rowid), MAX(rowid) FROM seen").fetchone()
+            # two subqueries: each is one index probe, where MIN and MAX together scan
+            low, high = db.execute(
+                "SELECT (SELECT MIN(rowid) FROM seen), (SELECT MAX(rowid) FROM seen)"
+            ).fetchone()
             if high is not None and high - low >= keep + keep // 10:  # prune in batches
                 db.execute("DELETE FROM seen WHERE rowid <= ?", (high - keep,))
 

@@ -267,3 +267,26 @@ class TestReach:
         assert [m.author_followers for m in first + second] == [100, 200, 12, 12, 500]
         lookups = [path for path in fake.requests if path.startswith("/user/")]
         assert lookups == ["/user/user0/about/", "/user/user1/about/", "/user/user4/about/"]
+
+    async def test_over_budget_a_known_author_keeps_the_karma_last_seen(
+        self, fake: FakeReddit
+    ) -> None:
+        """A big account whose karma is a day old is not shrunk to its post's score when the
+        budget is spent: the karma last known stands in until it can be looked up."""
+        fake.user("big", link_karma=2_000_000, comment_karma=0)
+        fake.user("new", link_karma=300, comment_karma=0)
+        clock = Clock()
+
+        async def first() -> None:
+            await fake.listening("/r/brand/new")
+            fake.post("acme bank", created=NOW, author="big")
+
+        src = source(fake, None, clock, karma_per_minute=1)
+        got = await take(src, 1, first)
+        clock.now += KARMA_FOR
+        fake.post("acme bank again", created=clock.now, author="new")  # spends the budget
+        fake.post("acme bank is down", created=clock.now, author="big")
+        got += await take(src, 2)
+        assert [m.author_followers for m in got] == [2_000_000, 300, 2_000_000]
+        lookups = [path for path in fake.requests if path.startswith("/user/")]
+        assert lookups == ["/user/big/about/", "/user/new/about/"]

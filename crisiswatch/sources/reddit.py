@@ -201,15 +201,18 @@ class RedditSource(LiveSource):
         if author is None or author == "[deleted]":
             return score
         now = self.clock()
-        if (known := self._karma.get(author)) is not None and now - known[0] < KARMA_FOR:
+        known = self._karma.get(author)
+        fallback = score if known is None or known[1] is None else known[1]
+        if known is not None and now - known[0] < KARMA_FOR:
             self._karma.move_to_end(author)
-            return score if known[1] is None else known[1]
+            return fallback
         while self._lookups and now - self._lookups[0] >= 60.0:
             self._lookups.popleft()
         # Reddit allows an app ~100 requests a minute in all; the listings keep theirs when a
-        # surge brings hundreds of new authors: over budget, the score now, a lookup later
+        # surge brings hundreds of new authors: over budget, the karma last known (or the
+        # score) now, a lookup later
         if len(self._lookups) >= self.settings.karma_per_minute or now < self._lookups_resume:
-            return score
+            return fallback
         self._lookups.append(now)
         karma: int | None = None
         try:
@@ -223,7 +226,7 @@ class RedditSource(LiveSource):
         except Exception as exc:
             log.debug("reddit.karma_failed", author=author, error=describe_error(exc))
             self._lookups_resume = now + 60.0
-            return score
+            return fallback
         self._karma[author] = (now, karma)
         self._karma.move_to_end(author)
         if len(self._karma) > KARMA_KEPT:
