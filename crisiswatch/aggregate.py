@@ -27,7 +27,6 @@ STOPWORDS = frozenset(
 )
 MAX_TERMS_PER_MENTION = 40
 TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
-TERMS_KEPT = 4_000  # distinct terms counted per open bucket before the rarest half is dropped
 
 _Key = tuple[str, str, str]  # (brand, topic, view): an open bucket's series, cheap to hash
 _Sample = tuple[float, int, ScoredMention]  # (weight, -arrival, post): a min-heap entry
@@ -59,10 +58,10 @@ def sample_weight(scored: ScoredMention) -> float:
 class Aggregator:
     """Counts scored mentions into event-time buckets and hands out the closed ones.
 
-    Memory is bounded: only open buckets are held (at most the allowed lateness behind the
-    newest), each keeps `samples_per_bucket` posts, and a bucket's term counts drop their rarest
-    half when they pass `TERMS_KEPT` distinct terms (the frequent terms, the only ones shown or
-    learned, keep their counts).
+    Memory is bounded by time: only open buckets are held (at most the allowed lateness behind
+    the newest), each with `samples_per_bucket` posts; its authors and term counts are exact, so
+    they grow with the mentions a bucket holds (a term that is rare early in a bucket may be the
+    emerging one by its end, so none is dropped).
     """
 
     def __init__(
@@ -185,8 +184,6 @@ class Aggregator:
             acc.brand_replies += 1
             acc.brand_reply_negative += negative
         _tally(acc.terms, terms)
-        if len(acc.terms) > TERMS_KEPT:
-            acc.terms = dict(_most_common(acc.terms, TERMS_KEPT // 2))
         if bursts:
             _tally(acc.bursts, bursts)
         if len(acc.samples) < self._samples:

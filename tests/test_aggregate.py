@@ -230,6 +230,15 @@ class TestAggregator:
         feeder.feed(1, text=" ".join(f"word{n}" for n in range(TOP_TERMS + 10)))
         assert len(one(feeder.aggregator.flush(), ALL).top_terms) == TOP_TERMS
 
+    def test_a_term_rare_early_in_a_busy_bucket_is_counted_exactly(self, feeder: Feeder) -> None:
+        """Thousands of one-off words do not crowd out a term that comes up now and then: its
+        count is exact at the bucket's close (emerging-term rules need it)."""
+        for n in range(3_000):
+            words = " ".join(f"w{n}x{k}" for k in range(10))
+            feeder.add(1 + n / 1_000, text=f"{words} outage" if n % 600 == 599 else words)
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert bucket.top_terms[0] == ("outage", 5)
+
     def test_flush_closes_everything_open(self, feeder: Feeder) -> None:
         """flush closes every open bucket, gaps included, and a second flush closes nothing."""
         feeder.add(1)
