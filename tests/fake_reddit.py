@@ -117,6 +117,13 @@ class FakeReddit:
             while not all(any(p.startswith(w) for p in self.listed) for w in wanted):  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
 
+    async def listing_served(self, *, after: int, times: int, path: str) -> None:
+        """Wait until `path` has been listed `times` more times since `listed` had `after`
+        entries."""
+        async with asyncio.timeout(10):
+            while sum(p.startswith(path) for p in self.listed[after:]) < times:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
         for fault in self.faults:
             if request.path.startswith(fault.path) and fault.times > 0:

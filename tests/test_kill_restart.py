@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ async def run_demo(tmp_path: Path, kill: KillPoint | None, reloads: int = 0) -> 
             else:
                 await wait_until(lambda: bool(fake.ok_calls("chat.postMessage")), 60)
                 await asyncio.sleep(kill.after)
-            assert processes[0].poll() is None, "the replay ended before the kill"
+            ended = b'"source.ended"' in (tmp_path / "killed.log").read_bytes()
+            assert processes[0].poll() is None and not ended, "the replay ended before the kill"
             processes[0].send_signal(signal.SIGKILL)
             await asyncio.to_thread(processes[0].wait, 30)
             fake.release()
@@ -103,9 +105,9 @@ async def run_demo(tmp_path: Path, kill: KillPoint | None, reloads: int = 0) -> 
         processes.append(start(config, log, SLACK_BOT_TOKEN=TOKEN))
         if reloads:
             await wait_until(lambda: bool(fake.ok_calls("chat.postMessage")), 60)
-            for _ in range(reloads):
+            for sent in range(1, reloads + 1):  # one at a time: signals sent together merge
                 processes[-1].send_signal(signal.SIGHUP)
-                await asyncio.sleep(0.15)
+                await wait_until(partial(_logged, log, b'"daemon.reloading"', sent), 30)
         await wait_until(lambda: b'"source.ended"' in log.read_bytes(), 120)
         processes[-1].send_signal(signal.SIGTERM)  # drains the queue and the outbox, then exits
         code = await asyncio.to_thread(processes[-1].wait, 60)
@@ -118,6 +120,10 @@ async def run_demo(tmp_path: Path, kill: KillPoint | None, reloads: int = 0) -> 
     with sqlite3.connect(tmp_path / "state" / "crisiswatch.sqlite3") as db:
         seen = {row[0] for row in db.execute("SELECT id FROM seen")}
     return fake.threads(), seen
+
+
+def _logged(log: Path, event: bytes, times: int) -> bool:
+    return log.read_bytes().count(event) >= times
 
 
 async def _hold_nth(fake: FakeSlack, kill: KillPoint) -> Hold | None:

@@ -222,12 +222,13 @@ class TestReach:
         expected: list[str] = []
 
         async def post(author: str, *, a_minute_later: bool = False) -> None:
+            """Post, and return once the source has handled it (lookup included): the stream
+            asks for its next listing only after it has passed on the one before."""
             if a_minute_later:
                 clock.now += 60.0
+            listed = len(fake.listed)
             expected.append(fake.post("acme bank", created=NOW, author=author))
-            while f"/user/{author}/about/" not in fake.requests and author != "frank":  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.4)  # the lookup is answered, fails or times out (0.2 s)
+            await fake.listing_served(after=listed, times=2, path="/r/brand/new")
 
         async def traffic() -> None:
             await fake.listening()
