@@ -356,15 +356,18 @@ class Store:
         row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
         await self._run(lambda db: db.execute(sql, row))
 
-    async def mark_posting(self, key: str, notifier: str) -> bool:
+    async def mark_posting(self, key: str, notifier: str) -> datetime | None:
         """Note that a message is about to be posted (an incident's first message, keyed by the
-        incident id, or a page's thread reply, by the page key); True if an earlier attempt was
-        already noted (it may have reached Slack before a crash)."""
+        incident id, or a page's thread reply, by the page key); when an earlier attempt was
+        already noted (it may have reached Slack before a crash), the time it was."""
         now = datetime.now(UTC).isoformat()
 
-        def write(db: sqlite3.Connection) -> bool:
+        def write(db: sqlite3.Connection) -> datetime | None:
             sql = "INSERT OR IGNORE INTO posting VALUES (?, ?, ?)"  # its incident_id is the key
-            return db.execute(sql, (key, notifier, now)).rowcount == 0
+            if db.execute(sql, (key, notifier, now)).rowcount == 1:
+                return None
+            query = "SELECT at FROM posting WHERE incident_id = ? AND notifier = ?"
+            return datetime.fromisoformat(db.execute(query, (key, notifier)).fetchone()[0])
 
         return await self._run(write)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import orjson
 from aiohttp import web
 
 TOKEN = "xoxb-test-token"
+AT = "_posted_at"  # the wall time a message was posted, kept beside its fields ("oldest" reads it)
 
 
 @dataclass(slots=True)
@@ -174,22 +176,24 @@ class FakeSlack:
                 return {"ok": False, "error": "channel_not_found"}
             channel = self.channel_id(args["channel"])
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
-            self.messages[(channel, ts)] = dict(args)
+            self.messages[(channel, ts)] = {**args, AT: time.time()}
             return {"ok": True, "channel": channel, "ts": ts}
         if method == "conversations.history":
             channel = self.channel_id(args["channel"])
+            oldest = float(args.get("oldest", 0))  # compared with when a message was posted
             history = [
                 {"ts": ts, "text": m.get("text", ""), "metadata": m.get("metadata")}
                 for (where, ts), m in sorted(self.messages.items(), reverse=True)
-                if where == channel
+                if where == channel and m[AT] >= oldest
             ]
             return {"ok": True, "messages": history}
         if method == "conversations.replies":
             channel = self.channel_id(args["channel"])
+            oldest = float(args.get("oldest", 0))
             thread = [
                 {"ts": ts, "text": m.get("text", ""), "metadata": m.get("metadata")}
                 for (where, ts), m in sorted(self.messages.items())
-                if where == channel and args["ts"] in (ts, m.get("thread_ts"))
+                if where == channel and args["ts"] in (ts, m.get("thread_ts")) and m[AT] >= oldest
             ]
             return {"ok": True, "messages": thread}
         if method == "chat.update":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import Backoff, Dispatcher
-from crisiswatch.notify.slack import SlackNotifier
+from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
 from crisiswatch.notify.slack_blocks import escape, fit, ping
 from crisiswatch.store import Store
 
@@ -195,7 +196,9 @@ class TestIncidentLife:
         assert await store.pending("slack") == 0 and dispatcher.sent == 2
         (_, replies), *_ = fake.threads().values()
         assert len(replies) == 1 and "Worse" in replies[0]
-        assert [c.method for c in fake.calls].count("conversations.replies") == 1
+        (lookup,) = [c for c in fake.calls if c.method == "conversations.replies"]
+        since = time.time() - float(lookup.args["oldest"])  # only what followed the attempt
+        assert CLOCK_SLACK.total_seconds() <= since < CLOCK_SLACK.total_seconds() + 60
 
 
 class TestDelivery:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -93,7 +93,8 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
 
 
 METADATA_EVENT = "crisiswatch_incident"  # marks our messages, with the incident id in the payload
-HISTORY_LOOKBACK = 100  # recent channel messages searched for a message we may have posted
+HISTORY_LOOKBACK = 100  # messages searched, since the first attempt, for one we may have posted
+CLOCK_SLACK = timedelta(minutes=5)  # our clock against Slack's, at most
 
 
 class SlackNotifier:
@@ -154,9 +155,9 @@ class SlackNotifier:
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
         posted = await self.store.message(incident.id, self.name)
-        if posted is None and await self.store.mark_posting(incident.id, self.name):
+        if posted is None and (tried := await self.store.mark_posting(incident.id, self.name)):
             # an earlier attempt may have reached Slack before a crash: look before posting
-            posted = await self._posted_before(incident.id, route.channel)
+            posted = await self._posted_before(incident.id, route.channel, tried)
             if posted is not None:
                 await self.store.save_message(incident.id, self.name, *posted)
         if posted is not None:
@@ -181,10 +182,14 @@ class SlackNotifier:
         """Say in the incident's thread what this page changed, once: a retry after a crash
         first looks in the thread for the reply an earlier attempt may have posted."""
         key = page_key(page)
-        if await self.store.mark_posting(key, self.name):
+        if tried := await self.store.mark_posting(key, self.name):
             try:
                 thread = await self.client.conversations_replies(
-                    channel=channel, ts=ts, limit=HISTORY_LOOKBACK, include_all_metadata=True
+                    channel=channel,
+                    ts=ts,
+                    oldest=_since(tried),
+                    limit=HISTORY_LOOKBACK,
+                    include_all_metadata=True,
                 )
             except SlackApiError as exc:  # no history scope: reply again rather than not at all
                 log.debug("slack.thread_unavailable", channel=channel, error=str(exc))
@@ -267,14 +272,19 @@ class SlackNotifier:
         except Exception as notice_error:
             log.error("slack.ops_notice_failed", error=str(notice_error))
 
-    async def _posted_before(self, incident_id: str, channel: str) -> tuple[str, str] | None:
+    async def _posted_before(
+        self, incident_id: str, channel: str, tried: datetime
+    ) -> tuple[str, str] | None:
         """The incident's message if Slack has it but the store does not: a crash between
         Slack's answer and our record. Found by the metadata every message carries, so a
         restart edits it instead of posting twice (routes should name channels by id: history
         is read by id)."""
         try:
             found = await self.client.conversations_history(
-                channel=channel, limit=HISTORY_LOOKBACK, include_all_metadata=True
+                channel=channel,
+                oldest=_since(tried),
+                limit=HISTORY_LOOKBACK,
+                include_all_metadata=True,
             )
         except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
             log.debug("slack.history_unavailable", channel=channel, error=str(exc))
@@ -294,6 +304,12 @@ class SlackNotifier:
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
         return await self.reply(incident_id, render.escalation_reply(route, waited))
+
+
+def _since(tried: datetime) -> str:
+    """Slack's `oldest` for a search of what an attempt at `tried` may have posted: a few
+    minutes earlier, for clocks that disagree, so only messages since then are read."""
+    return f"{(tried - CLOCK_SLACK).timestamp():.6f}"
 
 
 def _metadata(incident_id: str, **more: str) -> dict[str, Any]:
