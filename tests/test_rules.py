@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import MentionFactory
 
 from crisiswatch.cli import main
 from crisiswatch.config import PlannedEvent, load_settings
-from crisiswatch.domain import Bucket, SeriesKey, Signal
-from crisiswatch.rules.conditions import Condition, Context
+from crisiswatch.domain import Bucket, ScoredMention, SeriesKey, Signal
+from crisiswatch.rules.conditions import Condition, Context, KeywordBurst
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -45,6 +46,33 @@ def signal(
         samples=(),
     )
     return Signal(bucket, volume_score, 8.0, 15.0, negative_score, 0.2, 10)
+
+
+def favourable(n: int, make_mention: MentionFactory) -> Signal:
+    """A bucket of `n` mentions with everything a condition could ask of them: all negative,
+    all replies to the brand, split over two platforms, a far-reaching author, all saying
+    "down", and a new term in each."""
+    down = KeywordBurst.model_validate({"terms": ["down"]}).term_set
+    post = ScoredMention(make_mention(author_followers=10**9), "acme", (), 1.0)
+    halves = (("x", n - n // 2), ("reddit", n // 2))
+    bucket = Bucket(
+        series=SeriesKey("acme"),
+        start=T0,
+        end=T0 + timedelta(minutes=5),
+        count=n,
+        raw_count=n,
+        negative_count=n,
+        unique_authors=n,
+        reach=10**9 * min(n, 1),
+        sources=halves,
+        top_terms=(("down", n),) if n else (),
+        samples=(post,) if n else (),
+        brand_replies=n,
+        brand_reply_negative=n,
+        negative_sources=halves,
+        bursts=((down, n),),
+    )
+    return Signal(bucket, 1.0, 0.0, 0.0, 1.0, 0.0, 0, new_terms=(("outage", n),) if n else ())
 
 
 def write(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
@@ -234,6 +262,29 @@ class TestEngine:
                 assert condition.holds(empty, Context()) is None, when
         spike = self.rule({"any": [{"min_count": 5}, {"volume_spike": "high"}]})
         assert len(RuleEngine([spike]).evaluate(empty)) == 1
+
+    def test_every_floor_is_tight(self, make_mention: MentionFactory) -> None:
+        """On a bucket as favourable to a condition as can be, it holds at exactly its floor and
+        not one mention below: a floor set too high would silently skip alerts."""
+        cases = [
+            {"min_count": 3},
+            {"negative_share": {"above": 0.0, "min_count": 4}},
+            {"negative_spike": {"sensitivity": 0.01, "min_count": 5}},
+            {"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}},
+            {"keyword_burst": {"terms": ["down"], "min_count": 3}},
+            {"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}},
+            {"emerging_term": {"min_count": 3}},
+            {"cross_platform": {"min_count": 3}},
+            {"any": [{"min_count": 7}, {"emerging_term": {"min_count": 2}}]},
+            {"all": [{"min_count": 3}, {"reply_pile_on": {"min_replies": 4}}]},
+        ]
+        for when in cases:
+            condition = Condition.model_validate(when)
+            floor = condition.floor
+            assert floor > 0, when
+            at_floor = favourable(floor, make_mention)
+            assert condition.holds(at_floor, Context()) is not None, when
+            assert condition.holds(favourable(floor - 1, make_mention), Context()) is None, when
 
     def test_scope_limits_brands_and_topics(self) -> None:
         """A rule scoped to another brand or topic does not fire."""
