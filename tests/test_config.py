@@ -290,3 +290,18 @@ class TestStateDir:
         monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/crisiswatch")
         settings = load_settings(write(tmp_path, MINIMAL + "state_dir: mystate\n"))
         assert state_dir(settings) == tmp_path.resolve() / "mystate"
+
+
+def test_the_readme_config_snippets_are_valid() -> None:
+    """Every YAML block README shows (the sources' keys, in order) loads as a config."""
+    import re
+
+    import yaml
+
+    readme = (Path(crisiswatch.__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```ya?ml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 4
+    doc = yaml.safe_load("".join(blocks) + "brands:\n  - id: acme\n    keywords: [acme]\n")
+    sources = Settings.model_validate(doc).sources
+    assert sources.reddit is not None and sources.reddit.karma_per_minute == 30
+    assert sources.x is not None and sources.http_ingest is not None
