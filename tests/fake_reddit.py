@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from local_server import serve
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
@@ -58,12 +59,7 @@ class FakeReddit:
         app.router.add_get("/r/{subreddits}/{listing}/", self._listing)
         app.router.add_get("/user/{name}/about", self._about)
         app.router.add_get("/user/{name}/about/", self._about)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def close(self) -> None:

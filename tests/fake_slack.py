@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from local_server import serve
 
 TOKEN = "xoxb-test-token"
 AT = "_posted_at"  # the wall time a message was posted, kept beside its fields ("oldest" reads it)
@@ -70,12 +71,8 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)  # slack-sdk reads history with GET
         app.router.add_post("/upload/{file_id}", self._upload)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/api/"
+        self._runner, url = await serve(app)
+        self.base_url = f"{url}/api/"
         return self.base_url
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 from fake_slack import Call, FakeSlack
+from local_server import serve
 
 APP_TOKEN = "xapp-test-token"
 WAIT = 2.0  # seconds a test waits for the client
@@ -34,11 +35,8 @@ class FakeSocketMode(FakeSlack):
     async def start(self) -> str:
         app = web.Application()
         app.router.add_get("/link/", self._link)
-        self._link_runner = web.AppRunner(app)
-        await self._link_runner.setup()
-        await web.TCPSite(self._link_runner, "127.0.0.1", 0).start()
-        host, port = self._link_runner.addresses[0][:2]
-        self._link_url = f"ws://{host}:{port}/link/"
+        self._link_runner, url = await serve(app)
+        self._link_url = f"{url.replace('http://', 'ws://', 1)}/link/"
         return await super().start()
 
     async def close(self) -> None:

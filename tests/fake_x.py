@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from local_server import serve
 
 TOKEN = "fake-bearer-token"
 
@@ -46,12 +47,7 @@ class FakeX:
         app.router.add_get("/2/tweets/search/stream", self._stream)
         app.router.add_get("/2/tweets/search/stream/rules", self._get_rules)
         app.router.add_post("/2/tweets/search/stream/rules", self._post_rules)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def close(self) -> None:

@@ -1,0 +1,15 @@
+"""Serving a fake API on 127.0.0.1 at a free port, for the fake servers the tests start."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Start `app` on 127.0.0.1 at a port the OS picks; its runner (to `cleanup()`) and
+    `http://host:port`."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
