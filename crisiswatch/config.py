@@ -337,6 +337,12 @@ def state_dir(settings: Settings | None) -> Path:
     return Path("var")
 
 
+def host_port(listen: str) -> tuple[str, int]:
+    """A `listen` setting, `127.0.0.1:8788` or `[::1]:8788` (no host: localhost) → (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def secret(name: str) -> str | None:
     """A secret from systemd credentials (`$CREDENTIALS_DIRECTORY/<name lowercased>`) or the
     environment. Credentials win: they never show in `/proc/*/environ` or `systemctl show`."""

@@ -317,14 +317,13 @@ class Daemon:
         """Save the ids taken since the last save (or `batch`), then the cursors they reached."""
         if batch is None:
             batch, self._unsaved = self._unsaved, []
+        ids = [m.id for m in batch]
         if batch:
             try:
-                await self.store.mark_seen(
-                    (m.id for m in batch), batch[-1].created_at, keep=self.pipeline.deduper.capacity
-                )
+                keep = self.pipeline.deduper.capacity
+                await self.store.mark_seen(ids, batch[-1].created_at, keep=keep)
             except Exception as exc:
                 log.error("store.seen_unsaved", count=len(batch), error=str(exc))
-        ids = [m.id for m in batch]
         for source in self.sources:
             if isinstance(source, Checkpointed):
                 try:

@@ -45,13 +45,26 @@ class Watcher:
 
     def __init__(self, config: Path) -> None:
         self.config = config
+        self._read: tuple[int, int] | None = None  # the config's (mtime, size) when last read
+        self._folders: list[Path] = []  # the rule folders it named then
+
+    def _rule_folders(self) -> list[Path]:
+        """The config's rule folders, read again only when the config file changed."""
+        try:
+            stat = self.config.stat()
+            mark: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            mark = None
+        if mark is None or mark != self._read:
+            try:
+                self._folders = load_settings(self.config).rules
+            except ProblemsError:  # a broken config still has a fingerprint: its own stat
+                self._folders = []
+            self._read = mark
+        return self._folders
 
     def fingerprint(self) -> Fingerprint:
-        try:
-            folders = load_settings(self.config).rules
-        except ProblemsError:  # a broken config still has a fingerprint: its own stat
-            folders = []
-        paths = [self.config, *rule_files(folders)]
+        paths = [self.config, *rule_files(self._rule_folders())]
         marks = []
         for path in paths:
             try:

@@ -22,6 +22,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from crisiswatch.config import host_port
 from crisiswatch.notify.feedback import Feedback
 
 log = structlog.get_logger(__name__)
@@ -85,11 +86,11 @@ def actions_app(feedback: Feedback, signing_secret: str) -> web.Application:
 @asynccontextmanager
 async def serve_http(app: web.Application, listen: str) -> AsyncIterator[str]:
     """Serve `app` on `host:port` for the block's duration; yields the URL it listens on."""
-    host, _, port = listen.rpartition(":")
+    host, port = host_port(listen)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0]
         url = f"http://{bound[0]}:{bound[1]}{ACTIONS_PATH}"

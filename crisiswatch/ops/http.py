@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from crisiswatch.config import host_port
+
 if TYPE_CHECKING:
     from crisiswatch.daemon import Daemon
 
@@ -131,8 +133,8 @@ def _dumps(value: object) -> str:
 
 async def serve(daemon: Daemon, listen: str) -> web.AppRunner:
     """Start the endpoint on `host:port`; stop it with `await runner.cleanup()`."""
-    host, _, port = listen.rpartition(":")
+    host, port = host_port(listen)
     runner = web.AppRunner(app(daemon), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    await web.TCPSite(runner, host, port).start()
     return runner

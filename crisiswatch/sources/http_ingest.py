@@ -17,18 +17,12 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from crisiswatch.config import HttpIngestSettings
+from crisiswatch.config import HttpIngestSettings, host_port
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import MentionError, parse_mention
 from crisiswatch.sources.resilience import Health, HealthSnapshot
 
 log = structlog.get_logger(__name__)
-
-
-def host_port(listen: str) -> tuple[str, int]:
-    """`127.0.0.1:8788` or `[::1]:8788` → (host, port)."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class HttpIngestSource:

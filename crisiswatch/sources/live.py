@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from crisiswatch.domain import Mention
+from crisiswatch.ingest import Deduper
 from crisiswatch.sources.cursors import CursorBook
 from crisiswatch.sources.resilience import (
     Backoff,
@@ -52,7 +52,7 @@ class LiveSource:
         self.book = CursorBook(store, name)
         self.position: dict[str, str] = {}  # where each loop has fetched up to (not committed)
         self._health = Health(name, stall_after=stall_after, clock=clock)
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent = Deduper(RECENT_IDS)  # two loops of one source may find the same post
 
     def health(self) -> HealthSnapshot:
         return self._health.snapshot()
@@ -66,15 +66,6 @@ class LiveSource:
     def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
         raise NotImplementedError
 
-    def first_time(self, mention_id: str) -> bool:
-        """True the first time this source sees an id (within its recent window)."""
-        if mention_id in self._recent:
-            return False
-        self._recent[mention_id] = None
-        if len(self._recent) > RECENT_IDS:
-            self._recent.popitem(last=False)
-        return True
-
     async def stream(self) -> AsyncIterator[Mention]:
         self.position = await self.book.load()
         async with self._client() as client:
@@ -85,7 +76,7 @@ class LiveSource:
                 for loop in self._loops(client)
             ]
             async for mention, stream, cursor in merge(loops):
-                if mention is not None and self.first_time(mention.id):
+                if mention is not None and self._recent.first_time(mention.id):
                     self.book.note(mention.id, stream, cursor)
                     yield mention
                 else:
