@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -172,27 +172,19 @@ class Store:
 
         def read(db: sqlite3.Connection) -> list[dict[str, str | None]]:
             cursor = db.execute("SELECT * FROM incidents ORDER BY started_at, id")
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            return _dict_rows(cursor)
 
         return await self._run(read)
 
     async def was_sent(self, key: str, notifier: str) -> bool:
-        sql = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
-        return await self._run(lambda db: db.execute(sql, (key, notifier)).fetchone() is not None)
+        return await self._run(
+            lambda db: db.execute(_WAS_SENT, (key, notifier)).fetchone() is not None
+        )
 
     async def record_sent(self, page: Page, notifier: str) -> None:
         """Log a page as sent: only after the notifier succeeded (a crash repeats, never loses)."""
-        row = (
-            page_key(page),
-            page.incident.id,
-            page.kind.value,
-            page.at.isoformat(),
-            datetime.now(UTC).isoformat(),
-            notifier,
-        )
-        sql = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
-        await self._run(lambda db: db.execute(sql, row))
+        row = _sent_row(page, notifier, datetime.now(UTC).isoformat())
+        await self._run(lambda db: db.execute(_LOG_SENT, row))
 
     async def enqueue(
         self,
@@ -208,7 +200,6 @@ class Store:
         key = page_key(page)
         now = datetime.now(UTC).isoformat()
         held = {name: moment.isoformat() for name, moment in (not_before or {}).items()}
-        logged = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
         insert = (
             "INSERT OR IGNORE INTO outbox"
             " (notifier, page_key, incident_id, kind, page, queued_at, not_before)"
@@ -218,7 +209,7 @@ class Store:
         def write(db: sqlite3.Connection) -> int:
             added = 0
             for notifier in notifiers:
-                if db.execute(logged, (key, notifier)).fetchone() is None:
+                if db.execute(_WAS_SENT, (key, notifier)).fetchone() is None:
                     row = (
                         notifier,
                         key,
@@ -318,12 +309,11 @@ class Store:
     async def outbox_sent(self, seq: int, page: Page, notifier: str) -> None:
         """The outbox page was delivered: mark it and log it, in one transaction."""
         now = datetime.now(UTC).isoformat()
-        log_row = (page_key(page), page.incident.id, page.kind.value, page.at.isoformat(), now,
-                   notifier)  # fmt: skip
+        log_row = _sent_row(page, notifier, now)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("UPDATE outbox SET status = 'sent', done_at = ? WHERE seq = ?", (now, seq))
-            db.execute("INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)", log_row)
+            db.execute(_LOG_SENT, log_row)
 
         await self._run(write)
 
@@ -345,8 +335,7 @@ class Store:
                 "SELECT seq, notifier, page_key, incident_id, kind, status, attempts, error"
                 " FROM outbox ORDER BY seq"
             )
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            return _dict_rows(cursor)
 
         return await self._run(read)
 
@@ -486,10 +475,24 @@ class Store:
 
         def read(db: sqlite3.Connection) -> list[dict[str, str | int | None]]:
             cursor = db.execute(sql, bounds)
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            return _dict_rows(cursor)
 
         return await self._run(read)
+
+
+_WAS_SENT = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
+_LOG_SENT = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _sent_row(page: Page, notifier: str, now: str) -> tuple[str, str, str, str, str, str]:
+    """A `notifications` row: this page went out through this notifier at `now`."""
+    return (page_key(page), page.incident.id, page.kind.value, page.at.isoformat(), now, notifier)
+
+
+def _dict_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as plain dicts keyed by column name."""
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
