@@ -30,7 +30,7 @@ from crisiswatch.rules.schema import Rule
 from crisiswatch.sources import Source
 from crisiswatch.sources.replay import ReplaySource
 from crisiswatch.sources.resilience import SourceSetupError
-from crisiswatch.store import Store, StoreError
+from crisiswatch.store import STORE_FILE, Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
@@ -210,7 +210,7 @@ async def _serve(
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
     from crisiswatch.sources.build import build_sources
 
-    store = await Store.open(directory / "crisiswatch.sqlite3")
+    store = await Store.open(directory / STORE_FILE)
     try:
         saved = None if finite else await asyncio.to_thread(checkpoint.load, directory)
         model = await asyncio.to_thread(_sentiment_model, saved)

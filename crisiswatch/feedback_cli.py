@@ -17,7 +17,7 @@ import orjson
 
 from crisiswatch.config import load_settings, state_dir
 from crisiswatch.enrich.sentiment import LABELS
-from crisiswatch.store import Store
+from crisiswatch.store import STORE_FILE, with_store
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +60,10 @@ def _feedback(args: argparse.Namespace) -> int:
     if problems:
         return 1
     settings = load_settings(args.config) if args.config else None
-    count = asyncio.run(_store(state_dir(settings) / "crisiswatch.sqlite3", items))
+    user = getpass.getuser()
+    count = asyncio.run(
+        with_store(state_dir(settings) / STORE_FILE, lambda store: store.add_feedback(items, user))
+    )
     print(f"queued {count} labelled text(s) for the sentiment model")
     return 0
 
@@ -76,11 +79,3 @@ def _item(line: bytes) -> tuple[str, str] | str:
     if obj.get("label") not in LABELS:
         return f"'label' must be one of {', '.join(LABELS)}"
     return obj["text"], obj["label"]
-
-
-async def _store(path: Path, items: list[tuple[str, str]]) -> int:
-    store = await Store.open(path)
-    try:
-        return await store.add_feedback(items, getpass.getuser())
-    finally:
-        await store.close()

@@ -9,19 +9,15 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from crisiswatch.config import Settings, load_settings, state_dir
 from crisiswatch.domain import Silence
 from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.rules.loader import load_rules
-from crisiswatch.store import Store
+from crisiswatch.store import STORE_FILE, with_store
 from crisiswatch.yamlfile import did_you_mean
-
-T = TypeVar("T")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +47,7 @@ def _settings(config: Path | None) -> Settings | None:
 
 
 def _store_path(settings: Settings | None) -> Path:
-    return state_dir(settings) / "crisiswatch.sqlite3"
+    return state_dir(settings) / STORE_FILE
 
 
 def _check(args: argparse.Namespace, settings: Settings | None) -> list[str]:
@@ -93,7 +89,7 @@ def _add(args: argparse.Namespace) -> int:
         rule=args.rule,
         incident=args.incident,
     )
-    asyncio.run(_with_store(_store_path(settings), lambda store: store.add_silence(silence)))
+    asyncio.run(with_store(_store_path(settings), lambda store: store.add_silence(silence)))
     print(f"{silence.id}: silenced {silence.describe()} for {format_duration(duration)}")
     return 0
 
@@ -101,7 +97,7 @@ def _add(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     path = _store_path(_settings(args.config))
-    found = asyncio.run(_with_store(path, lambda store: store.silences(None if args.all else now)))
+    found = asyncio.run(with_store(path, lambda store: store.silences(None if args.all else now)))
     if not found:
         print("no silences" + ("" if args.all else " in force"))
     for silence in found:
@@ -116,17 +112,9 @@ def _list(args: argparse.Namespace) -> int:
 def _expire(args: argparse.Namespace) -> int:
     path = _store_path(_settings(args.config))
     now = datetime.now(UTC)
-    ended = asyncio.run(_with_store(path, lambda store: store.expire_silence(args.id, now)))
+    ended = asyncio.run(with_store(path, lambda store: store.expire_silence(args.id, now)))
     if not ended:
         print(f"crisiswatch silence: no silence {args.id} in force", file=sys.stderr)
         return 1
     print(f"{args.id}: ended")
     return 0
-
-
-async def _with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(path)
-    try:
-        return await work(store)
-    finally:
-        await store.close()

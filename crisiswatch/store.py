@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -478,6 +478,18 @@ class Store:
             return _dict_rows(cursor)
 
         return await self._run(read)
+
+
+STORE_FILE = "crisiswatch.sqlite3"  # the store's file in the state directory
+
+
+async def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store at `path`, do `work` with it, close it (for one-shot commands)."""
+    store = await Store.open(path)
+    try:
+        return await work(store)
+    finally:
+        await store.close()
 
 
 _WAS_SENT = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
