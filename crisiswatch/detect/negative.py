@@ -10,7 +10,12 @@ damped when learned so it does not become the usual.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 PRIOR_SHARE = 0.2  # a brand's share of negative mentions before it has history
 PRIOR_WEIGHT = 20.0  # how many mentions that prior is worth
@@ -66,40 +71,65 @@ class NegativeShareDetector:
             self._total = floor
 
 
-_LGAMMA_WHOLE = [math.inf, *(math.lgamma(i) for i in range(1, MAX_TRIALS + 2))]  # [i]: lgamma(i)
-
-
 def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> float:
     """P(X ≥ k) for X ~ BetaBinomial(n, α, β) with α/(α+β) = mean and α+β = concentration.
 
-    The terms are summed from k up, as they come. Unless α and β are both below 1 (a U shape),
-    the terms only fall once past the mode; when they have fallen below half the sum's last
-    digit, no later term can change the sum, so the loop stops there with exactly the full sum.
+    An upper tail (k above the mean) is summed from k up; otherwise the tail is one less the sum
+    from k − 1 down, so a tail near 1 keeps its digits and a tiny one is not lost to rounding.
     """
     if n > MAX_TRIALS:
         k, n = round(k * MAX_TRIALS / n), MAX_TRIALS
     if k <= 0:
         return 1.0
+    if k > n:
+        return 0.0
     mean = min(max(mean, 1e-4), 1 - 1e-4)
     alpha, beta = mean * concentration, (1 - mean) * concentration
-    log_norm = math.lgamma(alpha + beta) - math.lgamma(alpha) - math.lgamma(beta)
-    log_norm -= math.lgamma(n + alpha + beta)
-    whole, lgamma, exp, ulp = _LGAMMA_WHOLE, math.lgamma, math.exp, math.ulp
-    log_choose_n = whole[n + 1]
-    total = previous = 0.0
-    unimodal = alpha >= 1.0 or beta >= 1.0
-    for x in range(k, n + 1):
-        log_pmf = (
-            log_choose_n
-            - whole[x + 1]
-            - whole[n - x + 1]
-            + lgamma(x + alpha)
-            + lgamma(n - x + beta)
-            + log_norm
-        )
-        term = exp(log_pmf)
-        if term < previous and term < ulp(total) / 2 and unimodal:
-            break
-        total += term
-        previous = term
-    return min(1.0, total)
+    if k > mean * n:
+        return min(1.0, _pmf_run(k, n - k, n, alpha, beta, _up_ratio))
+    return max(0.0, 1.0 - _pmf_run(k - 1, k - 1, n, alpha, beta, _down_ratio))
+
+
+_SHORT_RUN = 48  # terms below which a plain loop beats numpy's per-call overhead
+_Ratio = TypeVar("_Ratio", float, npt.NDArray[np.float64])
+
+
+def _up_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
+    """P(X = x + 1) / P(X = x)."""
+    return (n - x) * (x + alpha) / ((x + 1) * (n - x - 1 + beta))
+
+
+def _down_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
+    """P(X = x − 1) / P(X = x)."""
+    return x * (n - x + beta) / ((n - x + 1) * (x - 1 + alpha))
+
+
+def _pmf_run(
+    first: int, steps: int, n: int, alpha: float, beta: float, ratio: Callable[..., Any]
+) -> float:
+    """P(X = first) and the `steps` probabilities after it (up or down, as `ratio` goes).
+
+    Only the first term costs log-gammas; each next one is the last times a ratio of
+    polynomials in x. Long runs take the ratios' running product from numpy in one go.
+    """
+    lgamma = math.lgamma
+    term = math.exp(
+        lgamma(n + 1)
+        - lgamma(first + 1)
+        - lgamma(n - first + 1)
+        + lgamma(first + alpha)
+        + lgamma(n - first + beta)
+        + lgamma(alpha + beta)
+        - lgamma(alpha)
+        - lgamma(beta)
+        - lgamma(n + alpha + beta)
+    )
+    step = 1 if ratio is _up_ratio else -1
+    if steps <= _SHORT_RUN:
+        total = term
+        for x in range(first, first + step * steps, step):
+            term *= ratio(float(x), n, alpha, beta)
+            total += term
+        return total
+    xs = np.arange(first, first + step * steps, step, dtype=np.float64)
+    return term * (1.0 + float(np.cumprod(ratio(xs, n, alpha, beta)).sum()))
