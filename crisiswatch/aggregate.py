@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from operator import itemgetter
 
 from crisiswatch.domain import ALL_TOPICS, Bucket, ScoredMention, SeriesKey
@@ -79,7 +80,7 @@ class Aggregator:
         self._lateness = allowed_lateness
         self._cap = per_author_cap
         self._samples = samples_per_bucket
-        self._brand_terms = brand_terms or {}
+        self._not_terms = _not_terms(brand_terms or {})
         self._open: dict[int, dict[_Key, _Accumulator]] = {}  # bucket index -> series
         self._next_to_close: int | None = None
         self._watermark: datetime | None = None
@@ -92,7 +93,7 @@ class Aggregator:
     ) -> None:
         """New series to close from now on (a reload); open buckets keep what they counted."""
         self._series = sorted(set(series))
-        self._brand_terms = brand_terms
+        self._not_terms = _not_terms(brand_terms)
 
     @property
     def watermark(self) -> datetime | None:
@@ -130,66 +131,53 @@ class Aggregator:
         self._sequence += 1
         sample = (sample_weight(scored), -self._sequence, scored)
         author = mention.author or mention.id
+        followers, source = mention.author_followers, mention.source
+        negative = scored.is_negative
+        cap, samples = self._cap, self._samples
         brand, topics = scored.brand, (ALL_TOPICS, *scored.topics)
+        # Every series the mention counts in gets the same tallies. This loop is the hottest
+        # in the daemon, so the tallies are written out here rather than called per series.
         for view in views:
             for topic in topics:
                 key = (brand, topic, view)
                 acc = series.get(key)
                 if acc is None:
                     acc = series[key] = _Accumulator()
-                self._count(acc, scored, author, terms, burst_sets, sample)
+                acc.raw_count += 1
+                authors = acc.authors
+                seen = authors[author] = authors.get(author, 0) + 1
+                if seen > cap:
+                    continue  # one author's burst (spam, a bot) must not make volume
+                acc.count += 1
+                if acc.followers.get(author, -1) < followers:
+                    acc.followers[author] = followers
+                counts = acc.sources
+                counts[source] = counts.get(source, 0) + 1
+                if negative:
+                    acc.negative_count += 1
+                    counts = acc.negative_sources
+                    counts[source] = counts.get(source, 0) + 1
+                if scored.replies_to_brand:
+                    acc.brand_replies += 1
+                    acc.brand_reply_negative += negative
+                counts = acc.terms
+                for term in terms:
+                    counts[term] = counts.get(term, 0) + 1
+                for term_set in burst_sets:
+                    acc.bursts[term_set] = acc.bursts.get(term_set, 0) + 1
+                if len(acc.samples) < samples:
+                    heapq.heappush(acc.samples, sample)
+                else:
+                    heapq.heappushpop(acc.samples, sample)
         return True
 
     def _terms(self, brand: str, tokens: Iterable[str]) -> dict[str, None]:
         """The post's terms once each, in the order written (so ties rank the same every run)."""
-        own = self._brand_terms.get(brand, frozenset())
-        terms: dict[str, None] = {}
-        for token in tokens:
-            if (
-                len(token) > 2
-                and token not in STOPWORDS
-                and token not in own
-                and not token.isdigit()
-            ):
-                terms[token] = None
-                if len(terms) >= MAX_TERMS_PER_MENTION:
-                    break
+        skip = self._not_terms.get(brand, STOPWORDS)
+        terms = dict.fromkeys(t for t in tokens if len(t) > 2 and t not in skip and not t.isdigit())
+        if len(terms) > MAX_TERMS_PER_MENTION:
+            terms = dict.fromkeys(islice(terms, MAX_TERMS_PER_MENTION))
         return terms
-
-    def _count(
-        self,
-        acc: _Accumulator,
-        scored: ScoredMention,
-        author: str,
-        terms: dict[str, None],
-        bursts: tuple[str, ...],
-        sample: _Sample,
-    ) -> None:
-        acc.raw_count += 1
-        authors = acc.authors
-        seen = authors[author] = authors.get(author, 0) + 1
-        if seen > self._cap:
-            return  # one author's burst (spam, a bot) must not make volume
-        mention = scored.mention
-        negative = scored.is_negative
-        acc.count += 1
-        acc.negative_count += negative
-        followers = acc.followers
-        if followers.get(author, -1) < mention.author_followers:
-            followers[author] = mention.author_followers
-        _tally(acc.sources, (mention.source,))
-        if negative:
-            _tally(acc.negative_sources, (mention.source,))
-        if scored.replies_to_brand:
-            acc.brand_replies += 1
-            acc.brand_reply_negative += negative
-        _tally(acc.terms, terms)
-        if bursts:
-            _tally(acc.bursts, bursts)
-        if len(acc.samples) < self._samples:
-            heapq.heappush(acc.samples, sample)
-        else:
-            heapq.heappushpop(acc.samples, sample)
 
     def advance(self, moment: datetime) -> list[Bucket]:
         """Move the watermark to `moment` less the lateness; return the buckets that closed."""
@@ -231,9 +219,9 @@ class Aggregator:
         ]
 
 
-def _tally(counts: dict[str, int], items: Iterable[str]) -> None:
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
+def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """Per brand, the words that are never a bucket's terms: stopwords and the brand's names."""
+    return {brand: STOPWORDS | own for brand, own in brand_terms.items()}
 
 
 def _most_common(counts: dict[str, int], n: int | None = None) -> list[tuple[str, int]]:

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crisiswatch.aggregate import STOPWORDS, TOP_TERMS, Aggregator, sample_weight
+from crisiswatch.aggregate import (
+    MAX_TERMS_PER_MENTION,
+    STOPWORDS,
+    TOP_TERMS,
+    Aggregator,
+    sample_weight,
+)
 from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import tokenize
 
@@ -229,6 +235,21 @@ class TestAggregator:
         """At most TOP_TERMS top terms are kept."""
         feeder.feed(1, text=" ".join(f"word{n}" for n in range(TOP_TERMS + 10)))
         assert len(one(feeder.aggregator.flush(), ALL).top_terms) == TOP_TERMS
+
+    def test_a_post_gives_at_most_its_first_distinct_terms(self, feeder: Feeder) -> None:
+        """A long post counts its first MAX_TERMS_PER_MENTION distinct terms, in the order
+        written; repeats neither count twice nor use up the allowance."""
+        words = [f"word{n}" for n in range(MAX_TERMS_PER_MENTION + 5)]
+        feeder.feed(1, text=" ".join(w for word in words for w in (word, word)))
+        late = words[
+            MAX_TERMS_PER_MENTION - 1 : MAX_TERMS_PER_MENTION + 1
+        ]  # the last in, first out
+        for minutes in (2, 3):
+            feeder.feed(minutes, text=" ".join(late))
+        counted = dict(one(feeder.aggregator.flush(), ALL).top_terms)
+        assert counted[late[0]] == 3  # the 40th distinct word of the long post counted
+        assert counted[late[1]] == 2  # the 41st did not
+        assert counted[words[0]] == 1  # and a repeated word counted once
 
     def test_a_term_rare_early_in_a_busy_bucket_is_counted_exactly(self, feeder: Feeder) -> None:
         """Thousands of one-off words do not crowd out a term that comes up now and then: its
