@@ -131,14 +131,16 @@ class Attributor:
             parent = "@" + mention.in_reply_to_author.lower().lstrip("@")
             named.update(self._handle_brands.get(parent, ()))  # a reply to the brand's own post
         found = []
-        for brand_id in sorted(named):
+        for brand_id in sorted(named) if len(named) > 1 else named:
             kinds = self._details[brand_id].find(tokens)
-            if _EXCLUSION in kinds and mention.brand is None:
-                continue
+            if _EXCLUSION in kinds:
+                if mention.brand is None:
+                    continue
+                kinds.discard(_EXCLUSION)
             languages = self._brands[brand_id].languages
             if languages and mention.lang is not None and mention.lang not in languages:
                 continue
-            topics = tuple(sorted(kinds - {_EXCLUSION}))
+            topics = tuple(sorted(kinds)) if len(kinds) > 1 else tuple(kinds)
             found.append(Attribution(brand_id, topics, self._replies_to(brand_id, mention, tokens)))
         return found
 
