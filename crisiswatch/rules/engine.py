@@ -26,6 +26,7 @@ class RuleEngine:
         self.rules = list(rules)
         self.calendar = list(calendar)
         self.holding_since: dict[tuple[str, SeriesKey], datetime] = {}  # (rule, series) → since
+        self._covering: dict[SeriesKey, list[Rule]] = {}  # the rules whose scope takes a series
 
     def replaced(self, rules: Sequence[Rule], calendar: Sequence[PlannedEvent]) -> RuleEngine:
         """An engine for a new rule set that remembers how long unchanged rules have held."""
@@ -48,9 +49,12 @@ class RuleEngine:
         alerts = []
         context = self._context(signal)
         count = signal.bucket.count
-        for rule in self.rules:
-            if not rule.scope.covers(signal):
-                continue
+        rules = self._covering.get(signal.series)
+        if rules is None:
+            rules = self._covering[signal.series] = [
+                rule for rule in self.rules if rule.scope.covers(signal.series)
+            ]
+        for rule in rules:
             if count < rule.when.floor:
                 reasons = None
             else:

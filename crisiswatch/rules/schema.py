@@ -22,7 +22,7 @@ import re2
 from pydantic import Field, PrivateAttr, field_validator
 
 from crisiswatch.config import Duration, Strict, check_identifier
-from crisiswatch.domain import ALL_TOPICS, Mention, Severity, Signal, Stage
+from crisiswatch.domain import ALL_TOPICS, Mention, SeriesKey, Severity, Signal, Stage
 from crisiswatch.durations import format_duration
 from crisiswatch.enrich.attribution import TermIndex
 from crisiswatch.rules.conditions import Condition, count_text
@@ -109,8 +109,7 @@ class Scope(Strict):
             return False
         return self._pattern is None or self._pattern.search(mention.text[:REGEX_TEXT]) is not None
 
-    def covers(self, signal: Signal) -> bool:
-        series = signal.series
+    def covers(self, series: SeriesKey) -> bool:
         if series.view != self.view:
             return False
         if self.brands != "all" and series.brand not in self.brands:
