@@ -17,7 +17,7 @@ import structlog
 
 from crisiswatch import __version__, checkpoint, feedback_cli, silence_cli
 from crisiswatch.checkpoint import Checkpoint
-from crisiswatch.config import Settings, load_settings, state_dir
+from crisiswatch.config import LiveSettings, Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify import Notifier
@@ -164,13 +164,8 @@ def _run(args: argparse.Namespace) -> int:
         return _run_demo()
     settings = load_settings(args.config)
     rules = load_rules(settings.rules, settings)
-    notifiers: list[Notifier] = (
-        [ConsoleNotifier(settings.routes)] if settings.notify.console else []
-    )
     directory = state_dir(settings)
-    summary = asyncio.run(
-        _serve(settings, rules, notifiers, directory, finite=False, config=args.config)
-    )
+    summary = asyncio.run(_serve(settings, rules, [], directory, finite=False, config=args.config))
     print(f"stopped: {summary}")
     return 0
 
@@ -183,9 +178,7 @@ def _run_demo() -> int:
         f"{', '.join(b.display_name for b in settings.brands)} with {len(rules)} rules\n"
     )
     with tempfile.TemporaryDirectory(prefix="crisiswatch-demo-") as tmp:
-        summary = asyncio.run(
-            _serve(settings, rules, [ConsoleNotifier(settings.routes)], Path(tmp), finite=True)
-        )
+        summary = asyncio.run(_serve(settings, rules, [], Path(tmp), finite=True))
     print(f"demo finished: {summary}")
     return 0
 
@@ -206,7 +199,8 @@ async def _serve(
     config: Path | None = None,
     watch: Callable[[ReplaySource], None] | None = None,
 ) -> RunSummary:
-    """Run the daemon; with `config`, it reloads that file and its rules when they change."""
+    """Run the daemon; with `config`, it reloads that file and its rules when they change.
+    `notifiers` are extra to the console (when `notify.console`) and Slack (when enabled)."""
     from crisiswatch.notify.feedback import ControlLink
     from crisiswatch.notify.slack_runtime import SlackSetupError, slack_running
     from crisiswatch.sources.build import build_sources
@@ -229,11 +223,13 @@ async def _serve(
         elif not finite:
             sources = build_sources(settings, store)
         link = ControlLink()  # Slack's Resolve / False alarm reach the daemon once it exists
-        async with slack_running(settings, store, pipeline.history, model, link) as slack:
+        live = LiveSettings(settings)  # what every part reads; a reload swaps it
+        console = [ConsoleNotifier(live)] if settings.notify.console else []
+        async with slack_running(live, store, pipeline.history, model, link) as slack:
             daemon = Daemon(
                 pipeline,
                 sources,
-                [*notifiers, *slack],
+                [*console, *notifiers, *slack.notifiers],
                 store,
                 queue_size=settings.pipeline.queue_size,
                 config=config,
@@ -243,6 +239,7 @@ async def _serve(
                 checkpoint_seconds=settings.ops.checkpoint_every.total_seconds(),
                 systemd=SystemdNotifier(),
                 ops_listen=None if finite else settings.ops.http_listen,
+                live=live,
             )
             link.target = daemon
             return await daemon.run(exit_when_sources_end=finite)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -300,6 +301,28 @@ class Settings(Strict):
 
     def brand(self, brand_id: str) -> Brand | None:
         return next((b for b in self.brands if b.id == brand_id), None)
+
+
+class LiveSettings:
+    """The settings in force in a running daemon, one holder shared by all its parts.
+
+    A reload swaps in a whole new `Settings` (one assignment: a reader never sees half of each);
+    every part reads `current` when it acts, never a copy taken at start-up, so a changed route
+    or channel reaches every page, escalation and digest from then on. Parts that must act on a
+    change (the digest's schedule) register with `on_swap`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.current = settings
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    def swap(self, settings: Settings) -> None:
+        self.current = settings
+        for listener in self._listeners:
+            listener(settings)
+
+    def on_swap(self, listener: Callable[[Settings], None]) -> None:
+        self._listeners.append(listener)
 
 
 def load_settings(path: Path) -> Settings:

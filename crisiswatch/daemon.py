@@ -31,6 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from crisiswatch import checkpoint
 from crisiswatch.checkpoint import Checkpoint, CheckpointError
+from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
@@ -112,10 +113,15 @@ class Daemon:
         systemd: SystemdNotifier | None = None,
         ops_listen: str | None = None,
         wedged_after: float = 60.0,
+        live: LiveSettings | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
-        self.dispatcher = Dispatcher(notifiers, store, routes=pipeline.settings.routes)
+        # the settings every part reads at use time (Slack, escalation, digest, console): a
+        # reload swaps them here; those it cannot apply are judged against the start-up ones
+        self.live = live or LiveSettings(pipeline.settings)
+        self._started_with = self.live.current
+        self.dispatcher = Dispatcher(notifiers, store, live=self.live)
         self.drain_seconds = drain_seconds  # at the end, how long queued pages may take to leave
         self.store = store
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
@@ -447,11 +453,15 @@ class Daemon:
                 f"{len(problems)} problem(s):\n" + "\n".join(problems[:10])
             )
             return False
-        restart = needs_restart(self.pipeline.settings, deployment.settings)
+        restart = needs_restart(self._started_with, deployment.settings)
         if restart:
-            log.warning("config.reload_needs_restart", settings=restart)
+            log.warning(
+                "config.reload_needs_restart",
+                settings=restart,
+                effect="these keep their start-up values until crisiswatch is restarted",
+            )
         self.pipeline.reconfigure(deployment.settings, deployment.rules)
-        self.dispatcher.routes = dict(deployment.settings.routes)
+        self.live.swap(deployment.settings)
         self.reloads += 1
         self.systemd.ready(self.status())
         log.info(

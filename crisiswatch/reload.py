@@ -29,15 +29,40 @@ def load_deployment(config: Path) -> Deployment:
     return Deployment(settings, load_rules(settings.rules, settings))
 
 
+RESTART_ONLY = (
+    "state_dir",
+    "sources",
+    "pipeline.bucket",
+    "pipeline.allowed_lateness",
+    "pipeline.queue_size",
+    "pipeline.dedupe_capacity",
+    "pipeline.per_author_cap",
+    "pipeline.samples_per_bucket",
+    "incidents.group_by",
+    "notify.console",
+    "notify.slack.enabled",
+    "notify.slack.interactivity",
+    "notify.slack.http_listen",
+    "notify.slack.base_url",
+    "ops",
+)
+"""Settings read once at start-up (listeners, state, the shape of the pipeline); README's
+"Reloading" lists them. Everything else applies at the next reload."""
+
+
 def needs_restart(running: Settings, loaded: Settings) -> list[str]:
-    """The changed settings a reload cannot apply."""
-    keys = ("state_dir", "sources", "notify")
-    changed = [key for key in keys if getattr(running, key) != getattr(loaded, key)]
-    if running.pipeline.bucket != loaded.pipeline.bucket:
-        changed.append("pipeline.bucket")
-    if running.pipeline.allowed_lateness != loaded.pipeline.allowed_lateness:
-        changed.append("pipeline.allowed_lateness")
+    """The settings `loaded` changes that only a restart applies."""
+    changed = [path for path in RESTART_ONLY if _at(running, path) != _at(loaded, path)]
+    if running.brands != loaded.brands and (running.sources.reddit or running.sources.x):
+        changed.append("brands (the searches of live sources)")
     return changed
+
+
+def _at(settings: Settings, path: str) -> object:
+    value: object = settings
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
 
 
 class Watcher:

@@ -11,7 +11,7 @@ import pytest
 from fake_slack import TOKEN, FakeSlack
 from slack_sdk.web.async_client import AsyncWebClient
 
-from crisiswatch.config import Brand, QuietHours, Route, Settings
+from crisiswatch.config import Brand, LiveSettings, QuietHours, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Bucket, Incident, Page, PageKind, SeriesKey, Signal
 from crisiswatch.notify import digest as digests
@@ -138,7 +138,7 @@ class TestDailyDigest:
         brand whose day is known."""
         await day_of_incidents(store, make_incident)
         client = AsyncWebClient(token=TOKEN, base_url=fake.base_url)
-        digest = DailyDigest(settings(), store, history(), client)
+        digest = DailyDigest(LiveSettings(settings()), store, history(), client)
         assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 2
         posts = fake.ok_calls("chat.postMessage")
         assert [(c.args["channel"], c.args["blocks"][0]["text"]["text"]) for c in posts] == [
@@ -154,7 +154,7 @@ class TestDailyDigest:
         """A failed post is logged; the other brands still get theirs."""
         fake.fail("chat.postMessage", error="channel_not_found")
         client = AsyncWebClient(token=TOKEN, base_url=fake.base_url)
-        digest = DailyDigest(settings(), store, SeriesHistory(300), client)
+        digest = DailyDigest(LiveSettings(settings()), store, SeriesHistory(300), client)
         assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 1
 
     async def test_scheduled_at_eight_in_the_route_zone_and_stops_cleanly(
@@ -163,7 +163,7 @@ class TestDailyDigest:
         """The cron job is due at the next 08:00 Berlin time; when due it posts; stop shuts the
         scheduler down."""
         client = AsyncWebClient(token=TOKEN, base_url=fake.base_url)
-        digest = DailyDigest(settings(), store, SeriesHistory(300), client)
+        digest = DailyDigest(LiveSettings(settings()), store, SeriesHistory(300), client)
         digest.start()
         try:
             assert digest.scheduler.running

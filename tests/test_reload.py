@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from daemon_process import start, wait_for
+from fake_slack import TOKEN, FakeSlack
+from structlog.testing import capture_logs
 
-from crisiswatch.config import load_settings
+from crisiswatch.config import LiveSettings, load_settings
 from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
+from crisiswatch.notify.console import ConsoleNotifier
+from crisiswatch.notify.slack_runtime import slack_running
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
@@ -160,3 +166,124 @@ class TestSighup:
         finally:
             process.kill()
         assert process.returncode == 0
+
+
+SLACK_CONFIG = """rules: [rules]
+brands:
+  - id: acme
+    keywords: [acme]
+sources: {{replay: {{path: empty.jsonl}}}}
+{extra}routes:
+  default:
+    channel: "{channel}"
+    escalate_after: {escalate_after}
+    escalate_to: [{on_call}]
+notify:
+  console: true
+  slack:
+    enabled: true
+    base_url: "{base_url}"
+    interactivity: none
+    ops_channel: "{ops}"
+    digest_at: "{digest_at}"
+"""
+
+
+class Learner:
+    def learn_one(self, text: str, label: str) -> None:
+        """Feedback is not part of these tests."""
+
+
+def slack_config(tmp_path: Path, fake: FakeSlack, *, new: bool, extra: str = "") -> Path:
+    """A deployment paging into the fake Slack: the `new` one has another channel, on-call
+    group, escalation delay, ops channel and digest time."""
+    deployment(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        SLACK_CONFIG.format(
+            extra=extra,
+            channel="#new" if new else "#old",
+            escalate_after="1s" if new else "1h",
+            on_call="S0NEW" if new else "S0OLD",
+            base_url=fake.base_url,
+            ops="#ops-new" if new else "#ops-old",
+            digest_at="09:30" if new else "08:00",
+        )
+    )
+    return config
+
+
+class TestReloadReachesEveryPart:
+    async def test_a_changed_route_reaches_pages_escalation_digest_and_console(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a reload that moves the route to another channel and on-call group, the Slack
+        page, the console, the escalation, the ops notices and the digest all use the new
+        ones, and the digest's schedule moves to the new time."""
+        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        fake = FakeSlack()
+        await fake.start()
+        config = slack_config(tmp_path, fake, new=False)
+        settings = load_settings(config)
+        live = LiveSettings(settings)
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), Scorer())
+        store = await Store.open(tmp_path / "s.db")
+        console = io.StringIO()
+        try:
+            async with slack_running(live, store, pipeline.history, Learner()) as slack:
+                notifiers = [ConsoleNotifier(live, console), *slack.notifiers]
+                daemon = Daemon(pipeline, [], notifiers, store, queue_size=10, config=config,
+                                live=live)  # fmt: skip
+                slack_config(tmp_path, fake, new=True)
+                assert await daemon.reload() is True
+                for n in range(5):
+                    mention = Mention(f"m{n}", "x", T0 + timedelta(minutes=1), "acme")
+                    assert pipeline.feed(mention) == []
+                [opened] = pipeline.feed(Mention("late", "x", T0 + timedelta(minutes=9), "acme"))
+                await daemon.dispatcher.dispatch(opened)
+                [page] = fake.ok_calls("chat.postMessage")
+                assert page.args["channel"] == "#new"
+                assert "to       #new" in console.getvalue()
+
+                assert slack.escalator is not None and slack.digest is not None
+                await asyncio.sleep(1.1)  # the new escalate_after: 1s (the old one was 1h)
+                assert await slack.escalator.check() == 1
+                escalation = fake.ok_calls("chat.postMessage")[-1].args
+                assert "<!subteam^S0NEW>" in escalation["text"]
+                assert "thread_ts" in escalation
+
+                await slack.notifiers[0].notice("a notice")
+                assert fake.ok_calls("chat.postMessage")[-1].args["channel"] == "#ops-new"
+
+                due = slack.digest.next_run()
+                assert due is not None and (due.hour, due.minute) == (9, 30)
+                assert await slack.digest.post(T0 + timedelta(days=1, hours=9)) == 1
+                digest = fake.ok_calls("chat.postMessage")[-1].args
+                assert digest["channel"] == "#new" and "Daily digest" in digest["text"]
+                assert "1 incident opened" in digest["text"]
+        finally:
+            await store.close()
+            await fake.close()
+
+    async def test_settings_read_at_start_up_warn_that_a_restart_is_needed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reload that changes the state directory or the ops listener applies the rest and
+        warns, naming them, that they need a restart; the warning repeats until then."""
+        config = deployment(tmp_path)
+        store = await Store.open(tmp_path / "s.db")
+        daemon = daemon_for(config, store, Ops())
+        config.write_text(
+            config.read_text()
+            + "state_dir: elsewhere\nops: {http_listen: 127.0.0.1:9999}\n"
+            + "routes: {default: {channel: '#moved'}}\n"
+        )
+        with capture_logs() as logs:
+            assert await daemon.reload() is True
+            assert await daemon.reload() is True
+        await store.close()
+        warnings = [e for e in logs if e["event"] == "config.reload_needs_restart"]
+        assert [w["settings"] for w in warnings] == [["state_dir", "ops"]] * 2
+        assert all(w["log_level"] == "warning" for w in warnings)
+        assert daemon.live.current.routes["default"].channel == "#moved"

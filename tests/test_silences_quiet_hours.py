@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crisiswatch.cli import main
-from crisiswatch.config import Route
+from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.domain import Page, PageKind, Severity, Silence
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.feedback import Click, snooze_silence
@@ -124,7 +124,8 @@ class TestDispatcherStages:
         phone = Recorder()
         clock = [NOW]
         routes = {warning.incident.route: quiet_route()}
-        dispatcher = Dispatcher([phone], store, routes=routes, clock=lambda: clock[0])
+        live = LiveSettings(Settings(brands=[], routes=routes))
+        dispatcher = Dispatcher([phone], store, live=live, clock=lambda: clock[0])
         await dispatcher.dispatch(warning)
         assert phone.pages == [] and await store.pending(phone.name) == 1
         clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ import pytest
 from conftest import T0
 from fake_slack import TOKEN, FakeSlack
 
-from crisiswatch.config import Route, Slack
+from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
@@ -64,15 +64,14 @@ async def fake() -> AsyncIterator[FakeSlack]:
 def notifier(
     fake: FakeSlack, store: Store, sleeps: Sleeps | None = None, **kwargs: Any
 ) -> SlackNotifier:
-    settings = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
+    slack = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
+    settings = Settings(
+        brands=[Brand(id="kestrel", name="Kestrel Bank", keywords=["kestrel"])],
+        routes=ROUTES,
+        notify=Notify(slack=slack),
+    )
     return SlackNotifier(
-        settings,
-        ROUTES,
-        store,
-        token=TOKEN,
-        brand_names={"kestrel": "Kestrel Bank"},
-        sleep=sleeps or Sleeps(),
-        **kwargs,
+        LiveSettings(settings), store, token=TOKEN, sleep=sleeps or Sleeps(), **kwargs
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from fake_slack import TOKEN, Call, FakeSlack
 
 from crisiswatch.cli import DEMO_CONFIG, _serve
-from crisiswatch.config import Settings, load_settings
+from crisiswatch.config import LiveSettings, Settings, load_settings
 from crisiswatch.daemon import Daemon, RunSummary
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify.slack_runtime import slack_running
@@ -58,11 +58,11 @@ async def run_demo(settings: Settings, state: Path, drain_seconds: float) -> Run
         pipeline = Pipeline(settings, load_rules(settings.rules, settings), model)
         replay = settings.sources.replay
         assert replay is not None
-        async with slack_running(settings, store, pipeline.history, model) as slack:
+        async with slack_running(LiveSettings(settings), store, pipeline.history, model) as slack:
             daemon = Daemon(
                 pipeline,
                 [ReplaySource(replay.path)],
-                slack,
+                slack.notifiers,
                 store,
                 queue_size=1_000,
                 drain_seconds=drain_seconds,

@@ -15,7 +15,7 @@ import pytest
 from fake_slack import TOKEN, FakeSlack
 from slack_sdk.signature import SignatureVerifier
 
-from crisiswatch.config import Route, Slack
+from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.domain import Mention, Page, ScoredMention
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify.dispatch import Dispatcher
@@ -44,7 +44,9 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 async def posted(fake: FakeSlack, store: Store, page: Page) -> SlackNotifier:
     """A Slack notifier that has posted `page`."""
-    slack = SlackNotifier(Slack(enabled=True, base_url=fake.base_url), ROUTES, store, token=TOKEN)
+    slack_settings = Slack(enabled=True, base_url=fake.base_url)
+    live = LiveSettings(Settings(brands=[], routes=ROUTES, notify=Notify(slack=slack_settings)))
+    slack = SlackNotifier(live, store, token=TOKEN)
     await Dispatcher([slack], store).dispatch(page)
     return slack
 
@@ -113,7 +115,7 @@ class TestEscalation:
         """After escalate_after with no acknowledgement, one re-page in the thread."""
         slack = await posted(fake, store, make_page())
         now = [time.time() + 5 * 60]
-        escalator = Escalator(store, slack, ROUTES, clock=lambda: now[0])
+        escalator = Escalator(store, slack, slack.live, clock=lambda: now[0])
         assert await escalator.check() == 0
         now[0] += 6 * 60
         assert await escalator.check() == 1
@@ -129,7 +131,7 @@ class TestEscalation:
         page = make_page()
         slack = await posted(fake, store, page)
         await Feedback(store, None, slack).payload(block_actions("acknowledge", page.incident.id))
-        escalator = Escalator(store, slack, ROUTES, clock=lambda: time.time() + 3600)
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
         assert await escalator.check() == 0
 
     async def test_snooze_delays_escalation_by_an_hour(
@@ -140,8 +142,8 @@ class TestEscalation:
         slack = await posted(fake, store, page)
         await Feedback(store, None, slack).payload(block_actions("snooze_1h", page.incident.id))
         start = time.time()
-        assert await Escalator(store, slack, ROUTES, clock=lambda: start + 1800).check() == 0
-        assert await Escalator(store, slack, ROUTES, clock=lambda: start + 3700).check() == 1
+        assert await Escalator(store, slack, slack.live, clock=lambda: start + 1800).check() == 0
+        assert await Escalator(store, slack, slack.live, clock=lambda: start + 3700).check() == 1
 
 
 class TestHttpEndpoint:

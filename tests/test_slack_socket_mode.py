@@ -13,7 +13,7 @@ import pytest
 from fake_slack import TOKEN
 from fake_socket_mode import APP_TOKEN, FakeSocketMode
 
-from crisiswatch.config import Brand, Notify, Route, Settings, Slack
+from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, ScoredMention
 from crisiswatch.enrich.sentiment import SentimentModel
@@ -36,12 +36,14 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeSocketMode]
     await server.close()
 
 
-def settings(fake: FakeSocketMode, brand: Brand) -> Settings:
+def settings(fake: FakeSocketMode, brand: Brand) -> LiveSettings:
     slack = Slack(enabled=True, base_url=fake.base_url, interactivity="socket")
-    return Settings(
-        brands=[brand],
-        routes={"default": Route(channel="#crisis")},
-        notify=Notify(console=False, slack=slack),
+    return LiveSettings(
+        Settings(
+            brands=[brand],
+            routes={"default": Route(channel="#crisis")},
+            notify=Notify(console=False, slack=slack),
+        )
     )
 
 
@@ -77,9 +79,8 @@ class TestSocketMode:
         model = SentimentModel.load_default()
         before = model.negative_one(ANGRY)
         value = orjson.dumps({"incident": incident, "mention": "x:9"}).decode()
-        async with slack_running(settings(fake, brand), store, SeriesHistory(300), model) as [
-            slack
-        ]:
+        async with slack_running(settings(fake, brand), store, SeriesHistory(300), model) as run:
+            [slack] = run.notifiers
             await Dispatcher([slack], store).dispatch(page)
             acks = [
                 await fake.send("interactive", block_actions("acknowledge", incident)),

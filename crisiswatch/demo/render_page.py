@@ -222,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     page, pipeline = first_critical_page()
     settings = pipeline.settings
-    brand = slack_blocks.brand_names({b.id: b.display_name for b in settings.brands},
-                                     page.incident.brand)  # fmt: skip
+    brand = slack_blocks.brand_name(settings, page.incident.brand)
     blocks = slack_blocks.page_blocks(page, brand, settings.routes.get(page.incident.route))
     image = draw(blocks, f"{page.at:%H:%M}")
     image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(args.out, optimize=True)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from typing import TextIO
 
-from crisiswatch.config import Route
+from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Page
 from crisiswatch.notify.render import render_text
 
@@ -14,13 +13,13 @@ from crisiswatch.notify.render import render_text
 class ConsoleNotifier:
     name = "console"
 
-    def __init__(self, routes: Mapping[str, Route], out: TextIO | None = None) -> None:
-        self._routes = routes
+    def __init__(self, live: LiveSettings, out: TextIO | None = None) -> None:
+        self._live = live
         self._out = out
 
     async def send(self, page: Page) -> None:
         out = self._out or sys.stdout
-        route = self._routes.get(page.incident.route)
+        route = self._live.current.routes.get(page.incident.route)
         if route is None:
             to = f"route {page.incident.route!r} (not configured)"
         else:

@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from slack_sdk.web.async_client import AsyncWebClient
 
-from crisiswatch.config import Route, Settings
+from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import SeriesKey
 from crisiswatch.notify.slack_blocks import (
@@ -40,7 +40,7 @@ from crisiswatch.notify.slack_blocks import (
 from crisiswatch.store import Store
 
 log = structlog.get_logger(__name__)
-DEFAULT_AT = "08:00"
+JOB = "daily-digest"
 HOUR = timedelta(hours=1)
 _SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
 
@@ -310,43 +310,63 @@ def default_route(routes: Mapping[str, Route]) -> Route | None:
     return routes.get("default") or next(iter(routes.values()), None)
 
 
+def schedule(settings: Settings) -> tuple[ZoneInfo, str | None]:
+    """The digest's time zone (the default route's quiet hours, else UTC) and time of day."""
+    route = default_route(settings.routes)
+    quiet = route.quiet_hours if route else None
+    return ZoneInfo(quiet.timezone if quiet else "UTC"), settings.notify.slack.digest_at
+
+
 class DailyDigest:
-    """Posts yesterday's digest of every brand each day at `at` (APScheduler, cron)."""
+    """Posts yesterday's digest of every brand each day at `digest_at` (APScheduler, cron).
+
+    Brands, channel, zone and time are the settings in force: a reload that changes the time or
+    the default route's zone moves the schedule, and `digest_at: null` stops it."""
 
     def __init__(
         self,
-        settings: Settings,
+        live: LiveSettings,
         store: Store,
         history: SeriesHistory,
         client: AsyncWebClient,
-        *,
-        at: str = DEFAULT_AT,
     ) -> None:
+        self.live = live
         self.store = store
         self.history = history
         self.client = client
-        self.brands = {b.id: b.display_name for b in settings.brands}
-        self.route = default_route(settings.routes)
-        quiet = self.route.quiet_hours if self.route else None
-        self.zone = ZoneInfo(quiet.timezone if quiet else "UTC")
-        hour, minute = (int(part) for part in at.split(":"))
-        self.scheduler = AsyncIOScheduler(timezone=self.zone)
-        self.scheduler.add_job(
-            self.post,
-            CronTrigger(hour=hour, minute=minute, timezone=self.zone),
-            id="daily-digest",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=3600,
-        )
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduled: tuple[ZoneInfo, str | None] | None = None
         self._posting: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
         self.scheduler.start()
-        log.info("digest.scheduled", next=str(self.next_run()), zone=self.zone.key)
+        self._schedule(self.live.current)
+        self.live.on_swap(self._schedule)
+
+    def _schedule(self, settings: Settings) -> None:
+        wanted = schedule(settings)
+        if wanted == self._scheduled:
+            return
+        self._scheduled = wanted
+        zone, at = wanted
+        if self.scheduler.get_job(JOB) is not None:
+            self.scheduler.remove_job(JOB)
+        if at is None:
+            log.info("digest.unscheduled")
+            return
+        hour, minute = (int(part) for part in at.split(":"))
+        self.scheduler.add_job(
+            self.post,
+            CronTrigger(hour=hour, minute=minute, timezone=zone),
+            id=JOB,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3600,
+        )
+        log.info("digest.scheduled", next=str(self.next_run()), zone=zone.key)
 
     def next_run(self) -> datetime | None:
-        job = self.scheduler.get_job("daily-digest")
+        job = self.scheduler.get_job(JOB)
         return None if job is None else job.next_run_time
 
     async def stop(self) -> None:
@@ -364,22 +384,27 @@ class DailyDigest:
         if task is not None:
             self._posting.add(task)
         try:
-            day = (now or datetime.now(UTC)).astimezone(self.zone).date() - timedelta(days=1)
+            settings = self.live.current
+            route = default_route(settings.routes)
+            if route is None:
+                return 0
+            zone, _ = schedule(settings)
+            day = (now or datetime.now(UTC)).astimezone(zone).date() - timedelta(days=1)
             posted = 0
-            for brand, name in self.brands.items():
-                digest = await build(self.store, self.history, brand, name, day, self.zone)
-                posted += await self._send(digest)
+            for brand in settings.brands:
+                digest = await build(
+                    self.store, self.history, brand.id, brand.display_name, day, zone
+                )
+                posted += await self._send(digest, route.channel)
             return posted
         finally:
             if task is not None:
                 self._posting.discard(task)
 
-    async def _send(self, digest: Digest) -> int:
-        if self.route is None:
-            return 0
+    async def _send(self, digest: Digest, channel: str) -> int:
         try:
             response = await self.client.chat_postMessage(
-                channel=self.route.channel,
+                channel=channel,
                 text=text(digest),
                 blocks=blocks(digest),
                 unfurl_links=False,

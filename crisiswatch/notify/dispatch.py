@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 
-from crisiswatch.config import Route
+from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Page
 from crisiswatch.notify import Notifier, PermanentError, RetryLater
 from crisiswatch.notify.codec import dump_page, load_page
@@ -58,12 +58,12 @@ class Dispatcher:
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
-        routes: Mapping[str, Route] | None = None,
+        live: LiveSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.notifiers = list(notifiers)
         self.store = store
-        self.routes = dict(routes or {})
+        self.live = live  # routes' quiet hours, read per page (a reload swaps them)
         self.silenced = 0
         self._clock = clock
         self.backoff = backoff or Backoff()
@@ -88,7 +88,8 @@ class Dispatcher:
             log.info("page.silenced", page=page_key(page), silence=silence.id)
             return
         names = [n.name for n in self.notifiers]
-        until = quiet_until(page, self.routes.get(page.incident.route), now)
+        route = self.live.current.routes.get(page.incident.route) if self.live else None
+        until = quiet_until(page, route, now)
         held = {n.name: until for n in self.notifiers if until and _pages_people(n)}
         if held:
             log.info("page.held_for_quiet_hours", page=page_key(page), until=str(until))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from crisiswatch.config import Route
+from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Silence, incident_key
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
@@ -160,13 +160,16 @@ class Feedback:
 
 
 class Escalator:
-    """Re-pages unacknowledged incidents in their thread once `escalate_after` has passed."""
+    """Re-pages unacknowledged incidents in their thread once `escalate_after` has passed.
+
+    The routes are read at each check, so a reload that adds, changes or removes a route's
+    `escalate_after` or `escalate_to` applies to incidents already open."""
 
     def __init__(
         self,
         store: Store,
         slack: SlackNotifier,
-        routes: Mapping[str, Route],
+        live: LiveSettings,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -174,7 +177,7 @@ class Escalator:
     ) -> None:
         self.store = store
         self.slack = slack
-        self.routes = routes
+        self.live = live
         self._clock = clock
         self._sleep = sleep
         self.every = every
@@ -191,12 +194,15 @@ class Escalator:
 
     async def check(self) -> int:
         """Escalate what is due now; return how many were escalated."""
+        routes = self.live.current.routes
+        if not any(route.escalate_after is not None for route in routes.values()):
+            return 0
         now = datetime.fromtimestamp(self._clock(), UTC)
         escalated = 0
         for incident_id, route_name, posted, snoozed in await self.store.unacknowledged(
             self.slack.name
         ):
-            route = self.routes.get(route_name)
+            route = routes.get(route_name)
             if route is None or route.escalate_after is None:
                 continue
             due = max(posted + route.escalate_after, snoozed + SNOOZE_FOR * (snoozed > posted))

@@ -25,7 +25,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from crisiswatch.config import Route, Slack
+from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import PermanentError, RetryLater
@@ -105,24 +105,20 @@ class SlackNotifier:
 
     def __init__(
         self,
-        settings: Slack,
-        routes: Mapping[str, Route],
+        live: LiveSettings,
         store: Store,
         *,
         token: str,
-        brand_names: Mapping[str, str] | None = None,
         history: SeriesHistory | None = None,
         sleep: Sleep = asyncio.sleep,
         timeout: int = 30,
     ) -> None:
-        self.settings = settings
-        self.routes = routes
+        self.live = live  # routes, brands and the ops channel, read per page (reloads swap them)
         self.store = store
         self.history = history
-        self.brand_names = dict(brand_names or {})
         self.client = AsyncWebClient(
             token=token,
-            base_url=settings.base_url or DEFAULT_BASE_URL,
+            base_url=live.current.notify.slack.base_url or DEFAULT_BASE_URL,
             timeout=timeout,
             # Only 429s are retried inside the client: a dropped connection may follow a post
             # Slack took, so that retry is the dispatcher's, which looks before posting again.
@@ -132,7 +128,7 @@ class SlackNotifier:
 
     async def send(self, page: Page) -> None:
         incident = page.incident
-        route = self.routes.get(incident.route)
+        route = self.live.current.routes.get(incident.route)
         if route is None:
             raise PermanentError(f"route {incident.route!r} is not configured")
         try:
@@ -147,7 +143,7 @@ class SlackNotifier:
     async def _message(self, page: Page, route: Route) -> tuple[str, str]:
         """Post the incident's message, or edit it if it was posted; its (channel, ts)."""
         incident = page.incident
-        brand = render.brand_names(self.brand_names, incident.brand)
+        brand = render.brand_name(self.live.current, incident.brand)
         people = render.people_for(route, incident.severity)
         text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
         blocks = render.page_blocks(page, brand, route)
@@ -258,7 +254,7 @@ class SlackNotifier:
         """Say once per problem in the ops channel (and the log) that pages cannot go out."""
         log.error("slack.permanent_error", error=error, channel=channel)
         problem = f"{error}:{channel}"
-        target = self.settings.ops_channel
+        target = self.live.current.notify.slack.ops_channel
         if target is None or problem in self._told_ops:
             return
         self._told_ops.add(problem)
@@ -297,7 +293,7 @@ class SlackNotifier:
 
     async def notice(self, text: str) -> None:
         """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
-        target = self.settings.ops_channel
+        target = self.live.current.notify.slack.ops_channel
         if target is not None:
             await self.client.chat_postMessage(channel=target, text=render.ops_notice(text))
 

@@ -10,13 +10,13 @@ rejected.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from crisiswatch.config import Route
+from crisiswatch.config import Route, Settings
 from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify.render import clean_text, interactions
 
@@ -286,5 +286,7 @@ def ops_notice(text: str) -> str:
     return fit(f"⚠️ crisiswatch: {escape(text)}", SECTION_CHARS)
 
 
-def brand_names(names: Mapping[str, str], brand: str) -> str:
-    return untrusted(names.get(brand, brand), 80)
+def brand_name(settings: Settings, brand: str) -> str:
+    """The brand's display name from the settings (its id if it is no longer configured)."""
+    found = settings.brand(brand)
+    return untrusted(found.display_name if found else brand, 80)

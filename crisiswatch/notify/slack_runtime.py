@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 import structlog
 
-from crisiswatch.config import Settings, secret
+from crisiswatch.config import LiveSettings, secret
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.notify.digest import DailyDigest
 from crisiswatch.notify.feedback import Escalator, Feedback, IncidentControl, Learner
@@ -35,27 +36,34 @@ def _required(name: str, why: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class SlackRuntime:
+    """What `slack_running` runs: the notifier (none when Slack is disabled), the escalator and
+    the daily digest."""
+
+    notifiers: list[SlackNotifier]
+    escalator: Escalator | None = None
+    digest: DailyDigest | None = None
+
+
 @asynccontextmanager
 async def slack_running(
-    settings: Settings,
+    live: LiveSettings,
     store: Store,
     history: SeriesHistory,
     learner: Learner,
     control: IncidentControl | None = None,
-) -> AsyncIterator[list[SlackNotifier]]:
-    """The Slack notifier (none if disabled), with its clicks, escalations and daily digest
-    handled while the block runs; on the way out, each rule's precision is logged."""
-    slack_settings = settings.notify.slack
+) -> AsyncIterator[SlackRuntime]:
+    """The Slack notifier, with its clicks, escalations and daily digest handled while the
+    block runs; on the way out, each rule's precision is logged. Each part reads the settings
+    in force (`live`), so a reload reaches them all; whether Slack runs at all, its
+    interactivity and its listen address are read once, here."""
+    slack_settings = live.current.notify.slack
     if not slack_settings.enabled:
-        yield []
+        yield SlackRuntime([])
         return
     slack = SlackNotifier(
-        slack_settings,
-        settings.routes,
-        store,
-        token=_required("SLACK_BOT_TOKEN", "notify.slack"),
-        brand_names={b.id: b.display_name for b in settings.brands},
-        history=history,
+        live, store, token=_required("SLACK_BOT_TOKEN", "notify.slack"), history=history
     )
     feedback = Feedback(store, learner, slack)
     feedback.control = control
@@ -67,16 +75,13 @@ async def slack_running(
         elif slack_settings.interactivity == "socket":
             token = _required("SLACK_APP_TOKEN", "notify.slack.interactivity: socket")
             await stack.enter_async_context(socket_mode(feedback, token, slack.client))
-        if any(route.escalate_after for route in settings.routes.values()):
-            escalator = Escalator(store, slack, settings.routes)
-            task = asyncio.create_task(escalator.run(), name="escalation")
-            stack.push_async_callback(_stop, task)
-        digest_at = slack_settings.digest_at
-        if digest_at:
-            digest = DailyDigest(settings, store, history, slack.client, at=digest_at)
-            digest.start()
-            stack.push_async_callback(digest.stop)
-        yield [slack]
+        escalator = Escalator(store, slack, live)  # idle while no route has escalate_after
+        task = asyncio.create_task(escalator.run(), name="escalation")
+        stack.push_async_callback(_stop, task)
+        digest = DailyDigest(live, store, history, slack.client)
+        digest.start()
+        stack.push_async_callback(digest.stop)
+        yield SlackRuntime([slack], escalator, digest)
     await _log_precision(store)
 
 
