@@ -41,9 +41,10 @@ from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.reload import Watcher, load_deployment, needs_restart
+from crisiswatch.retry import Backoff
 from crisiswatch.sources import Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
-from crisiswatch.sources.resilience import Backoff, HealthSnapshot, SourceSetupError
+from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError
 from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
@@ -227,7 +228,7 @@ class Daemon:
         return summary
 
     async def _pump(self, source: Source) -> None:
-        backoff = Backoff(base=1.0, cap=300.0)
+        backoff = Backoff()
         while True:
             try:
                 async for mention in source.stream():

@@ -36,7 +36,7 @@ class Fault:
     method: str | None  # None: any method
     status: int = 200
     error: str | None = None
-    retry_after: int | None = None
+    retry_after: int | str | None = None  # the Retry-After header, as seconds or any text
     delay: float = 0.0
     times: int = 1
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Sla
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
-from crisiswatch.notify.dispatch import Backoff, Dispatcher
+from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
 from crisiswatch.notify.slack_blocks import escape, fit, ping
 from crisiswatch.store import Store
@@ -210,9 +211,7 @@ class TestDelivery:
         sleeps.hook = lambda n: fake.faults.clear() if n == 5 else None
         pages = life(make_page)
         other = make_page(id="acme@1", key="acme", brand="acme")
-        dispatcher = Dispatcher(
-            [notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0, backoff=Backoff()
-        )
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0)
         dispatcher.start()
         for page in [*pages, other]:
             await dispatcher.dispatch(page)
@@ -241,6 +240,33 @@ class TestDelivery:
         await dispatcher.dispatch(make_page())
         assert len(sleeps.waits) == 1 and 7 <= sleeps.waits[0] < 8
         assert [c.status for c in fake.calls] == [429, 200]
+        assert dispatcher.sent == 1
+
+    @pytest.mark.parametrize(
+        ("header", "low", "high"),
+        [
+            pytest.param("http-date", 18.0, 20.0, id="an HTTP date 20 s ahead"),
+            pytest.param("soon", 0.5, 1.0, id="garbage: the first back-off step"),
+        ],
+    )
+    async def test_rate_limit_reads_retry_after_by_the_shared_rules(
+        self,
+        fake: FakeSlack,
+        store: Store,
+        make_page: PageFactory,
+        header: str,
+        low: float,
+        high: float,
+    ) -> None:
+        """Slack's client reads Retry-After as the sources do: an HTTP date is a time to wait
+        for, and a value that cannot be read means back-off, not a made-up second."""
+        if header == "http-date":
+            header = formatdate(time.time() + 20, usegmt=True)
+        sleeps = Sleeps()
+        fake.fail("chat.postMessage", status=429, retry_after=header)
+        dispatcher = Dispatcher([notifier(fake, store, sleeps)], store)
+        await dispatcher.dispatch(make_page())
+        assert len(sleeps.waits) == 1 and low <= sleeps.waits[0] <= high
         assert dispatcher.sent == 1
 
     async def test_long_rate_limit_is_left_to_the_sender(

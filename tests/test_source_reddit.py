@@ -15,8 +15,8 @@ from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
 from source_testing import NOW, Clock, take
 
 from crisiswatch.config import Brand, RedditSettings
+from crisiswatch.retry import Backoff
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
-from crisiswatch.sources.resilience import Backoff
 from crisiswatch.store import Store
 
 pytestmark = [

@@ -15,7 +15,7 @@ from fake_x import TOKEN, FakeX
 from source_testing import NOW, Clock, take
 
 from crisiswatch.config import Brand, XSettings
-from crisiswatch.sources.resilience import Backoff
+from crisiswatch.retry import Backoff
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
 

@@ -32,8 +32,9 @@ class PermanentError(Exception):
 
 
 class RetryLater(Exception):
-    """The service asked us to wait (`retry_after` seconds) before trying again."""
+    """The service asked us to wait before trying again: `retry_after` seconds, None when it
+    did not say how long (or said it unreadably)."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
         self.retry_after = retry_after

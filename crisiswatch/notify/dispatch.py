@@ -3,8 +3,9 @@
 A page is stored before any attempt to send it and logged as sent only after the notifier
 succeeded (Alertmanager's rule), so a crash can repeat a page but never lose one, and a page
 already sent is not sent again. Each notifier has one sender that sends its pages in order; a
-failed send is retried with exponential backoff and jitter (longer if the service said
-`Retry-After`) while later pages wait their turn; a permanent error gives that page up.
+failed send is retried by the rules of `crisiswatch/retry.py` (the service's `Retry-After`, else
+exponential back-off with jitter) while later pages wait their turn; a permanent error gives
+that page up.
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -25,22 +25,11 @@ from crisiswatch.domain import Page
 from crisiswatch.notify import Notifier, PermanentError, RetryLater
 from crisiswatch.notify.codec import dump_page, load_page
 from crisiswatch.notify.stages import quiet_until, silenced_by
+from crisiswatch.retry import Backoff
 from crisiswatch.store import OutboxItem, Store, StoreError, page_key
 
 log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits between attempts: `first`·2ⁿ up to `most`, each scaled by a random 50–100 %."""
-
-    first: float = 1.0
-    most: float = 300.0
-
-    def delay(self, failures: int, at_least: float, rng: Callable[[], float]) -> float:
-        capped = min(self.most, self.first * 2.0 ** max(0, failures - 1))
-        return max(at_least, capped * (0.5 + rng() / 2))
 
 
 class Dispatcher:
@@ -55,7 +44,6 @@ class Dispatcher:
         notifiers: Sequence[Notifier],
         store: Store,
         *,
-        backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         live: LiveSettings | None = None,
@@ -66,7 +54,6 @@ class Dispatcher:
         self.live = live  # routes' quiet hours, read per page (a reload swaps them)
         self.silenced = 0
         self._clock = clock
-        self.backoff = backoff or Backoff()
         self.sent = 0
         self.failed = 0
         self._sleep = sleep
@@ -111,7 +98,7 @@ class Dispatcher:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
             while (item := await self.store.next_pending(notifier.name, self._clock())) is not None:
-                if await self._attempt(notifier, item) is not None:
+                if not (await self._attempt(notifier, item))[0]:
                     self.failed += 1
                     break
 
@@ -143,7 +130,7 @@ class Dispatcher:
 
     async def _drain(self, notifier: Notifier) -> None:
         wake = self._wake[notifier.name]
-        failures = 0
+        backoff = Backoff(rand=self._rng)
         while True:
             wake.clear()
             try:
@@ -162,16 +149,15 @@ class Dispatcher:
                 except TimeoutError:
                     pass  # a held page has come due
                 continue
-            retry_after = await self._attempt(notifier, item)
-            if retry_after is None:
-                failures = 0
+            done, told = await self._attempt(notifier, item)
+            if done:
+                backoff.reset()
                 continue
-            failures += 1
-            await self._sleep(self.backoff.delay(failures, retry_after, self._rng))
+            await self._sleep(backoff.next(told))
 
-    async def _attempt(self, notifier: Notifier, item: OutboxItem) -> float | None:
-        """Send one queued page; None when it is done with (sent or given up), else the least
-        wait before the next attempt."""
+    async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
+        """Send one queued page: (True, None) when it is done with (sent or given up), else
+        (False, the wait the service asked for, if it did)."""
         page = load_page(item.page)
         key = page_key(page)
         try:
@@ -182,9 +168,9 @@ class Dispatcher:
             self.failed += 1
             log.error("page.given_up", page=key, notifier=notifier.name, error=str(exc))
             await self._record_failure(item, str(exc), final=True)
-            return None
+            return True, None
         except Exception as exc:
-            retry_after = exc.retry_after if isinstance(exc, RetryLater) else 0.0
+            told = exc.retry_after if isinstance(exc, RetryLater) else None
             log.warning(
                 "page.retry",
                 page=key,
@@ -193,14 +179,14 @@ class Dispatcher:
                 error=f"{type(exc).__name__}: {exc}",
             )
             await self._record_failure(item, f"{type(exc).__name__}: {exc}", final=False)
-            return retry_after
+            return False, told
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         try:
             await self.store.outbox_sent(item.seq, page, notifier.name)
         except StoreError as exc:
             log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
-        return None
+        return True, None
 
     async def _record_failure(self, item: OutboxItem, error: str, *, final: bool) -> None:
         try:

@@ -12,8 +12,8 @@ channel) are permanent and tell the ops channel, anything else is retried.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import PermanentError, RetryLater
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify import slack_blocks as render
+from crisiswatch.retry import Backoff, retry_after
 from crisiswatch.store import Store, page_key
 
 log = structlog.get_logger(__name__)
@@ -58,24 +59,14 @@ PERMANENT = frozenset(
 """Slack errors that retrying cannot cure: the page is given up and ops are told."""
 
 
-def retry_after(headers: Mapping[str, Any]) -> float:
-    """Seconds a 429 asked us to wait (1 if it did not say)."""
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return max(0.0, float(raw))
-            except ValueError:
-                break
-    return 1.0
-
-
 class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
-    """slack-sdk's 429 handler, waiting `Retry-After` plus jitter through an injectable sleep."""
+    """slack-sdk's 429 handler, waiting by the rules of `crisiswatch/retry.py` (`Retry-After`,
+    else back-off) through an injectable sleep."""
 
     def __init__(self, sleep: Sleep, max_retry_count: int = 2) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self._sleep = sleep
+        self._backoff = Backoff()
 
     async def prepare_for_next_attempt_async(
         self,
@@ -88,7 +79,9 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
         if response is None:
             raise error or RuntimeError("rate limited without a response")
         state.next_attempt_requested = True
-        await self._sleep(retry_after(response.headers) + random.random())
+        told = retry_after(response.headers, time.time())
+        failures = state.current_attempt + 1
+        await self._sleep(told if told is not None else self._backoff.wait(failures))
         state.increment_current_attempt()
 
 
@@ -244,7 +237,7 @@ class SlackNotifier:
         error = str(exc.response.get("error", ""))
         status = exc.response.status_code
         if status == 429:
-            return RetryLater("slack rate limit", retry_after(exc.response.headers))
+            return RetryLater("slack rate limit", retry_after(exc.response.headers, time.time()))
         if error in PERMANENT:
             await self._tell_ops(error, channel)
             return PermanentError(f"slack: {error} (channel {channel})")

@@ -12,9 +12,9 @@ from contextlib import AbstractAsyncContextManager
 
 from crisiswatch.domain import Mention
 from crisiswatch.ingest import Deduper
+from crisiswatch.retry import Backoff
 from crisiswatch.sources.cursors import CursorBook
 from crisiswatch.sources.resilience import (
-    Backoff,
     Clock,
     Health,
     HealthSnapshot,

@@ -30,9 +30,10 @@ from asyncprawcore.exceptions import Forbidden, NotFound, RequestException, TooM
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.domain import Mention
+from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Found, LiveSource
 from crisiswatch.sources.queries import reddit_query
-from crisiswatch.sources.resilience import RateLimited, describe_error, wait_from_headers
+from crisiswatch.sources.resilience import RateLimited, describe_error
 from crisiswatch.store import Store
 
 log = structlog.get_logger(__name__)
@@ -182,7 +183,7 @@ class RedditSource(LiveSource):
         try:
             yield
         except TooManyRequests as exc:
-            wait = wait_from_headers(exc.response.headers, self.clock())
+            wait = retry_after(exc.response.headers, self.clock())
             raise RateLimited("reddit answered 429", wait) from exc
         except RequestException as exc:
             if isinstance(exc.original_exception, TimeoutError):

@@ -1,24 +1,24 @@
-"""What keeps a live source alive: back-off with jitter, rate limits from the API's headers, and
-a health record that tells a stalled or failing source from a quiet one.
+"""What keeps a live source alive: waits between attempts, and a health record that tells a
+stalled or failing source from a quiet one.
 
 `supervise` runs a source's fetch loop (an async generator that may raise) forever: an error is
-counted and logged, the loop waits (the API's reset time for a rate limit, else exponential
-back-off with full jitter) and starts again from the source's cursor. Clock, sleep and random
-are injected, so tests run the waits in no time.
+counted and logged, the loop waits by the rules of `crisiswatch/retry.py` (the API's reset time
+for a rate limit, else exponential back-off with full jitter) and starts again from the source's
+cursor. Clock, sleep and random are injected, so tests run the waits in no time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TypeVar, cast
 
 import structlog
+
+from crisiswatch.retry import Backoff
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -36,50 +36,6 @@ class RateLimited(Exception):
 
 class SourceSetupError(RuntimeError):
     """A source cannot start until a person fixes something (a missing secret); says what."""
-
-
-def wait_from_headers(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or an HTTP date), else from a rate-limit reset
-    header (`x-rate-limit-reset`: an epoch time; `x-ratelimit-reset`: seconds from now)."""
-    lowered = {key.lower(): value for key, value in headers.items()}
-    try:
-        if (retry_after := lowered.get("retry-after")) is not None:
-            if retry_after.strip().isdigit():
-                return float(retry_after)
-            return max(0.0, parsedate_to_datetime(retry_after).timestamp() - now)
-        if (reset_at := lowered.get("x-rate-limit-reset")) is not None:
-            return max(0.0, float(reset_at) - now)
-        if (reset_in := lowered.get("x-ratelimit-reset")) is not None:
-            return max(0.0, float(reset_in))
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return None
-
-
-class Backoff:
-    """Exponential back-off with full jitter: the n-th wait is uniform in [0, min(cap, base·2ⁿ)],
-    never below `floor`."""
-
-    def __init__(
-        self,
-        base: float = 1.0,
-        cap: float = 300.0,
-        floor: float = 0.5,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.floor = floor
-        self.rand = rand
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0**self.attempt)
-        self.attempt += 1
-        return max(self.floor, ceiling * self.rand())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +128,7 @@ async def supervise(
         except fatal:
             raise
         except RateLimited as exc:
-            delay = exc.wait if exc.wait is not None else _next_delay(backoff, health)
+            delay = _next_delay(backoff, health, exc.wait)
             health.failure(describe_error(exc))
             log.warning("source.rate_limited", source=name, wait=round(delay, 3))
         except Exception as exc:
@@ -188,10 +144,10 @@ async def supervise(
         await sleep(delay)
 
 
-def _next_delay(backoff: Backoff, health: Health) -> float:
+def _next_delay(backoff: Backoff, health: Health, told: float | None = None) -> float:
     if health.consecutive_failures == 0:  # it worked since the last failure: start over
         backoff.reset()
-    return backoff.next()
+    return backoff.next(told)
 
 
 async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:

@@ -29,9 +29,10 @@ from tweepy.errors import TooManyRequests
 from crisiswatch.config import Brand, XSettings
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import MAX_TEXT, parse_time
+from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Found, LiveSource
 from crisiswatch.sources.queries import x_query
-from crisiswatch.sources.resilience import RateLimited, wait_from_headers
+from crisiswatch.sources.resilience import RateLimited
 from crisiswatch.store import Store
 
 API = "https://api.twitter.com"
@@ -231,7 +232,7 @@ class XSource(LiveSource):
         try:
             response: aiohttp.ClientResponse = await call(*args, **params)
         except TooManyRequests as exc:
-            wait = wait_from_headers(exc.response.headers, self.clock())
+            wait = retry_after(exc.response.headers, self.clock())
             raise RateLimited("X answered 429", wait) from exc
         except TimeoutError as exc:
             raise TimeoutError(f"X did not answer within {self.request_timeout:g}s") from exc
@@ -240,7 +241,7 @@ class XSource(LiveSource):
             raise ValueError("X answered with something other than a JSON object")
         self._health.success()
         if response.headers.get("x-rate-limit-remaining") == "0":
-            wait = wait_from_headers({"x-rate-limit-reset": response.headers.get(
+            wait = retry_after({"x-rate-limit-reset": response.headers.get(
                 "x-rate-limit-reset", "")}, self.clock())  # fmt: skip
             await self.sleep(wait if wait is not None else 60.0)
         return body
@@ -305,7 +306,7 @@ class XSource(LiveSource):
                 await rules.add_rules(missing)
         except TooManyRequests as exc:
             raise RateLimited(
-                "X answered 429", wait_from_headers(exc.response.headers, self.clock())
+                "X answered 429", retry_after(exc.response.headers, self.clock())
             ) from exc
         finally:
             await session.close()
