@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -90,7 +91,7 @@ class TestBuild:
         """Volume and negative share of the local day, each incident's response time and
         pages, and each rule's pages that day with its precision so far."""
         await day_of_incidents(store, make_incident)
-        day = await build(store, history(), "kestrel", "Kestrel Bank", DAY, BERLIN)
+        [day] = await build(store, history(), {"kestrel": "Kestrel Bank"}, DAY, BERLIN)
         assert (day.volume, day.negative, day.negative_share, day.hours_known) == (
             2880, 576, 0.2, 24
         )  # fmt: skip
@@ -109,7 +110,7 @@ class TestBuild:
     ) -> None:
         """The blocks carry the numbers, in the route's time zone; post text is escaped."""
         await day_of_incidents(store, make_incident)
-        day = await build(store, history(), "kestrel", "Kestrel Bank", DAY, BERLIN)
+        [day] = await build(store, history(), {"kestrel": "Kestrel Bank"}, DAY, BERLIN)
         body = str(digests.blocks(day))
         for part in (
             "2,880",
@@ -125,9 +126,48 @@ class TestBuild:
 
     async def test_an_empty_day(self, store: Store) -> None:
         """No history and no incident: nothing known, said plainly."""
-        day = await build(store, SeriesHistory(300), "kestrel", "Kestrel Bank", DAY, BERLIN)
+        [day] = await build(store, SeriesHistory(300), {"kestrel": "Kestrel Bank"}, DAY, BERLIN)
         assert (day.volume, day.negative_share, day.hours_known, day.rules) == (0, None, 0, ())
         assert "No incident opened." in str(digests.blocks(day))
+
+
+class TestSeveralBrands:
+    async def test_one_read_of_the_store_per_run_each_brand_its_own_day(
+        self,
+        fake: FakeSlack,
+        store: Store,
+        make_incident: IncidentFactory,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Three brands: the day's incidents and the rules' record are read once for the run,
+        and each brand's message has only its own incidents, with the rules' record shared."""
+        await day_of_incidents(store, make_incident)
+        reads: list[str] = []
+        for name in ("opened_between", "rule_feedback"):
+            method = getattr(store, name)
+
+            async def counted(*args: object, _method: Any = method, _name: str = name) -> Any:
+                reads.append(_name)
+                return await _method(*args)
+
+            monkeypatch.setattr(store, name, counted)
+        three = settings().model_copy(
+            update={"brands": [*settings().brands, Brand(id="zeta", keywords=["zeta"])]}
+        )
+        client = AsyncWebClient(token=TOKEN, base_url=fake.base_url)
+        digest = DailyDigest(LiveSettings(three), store, history(), client)
+        assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 3
+        assert sorted(reads) == ["opened_between", "rule_feedback"]
+        texts = [c.args["text"] for c in fake.ok_calls("chat.postMessage")]
+        assert texts == [
+            "Daily digest for Kestrel Bank, Mon 02 Mar: 2,880 mentions, 20% negative, "
+            "2 incidents opened",
+            "Daily digest for acme, Mon 02 Mar: 0 mentions, - negative, 1 incident opened",
+            "Daily digest for zeta, Mon 02 Mar: 0 mentions, - negative, 0 incidents opened",
+        ]
+        bodies = [str(c.args["blocks"]) for c in fake.ok_calls("chat.postMessage")]
+        assert "turn — 0 pages · precision 75% (1 false alarm in 4 incidents so far)" in bodies[1]
+        assert "Rules that paged" not in bodies[2]
 
 
 class TestDailyDigest:

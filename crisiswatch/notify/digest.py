@@ -136,27 +136,43 @@ def hourly(
 async def build(
     store: Store,
     history: SeriesHistory,
-    brand: str,
-    brand_name: str,
+    brands: Mapping[str, str],
     day: date,
     zone: ZoneInfo,
-) -> Digest:
-    """The digest of one brand's day, from the store's incidents, pages and clicks."""
+) -> list[Digest]:
+    """The day of each brand (id → display name), in order, from the store's incidents, pages
+    and clicks: read once for all brands, then grouped."""
     start, end = day_bounds(day, zone)
-    incidents = tuple(
-        _incident(row) for row in await store.opened_between(start, end) if row["brand"] == brand
-    )
+    incidents: dict[str, list[IncidentDay]] = {brand: [] for brand in brands}
+    for row in await store.opened_between(start, end):
+        if (found := incidents.get(str(row["brand"]))) is not None:
+            found.append(_incident(row))
     feedback = await store.rule_feedback()
+    return [
+        Digest(
+            brand,
+            name,
+            day,
+            zone.key,
+            hourly(history, brand, start, end),
+            tuple(incidents[brand]),
+            _rules(incidents[brand], feedback),
+        )
+        for brand, name in brands.items()
+    ]
+
+
+def _rules(
+    incidents: list[IncidentDay], feedback: Mapping[str, tuple[int, int]]
+) -> tuple[RuleDay, ...]:
+    """The rules of the day's incidents, most pages first, with their record so far."""
     pages: dict[str, int] = {}
     for incident in incidents:
         for rule in incident.rules:
             pages[rule] = pages.get(rule, 0) + incident.pages
-    rules = tuple(
+    return tuple(
         RuleDay(rule, count, *feedback.get(rule, (0, 0)))
         for rule, count in sorted(pages.items(), key=lambda item: (-item[1], item[0]))
-    )
-    return Digest(
-        brand, brand_name, day, zone.key, hourly(history, brand, start, end), incidents, rules
     )
 
 
@@ -390,11 +406,9 @@ class DailyDigest:
                 return 0
             zone, _ = schedule(settings)
             day = (now or datetime.now(UTC)).astimezone(zone).date() - timedelta(days=1)
+            brands = {brand.id: brand.display_name for brand in settings.brands}
             posted = 0
-            for brand in settings.brands:
-                digest = await build(
-                    self.store, self.history, brand.id, brand.display_name, day, zone
-                )
+            for digest in await build(self.store, self.history, brands, day, zone):
                 posted += await self._send(digest, route.channel)
             return posted
         finally:
