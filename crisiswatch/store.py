@@ -314,6 +314,7 @@ class Store:
         def write(db: sqlite3.Connection) -> None:
             db.execute("UPDATE outbox SET status = 'sent', done_at = ? WHERE seq = ?", (now, seq))
             db.execute(_LOG_SENT, log_row)
+            db.execute(_UNMARK, (log_row[0], notifier))
 
         await self._run(write)
 
@@ -325,7 +326,14 @@ class Store:
             " WHERE seq = ?"
         )
         row = (error[:500], "failed" if final else "pending", now, seq)
-        await self._run(lambda db: db.execute(sql, row))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(sql, row)
+            if final:  # never tried again: no retry will look for what it may have posted
+                found = db.execute("SELECT page_key, notifier FROM outbox WHERE seq = ?", (seq,))
+                db.executemany(_UNMARK, found.fetchall())
+
+        await self._run(write)
 
     async def outbox(self) -> list[dict[str, str | int | None]]:
         """Every outbox row without its page, oldest first (for reports and tests)."""
@@ -343,12 +351,20 @@ class Store:
         """Remember the message that stands for an incident, so later pages edit it."""
         sql = "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)"
         row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
-        await self._run(lambda db: db.execute(sql, row))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(sql, row)
+            db.execute(_UNMARK, (incident_id, notifier))
+
+        await self._run(write)
 
     async def mark_posting(self, key: str, notifier: str) -> datetime | None:
         """Note that a message is about to be posted (an incident's first message, keyed by the
         incident id, or a page's thread reply, by the page key); when an earlier attempt was
-        already noted (it may have reached Slack before a crash), the time it was."""
+        already noted (it may have reached Slack before a crash), the time it was.
+
+        The note goes once the post is recorded (`save_message`, `outbox_sent`) or given up:
+        only a post whose outcome is unknown needs it."""
         now = datetime.now(UTC).isoformat()
 
         def write(db: sqlite3.Connection) -> datetime | None:
@@ -493,6 +509,16 @@ async def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
 
 
 _WAS_SENT = "SELECT 1 FROM notifications WHERE page_key = ? AND notifier = ?"
+_UNMARK = "DELETE FROM posting WHERE incident_id = ? AND notifier = ?"  # see mark_posting
+_UNMARK_RECORDED = """
+    DELETE FROM posting WHERE EXISTS (
+        SELECT 1 FROM notifications n
+        WHERE n.page_key = posting.incident_id AND n.notifier = posting.notifier
+    ) OR EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.incident_id = posting.incident_id AND m.notifier = posting.notifier
+    )
+"""  # marks of posts already recorded, which versions before their pruning kept
 _LOG_SENT = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -532,6 +558,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     elif int(found[0]) != SCHEMA_VERSION:
         raise StoreError(f"{path} has state schema {found[0]}, this version reads {SCHEMA_VERSION}")
+    db.execute(_UNMARK_RECORDED)
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

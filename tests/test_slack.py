@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +27,7 @@ from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
 from crisiswatch.notify.slack_blocks import escape, fit, ping
-from crisiswatch.store import Store
+from crisiswatch.store import Store, page_key
 
 PageFactory = Callable[..., Page]
 ROUTES = {
@@ -199,6 +201,51 @@ class TestIncidentLife:
         (lookup,) = [c for c in fake.calls if c.method == "conversations.replies"]
         since = time.time() - float(lookup.args["oldest"])  # only what followed the attempt
         assert CLOCK_SLACK.total_seconds() <= since < CLOCK_SLACK.total_seconds() + 60
+
+
+class TestPostingMarks:
+    """The marks of posts under way (the store's `posting` rows) last only until the post is
+    recorded, so a service that pages for months does not keep one per thread reply."""
+
+    async def test_a_mark_lasts_only_until_its_post_is_recorded(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, tmp_path: Path
+    ) -> None:
+        """While a thread reply's answer is lost its mark stays (the retry looks for the reply
+        in the thread); once recorded, or given up, no mark is left."""
+        opened, worse, resolved = life(make_page)
+        dispatcher = Dispatcher([notifier(fake, store, timeout=1)], store)
+        await dispatcher.dispatch(opened)
+        assert posting_marks(tmp_path) == []
+        fake.hold(lambda method, args: bool(args.get("thread_ts")), take=True)
+        await dispatcher.dispatch(worse)
+        assert posting_marks(tmp_path) == [page_key(worse)]
+        fake.release()
+        await dispatcher.flush()
+        fake.fail("chat.postMessage", error="channel_not_found")
+        await dispatcher.dispatch(resolved)
+        assert dispatcher.sent == 2 and dispatcher.failed == 2
+        assert posting_marks(tmp_path) == []
+
+    async def test_marks_of_recorded_posts_are_pruned_when_the_store_opens(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """Marks an earlier version left behind go at the next start, except those of posts
+        still unrecorded, which crash recovery needs."""
+        opened, worse, resolved = life(make_page)
+        store = await Store.open(tmp_path / "state.db")
+        for key in (opened.incident.id, page_key(worse), page_key(resolved)):
+            await store.mark_posting(key, "slack")
+        await store.save_message(opened.incident.id, "slack", "C1", "1.1")
+        await store.record_sent(worse, "slack")
+        await store.close()
+        await Store.open(tmp_path / "state.db")  # the sweep runs on open
+        assert posting_marks(tmp_path) == [page_key(resolved)]
+
+
+def posting_marks(folder: Path) -> list[str]:
+    """The keys of the posting marks in the store file, read beside the open store."""
+    with contextlib.closing(sqlite3.connect(folder / "state.db")) as db:
+        return [row[0] for row in db.execute("SELECT incident_id FROM posting ORDER BY at")]
 
 
 class TestDelivery:
