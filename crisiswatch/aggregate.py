@@ -28,6 +28,9 @@ STOPWORDS = frozenset(
 )
 MAX_TERMS_PER_MENTION = 40
 TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
+AUTHOR_COUNTERS = 256  # per series-bucket: exact per-author caps up to this many authors
+AUTHOR_SAMPLE = 128  # per series-bucket: exact unique authors and reach up to this many
+_HASH_SPACE = 1 << 64
 
 _Key = tuple[str, str, str]  # (brand, topic, view): an open bucket's series, cheap to hash
 _Sample = tuple[float, int, ScoredMention]  # (weight, -arrival, post): a min-heap entry
@@ -40,8 +43,9 @@ class _Accumulator:
     count: int = 0
     raw_count: int = 0
     negative_count: int = 0
-    authors: dict[str, int] = field(default_factory=dict)
-    followers: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # author -> mentions (Misra–Gries)
+    sample: dict[int, int] = field(default_factory=dict)  # author hash -> most followers seen
+    sample_below: int = _HASH_SPACE  # hashes admitted to `sample`: those below this
     sources: dict[str, int] = field(default_factory=dict)
     terms: dict[str, int] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)
@@ -60,9 +64,13 @@ class Aggregator:
     """Counts scored mentions into event-time buckets and hands out the closed ones.
 
     Memory is bounded by time: only open buckets are held (at most the allowed lateness behind
-    the newest), each with `samples_per_bucket` posts; its authors and term counts are exact, so
-    they grow with the mentions a bucket holds (a term that is rare early in a bucket may be the
-    emerging one by its end, so none is dropped).
+    the newest), each with `samples_per_bucket` posts. Per-author state is bounded per series:
+    the per-author cap counts with `AUTHOR_COUNTERS` Misra–Gries counters (exact while a bucket
+    has no more authors than that; beyond, an author is capped once past `cap` plus the bucket's
+    mentions over the counters, never wrongly), and unique authors and reach come from the
+    `AUTHOR_SAMPLE` authors of smallest hash (exact up to that many authors, then a k-minimum-
+    values estimate, about 9 % off). Term counts are exact, so they grow with a bucket's
+    vocabulary (a term rare early in a bucket may be the emerging one by its end).
     """
 
     def __init__(
@@ -131,6 +139,7 @@ class Aggregator:
         self._sequence += 1
         sample = (sample_weight(scored), -self._sequence, scored)
         author = mention.author or mention.id
+        author_hash = hash(author) % _HASH_SPACE  # per process: a restart may count one twice
         followers, source = mention.author_followers, mention.source
         negative = scored.is_negative
         cap, samples = self._cap, self._samples
@@ -144,13 +153,19 @@ class Aggregator:
                 if acc is None:
                     acc = series[key] = _Accumulator()
                 acc.raw_count += 1
-                authors = acc.authors
-                seen = authors[author] = authors.get(author, 0) + 1
-                if seen > cap:
-                    continue  # one author's burst (spam, a bot) must not make volume
+                counters = acc.counters
+                seen = counters.get(author)
+                if seen is not None:
+                    counters[author] = seen + 1
+                    if seen >= cap:
+                        continue  # one author's burst (spam, a bot) must not make volume
+                elif len(counters) < AUTHOR_COUNTERS:
+                    counters[author] = 1
+                else:
+                    acc.counters = _one_less_each(counters)
                 acc.count += 1
-                if acc.followers.get(author, -1) < followers:
-                    acc.followers[author] = followers
+                if author_hash < acc.sample_below:
+                    _sample_author(acc, author_hash, followers)
                 counts = acc.sources
                 counts[source] = counts.get(source, 0) + 1
                 if negative:
@@ -219,6 +234,22 @@ class Aggregator:
         ]
 
 
+def _one_less_each(counters: dict[str, int]) -> dict[str, int]:
+    """Misra–Gries: a new author finds every counter taken, so all go down by one (and the new
+    author's mention is spent on that). No author's count is ever over its true count."""
+    return {author: seen - 1 for author, seen in counters.items() if seen > 1}
+
+
+def _sample_author(acc: _Accumulator, author_hash: int, followers: int) -> None:
+    """Keep the author among the `AUTHOR_SAMPLE` smallest hashes, with its most followers."""
+    sample = acc.sample
+    if sample.get(author_hash, -1) < followers:
+        sample[author_hash] = followers
+    if len(sample) > AUTHOR_SAMPLE:
+        del sample[max(sample)]
+        acc.sample_below = max(sample)
+
+
 def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
     """Per brand, the words that are never a bucket's terms: stopwords and the brand's names."""
     return {brand: STOPWORDS | own for brand, own in brand_terms.items()}
@@ -235,6 +266,9 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
     if acc is None:
         return Bucket(key, start, end, 0, 0, 0, 0, 0, (), (), ())
     samples = tuple(entry[2] for entry in sorted(acc.samples, reverse=True))
+    unique = float(len(acc.sample))
+    if acc.sample_below < _HASH_SPACE:  # the sample is full: k-minimum-values estimate
+        unique = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
     return Bucket(
         series=key,
         start=start,
@@ -242,8 +276,8 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         count=acc.count,
         raw_count=acc.raw_count,
         negative_count=acc.negative_count,
-        unique_authors=len(acc.authors),
-        reach=sum(acc.followers.values()),
+        unique_authors=round(unique),
+        reach=round(sum(acc.sample.values()) * unique / max(len(acc.sample), 1)),
         sources=tuple(_most_common(acc.sources)),
         top_terms=tuple(_most_common(acc.terms, TOP_TERMS)),
         samples=samples,
