@@ -213,7 +213,6 @@ class Route(Strict):
 
 class Incidents(Strict):
     group_by: list[Literal["brand", "topic", "rule"]] = ["brand"]
-    resolve_after: Duration = timedelta(hours=1)  # quiet this long (no alert) → resolved
 
 
 class Slack(Strict):
