@@ -36,7 +36,7 @@ class TestOutput:
         assert len(lines) == len(values) + 1
         fields = [line.split(",") for line in lines[1:]]
         assert all(0.0 <= float(f[2]) <= 1.0 and f[3] in {"0", "1"} for f in fields)
-        assert [i for i, f in enumerate(fields) if f[3] == "1"] == [300]
+        assert [i for i, f in enumerate(fields) if f[3] == "1"] == [301]  # its second bucket
 
     def test_bucket_size_is_median_step(self) -> None:
         """A missing bucket does not change the inferred step."""

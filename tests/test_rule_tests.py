@@ -48,7 +48,7 @@ def test_a_wrong_expectation_fails_and_shows_expected_and_got(
     out = capsys.readouterr().out
     assert f"FAIL {path}: late on purpose" in out
     assert "expected (2):\n  >   +3h15m  2026-03-02 03:15 UTC  opened    critical" in out
-    assert "got (2):\n  >    +3h5m  2026-03-02 03:05 UTC  opened    critical flame acme" in out
+    assert "got (3):\n  >    +3h5m  2026-03-02 03:05 UTC  opened    warning  spark acme" in out
     assert "angry-surge,negative-turn" in out
     assert out.strip().endswith("FAILED: 0 passed, 1 failed (1 test file)")
 

@@ -56,8 +56,10 @@ class TestVolumeDetector:
         assert pickle.dumps(det) == before
 
     def test_pickle_round_trip(self) -> None:
-        """A restored detector scores the following buckets exactly as the original."""
+        """A restored detector scores the following buckets exactly as the original, also when
+        it is saved in the middle of a surge that waits for confirmation."""
         counts = daily_counts(3, 10.0)
+        counts[398:403] = [200.0, 10.0, 150.0, 160.0, 140.0]
         det = VolumeDetector()
         run(counts[:400], det)
         copy = pickle.loads(pickle.dumps(det))
@@ -110,7 +112,7 @@ class TestVolumeDetector:
         """The first buckets score 0 whatever their counts; scores are useful after hours."""
         scores = run([5.0] * 10 + [500.0] * 30 + [5.0] * 10)
         assert scores[:36] == [0.0] * 36
-        counts = [10.0] * 60 + [150.0]
+        counts = [10.0] * 60 + [150.0, 40.0]
         assert run(counts)[-1] >= THRESHOLD
 
     def test_gradual_surge_pages(self) -> None:
@@ -122,3 +124,30 @@ class TestVolumeDetector:
         opened = pages(counts)
         assert len(opened) == 1
         assert opened[0] in surge
+
+    def test_one_bucket_burst_does_not_page(self) -> None:
+        """A single five-minute burst that is over by the next buckets is not a page."""
+        counts = daily_counts(4, 20.0)
+        counts[288 * 3] = 400.0
+        assert pages(counts) == []
+
+    def test_burst_confirmed_within_half_an_hour_pages(self) -> None:
+        """The same burst pages once another bucket within half an hour is above its usual range;
+        the page carries the burst's score, not the milder confirming bucket's."""
+        counts = daily_counts(4, 20.0)
+        start = 288 * 3
+        counts[start] = 400.0
+        counts[start + 4] = 60.0
+        assert pages(counts) == [start + 4]
+        scores = run(counts)
+        assert scores[start] < THRESHOLD <= scores[start + 4]
+        counts[start] = 60.0
+        assert run(counts)[start + 4] < scores[start + 4]
+
+    def test_confirmation_expires(self) -> None:
+        """An elevated bucket more than half an hour after a burst does not confirm it."""
+        counts = daily_counts(4, 20.0)
+        start = 288 * 3
+        counts[start] = 400.0
+        counts[start + 7] = 60.0
+        assert pages(counts) == []

@@ -9,6 +9,12 @@ bucket), whichever is smaller. That p-value is then calibrated against the serie
 surprises (an exponential tail fitted above p = 1 %, peaks-over-threshold style), so that one
 threshold means the same rarity on a busy ticker and on a sparse one.
 
+A surge must be confirmed: a bucket scores above what any merely elevated bucket earns only when
+it is itself above its usual range (p < 5 %) and so was another bucket in the half hour before;
+it then carries the highest score of those buckets. A single five-minute burst that is over by
+the next buckets (one bot's blast, one batch of retweets) does not page; a surge pages one to six
+buckets after it starts.
+
 Learning is damped: the baseline learns from counts clipped to one standard deviation around the
 expectation, so a spike does not become the baseline while it lasts, but a lasting level shift is
 absorbed within a day or two. Dispersion and calibration learn from every bucket, with each
@@ -26,6 +32,12 @@ from statistics import NormalDist
 DEFAULT_QUIET = timedelta(hours=12)
 """A surge must be quiet this long before a new page may open."""
 
+DEFAULT_CONFIRM = timedelta(minutes=30)
+"""A second elevated bucket within this long confirms a surge."""
+
+ELEVATED = math.log10(20.0)
+"""A bucket is above its usual range when its count alone has p < 5 % (surprise > 1.3)."""
+
 SENSITIVITY: dict[str, float] = {"low": 0.6, "balanced": 0.5, "high": 0.4}
 """Thresholds on `VolumeScore.score`: 0.5 means rarer than one bucket a week (calibrated);
 0.6 rarer than about one a year; 0.4 rarer than about one a day."""
@@ -35,6 +47,10 @@ MIN_MEAN = 0.05
 TAIL_BASE = 2.0  # surprises above -log10 p = 2 feed the calibration tail
 MAX_SURPRISE = 300.0
 _NORMAL = NormalDist()
+
+
+Assessment = tuple[float | None, float, bool]
+"""A bucket before confirmation: raw surprise (None while warming up), score, elevated or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +187,7 @@ class VolumeDetector:
         tail_halflife: timedelta = timedelta(days=7),
         warmup: timedelta = timedelta(hours=3),
         clamp_z: float = 1.0,
+        confirm_within: timedelta = DEFAULT_CONFIRM,
     ) -> None:
         self.bucket_seconds = bucket_seconds
         self.slots_per_day = slots_per_day
@@ -182,6 +199,7 @@ class VolumeDetector:
         self.tail_halflife = tail_halflife
         self.warmup = warmup
         self.clamp_z = clamp_z
+        self.confirm_within = confirm_within
         week = 7 * 86400 / bucket_seconds
         self._week_surprise = math.log10(week)
         self._day = round(86400 / bucket_seconds)
@@ -196,6 +214,8 @@ class VolumeDetector:
         k = max(2, round(window / timedelta(seconds=bucket_seconds)))
         self._recent: deque[tuple[float, float]] = deque(maxlen=k - 1)  # (count, expected)
         self._recent_sum = (0.0, 0.0)  # their totals
+        confirm = max(1, round(confirm_within / timedelta(seconds=bucket_seconds)))
+        self._lately: deque[tuple[float, bool]] = deque(maxlen=confirm)  # (score, elevated)
         self._n = 0
         self._level = 0.0
         self._profile = [0.0] * slots_per_day
@@ -212,39 +232,46 @@ class VolumeDetector:
             return max(self._profile[slot] * self._busy / self._usual, MIN_MEAN)
         return max(self._level, MIN_MEAN)
 
-    def _surprise(self, count: float, mu: float) -> float:
+    def _assess(self, count: float, mu: float) -> Assessment:
+        """Judge a bucket before confirmation (see `Assessment`)."""
+        if self._n < self._warm:
+            return None, 0.0, False
         single = nb_surprise(count, mu, self._single.alpha)
         total = count + self._recent_sum[0]
         expected = mu + self._recent_sum[1]
-        return max(single, nb_surprise(total, expected, self._summed.alpha))
+        surprise = max(single, nb_surprise(total, expected, self._summed.alpha))
+        return surprise, self._score(self._tail.calibrated(surprise)), single > ELEVATED
 
     def _score(self, calibrated: float) -> float:
         return calibrated / (calibrated + self._week_surprise)
 
+    def _confirmed(self, score: float, elevated: bool) -> float:
+        """A confirmed surge's score: the highest of its recent buckets'. Unconfirmed, a bucket
+        scores no more than a merely elevated one."""
+        if elevated and any(e for _, e in self._lately):
+            return max(score, *(s for s, _ in self._lately))
+        return min(score, self._score(self._tail.calibrated(ELEVATED)))
+
+    def _verdict(self, mu: float, score: float, elevated: bool) -> VolumeScore:
+        balanced = SENSITIVITY["balanced"]
+        target = self._tail.raw(balanced / (1.0 - balanced) * self._week_surprise)
+        upper = nb_quantile(target, mu, self._single.alpha)
+        return VolumeScore(self._confirmed(score, elevated), mu, upper)
+
     def score_one(self, count: float, at: datetime) -> VolumeScore:
         """Score a bucket's count (`at` is the bucket's start, UTC) without learning from it."""
         mu = self._expected(self._slot(at))
-        return self._verdict(mu, self._surprise_if_warm(count, mu))
+        _, score, elevated = self._assess(count, mu)
+        return self._verdict(mu, score, elevated)
 
     def score_and_learn(self, count: float, at: datetime) -> VolumeScore:
         """`score_one`, then `learn_one`, sharing the work they have in common."""
         slot = self._slot(at)
         mu = self._expected(slot)
-        surprise = self._surprise_if_warm(count, mu)
-        verdict = self._verdict(mu, surprise)
-        self._learn(count, slot, mu, surprise)
+        assessed = self._assess(count, mu)
+        verdict = self._verdict(mu, assessed[1], assessed[2])
+        self._learn(count, slot, mu, assessed)
         return verdict
-
-    def _surprise_if_warm(self, count: float, mu: float) -> float | None:
-        return self._surprise(count, mu) if self._n >= self._warm else None
-
-    def _verdict(self, mu: float, surprise: float | None) -> VolumeScore:
-        balanced = SENSITIVITY["balanced"]
-        target = self._tail.raw(balanced / (1.0 - balanced) * self._week_surprise)
-        upper = nb_quantile(target, mu, self._single.alpha)
-        if surprise is None:
-            return VolumeScore(0.0, mu, upper)
-        return VolumeScore(self._score(self._tail.calibrated(surprise)), mu, upper)
 
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: move the baseline towards its count without
@@ -261,9 +288,11 @@ class VolumeDetector:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""
         slot = self._slot(at)
         mu = self._expected(slot)
-        self._learn(count, slot, mu, self._surprise_if_warm(count, mu))
+        self._learn(count, slot, mu, self._assess(count, mu))
 
-    def _learn(self, count: float, slot: int, mu: float, surprise: float | None) -> None:
+    def _learn(self, count: float, slot: int, mu: float, assessed: Assessment) -> None:
+        surprise, score, elevated = assessed
+        self._lately.append((score, elevated))
         if surprise is not None:
             self._tail.update(surprise)
         sd = self._single.sd(mu)
