@@ -7,8 +7,10 @@ import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from crisiswatch.detect.series import score_series
-from crisiswatch.detect.volume import SENSITIVITY, VolumeDetector
+from crisiswatch.detect.volume import SENSITIVITY, VolumeDetector, nb_quantile, nb_surprise
 
 START = datetime(2015, 3, 2, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -151,3 +153,15 @@ class TestVolumeDetector:
         counts[start] = 400.0
         counts[start + 7] = 60.0
         assert pages(counts) == []
+
+
+def test_band_edge_inverts_the_surprise() -> None:
+    """The band's upper edge is the count whose surprise is the one asked, for quiet and busy
+    series, tight and over-dispersed; a surprise under one half never breaks the solve."""
+    for mu in (0.2, 3.0, 40.0, 900.0, 20_000.0):
+        for alpha in (0.005, 0.1, 0.8, 5.0):
+            for surprise in (1.0, 2.0, 3.5, 6.0):
+                edge = nb_quantile(surprise, mu, alpha)
+                assert edge > mu
+                assert nb_surprise(edge, mu, alpha) == pytest.approx(surprise, rel=1e-6)
+            assert nb_quantile(0.1, mu, alpha) >= mu

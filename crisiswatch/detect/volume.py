@@ -94,14 +94,18 @@ def nb_quantile(surprise: float, mu: float, alpha: float) -> float:
         return mu
     z = -_NORMAL.inv_cdf(10.0 ** -min(surprise, MAX_SURPRISE))
     target = z * z
-    y = mu + z * math.sqrt(mu + alpha * mu * mu) + 1.0
+    floor = mu * 1.0001  # the deviance's root lies above the mean (and logs need y > 0)
+    y = max(mu + z * math.sqrt(mu + alpha * mu * mu) + 1.0, floor)
     r = 1.0 / alpha
     mu_r = mu + r
     for _ in range(8):  # the deviance and its slope share their two logarithms
         log_y = math.log(y / mu)
         log_yr = math.log((y + r) / mu_r)
         deviance = 2.0 * (y * log_y - (y + r) * log_yr)
-        y = max(y - (deviance - target) / (2.0 * (log_y - log_yr)), mu * 1.0001)
+        step = (deviance - target) / (2.0 * (log_y - log_yr))
+        y = max(y - step, floor)
+        if abs(step) <= 1e-9 * y:
+            break  # converged: usually after four steps
     return y + 0.5
 
 
