@@ -17,7 +17,7 @@ from crisiswatch.aggregate import Aggregator
 from crisiswatch.config import Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.detect.signals import SignalDetector
-from crisiswatch.domain import Bucket, Mention, Page, ScoredMention
+from crisiswatch.domain import Bucket, Mention, Page, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import Attributor, tokenize
 from crisiswatch.incidents import IncidentManager
 from crisiswatch.ingest import Deduper
@@ -53,8 +53,9 @@ class Pipeline:
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
         self.attributor = Attributor(settings.brands)
         self.rule_inputs = RuleInputs(rules)
+        series = self.rule_inputs.series(settings)
         self.aggregator = Aggregator(
-            self.rule_inputs.series(settings),
+            series,
             bucket=bucket,
             allowed_lateness=settings.pipeline.allowed_lateness,
             per_author_cap=settings.pipeline.per_author_cap,
@@ -63,6 +64,7 @@ class Pipeline:
         )
         self.detector = SignalDetector(int(bucket.total_seconds()))
         self.history = SeriesHistory(int(bucket.total_seconds()))  # for the pages' charts
+        self._prepare(series)
         self.engine = RuleEngine(rules, settings.calendar)
         self.incidents = IncidentManager(
             {rule.id: rule.keep_firing_for for rule in rules},
@@ -81,10 +83,18 @@ class Pipeline:
         self.settings = settings
         self.attributor = Attributor(settings.brands)
         self.rule_inputs = RuleInputs(rules)
-        self.aggregator.reconfigure(self.rule_inputs.series(settings), _brand_terms(settings))
+        series = self.rule_inputs.series(settings)
+        self.aggregator.reconfigure(series, _brand_terms(settings))
+        self._prepare(series)
         self.engine = self.engine.replaced(rules, settings.calendar)
         self.incidents.keep_firing_for = {rule.id: rule.keep_firing_for for rule in rules}
         self.incidents.routes = dict(settings.routes)
+
+    def _prepare(self, series: Sequence[SeriesKey]) -> None:
+        """Every configured series' detectors and chart ring, allocated up front: memory is set
+        by the configuration, and does not step up when a busy stream first closes a bucket."""
+        self.detector.prepare(series)
+        self.history.prepare(series)
 
     def snapshot(self) -> dict[str, Any]:
         """The learned state worth keeping across a restart (saved by `checkpoint.py`)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,7 +43,7 @@ class _Ring:
         self.negative = unknown * size
         self.expected = unknown * size
         self.upper = unknown * size
-        self.newest = -1  # bucket index of the newest slot written
+        self.newest = -1  # bucket index of the newest slot written (-1: none yet)
 
 
 class SeriesHistory:
@@ -53,6 +54,13 @@ class SeriesHistory:
         self.size = days * 86_400 // bucket_seconds
         self._rings: dict[SeriesKey, _Ring] = {}
 
+    def prepare(self, series: Iterable[SeriesKey]) -> None:
+        """Allocate the rings of series not seen yet (at start or a reload, not at their first
+        bucket's close, so memory does not step up mid-stream)."""
+        for key in series:
+            if key not in self._rings:
+                self._rings[key] = _Ring(self.size)
+
     def _index(self, moment: datetime) -> int:
         return int((moment - _EPOCH).total_seconds()) // self.bucket_seconds
 
@@ -62,6 +70,7 @@ class SeriesHistory:
         ring = self._rings.get(signal.series)
         if ring is None:
             ring = self._rings[signal.series] = _Ring(self.size)
+        if ring.newest < 0:
             ring.newest = index - 1  # a new ring is all unknown: no gap to write
         if index <= ring.newest - self.size:
             return  # older than the ring holds

@@ -9,6 +9,7 @@ what was known before it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from crisiswatch.detect.negative import NegativeShareDetector
@@ -65,12 +66,22 @@ class SignalDetector:
         if detectors is not None:
             detectors.volume.accept_one(bucket.count, bucket.start)
 
-    def signal(self, bucket: Bucket) -> Signal:
-        """Score a closed bucket against its series' history, then learn from it."""
-        detectors = self._series.get(bucket.series)
+    def prepare(self, series: Iterable[SeriesKey]) -> None:
+        """Set up the detectors of series not seen yet, so their memory is taken now (at start
+        or a reload), not when their first bucket closes."""
+        for key in series:
+            self._detectors(key)
+
+    def _detectors(self, key: SeriesKey) -> _SeriesDetectors:
+        detectors = self._series.get(key)
         if detectors is None:
             detectors = _SeriesDetectors(VolumeDetector(bucket_seconds=self.bucket_seconds))
-            self._series[bucket.series] = detectors
+            self._series[key] = detectors
+        return detectors
+
+    def signal(self, bucket: Bucket) -> Signal:
+        """Score a closed bucket against its series' history, then learn from it."""
+        detectors = self._detectors(bucket.series)
         volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
         negative = detectors.negative.score_and_learn(bucket.negative_count, bucket.count)
         signal = Signal(

@@ -1,0 +1,56 @@
+"""Chart history rings, and series set up before their first bucket closes."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.bench.pipeline import settings_for
+from crisiswatch.detect.history import SeriesHistory
+from crisiswatch.domain import Bucket, SeriesKey, Signal
+from crisiswatch.enrich.sentiment import SentimentModel
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
+
+KEY = SeriesKey("kestrel")
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+def signal(start: datetime, count: int) -> Signal:
+    bucket = Bucket(KEY, start, start + STEP, count, count, 0, 0, 0, (), (), ())
+    return Signal(bucket, 0.1, float(count), float(count) * 2, 0.1, 0.2, count)
+
+
+def filled(history: SeriesHistory) -> SeriesHistory:
+    for n, count in enumerate((4, 7)):
+        history.record(signal(T0 + n * STEP, count))
+    history.record(signal(T0 + 5 * STEP, 9))  # after a gap of three buckets
+    return history
+
+
+def test_a_prepared_ring_reads_like_one_made_at_first_record() -> None:
+    """Allocating a series' ring up front changes nothing it shows: unknown before its first
+    bucket, then the same values and gaps as a ring made when that bucket was recorded."""
+    prepared = SeriesHistory(300)
+    prepared.prepare([KEY])
+    before = prepared.window(KEY, T0, timedelta(hours=1))
+    assert len(before.count) == 12 and all(math.isnan(c) for c in before.count)
+    span = (KEY, T0 + 6 * STEP, timedelta(hours=1))
+    got, want = filled(prepared).window(*span), filled(SeriesHistory(300)).window(*span)
+    assert (got.count[6], got.count[7], got.count[11]) == (4.0, 7.0, 9.0)
+    assert [c if not math.isnan(c) else None for c in got.count] == [
+        c if not math.isnan(c) else None for c in want.count
+    ]
+
+
+def test_the_pipeline_sets_up_every_configured_series_at_start() -> None:
+    """Detectors and chart rings exist for every configured series before any mention, so a
+    busy stream's memory does not step up when its first bucket closes."""
+    settings = settings_for(3)
+    rules = load_rules(settings.rules, settings)
+    pipeline = Pipeline(settings, rules, SentimentModel.load_default())
+    series = set(pipeline.rule_inputs.series(settings))
+    assert len(series) == 3 * 6
+    assert set(pipeline.detector._series) == series
+    assert set(pipeline.history._rings) == series
