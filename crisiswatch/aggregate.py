@@ -28,8 +28,8 @@ STOPWORDS = frozenset(
 )
 MAX_TERMS_PER_MENTION = 40
 TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
-AUTHOR_COUNTERS = 256  # per series-bucket: exact per-author caps up to this many authors
-AUTHOR_SAMPLE = 128  # per series-bucket: exact unique authors and reach up to this many
+AUTHOR_COUNTERS = 512  # per brand-bucket: exact per-author caps up to this many authors
+AUTHOR_SAMPLE = 64  # per series-bucket: exact unique authors and reach up to this many
 _HASH_SPACE = 1 << 64
 
 _Key = tuple[str, str, str]  # (brand, topic, view): an open bucket's series, cheap to hash
@@ -43,7 +43,6 @@ class _Accumulator:
     count: int = 0
     raw_count: int = 0
     negative_count: int = 0
-    counters: dict[str, int] = field(default_factory=dict)  # author -> mentions (Misra–Gries)
     sample: dict[int, int] = field(default_factory=dict)  # author hash -> most followers seen
     sample_below: int = _HASH_SPACE  # hashes admitted to `sample`: those below this
     sources: dict[str, int] = field(default_factory=dict)
@@ -64,13 +63,15 @@ class Aggregator:
     """Counts scored mentions into event-time buckets and hands out the closed ones.
 
     Memory is bounded by time: only open buckets are held (at most the allowed lateness behind
-    the newest), each with `samples_per_bucket` posts. Per-author state is bounded per series:
-    the per-author cap counts with `AUTHOR_COUNTERS` Misra–Gries counters (exact while a bucket
-    has no more authors than that; beyond, an author is capped once past `cap` plus the bucket's
-    mentions over the counters, never wrongly), and unique authors and reach come from the
-    `AUTHOR_SAMPLE` authors of smallest hash (exact up to that many authors, then a k-minimum-
-    values estimate, about 9 % off). Term counts are exact, so they grow with a bucket's
-    vocabulary (a term rare early in a bucket may be the emerging one by its end).
+    the newest), each with `samples_per_bucket` posts. Per-author state is bounded too, so a
+    firehose-size bucket takes no more than a small one: the per-author cap (per brand and
+    bucket, across its series) counts with `AUTHOR_COUNTERS` Misra–Gries counters (exact while
+    the brand's bucket has no more authors than that; beyond, an author is capped once past
+    `cap` plus the bucket's mentions over the counters, and never wrongly), and each series'
+    unique authors and reach come from its `AUTHOR_SAMPLE` authors of smallest hash (exact up
+    to that many, then a k-minimum-values estimate, about 13 % off). Term counts are exact, so
+    they grow with a bucket's vocabulary (a term rare early in a bucket may be the emerging one
+    by its end).
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class Aggregator:
         self._samples = samples_per_bucket
         self._not_terms = _not_terms(brand_terms or {})
         self._open: dict[int, dict[_Key, _Accumulator]] = {}  # bucket index -> series
+        self._counters: dict[int, dict[str, dict[str, int]]] = {}  # index -> brand -> author
         self._next_to_close: int | None = None
         self._watermark: datetime | None = None
         self._next_end = (-1, datetime.min)  # (a bucket index, the end of that bucket)
@@ -134,35 +136,28 @@ class Aggregator:
         series = self._open.get(index)
         if series is None:
             series = self._open[index] = {}
+            self._counters[index] = {}
+        brand, topics = scored.brand, (ALL_TOPICS, *scored.topics)
+        author = mention.author or mention.id
+        if self._over_cap(self._counters[index], brand, author):
+            for view in views:  # one author's burst (spam, a bot) must not make volume
+                for topic in topics:
+                    _accumulator(series, (brand, topic, view)).raw_count += 1
+            return True
         terms = self._terms(scored.brand, tokens)
         burst_sets = tuple(bursts)
         self._sequence += 1
         sample = (sample_weight(scored), -self._sequence, scored)
-        author = mention.author or mention.id
         author_hash = hash(author) % _HASH_SPACE  # per process: a restart may count one twice
         followers, source = mention.author_followers, mention.source
         negative = scored.is_negative
-        cap, samples = self._cap, self._samples
-        brand, topics = scored.brand, (ALL_TOPICS, *scored.topics)
+        samples = self._samples
         # Every series the mention counts in gets the same tallies. This loop is the hottest
         # in the daemon, so the tallies are written out here rather than called per series.
         for view in views:
             for topic in topics:
-                key = (brand, topic, view)
-                acc = series.get(key)
-                if acc is None:
-                    acc = series[key] = _Accumulator()
+                acc = _accumulator(series, (brand, topic, view))
                 acc.raw_count += 1
-                counters = acc.counters
-                seen = counters.get(author)
-                if seen is not None:
-                    counters[author] = seen + 1
-                    if seen >= cap:
-                        continue  # one author's burst (spam, a bot) must not make volume
-                elif len(counters) < AUTHOR_COUNTERS:
-                    counters[author] = 1
-                else:
-                    acc.counters = _one_less_each(counters)
                 acc.count += 1
                 if author_hash < acc.sample_below:
                     _sample_author(acc, author_hash, followers)
@@ -224,14 +219,37 @@ class Aggregator:
             self._next_to_close += 1
         return closed
 
+    def _over_cap(self, by_brand: dict[str, dict[str, int]], brand: str, author: str) -> bool:
+        """Count the author's mention in the brand's bucket: True once past the cap."""
+        counters = by_brand.get(brand)
+        if counters is None:
+            counters = by_brand[brand] = {}
+        seen = counters.get(author)
+        if seen is not None:
+            counters[author] = seen + 1
+            return seen >= self._cap
+        if len(counters) < AUTHOR_COUNTERS:
+            counters[author] = 1
+        else:
+            by_brand[brand] = _one_less_each(counters)
+        return False
+
     def _close(self, index: int) -> list[Bucket]:
         series = self._open.pop(index, {})
+        self._counters.pop(index, None)
         start = self.start_of(index)
         end = start + timedelta(seconds=self._width)
         return [
             _bucket(key, start, end, series.get((key.brand, key.topic, key.view)))
             for key in self._series
         ]
+
+
+def _accumulator(series: dict[_Key, _Accumulator], key: _Key) -> _Accumulator:
+    acc = series.get(key)
+    if acc is None:
+        acc = series[key] = _Accumulator()
+    return acc
 
 
 def _one_less_each(counters: dict[str, int]) -> dict[str, int]:

@@ -171,6 +171,16 @@ class TestAggregator:
         assert bucket.unique_authors == 3
         assert bucket.negative_share == pytest.approx(3 / 5)
 
+    def test_the_cap_is_per_brand_across_its_topics(self, feeder: Feeder) -> None:
+        """An author's mentions past the cap count in none of the brand's series, whichever
+        topic they are about; they still count as raw mentions."""
+        for minutes, topic in ((1, "cards"), (1.5, "cards"), (2, "app"), (2.5, "app")):
+            feeder.feed(minutes, author="dave", topics=(topic,))
+        closed = feeder.aggregator.flush()
+        assert one(closed, ALL).count == 3
+        assert (one(closed, CARDS).count, one(closed, APP).count) == (2, 1)
+        assert (one(closed, APP).raw_count, one(closed, ALL).raw_count) == (2, 4)
+
     def test_anonymous_mentions_count_by_id(self, feeder: Feeder) -> None:
         """Mentions without an author are not capped together."""
         for n in range(6):
@@ -209,8 +219,9 @@ class TestAggregator:
                 feeder.add(minute * 5 + 1, author=f"u{minute}-{n}", author_followers=10)
                 if n % 5 == 0:
                     feeder.add(minute * 5 + 1, author="bot", author_followers=10)
-            series = aggregator._open[max(aggregator._open)][(ALL.brand, ALL.topic, ALL.view)]
-            assert len(series.counters) <= AUTHOR_COUNTERS
+            index = max(aggregator._open)
+            series = aggregator._open[index][(ALL.brand, ALL.topic, ALL.view)]
+            assert len(aggregator._counters[index]["kestrel"]) <= AUTHOR_COUNTERS
             assert len(series.sample) <= AUTHOR_SAMPLE
             bucket = one(aggregator.flush(), ALL)
             assert bucket.raw_count == authors + posts_by_bot
@@ -220,9 +231,9 @@ class TestAggregator:
             assert authors + 3 <= bucket.count <= authors + bound
             assert bucket.reach == pytest.approx(10 * bucket.unique_authors, rel=0.01)
             estimates.append(bucket.unique_authors / (authors + 1))
-        # k-minimum values with k = 128: each estimate is about 9 % off, their mean ~2 %.
-        assert sum(estimates) / len(estimates) == pytest.approx(1.0, abs=0.08)
-        assert all(0.6 < e < 1.6 for e in estimates)
+        # k-minimum values with k = 64: each estimate is about 13 % off, their mean ~3 %.
+        assert sum(estimates) / len(estimates) == pytest.approx(1.0, abs=0.12)
+        assert all(0.5 < e < 2.0 for e in estimates)
 
     def test_samples_most_negative_times_reach_first_and_bounded(self, feeder: Feeder) -> None:
         """Samples hold at most samples_per_bucket posts, ordered by negativity × reach."""
