@@ -91,7 +91,7 @@ class Aggregator:
         self._samples = samples_per_bucket
         self._not_terms = _not_terms(brand_terms or {})
         self._open: dict[int, dict[_Key, _Accumulator]] = {}  # bucket index -> series
-        self._counters: dict[int, dict[str, dict[str, int]]] = {}  # index -> brand -> author
+        self._counters: dict[int, dict[str, dict[int, int]]] = {}  # index -> brand -> author
         self._next_to_close: int | None = None
         self._watermark: datetime | None = None
         self._next_end = (-1, datetime.min)  # (a bucket index, the end of that bucket)
@@ -139,7 +139,8 @@ class Aggregator:
             self._counters[index] = {}
         brand, topics = scored.brand, (ALL_TOPICS, *scored.topics)
         author = mention.author or mention.id
-        if self._over_cap(self._counters[index], brand, author):
+        author_hash = hash(author) % _HASH_SPACE  # per process: a restart may count one twice
+        if self._over_cap(self._counters[index], brand, author_hash):
             for view in views:  # one author's burst (spam, a bot) must not make volume
                 for topic in topics:
                     _accumulator(series, (brand, topic, view)).raw_count += 1
@@ -148,7 +149,6 @@ class Aggregator:
         burst_sets = tuple(bursts)
         self._sequence += 1
         sample = (sample_weight(scored), -self._sequence, scored)
-        author_hash = hash(author) % _HASH_SPACE  # per process: a restart may count one twice
         followers, source = mention.author_followers, mention.source
         negative = scored.is_negative
         samples = self._samples
@@ -219,7 +219,7 @@ class Aggregator:
             self._next_to_close += 1
         return closed
 
-    def _over_cap(self, by_brand: dict[str, dict[str, int]], brand: str, author: str) -> bool:
+    def _over_cap(self, by_brand: dict[str, dict[int, int]], brand: str, author: int) -> bool:
         """Count the author's mention in the brand's bucket: True once past the cap."""
         counters = by_brand.get(brand)
         if counters is None:
@@ -252,7 +252,7 @@ def _accumulator(series: dict[_Key, _Accumulator], key: _Key) -> _Accumulator:
     return acc
 
 
-def _one_less_each(counters: dict[str, int]) -> dict[str, int]:
+def _one_less_each(counters: dict[int, int]) -> dict[int, int]:
     """Misra–Gries: a new author finds every counter taken, so all go down by one (and the new
     author's mention is spent on that). No author's count is ever over its true count."""
     return {author: seen - 1 for author, seen in counters.items() if seen > 1}
