@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import pickle
@@ -153,6 +154,19 @@ class TestTraining:
         assert first == second
         recall, _ = train_sentiment.evaluate(train_sentiment.to_model(first), sample)
         assert recall > 0.9
+
+    def test_nbsvm_view_alone_classifies(self) -> None:
+        """The NBSVM view, folded in without the regression, separates the labels it was fit on."""
+        texts, gold = shift_stream(300, seed=5)
+        pairs = zip(texts, gold, strict=True)
+        sample = [train_sentiment.Example(t, LABELS.index(g)) for t, g in pairs]
+        fitted = train_sentiment.fit(sample, {}, 0.5)
+        only_svm = dataclasses.replace(fitted, w=0 * fitted.w, b=0 * fitted.b)
+        doc = train_sentiment.fold(only_svm, (0.0, 1.0), (0.0, 0.0))
+        recall, _ = train_sentiment.evaluate(train_sentiment.to_model(doc), sample)
+        assert recall > 0.9
+        silent = train_sentiment.fold(only_svm, (0.0, 0.0), (0.0, 0.0))
+        assert train_sentiment.evaluate(train_sentiment.to_model(silent), sample)[0] < 0.5
 
     def test_calibrate_balances_decisions(self) -> None:
         """Offsets chosen on a hold-out undo a bias against a class and leave a fair model alone."""
