@@ -40,16 +40,20 @@ class _SeriesDetectors:
     def learn(self, bucket: Bucket, decay: float) -> None:
         self.previous_count = bucket.count
         self.buckets += 1
-        counts = dict(bucket.bursts)
-        for term_set in counts.keys() | self.burst_usual.keys():
-            usual = self.burst_usual.get(term_set, 0.0)
-            seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
-            self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
+        if bucket.bursts or self.burst_usual:
+            counts = dict(bucket.bursts)
+            for term_set in counts.keys() | self.burst_usual.keys():
+                usual = self.burst_usual.get(term_set, 0.0)
+                seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
+                self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
+        known = self.known_terms  # least recently seen first
         for term, _ in bucket.top_terms:
-            self.known_terms[term] = None
-            self.known_terms.move_to_end(term)
-        while len(self.known_terms) > KNOWN_TERMS:
-            self.known_terms.popitem(last=False)
+            if term in known:
+                known.move_to_end(term)
+            else:
+                known[term] = None
+        while len(known) > KNOWN_TERMS:
+            known.popitem(last=False)
 
 
 class SignalDetector:
