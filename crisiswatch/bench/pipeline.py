@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import groupby, islice
 from pathlib import Path
 from typing import TextIO
 
@@ -138,7 +138,7 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
     arrivals: dict[int, float] = {}  # bucket index -> pipeline CPU clock at its first mention
     decided = [-1]  # buckets below this index have been decided
     decide, close = pipeline.decide, pipeline.aggregator._close
-    closing = [0.0]  # CPU s spent closing the buckets that are about to be judged
+    closing: dict[int, float] = {}  # bucket index -> CPU s spent closing it, until it is judged
     chunk_started = 0.0
 
     def clock() -> float:
@@ -147,23 +147,26 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
     def timed_close(index: int) -> list[Bucket]:
         started = time.process_time()
         buckets = close(index)  # building each series' bucket, and freeing what it counted
-        closing[0] += time.process_time() - started
+        closing[index] = time.process_time() - started
         return buckets
 
     def timed_decide(closed: list[Bucket]) -> list[Page]:
+        """Judge each bucket end on its own (the stream's end closes several at once), timing
+        it from its close to its rendered pages."""
         if not closed:
-            return decide(closed)  # most mentions close nothing: no clock read for them
-        started = time.process_time()
-        made = decide(closed)
-        for page in made:
-            render_text(page)
-        tally.judging.append(time.process_time() - started + closing[0])
-        closing[0] = 0.0
-        now = clock()
-        for index in {int(b.start.timestamp()) // width for b in closed}:
+            return []  # most mentions close nothing: no clock read for them
+        made: list[Page] = []
+        for index, group in groupby(closed, key=lambda b: int(b.start.timestamp()) // width):
+            started = time.process_time()
+            pages = decide(list(group))
+            for page in pages:
+                render_text(page)
+            tally.judging.append(time.process_time() - started + closing.pop(index, 0.0))
+            now = clock()
             decided[0] = max(decided[0], index + 1)
             if index in arrivals:
                 tally.waits.append(now - arrivals.pop(index))
+            made.extend(pages)
         tally.pages += len(made)
         return made
 
