@@ -96,12 +96,14 @@ _Ratio = TypeVar("_Ratio", float, npt.NDArray[np.float64])
 
 def _up_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
     """P(X = x + 1) / P(X = x)."""
-    return (n - x) * (x + alpha) / ((x + 1) * (n - x - 1 + beta))
+    rest = n - x  # written once: on arrays every operation is a pass
+    return rest * (x + alpha) / ((x + 1) * (rest + (beta - 1)))
 
 
 def _down_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
     """P(X = x − 1) / P(X = x)."""
-    return x * (n - x + beta) / ((n - x + 1) * (x - 1 + alpha))
+    rest = n - x
+    return x * (rest + beta) / ((rest + 1) * (x + (alpha - 1)))
 
 
 def _pmf_run(
