@@ -117,6 +117,25 @@ class TestNegativeShareDetector:
         """Even without history, 24 of 30 negative stands out against the prior."""
         assert NegativeShareDetector().score_one(24, BUCKET).score > 0.995
 
+    def test_a_new_series_with_a_high_usual_share_is_no_crisis(self) -> None:
+        """A series new to the detector whose normal share is far above the prior (44 % of
+        about 1,000 mentions) does not score as a crisis on its first bucket: the usual share
+        is not known yet. Once it is known to be 20 %, the same bucket does."""
+        assert NegativeShareDetector().score_one(420, 959).score < 0.98
+        assert trained(0.2).score_one(420, 959).score > 0.995
+
+    def test_the_spread_narrows_to_the_dispersion_as_history_grows(self) -> None:
+        """The expected spread of shares starts wide (prior only) and tightens towards the
+        between-bucket dispersion as mentions are learned."""
+        detector = NegativeShareDetector()
+        widths = [detector.concentration]
+        for negative in calm_buckets(0.2, 300):
+            detector.learn_one(negative, BUCKET)
+            widths.append(detector.concentration)
+        assert widths[0] < CONCENTRATION / 2
+        assert all(a <= b for a, b in pairwise(widths[:100]))
+        assert widths[-1] == pytest.approx(CONCENTRATION, rel=0.01)
+
     @pytest.mark.parametrize("usual", [None, 0.1, 0.2, 0.3, 0.5])
     def test_two_of_three_never_scores_high(self, usual: float | None) -> None:
         """A handful of posts (2 or 3 of 3 negative) never scores above 0.99."""

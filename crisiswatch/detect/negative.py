@@ -5,6 +5,11 @@ weak prior. A bucket's score is one minus the beta-binomial tail probability of 
 that many negative mentions among that many: over-dispersed, because angry posts come in threads,
 not as independent coin flips. A handful of posts therefore never scores high, and a crisis is
 damped when learned so it does not become the usual.
+
+While little has been learned, the usual share itself is uncertain, and that uncertainty widens
+the expected spread of a bucket's share (the two variances add): a new series whose normal share
+is well above the prior is not taken for a crisis on its first busy bucket, while 24 of 30
+negative still is.
 """
 
 from __future__ import annotations
@@ -47,8 +52,15 @@ class NegativeShareDetector:
         share = self.usual_share
         if count == 0 or negative == 0:
             return NegativeScore(0.0, share)
-        tail = beta_binomial_tail(negative, count, share, CONCENTRATION)
+        tail = beta_binomial_tail(negative, count, share, self.concentration)
         return NegativeScore(1.0 - tail, share)
+
+    @property
+    def concentration(self) -> float:
+        """The spread of bucket shares around the usual one, as a beta concentration: the
+        between-bucket dispersion plus the uncertainty of a usual share learned from `_total`
+        mentions (a beta's variance is share × (1 − share) / (concentration + 1))."""
+        return 1.0 / (1.0 / (self._total + 1.0) + 1.0 / (CONCENTRATION + 1.0)) - 1.0
 
     def learn_one(self, negative: int, count: int) -> None:
         self._learn(negative, count, self.score_one(negative, count).score)
