@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,8 +45,11 @@ class _Accumulator:
     count: int = 0
     raw_count: int = 0
     negative_count: int = 0
-    sample: dict[int, int] = field(default_factory=dict)  # author hash -> most followers seen
-    sample_below: int = _HASH_SPACE  # hashes admitted to `sample`: those below this
+    # The authors of smallest hash, ascending, with the most followers each was seen with
+    # (flat arrays: a busy bucket's thousands of series each hold one).
+    sample_keys: array[int] = field(default_factory=lambda: array("Q"))
+    sample_followers: array[int] = field(default_factory=lambda: array("Q"))
+    sample_below: int = _HASH_SPACE  # hashes admitted to the sample: those below this
     sources: dict[str, int] = field(default_factory=dict)
     terms: dict[str, int] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)
@@ -260,12 +265,18 @@ def _one_less_each(counters: dict[int, int]) -> dict[int, int]:
 
 def _sample_author(acc: _Accumulator, author_hash: int, followers: int) -> None:
     """Keep the author among the `AUTHOR_SAMPLE` smallest hashes, with its most followers."""
-    sample = acc.sample
-    if sample.get(author_hash, -1) < followers:
-        sample[author_hash] = followers
-    if len(sample) > AUTHOR_SAMPLE:
-        del sample[max(sample)]
-        acc.sample_below = max(sample)
+    keys, most = acc.sample_keys, acc.sample_followers
+    at = bisect_left(keys, author_hash)
+    followers = min(followers, _HASH_SPACE - 1)  # an array slot's limit (no real account's)
+    if at < len(keys) and keys[at] == author_hash:
+        most[at] = max(most[at], followers)
+        return
+    keys.insert(at, author_hash)
+    most.insert(at, followers)
+    if len(keys) > AUTHOR_SAMPLE:
+        keys.pop()
+        most.pop()
+        acc.sample_below = keys[-1]
 
 
 def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
@@ -284,9 +295,10 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
     if acc is None:
         return Bucket(key, start, end, 0, 0, 0, 0, 0, (), (), ())
     samples = tuple(entry[2] for entry in sorted(acc.samples, reverse=True))
-    unique = float(len(acc.sample))
-    if acc.sample_below < _HASH_SPACE:  # the sample is full: k-minimum-values estimate
-        unique = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
+    unique, reach = len(acc.sample_keys), sum(acc.sample_followers)
+    if acc.sample_below < _HASH_SPACE:  # the sample is full: k-minimum-values estimates
+        estimate = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
+        unique, reach = round(estimate), round(reach * estimate / AUTHOR_SAMPLE)
     return Bucket(
         series=key,
         start=start,
@@ -294,8 +306,8 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         count=acc.count,
         raw_count=acc.raw_count,
         negative_count=acc.negative_count,
-        unique_authors=round(unique),
-        reach=round(sum(acc.sample.values()) * unique / max(len(acc.sample), 1)),
+        unique_authors=unique,
+        reach=reach,
         sources=tuple(_most_common(acc.sources)),
         top_terms=tuple(_most_common(acc.terms, TOP_TERMS)),
         samples=samples,

@@ -181,6 +181,11 @@ class TestAggregator:
         assert (one(closed, CARDS).count, one(closed, APP).count) == (2, 1)
         assert (one(closed, APP).raw_count, one(closed, ALL).raw_count) == (2, 4)
 
+    def test_an_absurd_follower_count_is_held_not_fatal(self, feeder: Feeder) -> None:
+        """A follower count past 64 bits (hostile input) is held at the most a slot takes."""
+        feeder.feed(1, author="huge", author_followers=2**70)
+        assert one(feeder.aggregator.flush(), ALL).reach == 2**64 - 1
+
     def test_anonymous_mentions_count_by_id(self, feeder: Feeder) -> None:
         """Mentions without an author are not capped together."""
         for n in range(6):
@@ -222,7 +227,7 @@ class TestAggregator:
             index = max(aggregator._open)
             series = aggregator._open[index][(ALL.brand, ALL.topic, ALL.view)]
             assert len(aggregator._counters[index]["kestrel"]) <= AUTHOR_COUNTERS
-            assert len(series.sample) <= AUTHOR_SAMPLE
+            assert len(series.sample_keys) <= AUTHOR_SAMPLE
             bucket = one(aggregator.flush(), ALL)
             assert bucket.raw_count == authors + posts_by_bot
             # Misra–Gries: every one-post author counts; the bot at most cap plus the
