@@ -24,7 +24,7 @@ from crisiswatch.notify import Notifier
 from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.ops.logging import LEVELS, configure_logging
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
-from crisiswatch.pipeline import Pipeline
+from crisiswatch.pipeline import Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.sources import Source
@@ -213,6 +213,7 @@ async def _serve(
         if saved is not None:
             pipeline.restore(saved.pipeline)
             log.info("checkpoint.restored", saved_at=saved.saved_at.isoformat())
+        settle()
         sources: list[Source] = []
         replay = settings.sources.replay
         if finite and replay is not None:  # the demo and backtests: the replay alone

@@ -39,7 +39,7 @@ from crisiswatch.ops import http as ops_http
 from crisiswatch.ops.latency import Latency
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
-from crisiswatch.pipeline import Pipeline, PipelineStats
+from crisiswatch.pipeline import Pipeline, PipelineStats, settle
 from crisiswatch.reload import Watcher, load_deployment, needs_restart
 from crisiswatch.retry import Backoff
 from crisiswatch.sources import Source
@@ -462,6 +462,7 @@ class Daemon:
                 effect="these keep their start-up values until crisiswatch is restarted",
             )
         self.pipeline.reconfigure(deployment.settings, deployment.rules)
+        settle()
         self.live.swap(deployment.settings)
         self.reloads += 1
         self.systemd.ready(self.status())

@@ -7,6 +7,7 @@ or from the caller (`advance`), so replaying a file gives the same pages every t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -202,3 +203,15 @@ def _own_terms(*groups: list[str]) -> frozenset[str]:
             for token in tokenize(term):
                 terms.update((token, token.lstrip("#@")))
     return frozenset(terms)
+
+
+def settle() -> None:
+    """Call once the pipeline's long-lived state is built (at start, after a reload).
+
+    Every configured series' detectors and rings, the dedupe table and the sentiment model live
+    as long as the process. Frozen out of the cyclic garbage collector's sight, they are no
+    longer walked by each full collection, which had landed on bucket closes: 40–60 ms at 1,200
+    series. Reference counting still frees what a reload replaces.
+    """
+    gc.collect()
+    gc.freeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ from crisiswatch.bench.pipeline import settings_for
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Bucket, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
-from crisiswatch.pipeline import Pipeline
+from crisiswatch.pipeline import Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 
 KEY = SeriesKey("kestrel")
@@ -54,3 +55,18 @@ def test_the_pipeline_sets_up_every_configured_series_at_start() -> None:
     assert len(series) == 3 * 6
     assert set(pipeline.detector._series) == series
     assert set(pipeline.history._rings) == series
+
+
+def test_settled_state_is_out_of_the_collectors_sight() -> None:
+    """After `settle`, a full collection no longer walks the pipeline's long-lived state."""
+    settings = settings_for(2)
+    rules = load_rules(settings.rules, settings)
+    pipeline = Pipeline(settings, rules, SentimentModel.load_default())
+    detectors = pipeline.detector._series
+    assert any(o is detectors for o in gc.get_objects())
+    try:
+        settle()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is detectors for o in gc.get_objects())
+    finally:
+        gc.unfreeze()

@@ -36,7 +36,7 @@ from crisiswatch.domain import Bucket, Mention, Page
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import MentionError, open_lines, parse_mention
 from crisiswatch.notify.render import render_text
-from crisiswatch.pipeline import Pipeline
+from crisiswatch.pipeline import Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 
 TOPICS = {
@@ -122,6 +122,7 @@ def bench_pipeline(
     pipeline = Pipeline(
         settings, load_rules(settings.rules, settings), SentimentModel.load_default()
     )
+    settle()  # as the daemon does once started
     tally = _Tally()
     if path is None:
         _run(pipeline, generate(mentions, brands, rate), tally, out)
