@@ -284,11 +284,11 @@ def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[st
     return {brand: STOPWORDS | own for brand, own in brand_terms.items()}
 
 
-def _most_common(counts: dict[str, int], n: int | None = None) -> list[tuple[str, int]]:
-    """Most first, ties in the order first counted (as `Counter.most_common`)."""
-    if n is None:
-        return sorted(counts.items(), key=itemgetter(1), reverse=True)
-    return heapq.nlargest(n, counts.items(), key=itemgetter(1))
+def _most_common(counts: dict[str, int], n: int | None = None) -> tuple[tuple[str, int], ...]:
+    """Most first, ties in the order first counted (as `Counter.most_common`). One C-level
+    stable sort: faster than a heap selection for the few dozen terms a bucket has, and
+    no slower for thousands."""
+    return tuple(sorted(counts.items(), key=itemgetter(1), reverse=True)[:n])
 
 
 def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | None) -> Bucket:
@@ -308,11 +308,11 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         negative_count=acc.negative_count,
         unique_authors=unique,
         reach=reach,
-        sources=tuple(_most_common(acc.sources)),
-        top_terms=tuple(_most_common(acc.terms, TOP_TERMS)),
+        sources=_most_common(acc.sources),
+        top_terms=_most_common(acc.terms, TOP_TERMS),
         samples=samples,
         brand_replies=acc.brand_replies,
         brand_reply_negative=acc.brand_reply_negative,
-        negative_sources=tuple(_most_common(acc.negative_sources)),
+        negative_sources=_most_common(acc.negative_sources),
         bursts=tuple(sorted(acc.bursts.items())),
     )
