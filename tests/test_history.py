@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import weakref
 from datetime import UTC, datetime, timedelta
 
 from crisiswatch.bench.pipeline import settings_for
@@ -68,5 +69,26 @@ def test_settled_state_is_out_of_the_collectors_sight() -> None:
         settle()
         assert gc.get_freeze_count() > 0
         assert not any(o is detectors for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
+def test_settling_again_collects_what_died_since() -> None:
+    """A reference cycle frozen by one `settle` and dropped afterwards is freed by the next
+    (a reload): settling never keeps garbage for good."""
+
+    class Node:
+        other: object = None
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    alive = weakref.ref(first)
+    try:
+        settle()
+        del first, second
+        gc.collect()
+        assert alive() is not None  # frozen: out of the collector's sight
+        settle()
+        assert alive() is None
     finally:
         gc.unfreeze()
