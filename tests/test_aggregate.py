@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -186,6 +190,25 @@ class TestAggregator:
         feeder.feed(1, author="huge", author_followers=2**70)
         assert one(feeder.aggregator.flush(), ALL).reach == 2**64 - 1
 
+    def test_a_celebrity_reach_is_not_lost_to_the_sample(self, feeder: Feeder) -> None:
+        """Past the author sample, reach keeps the biggest accounts exactly and estimates the
+        rest: one 10-million-follower author among 2,000 ordinary ones is neither dropped nor
+        multiplied."""
+        rng = random.Random(3)
+        followers = [rng.randint(50, 950) for _ in range(2_000)]
+        for n, count in enumerate(followers):
+            feeder.add(1, author=f"u{n}", author_followers=count)
+        feeder.add(1, author="celebrity", author_followers=10_000_000)
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert bucket.reach == pytest.approx(10_000_000 + sum(followers), rel=0.05)
+
+    def test_estimates_stay_within_what_was_seen(self, feeder: Feeder) -> None:
+        """Just past the sample's size, the author estimate is neither below the authors the
+        sample has already proved nor above the mentions counted."""
+        for n in range(AUTHOR_SAMPLE + 1):
+            feeder.add(1, author=f"a{n}")
+        assert one(feeder.aggregator.flush(), ALL).unique_authors == AUTHOR_SAMPLE + 1
+
     def test_anonymous_mentions_count_by_id(self, feeder: Feeder) -> None:
         """Mentions without an author are not capped together."""
         for n in range(6):
@@ -351,3 +374,23 @@ class TestAggregator:
         feeder.feed(31)
         closed = feeder.aggregator.advance(at(47))
         assert sorted({b.start for b in closed}) == [at(30), at(35), at(40)]
+
+
+def test_author_estimates_are_the_same_in_every_process() -> None:
+    """Author hashes do not depend on Python's per-process hash seed: a replay gives the same
+    author counts whatever the seed (and a restored bucket knows its authors again)."""
+    script = (
+        "from crisiswatch.aggregate import author_key;"
+        "print([author_key(f'user{n}') for n in range(5)])"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
