@@ -127,6 +127,18 @@ class TestVolumeDetector:
         assert len(opened) == 1
         assert opened[0] in surge
 
+    def test_slow_surge_with_no_elevated_bucket_pages(self) -> None:
+        """Three hours at one and a half times the usual volume: no bucket is above its usual
+        range on its own, but the two-hour total is, bucket after bucket. That confirms the
+        surge, and it pages."""
+        counts = daily_counts(10, 10.0)
+        surge = range(288 * 9, 288 * 9 + 36)
+        for i in surge:
+            counts[i] = 15.0
+        opened = pages(counts)
+        assert len(opened) == 1
+        assert opened[0] in surge
+
     def test_one_bucket_burst_does_not_page(self) -> None:
         """A single five-minute burst that is over by the next buckets is not a page."""
         counts = daily_counts(4, 20.0)

@@ -243,8 +243,20 @@ class VolumeDetector:
         single = nb_surprise(count, mu, self._single.alpha)
         total = count + self._recent_sum[0]
         expected = mu + self._recent_sum[1]
-        surprise = max(single, nb_surprise(total, expected, self._summed.alpha))
-        return surprise, self._score(self._tail.calibrated(surprise)), single > ELEVATED
+        summed = nb_surprise(total, expected, self._summed.alpha)
+        surprise = max(single, summed)
+        elevated = single > ELEVATED or (
+            summed > ELEVATED and self._elevated_without_top(count, mu, total, expected)
+        )
+        return surprise, self._score(self._tail.calibrated(surprise)), elevated
+
+    def _elevated_without_top(self, count: float, mu: float, total: float, expected: float) -> bool:
+        """Whether the two-hour total is above its usual range even without its biggest bucket:
+        a surge that builds without one extreme bucket confirms itself bucket after bucket this
+        way, while a lone burst cannot confirm itself through the totals it sits in."""
+        top_count, top_mu = max(((count, mu), *self._recent), key=lambda b: b[0] - b[1])
+        rest = nb_surprise(total - top_count, expected - top_mu, self._summed.alpha)
+        return rest > ELEVATED
 
     def _score(self, calibrated: float) -> float:
         return calibrated / (calibrated + self._week_surprise)
