@@ -246,17 +246,19 @@ class VolumeDetector:
         summed = nb_surprise(total, expected, self._summed.alpha)
         surprise = max(single, summed)
         elevated = single > ELEVATED or (
-            summed > ELEVATED and self._elevated_without_top(count, mu, total, expected)
+            summed > ELEVATED and self._broadly_elevated(count, mu, expected)
         )
         return surprise, self._score(self._tail.calibrated(surprise)), elevated
 
-    def _elevated_without_top(self, count: float, mu: float, total: float, expected: float) -> bool:
-        """Whether the two-hour total is above its usual range even without its biggest bucket:
-        a surge that builds without one extreme bucket confirms itself bucket after bucket this
-        way, while a lone burst cannot confirm itself through the totals it sits in."""
-        top_count, top_mu = max(((count, mu), *self._recent), key=lambda b: b[0] - b[1])
-        rest = nb_surprise(total - top_count, expected - top_mu, self._summed.alpha)
-        return rest > ELEVATED
+    def _broadly_elevated(self, count: float, mu: float, expected: float) -> bool:
+        """Whether the two-hour total is above its usual range with every bucket capped at two
+        standard deviations over its expectation: a rise spread over many buckets is, so a
+        surge that builds without one extreme bucket confirms itself bucket after bucket; a
+        burst of a few buckets is not, so it cannot confirm itself through the totals it sits
+        in, nor keep an incident firing once it is over."""
+        sd = self._single.sd
+        capped = sum(min(c, m + 2.0 * sd(m)) for c, m in ((count, mu), *self._recent))
+        return nb_surprise(capped, expected, self._summed.alpha) > ELEVATED
 
     def _score(self, calibrated: float) -> float:
         return calibrated / (calibrated + self._week_surprise)
