@@ -327,8 +327,12 @@ def _authors_and_reach(acc: _Accumulator) -> tuple[int, int]:
     estimate = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
     unique = min(max(round(estimate), AUTHOR_SAMPLE + 1), acc.count)
     top = acc.top
-    others = [f for key, f in zip(keys, followers, strict=True) if key not in top]
-    rest = sum(others) / len(others) * max(unique - len(top), 0) if others else 0.0
+    others, others_sum = len(keys), sum(followers)
+    for author in top:  # the few biggest accounts the sample holds are summed exactly instead
+        at = bisect_left(keys, author)
+        if at < len(keys) and keys[at] == author:
+            others, others_sum = others - 1, others_sum - followers[at]
+    rest = others_sum / others * max(unique - len(top), 0) if others else 0.0
     return unique, sum(top.values()) + round(rest)
 
 

@@ -8,9 +8,10 @@ what was known before it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 
 from crisiswatch.detect.negative import NegativeShareDetector
 from crisiswatch.detect.volume import VolumeDetector
@@ -18,6 +19,7 @@ from crisiswatch.domain import Bucket, SeriesKey, Signal
 
 BURST_HALF_LIFE = 288.0  # buckets (a day of 5-minute buckets) for a term set's usual count
 KNOWN_TERMS = 20_000  # terms remembered per series, least recently seen forgotten first
+_KNOWN_SLACK = KNOWN_TERMS // 4  # forgotten in one sweep once this many more have been seen
 TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
 MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be news
 
@@ -29,7 +31,7 @@ class _SeriesDetectors:
     previous_count: int = 0
     buckets: int = 0
     burst_usual: dict[str, float] = field(default_factory=dict)
-    known_terms: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    known_terms: dict[str, int] = field(default_factory=dict)  # term -> bucket last seen in
 
     def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
         if self.buckets < TERMS_WARMUP:
@@ -46,14 +48,11 @@ class _SeriesDetectors:
                 usual = self.burst_usual.get(term_set, 0.0)
                 seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
                 self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
-        known = self.known_terms  # least recently seen first
-        for term, _ in bucket.top_terms:
-            if term in known:
-                known.move_to_end(term)
-            else:
-                known[term] = None
-        while len(known) > KNOWN_TERMS:
-            known.popitem(last=False)
+        known = self.known_terms
+        known.update(zip(map(itemgetter(0), bucket.top_terms), repeat(self.buckets)))
+        if len(known) > KNOWN_TERMS + _KNOWN_SLACK:  # forget the least recently seen, in bulk
+            cut = sorted(known.values())[len(known) - KNOWN_TERMS]
+            self.known_terms = {term: seen for term, seen in known.items() if seen >= cut}
 
 
 class SignalDetector:

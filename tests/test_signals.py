@@ -1,0 +1,36 @@
+"""Per-series signal state: which terms a series already knows, so that new ones stand out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from crisiswatch.detect.signals import KNOWN_TERMS, SignalDetector
+from crisiswatch.domain import Bucket, SeriesKey
+
+KEY = SeriesKey("kestrel")
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+def bucket(n: int, terms: list[str]) -> Bucket:
+    start = T0 + n * STEP
+    top = tuple((term, 3) for term in terms)
+    return Bucket(KEY, start, start + STEP, 40, 40, 4, 30, 900, (("x", 40),), top, ())
+
+
+def test_known_terms_forget_the_least_recently_seen_and_stay_bounded() -> None:
+    """A term seen every bucket stays known however many others pass through; terms not seen
+    for longest are forgotten first, and the memory of terms stays near KNOWN_TERMS."""
+    detector = SignalDetector(300)
+    buckets = KNOWN_TERMS // 29 * 2  # twice as many one-off terms as are remembered
+    for n in range(buckets):
+        terms = ["outage", *(f"w{n}x{k}" for k in range(29))]
+        if n == buckets - 1:
+            terms.append("w0x0")  # an old term, seen again just now
+        detector.signal(bucket(n, terms))
+    known = detector._series[KEY].known_terms
+    assert KNOWN_TERMS <= len(known) <= KNOWN_TERMS * 5 // 4
+    assert "outage" in known and "w0x0" in known
+    assert "w0x1" not in known and f"w{buckets - 1}x5" in known
+    last = detector.signal(bucket(buckets, ["outage", "w0x1", "w0x0"]))
+    assert [term for term, _ in last.new_terms] == ["w0x1"]
