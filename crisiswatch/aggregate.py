@@ -154,7 +154,7 @@ class Aggregator:
                 for topic in topics:
                     _accumulator(series, (brand, topic, view)).raw_count += 1
             return True
-        terms = self._terms(scored.brand, tokens)
+        terms = self._terms(brand, tokens)
         burst_sets = tuple(bursts)
         self._sequence += 1
         sample = (sample_weight(scored), -self._sequence, scored)

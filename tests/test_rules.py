@@ -6,6 +6,7 @@ import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MentionFactory
@@ -32,7 +33,14 @@ def signal(
     negative_score: float = 0.999,
     start: datetime = T0,
 ) -> Signal:
-    bucket = Bucket(
+    bucket = acme_bucket(count, negative, start=start, reach=1000, sources=(("x", count),))
+    return Signal(bucket, volume_score, 8.0, 15.0, negative_score, 0.2, 10)
+
+
+def acme_bucket(count: int, negative: int, start: datetime = T0, **fields: Any) -> Bucket:
+    """A five-minute bucket of acme's with one author a mention; `fields` sets the rest."""
+    defaults: dict[str, Any] = {"reach": 0, "sources": (), "top_terms": (), "samples": ()}
+    return Bucket(
         series=SeriesKey("acme"),
         start=start,
         end=start + timedelta(minutes=5),
@@ -40,12 +48,8 @@ def signal(
         raw_count=count,
         negative_count=negative,
         unique_authors=count,
-        reach=1000,
-        sources=(("x", count),),
-        top_terms=(),
-        samples=(),
+        **(defaults | fields),
     )
-    return Signal(bucket, volume_score, 8.0, 15.0, negative_score, 0.2, 10)
 
 
 def favourable(n: int, make_mention: MentionFactory) -> Signal:
@@ -55,14 +59,9 @@ def favourable(n: int, make_mention: MentionFactory) -> Signal:
     down = KeywordBurst.model_validate({"terms": ["down"]}).term_set
     post = ScoredMention(make_mention(author_followers=10**9), "acme", (), 1.0)
     halves = (("x", n - n // 2), ("reddit", n // 2))
-    bucket = Bucket(
-        series=SeriesKey("acme"),
-        start=T0,
-        end=T0 + timedelta(minutes=5),
-        count=n,
-        raw_count=n,
-        negative_count=n,
-        unique_authors=n,
+    bucket = acme_bucket(
+        n,
+        n,
         reach=10**9 * min(n, 1),
         sources=halves,
         top_terms=(("down", n),) if n else (),

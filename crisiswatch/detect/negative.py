@@ -15,9 +15,8 @@ negative still is.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -98,8 +97,8 @@ def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> flo
     mean = min(max(mean, 1e-4), 1 - 1e-4)
     alpha, beta = mean * concentration, (1 - mean) * concentration
     if k > mean * n:
-        return min(1.0, _pmf_run(k, n - k, n, alpha, beta, _up_ratio))
-    return max(0.0, 1.0 - _pmf_run(k - 1, k - 1, n, alpha, beta, _down_ratio))
+        return min(1.0, _pmf_run(k, n - k, n, alpha, beta, up=True))
+    return max(0.0, 1.0 - _pmf_run(k - 1, k - 1, n, alpha, beta, up=False))
 
 
 _SHORT_RUN = 48  # terms below which a plain loop beats numpy's per-call overhead
@@ -118,10 +117,8 @@ def _down_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
     return x * (rest + beta) / ((rest + 1) * (x + (alpha - 1)))
 
 
-def _pmf_run(
-    first: int, steps: int, n: int, alpha: float, beta: float, ratio: Callable[..., Any]
-) -> float:
-    """P(X = first) and the `steps` probabilities after it (up or down, as `ratio` goes).
+def _pmf_run(first: int, steps: int, n: int, alpha: float, beta: float, *, up: bool) -> float:
+    """P(X = first) and the `steps` probabilities after it (above it if `up`, else below).
 
     Only the first term costs log-gammas; each next one is the last times a ratio of
     polynomials in x. Long runs take the ratios' running product from numpy in one go.
@@ -138,7 +135,7 @@ def _pmf_run(
         - lgamma(beta)
         - lgamma(n + alpha + beta)
     )
-    step = 1 if ratio is _up_ratio else -1
+    step, ratio = (1, _up_ratio) if up else (-1, _down_ratio)
     if steps <= _SHORT_RUN:
         total = term
         for x in range(first, first + step * steps, step):
