@@ -130,12 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     sentiment_bench.add_argument("--data", type=Path, default=Path("../shared/data"))
     sentiment_bench.set_defaults(handler=_bench_sentiment)
     pipeline_bench = benches.add_parser("pipeline", help="the whole pipeline's speed and memory")
-    pipeline_bench.add_argument("--mentions", type=int, default=200_000)
-    pipeline_bench.add_argument("--brands", type=int, default=1)
+    pipeline_bench.add_argument("--mentions", type=_positive(int), default=200_000)
+    pipeline_bench.add_argument("--brands", type=_positive(int), default=1)
     pipeline_bench.add_argument("--file", type=Path, help="mention JSON lines instead")
     pipeline_bench.add_argument(
         "--rate",
-        type=float,
+        type=_positive(float),
         help="generated mentions per second of event time (default 6,000, the X firehose's "
         "average; 2.3 puts a day in 200,000 mentions, so judging buckets dominates)",
     )
@@ -153,6 +153,21 @@ def _parser() -> argparse.ArgumentParser:
     silence_cli.add_parser(commands)
     feedback_cli.add_parser(commands)
     return parser
+
+
+def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
+    """An argparse type: a number above zero, else argparse's one-line usage error."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+
+    return parse
 
 
 def _load_deployment(config: Path | None) -> Settings:

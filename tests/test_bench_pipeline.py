@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+
+import pytest
 
 from crisiswatch.bench.pipeline import bench_pipeline, generate
+from crisiswatch.cli import main
 from crisiswatch.mentions import parse_mention
 
 
@@ -24,3 +28,21 @@ def test_report_has_every_number() -> None:
     parts = ("mentions per second", "pipeline / parse", "sentiment only", "judging", "peak RSS")
     for part in parts:
         assert part in report, report
+
+
+def test_an_empty_file_is_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    """A mentions file with nothing in it says so and fails, rather than dividing by zero."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out = io.StringIO()
+    assert bench_pipeline(out, mentions=1, brands=1, path=empty) == 1
+    assert "no mentions" in out.getvalue()
+
+
+def test_bench_numbers_must_be_above_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero or negative count or rate is a one-line usage error (exit 2)."""
+    for args in (["--mentions", "0"], ["--rate", "-5"], ["--brands", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", "pipeline", *args])
+        assert exit_.value.code == 2
+        assert "--" in capsys.readouterr().err

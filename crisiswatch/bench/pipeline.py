@@ -129,6 +129,9 @@ def bench_pipeline(
     else:
         with open_lines(path) as lines:
             _run(pipeline, lines, tally, out)
+    if tally.count == 0:
+        out.write("pipeline: no mentions to measure (the file is empty)\n")
+        return 1
     _report(out, tally, brands, rate if path is None else None, pipeline.stats.buckets)
     return 0
 
