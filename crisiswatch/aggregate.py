@@ -250,8 +250,10 @@ class Aggregator:
         self._counters.pop(index, None)
         start = self.start_of(index)
         end = start + timedelta(seconds=self._width)
+        # Each series' counts are let go of as its bucket is built, so a busy close does not
+        # hold both at once (memory's peak is at closes, with the next bucket already filling).
         return [
-            _bucket(key, start, end, series.get((key.brand, key.topic, key.view)))
+            _bucket(key, start, end, series.pop((key.brand, key.topic, key.view), None))
             for key in self._series
         ]
 

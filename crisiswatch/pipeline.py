@@ -177,9 +177,9 @@ class Pipeline:
         pages: list[Page] = []
         for end, buckets in groupby(closed, key=lambda b: b.end):
             alerts = []
-            for bucket in buckets:
-                self.stats.buckets += 1
-                signal = self.detector.signal(bucket)
+            signals = self.detector.signals(list(buckets))
+            self.stats.buckets += len(signals)
+            for signal in signals:
                 self.history.record(signal)
                 alerts.extend(self.engine.evaluate(signal))
             self.stats.alerts += len(alerts)

@@ -15,6 +15,7 @@ from crisiswatch.detect.negative import (
     PRIOR_SHARE,
     NegativeShareDetector,
     beta_binomial_tail,
+    beta_binomial_tails,
 )
 
 BUCKET = 30  # mentions per bucket in the scenarios below
@@ -48,16 +49,35 @@ class TestBetaBinomialTail:
     @pytest.mark.parametrize("concentration", [0.5, 2.0, CONCENTRATION, 500.0])
     def test_equals_the_whole_sum(self, concentration: float) -> None:
         """Summing the shorter side by ratios of terms agrees with summing every term from k,
-        to 1e-10 relative, tiny upper tails (far past any threshold) included: long runs go
-        through numpy, short ones through a loop, and both directions are exercised."""
+        to 1e-10 relative, tiny upper tails (far past any threshold) included, in both
+        directions."""
         rng = random.Random(5)
         for _ in range(400):
-            n = rng.choice([rng.randint(1, 60), rng.randint(1, 2000)])
+            n = rng.choice([rng.randint(1, 60), rng.randint(1, MAX_TRIALS)])
             k, mean = rng.randint(1, n), rng.choice([rng.random(), rng.random() * 0.03, 0.99])
             expected = _whole_sum(k, n, mean, concentration)
             assert beta_binomial_tail(k, n, mean, concentration) == pytest.approx(
                 expected, rel=1e-10, abs=1e-300
             ), (k, n, mean)
+
+    def test_a_batch_equals_each_case_alone(self) -> None:
+        """Tails computed together (as a bucket end's series are: runs of every length, both
+        directions, edges, scaled buckets, more than one numpy block) equal each computed on
+        its own and the whole sum."""
+        rng = random.Random(9)
+        cases = []
+        for _ in range(300):
+            n = rng.choice([rng.randint(1, 60), rng.randint(1, 2000), rng.randint(2001, 9000)])
+            k = rng.randint(-1, n + 1)
+            cases.append((k, n, rng.choice([rng.random(), 0.01, 0.99]), rng.uniform(0.5, 500)))
+        together = beta_binomial_tails(cases)
+        alone = [beta_binomial_tails([case])[0] for case in cases]
+        assert together == pytest.approx(alone, rel=1e-12, abs=1e-300)
+        for (k, n, mean, concentration), tail in zip(cases, together, strict=True):
+            if 0 < k <= n <= MAX_TRIALS:
+                expected = _whole_sum(k, n, mean, concentration)
+                assert tail == pytest.approx(expected, rel=1e-10, abs=1e-300), (k, n, mean)
+        assert beta_binomial_tails([]) == []
 
     def test_edges(self) -> None:
         """At least zero is certain; more than n is impossible."""
@@ -78,7 +98,7 @@ class TestBetaBinomialTail:
     def test_large_buckets_are_scaled(self) -> None:
         """A bucket over MAX_TRIALS is scored like the same share of MAX_TRIALS."""
         big = beta_binomial_tail(3_000, 10_000, 0.2, CONCENTRATION)
-        scaled = beta_binomial_tail(600, MAX_TRIALS, 0.2, CONCENTRATION)
+        scaled = beta_binomial_tail(MAX_TRIALS * 3 // 10, MAX_TRIALS, 0.2, CONCENTRATION)
         assert big == scaled
         assert 0.0 < big < 0.1
 

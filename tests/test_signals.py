@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from crisiswatch.detect.signals import KNOWN_TERMS, SignalDetector
 from crisiswatch.domain import Bucket, SeriesKey
@@ -34,3 +37,29 @@ def test_known_terms_forget_the_least_recently_seen_and_stay_bounded() -> None:
     assert "w0x1" not in known and f"w{buckets - 1}x5" in known
     last = detector.signal(bucket(buckets, ["outage", "w0x1", "w0x0"]))
     assert [term for term, _ in last.new_terms] == ["w0x1"]
+
+
+def test_signals_together_equal_signals_one_by_one() -> None:
+    """Scoring a bucket end's series together (the negative-share tails in one pass) gives the
+    same signals, and leaves the same learned state, as scoring them one at a time."""
+    together, alone = SignalDetector(300), SignalDetector(300)
+    keys = [SeriesKey(f"brand{b}", topic) for b in range(40) for topic in ("*", "cards")]
+    for n in range(30):
+        start = T0 + n * STEP
+        buckets = []
+        for i, key in enumerate(keys):
+            count = (i * 7 + n * 13) % 90 + (400 if n == 20 and i % 3 == 0 else 0)
+            negative = min(count, (i + n) % 17 + (count // 2 if n == 25 and i % 5 == 0 else 0))
+            buckets.append(
+                Bucket(key, start, start + STEP, count, count, negative, 9, 90, (), (), ())
+            )
+        ours, theirs = together.signals(buckets), [alone.signal(b) for b in buckets]
+        # The tails agree to rounding (a row's sum depends on its block's padding).
+        assert [s.negative_score for s in ours] == pytest.approx(
+            [s.negative_score for s in theirs], rel=1e-12, abs=1e-15
+        )
+        assert [replace(s, negative_score=0.0) for s in ours] == [
+            replace(s, negative_score=0.0) for s in theirs
+        ]
+        if n == 25:
+            assert sum(s.negative_score > 0.995 for s in ours) >= 5

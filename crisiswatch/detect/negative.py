@@ -15,16 +15,16 @@ negative still is.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 PRIOR_SHARE = 0.2  # a brand's share of negative mentions before it has history
 PRIOR_WEIGHT = 20.0  # how many mentions that prior is worth
 CONCENTRATION = 40.0  # beta-binomial dispersion: lower means burstier shares
-MAX_TRIALS = 2_000  # larger buckets are scaled down: the tail sum stays cheap
+MAX_TRIALS = 500  # larger buckets are scaled down: the tail sum stays cheap
+_BLOCK = 1 << 15  # terms per numpy pass: few enough to stay in the processor's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,13 @@ class NegativeShareDetector:
         return self._negative / self._total
 
     def score_one(self, negative: int, count: int) -> NegativeScore:
-        share = self.usual_share
+        return score_shares([(self, negative, count)])[0]
+
+    def tail_case(self, negative: int, count: int) -> Case | None:
+        """The tail that scores this bucket, or None when nothing negative can surprise."""
         if count == 0 or negative == 0:
-            return NegativeScore(0.0, share)
-        tail = beta_binomial_tail(negative, count, share, self.concentration)
-        return NegativeScore(1.0 - tail, share)
+            return None
+        return negative, count, self.usual_share, self.concentration
 
     @property
     def concentration(self) -> float:
@@ -62,15 +64,10 @@ class NegativeShareDetector:
         return 1.0 / (1.0 / (self._total + 1.0) + 1.0 / (CONCENTRATION + 1.0)) - 1.0
 
     def learn_one(self, negative: int, count: int) -> None:
-        self._learn(negative, count, self.score_one(negative, count).score)
+        self.learn_scored(negative, count, self.score_one(negative, count).score)
 
-    def score_and_learn(self, negative: int, count: int) -> NegativeScore:
-        """`score_one`, then `learn_one`, scoring once."""
-        verdict = self.score_one(negative, count)
-        self._learn(negative, count, verdict.score)
-        return verdict
-
-    def _learn(self, negative: int, count: int, score: float) -> None:
+    def learn_scored(self, negative: int, count: int, score: float) -> None:
+        """`learn_one` for a bucket already scored (`score_shares`)."""
         weight = 1.0
         if count and score > self.damp_above:
             weight = 0.1  # damped, not frozen: a lasting change is still learned, slowly
@@ -82,65 +79,104 @@ class NegativeShareDetector:
             self._total = floor
 
 
+def score_shares(
+    buckets: Sequence[tuple[NegativeShareDetector, int, int]],
+) -> list[NegativeScore]:
+    """Score each (detector, negative, count) without learning, all tails in one pass."""
+    cases = [detector.tail_case(negative, count) for detector, negative, count in buckets]
+    tails = iter(beta_binomial_tails([case for case in cases if case is not None]))
+    return [
+        NegativeScore(0.0 if case is None else 1.0 - next(tails), detector.usual_share)
+        for (detector, _, _), case in zip(buckets, cases, strict=True)
+    ]
+
+
 def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> float:
-    """P(X ≥ k) for X ~ BetaBinomial(n, α, β) with α/(α+β) = mean and α+β = concentration.
+    """P(X ≥ k) for X ~ BetaBinomial(n, α, β) with α/(α+β) = mean and α+β = concentration."""
+    return beta_binomial_tails([(k, n, mean, concentration)])[0]
+
+
+Case = tuple[int, int, float, float]
+"""A tail to compute: (k, n, mean, concentration)."""
+
+_Run = tuple[int, int, int, int, float, float, float]
+"""A run of terms to sum: (case, first x, steps, n, α, β, log P(X = first))."""
+
+
+def beta_binomial_tails(cases: Sequence[Case]) -> list[float]:
+    """`beta_binomial_tail` of every case, with the terms of all of them summed in one pass.
 
     An upper tail (k above the mean) is summed from k up; otherwise the tail is one less the sum
     from k − 1 down, so a tail near 1 keeps its digits and a tiny one is not lost to rounding.
+    A closing bucket end scores all its series' tails together: numpy's cost per call, paid
+    once rather than once per series, had been most of the time.
     """
-    if n > MAX_TRIALS:
-        k, n = round(k * MAX_TRIALS / n), MAX_TRIALS
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    mean = min(max(mean, 1e-4), 1 - 1e-4)
-    alpha, beta = mean * concentration, (1 - mean) * concentration
-    if k > mean * n:
-        return min(1.0, _pmf_run(k, n - k, n, alpha, beta, up=True))
-    return max(0.0, 1.0 - _pmf_run(k - 1, k - 1, n, alpha, beta, up=False))
+    tails = [0.0] * len(cases)
+    runs: dict[bool, list[_Run]] = {True: [], False: []}
+    for case, (k, n, mean, concentration) in enumerate(cases):
+        if n > MAX_TRIALS:
+            k, n = round(k * MAX_TRIALS / n), MAX_TRIALS
+        if k <= 0 or k > n:
+            tails[case] = 1.0 if k <= 0 else 0.0
+            continue
+        mean = min(max(mean, 1e-4), 1 - 1e-4)
+        alpha, beta = mean * concentration, (1 - mean) * concentration
+        up = k > mean * n
+        first, steps = (k, n - k) if up else (k - 1, k - 1)
+        runs[up].append((case, first, steps, n, alpha, beta, _log_pmf(first, n, alpha, beta)))
+    for up, group in runs.items():
+        for (case, *_), total in zip(group, _run_sums(group, up=up), strict=True):
+            tails[case] = min(1.0, total) if up else max(0.0, 1.0 - total)
+    return tails
 
 
-_SHORT_RUN = 48  # terms below which a plain loop beats numpy's per-call overhead
-_Ratio = TypeVar("_Ratio", float, npt.NDArray[np.float64])
-
-
-def _up_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
-    """P(X = x + 1) / P(X = x)."""
-    rest = n - x  # written once: on arrays every operation is a pass
-    return rest * (x + alpha) / ((x + 1) * (rest + (beta - 1)))
-
-
-def _down_ratio(x: _Ratio, n: int, alpha: float, beta: float) -> _Ratio:
-    """P(X = x − 1) / P(X = x)."""
-    rest = n - x
-    return x * (rest + beta) / ((rest + 1) * (x + (alpha - 1)))
-
-
-def _pmf_run(first: int, steps: int, n: int, alpha: float, beta: float, *, up: bool) -> float:
-    """P(X = first) and the `steps` probabilities after it (above it if `up`, else below).
-
-    Only the first term costs log-gammas; each next one is the last times a ratio of
-    polynomials in x. Long runs take the ratios' running product from numpy in one go.
-    """
+def _log_pmf(x: int, n: int, alpha: float, beta: float) -> float:
     lgamma = math.lgamma
-    term = math.exp(
+    return (
         lgamma(n + 1)
-        - lgamma(first + 1)
-        - lgamma(n - first + 1)
-        + lgamma(first + alpha)
-        + lgamma(n - first + beta)
+        - lgamma(x + 1)
+        - lgamma(n - x + 1)
+        + lgamma(x + alpha)
+        + lgamma(n - x + beta)
         + lgamma(alpha + beta)
         - lgamma(alpha)
         - lgamma(beta)
         - lgamma(n + alpha + beta)
     )
-    step, ratio = (1, _up_ratio) if up else (-1, _down_ratio)
-    if steps <= _SHORT_RUN:
-        total = term
-        for x in range(first, first + step * steps, step):
-            term *= ratio(float(x), n, alpha, beta)
-            total += term
-        return total
-    xs = np.arange(first, first + step * steps, step, dtype=np.float64)
-    return term * (1.0 + float(np.cumprod(ratio(xs, n, alpha, beta)).sum()))
+
+
+def _run_sums(group: Sequence[_Run], *, up: bool) -> list[float]:
+    """For each run, P(X = first) plus the `steps` probabilities after it (above it if `up`,
+    else below). Only the first term costs log-gammas; each next one is the last times a ratio
+    of polynomials in x. Runs of similar length go through numpy together, one row each, in
+    blocks small enough to stay in the processor's cache."""
+    order = sorted(range(len(group)), key=lambda run: group[run][2])
+    totals = [0.0] * len(group)
+    start = 0
+    while start < len(order):
+        end = start + 1  # rows taken while the block, padded to its longest run, stays small
+        while end < len(order) and (end + 1 - start) * group[order[end]][2] <= _BLOCK:
+            end += 1
+        rows = [group[run] for run in order[start:end]]
+        for run, total in zip(order[start:end], _block_sums(rows, up=up), strict=True):
+            totals[run] = total
+        start = end
+    return totals
+
+
+def _block_sums(rows: Sequence[_Run], *, up: bool) -> list[float]:
+    _, first, steps, n, alpha, beta, log_first = (
+        np.array(column, dtype=np.float64)[:, None] for column in zip(*rows, strict=True)
+    )
+    step = np.arange(steps[-1, 0], dtype=np.float64)  # the longest run is last
+    x = first + step if up else first - step
+    rest = n - x
+    with np.errstate(divide="ignore", invalid="ignore"):  # past a run's end: masked below
+        if up:  # P(X = x + 1) / P(X = x)
+            ratio = rest * (x + alpha) / ((x + 1.0) * (rest + (beta - 1.0)))
+        else:  # P(X = x − 1) / P(X = x)
+            ratio = x * (rest + beta) / ((rest + 1.0) * (x + (alpha - 1.0)))
+    ratio = np.where(step < steps, ratio, 0.0)
+    sums = np.cumprod(ratio, axis=1).sum(axis=1) if len(step) else np.zeros(len(rows))
+    totals: list[float] = (np.exp(log_first[:, 0]) * (1.0 + sums)).tolist()
+    return totals
