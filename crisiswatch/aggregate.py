@@ -31,6 +31,7 @@ STOPWORDS = frozenset(
 )
 MAX_TERMS_PER_MENTION = 40
 TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new ones
+TERM_COUNTERS = 128  # per series-bucket: exact term counts up to this many distinct terms
 AUTHOR_COUNTERS = 512  # per brand-bucket: exact per-author caps up to this many authors
 AUTHOR_SAMPLE = 64  # per series-bucket: exact unique authors and reach up to this many
 REACH_TOP = 8  # per series-bucket: the authors with most followers, whose reach is kept exactly
@@ -78,9 +79,10 @@ class Aggregator:
     the brand's bucket has no more authors than that; beyond, an author is capped once past
     `cap` plus the bucket's mentions over the counters, and never wrongly), and each series'
     unique authors and reach come from its `AUTHOR_SAMPLE` authors of smallest hash (exact up
-    to that many, then a k-minimum-values estimate, about 13 % off). Term counts are exact, so
-    they grow with a bucket's vocabulary (a term rare early in a bucket may be the emerging one
-    by its end).
+    to that many, then a k-minimum-values estimate, about 13 % off). Term counts are exact up
+    to `TERM_COUNTERS` distinct terms in a series' bucket; past that, a frequent-items sketch
+    keeps the most frequent ones with counts that are never over the truth (a busy brand's
+    vocabulary of thousands of words a bucket takes no more memory than a quiet one's).
     """
 
     def __init__(
@@ -183,7 +185,13 @@ class Aggregator:
                     acc.brand_reply_negative += negative
                 counts = acc.terms
                 for term in terms:
-                    counts[term] = counts.get(term, 0) + 1
+                    seen = counts.get(term)
+                    if seen is not None:
+                        counts[term] = seen + 1
+                    else:
+                        if len(counts) >= TERM_COUNTERS:
+                            counts = acc.terms = _halve_terms(counts)
+                        counts[term] = 1
                 for term_set in burst_sets:
                     acc.bursts[term_set] = acc.bursts.get(term_set, 0) + 1
                 if len(acc.samples) < samples:
@@ -263,6 +271,15 @@ def _accumulator(series: dict[_Key, _Accumulator], key: _Key) -> _Accumulator:
     if acc is None:
         acc = series[key] = _Accumulator()
     return acc
+
+
+def _halve_terms(counts: dict[str, int]) -> dict[str, int]:
+    """A full set of term counters makes room: every count goes down by the median count, and
+    the terms at or below it are let go (a frequent-items sketch: a term's count is then at
+    most the sum of the medians taken short of its true count, never over it, and the cost of
+    a purge is spread over the many new terms it makes room for)."""
+    median = sorted(counts.values())[len(counts) // 2]
+    return {term: seen - median for term, seen in counts.items() if seen > median}
 
 
 def _one_less_each(counters: dict[int, int]) -> dict[int, int]:

@@ -21,7 +21,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-FORMAT = 3  # bump when what is saved changes shape
+FORMAT = 4  # bump when what is saved changes shape
 MAGIC = b"crisiswatch-checkpoint\n"
 FILE_NAME = "checkpoint.bin"
 

@@ -16,6 +16,7 @@ from crisiswatch.aggregate import (
     AUTHOR_SAMPLE,
     MAX_TERMS_PER_MENTION,
     STOPWORDS,
+    TERM_COUNTERS,
     TOP_TERMS,
     Aggregator,
     sample_weight,
@@ -330,14 +331,31 @@ class TestAggregator:
         assert counted[late[1]] == 2  # the 41st did not
         assert counted[words[0]] == 1  # and a repeated word counted once
 
-    def test_a_term_rare_early_in_a_busy_bucket_is_counted_exactly(self, feeder: Feeder) -> None:
-        """Thousands of one-off words do not crowd out a term that comes up now and then: its
-        count is exact at the bucket's close (emerging-term rules need it)."""
-        for n in range(3_000):
-            words = " ".join(f"w{n}x{k}" for k in range(10))
-            feeder.add(1 + n / 1_000, text=f"{words} outage" if n % 600 == 599 else words)
+    def test_term_counts_are_exact_below_the_counters(self, feeder: Feeder) -> None:
+        """Up to TERM_COUNTERS distinct terms in a bucket, every count is exact: a term that
+        comes up now and then among a post's other words is counted each time."""
+        for n in range(TERM_COUNTERS - 1):
+            feeder.add(1 + n / 1_000, text=f"word{n} outage" if n % 20 == 0 else f"word{n}")
         bucket = one(feeder.aggregator.flush(), ALL)
-        assert bucket.top_terms[0] == ("outage", 5)
+        assert bucket.top_terms[0] == ("outage", (TERM_COUNTERS - 2) // 20 + 1)
+        assert {count for _, count in bucket.top_terms[1:]} == {1}
+
+    def test_a_busy_vocabulary_is_sketched_in_bounded_memory(self, feeder: Feeder) -> None:
+        """Thousands of one-off words take no more than TERM_COUNTERS counters, and a term that
+        recurs through them stays on top with a count short of the truth by at most the
+        sketch's bound (2 N / TERM_COUNTERS for N terms counted), never over it."""
+        posts, outage = 3_000, 0
+        for n in range(posts):
+            words = " ".join(f"w{n}x{k}" for k in range(10))
+            if n % 3 == 0:
+                words, outage = f"{words} outage", outage + 1
+            feeder.add(1 + n / 1_000, text=words)
+        (open_bucket,) = feeder.aggregator._open.values()
+        assert max(len(acc.terms) for acc in open_bucket.values()) <= TERM_COUNTERS
+        bucket = one(feeder.aggregator.flush(), ALL)
+        term, count = bucket.top_terms[0]
+        bound = 2 * (posts * 10 + outage) / TERM_COUNTERS
+        assert term == "outage" and outage - bound <= count <= outage
 
     def test_flush_closes_everything_open(self, feeder: Feeder) -> None:
         """flush closes every open bucket, gaps included, and a second flush closes nothing."""

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crisiswatch.detect.signals import KNOWN_TERMS, SignalDetector
+from crisiswatch.aggregate import TOP_TERMS
+from crisiswatch.detect.signals import (
+    KNOWN_TERMS,
+    KNOWN_TERMS_BUDGET,
+    KNOWN_TERMS_LEAST,
+    TERMS_WARMUP,
+    SignalDetector,
+)
 from crisiswatch.domain import Bucket, SeriesKey
 
 KEY = SeriesKey("kestrel")
@@ -63,3 +70,37 @@ def test_signals_together_equal_signals_one_by_one() -> None:
         ]
         if n == 25:
             assert sum(s.negative_score > 0.995 for s in ours) >= 5
+
+
+def test_a_brand_s_series_share_what_terms_are_known() -> None:
+    """A term the brand has had is known to each of its series (the brand's roll-up had it, so
+    its topic series do not call it new); a term new to the brand is news to every series of
+    the brand that has it in the same bucket, and known to all of them after."""
+    detector = SignalDetector(300)
+    topic = SeriesKey("kestrel", "cards")
+    other = SeriesKey("osprey")
+    for n in range(TERMS_WARMUP):
+        detector.signals([bucket(n, ["outage"]), replace(bucket(n, []), series=topic)])
+    fresh = [bucket(TERMS_WARMUP, ["outage", "swallowed"])]
+    fresh += [replace(fresh[0], series=topic), replace(fresh[0], series=other)]
+    assert [s.new_terms for s in detector.signals(fresh)] == [(("swallowed", 3),)] * 2 + [()]
+    again = [replace(b, start=b.start + STEP, end=b.end + STEP) for b in fresh]
+    assert [s.new_terms for s in detector.signals(again)] == [(), (), ()]
+
+
+def test_the_memory_of_terms_is_shared_out_among_brands() -> None:
+    """Each brand remembers its share of KNOWN_TERMS_BUDGET (within the least and most a brand
+    may have), however many distinct words its buckets bring."""
+    detector = SignalDetector(300)
+    detector.prepare([SeriesKey(f"brand{b}", topic) for b in range(200) for topic in ("*", "x")])
+    share = KNOWN_TERMS_BUDGET // 200
+    assert KNOWN_TERMS_LEAST <= share <= KNOWN_TERMS
+    key = SeriesKey("brand7")
+    for n in range(share // 10):
+        words = tuple((f"w{n}x{k}", 3) for k in range(TOP_TERMS))
+        detector.signal(replace(bucket(n, []), series=key, top_terms=words))
+    known = detector._series[key].known_terms
+    assert share <= len(known) <= share * 5 // 4
+    assert f"w{share // 10 - 1}x0" in known and "w0x0" not in known
+    detector.prepare([SeriesKey("solo")])  # a reload with one brand more: shares again
+    assert known.capacity == KNOWN_TERMS_BUDGET // 201

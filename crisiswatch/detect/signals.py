@@ -1,9 +1,9 @@
 """Closed buckets → signals: each series' own online detectors score, then learn.
 
-Every series (brand × topic × view) has a volume detector, a negative-share detector, a usual
-count per watched term set (for keyword bursts) and a bounded memory of the terms it has had (for
-emerging terms). Scoring comes before learning (river's order), so a bucket is judged against
-what was known before it.
+Every series (brand × topic × view) has a volume detector, a negative-share detector and a usual
+count per watched term set (for keyword bursts); every brand has a bounded memory of the terms its
+series have had (for emerging terms). Scoring comes before learning (river's order), so a bucket
+is judged against what was known before it.
 """
 
 from __future__ import annotations
@@ -18,20 +18,45 @@ from crisiswatch.detect.volume import VolumeDetector
 from crisiswatch.domain import Bucket, SeriesKey, Signal
 
 BURST_HALF_LIFE = 288.0  # buckets (a day of 5-minute buckets) for a term set's usual count
-KNOWN_TERMS = 20_000  # terms remembered per series, least recently seen forgotten first
-_KNOWN_SLACK = KNOWN_TERMS // 4  # forgotten in one sweep once this many more have been seen
+KNOWN_TERMS = 20_000  # terms remembered per brand at most, least recently seen forgotten first
+KNOWN_TERMS_BUDGET = 500_000  # terms remembered over all brands: 2,500 a brand for 200 brands
+KNOWN_TERMS_LEAST = 1_000  # terms remembered per brand at least, however many brands
 TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
 MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be news
+
+
+class KnownTerms:
+    """The terms a brand's series have had among their top terms, with the bucket each was last
+    seen in. Past `capacity` (and a quarter more, so the sweep is rare), the least recently seen
+    are forgotten in one sweep: memory is set by the number of brands, not by their vocabulary
+    (thousands of words a day for a busy brand)."""
+
+    def __init__(self, capacity: int = KNOWN_TERMS) -> None:
+        self.capacity = capacity
+        self.last_seen: dict[str, int] = {}
+
+    def __contains__(self, term: str) -> bool:
+        return term in self.last_seen
+
+    def __len__(self) -> int:
+        return len(self.last_seen)
+
+    def learn(self, top_terms: Iterable[tuple[str, int]], bucket_index: int) -> None:
+        seen = self.last_seen
+        seen.update(zip(map(itemgetter(0), top_terms), repeat(bucket_index)))
+        if len(seen) > self.capacity + self.capacity // 4:
+            cut = sorted(seen.values())[len(seen) - self.capacity]
+            self.last_seen = {term: last for term, last in seen.items() if last >= cut}
 
 
 @dataclass(slots=True)
 class _SeriesDetectors:
     volume: VolumeDetector
+    known_terms: KnownTerms  # the brand's, shared by its series
     negative: NegativeShareDetector = field(default_factory=NegativeShareDetector)
     previous_count: int = 0
     buckets: int = 0
     burst_usual: dict[str, float] = field(default_factory=dict)
-    known_terms: dict[str, int] = field(default_factory=dict)  # term -> bucket last seen in
 
     def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
         if self.buckets < TERMS_WARMUP:
@@ -39,7 +64,7 @@ class _SeriesDetectors:
         known = self.known_terms
         return tuple((t, n) for t, n in bucket.top_terms if n >= MIN_NEW_TERM and t not in known)
 
-    def learn(self, bucket: Bucket, decay: float) -> None:
+    def learn(self, bucket: Bucket, bucket_index: int, decay: float) -> None:
         self.previous_count = bucket.count
         self.buckets += 1
         if bucket.bursts or self.burst_usual:
@@ -48,11 +73,7 @@ class _SeriesDetectors:
                 usual = self.burst_usual.get(term_set, 0.0)
                 seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
                 self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
-        known = self.known_terms
-        known.update(zip(map(itemgetter(0), bucket.top_terms), repeat(self.buckets)))
-        if len(known) > KNOWN_TERMS + _KNOWN_SLACK:  # forget the least recently seen, in bulk
-            cut = sorted(known.values())[len(known) - KNOWN_TERMS]
-            self.known_terms = {term: seen for term, seen in known.items() if seen >= cut}
+        self.known_terms.learn(bucket.top_terms, bucket_index)
 
 
 class SignalDetector:
@@ -61,6 +82,7 @@ class SignalDetector:
     def __init__(self, bucket_seconds: int) -> None:
         self.bucket_seconds = bucket_seconds
         self._series: dict[SeriesKey, _SeriesDetectors] = {}
+        self._known: dict[str, KnownTerms] = {}  # brand -> the terms its series have had
         self._decay = 0.5 ** (1.0 / BURST_HALF_LIFE)
 
     def accept(self, bucket: Bucket) -> None:
@@ -71,15 +93,22 @@ class SignalDetector:
 
     def prepare(self, series: Iterable[SeriesKey]) -> None:
         """Set up the detectors of series not seen yet, so their memory is taken now (at start
-        or a reload), not when their first bucket closes."""
+        or a reload), not when their first bucket closes; share the memory of known terms out
+        among the brands."""
         for key in series:
             self._detectors(key)
+        capacity = KNOWN_TERMS_BUDGET // max(len(self._known), 1)
+        for known in self._known.values():
+            known.capacity = min(max(capacity, KNOWN_TERMS_LEAST), KNOWN_TERMS)
 
     def _detectors(self, key: SeriesKey) -> _SeriesDetectors:
         detectors = self._series.get(key)
         if detectors is None:
-            detectors = _SeriesDetectors(VolumeDetector(bucket_seconds=self.bucket_seconds))
-            self._series[key] = detectors
+            known = self._known.get(key.brand)
+            if known is None:
+                known = self._known[key.brand] = KnownTerms()
+            volume = VolumeDetector(bucket_seconds=self.bucket_seconds)
+            detectors = self._series[key] = _SeriesDetectors(volume, known)
         return detectors
 
     def signal(self, bucket: Bucket) -> Signal:
@@ -87,8 +116,9 @@ class SignalDetector:
         return self.signals([bucket])[0]
 
     def signals(self, buckets: Sequence[Bucket]) -> list[Signal]:
-        """`signal` for each bucket, in order; the negative-share tails of all of them are
-        computed together (a bucket end's 1,200 series in one numpy pass, not 1,200)."""
+        """`signal` for each bucket, in order (a bucket end's series, each once); the
+        negative-share tails of all of them are computed together (1,200 series in one numpy
+        pass, not 1,200)."""
         series = [self._detectors(bucket.series) for bucket in buckets]
         negatives = score_shares(
             [(d.negative, b.negative_count, b.count) for d, b in zip(series, buckets, strict=True)]
@@ -110,5 +140,9 @@ class SignalDetector:
                     new_terms=detectors.new_terms(bucket),
                 )
             )
-            detectors.learn(bucket, self._decay)
+        # Terms are learned once every bucket is judged: a brand's series share what is known,
+        # and a term new to the brand is news to each of its series in the same bucket.
+        for detectors, bucket in zip(series, buckets, strict=True):
+            index = int(bucket.start.timestamp()) // self.bucket_seconds
+            detectors.learn(bucket, index, self._decay)
         return signals
