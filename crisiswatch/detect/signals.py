@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import itemgetter
 
 from crisiswatch.detect.negative import NegativeShareDetector, score_shares
@@ -18,7 +17,7 @@ from crisiswatch.detect.volume import VolumeDetector
 from crisiswatch.domain import Bucket, SeriesKey, Signal
 
 BURST_HALF_LIFE = 288.0  # buckets (a day of 5-minute buckets) for a term set's usual count
-KNOWN_TERMS = 20_000  # terms remembered per brand at most, least recently seen forgotten first
+KNOWN_TERMS = 20_000  # terms remembered per brand at most, the longest unseen forgotten first
 KNOWN_TERMS_BUDGET = 500_000  # terms remembered over all brands: 2,500 a brand for 200 brands
 KNOWN_TERMS_LEAST = 1_000  # terms remembered per brand at least, however many brands
 TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
@@ -26,27 +25,27 @@ MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be n
 
 
 class KnownTerms:
-    """The terms a brand's series have had among their top terms, with the bucket each was last
-    seen in. Past `capacity` (and a quarter more, so the sweep is rare), the least recently seen
-    are forgotten in one sweep: memory is set by the number of brands, not by their vocabulary
-    (thousands of words a day for a busy brand)."""
+    """The terms a brand's series have had among their top terms, in two generations: terms
+    go into the newer one, and when it holds half of `capacity`, it becomes the older one and
+    the older is forgotten. A term not seen for a whole generation is forgotten; one seen again
+    is kept. Memory is set by the number of brands, not by their vocabulary (thousands of words
+    a day for a busy brand), and no bucket close pays for sorting what is known."""
 
     def __init__(self, capacity: int = KNOWN_TERMS) -> None:
         self.capacity = capacity
-        self.last_seen: dict[str, int] = {}
+        self.newer: set[str] = set()
+        self.older: set[str] = set()
 
     def __contains__(self, term: str) -> bool:
-        return term in self.last_seen
+        return term in self.newer or term in self.older
 
     def __len__(self) -> int:
-        return len(self.last_seen)
+        return len(self.newer | self.older)
 
-    def learn(self, top_terms: Iterable[tuple[str, int]], bucket_index: int) -> None:
-        seen = self.last_seen
-        seen.update(zip(map(itemgetter(0), top_terms), repeat(bucket_index)))
-        if len(seen) > self.capacity + self.capacity // 4:
-            cut = sorted(seen.values())[len(seen) - self.capacity]
-            self.last_seen = {term: last for term, last in seen.items() if last >= cut}
+    def learn(self, top_terms: Iterable[tuple[str, int]]) -> None:
+        self.newer.update(map(itemgetter(0), top_terms))
+        if len(self.newer) >= self.capacity // 2:
+            self.older, self.newer = self.newer, set()
 
 
 @dataclass(slots=True)
@@ -64,7 +63,7 @@ class _SeriesDetectors:
         known = self.known_terms
         return tuple((t, n) for t, n in bucket.top_terms if n >= MIN_NEW_TERM and t not in known)
 
-    def learn(self, bucket: Bucket, bucket_index: int, decay: float) -> None:
+    def learn(self, bucket: Bucket, decay: float) -> None:
         self.previous_count = bucket.count
         self.buckets += 1
         if bucket.bursts or self.burst_usual:
@@ -73,7 +72,7 @@ class _SeriesDetectors:
                 usual = self.burst_usual.get(term_set, 0.0)
                 seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
                 self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
-        self.known_terms.learn(bucket.top_terms, bucket_index)
+        self.known_terms.learn(bucket.top_terms)
 
 
 class SignalDetector:
@@ -143,6 +142,5 @@ class SignalDetector:
         # Terms are learned once every bucket is judged: a brand's series share what is known,
         # and a term new to the brand is news to each of its series in the same bucket.
         for detectors, bucket in zip(series, buckets, strict=True):
-            index = int(bucket.start.timestamp()) // self.bucket_seconds
-            detectors.learn(bucket, index, self._decay)
+            detectors.learn(bucket, self._decay)
         return signals
