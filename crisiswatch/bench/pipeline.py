@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import groupby, islice
+from itertools import accumulate, groupby, islice
 from pathlib import Path
 from typing import TextIO
 
@@ -54,22 +54,40 @@ PHRASES = [
     "worst {topic} experience ever with {brand}, never again",
     "just opened an account with {brand}, the {topic} looks fine",
 ]
+VOCABULARY = 30_000  # distinct everyday words, drawn by Zipf's law as the words of posts are
+FILLER = (2, 8)  # everyday words added to each post, fewest and most
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 FIREHOSE_RATE = 6_000.0  # mentions per event-time second: the public X firehose's average
 CHUNK = 10_000  # lines generated, timed and dropped together
 PROGRESS = 1_000_000  # mentions between progress lines (throughput so far, peak memory)
 
 
+def _word(rank: int) -> str:
+    """A made-up word for a vocabulary rank: two or three syllables, the same every run."""
+    syllables = []
+    for _ in range(3 if rank >= len(_SYLLABLES) ** 2 else 2):
+        rank, syllable = divmod(rank, len(_SYLLABLES))
+        syllables.append(_SYLLABLES[syllable])
+    return "".join(syllables)
+
+
 def generate(
     count: int, brands: int, rate: float = FIREHOSE_RATE, seed: int = 7
 ) -> Iterator[bytes]:
-    """`count` mention JSON lines over `brands` brands, `rate` per second of event time."""
+    """`count` mention JSON lines over `brands` brands, `rate` per second of event time: one of a
+    few phrases about the brand and a topic, then a few everyday words from a Zipfian vocabulary
+    (so each bucket brings the thousands of distinct words a real stream does)."""
     rng = random.Random(seed)
+    words = [_word(rank) for rank in range(VOCABULARY)]
+    zipf = list(accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1)))
     start = datetime(2026, 3, 2, tzinfo=UTC)
     buffer = bytearray()
     for n in range(count):
         brand = f"brand{rng.randrange(brands):03d}"
         topic = rng.choice(list(TOPICS))
         text = rng.choice(PHRASES).format(brand=brand, topic=rng.choice(TOPICS[topic]))
+        filler = rng.choices(words, cum_weights=zipf, k=rng.randint(*FILLER))
+        text = f"{text} {' '.join(filler)}"
         at = start + timedelta(seconds=n / rate)
         row = {
             "id": f"x:{n}",
