@@ -190,7 +190,7 @@ class Aggregator:
                         counts[term] = seen + 1
                     else:
                         if len(counts) >= TERM_COUNTERS:
-                            counts = acc.terms = _halve_terms(counts)
+                            counts = acc.terms = _purge_terms(counts)
                         counts[term] = 1
                 for term_set in burst_sets:
                     acc.bursts[term_set] = acc.bursts.get(term_set, 0) + 1
@@ -273,7 +273,7 @@ def _accumulator(series: dict[_Key, _Accumulator], key: _Key) -> _Accumulator:
     return acc
 
 
-def _halve_terms(counts: dict[str, int]) -> dict[str, int]:
+def _purge_terms(counts: dict[str, int]) -> dict[str, int]:
     """A full set of term counters makes room: every count goes down by the median count, and
     the terms at or below it are let go (a frequent-items sketch: a term's count is then at
     most the sum of the medians taken short of its true count, never over it, and the cost of
@@ -329,7 +329,7 @@ def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[st
 
 
 def _most_common(counts: dict[str, int], n: int | None = None) -> tuple[tuple[str, int], ...]:
-    """Most first, ties in the order first counted (as `Counter.most_common`). One C-level
+    """Most first, ties in the order counted in (as `Counter.most_common`). One C-level
     stable sort: faster than a heap selection for the few dozen terms a bucket has, and
     no slower for thousands."""
     return tuple(sorted(counts.items(), key=itemgetter(1), reverse=True)[:n])

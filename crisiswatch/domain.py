@@ -139,7 +139,7 @@ class Signal:
     negative_expected: float  # the usual negative share
     previous_count: int  # the count of the bucket before, to tell how fast it rises
     burst_usual: tuple[tuple[str, float], ...] = ()  # (watched term set, usual count per bucket)
-    new_terms: tuple[tuple[str, int], ...] = ()  # terms this series never had before, with counts
+    new_terms: tuple[tuple[str, int], ...] = ()  # terms new to the brand, with their counts
 
     @property
     def series(self) -> SeriesKey:

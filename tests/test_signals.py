@@ -92,7 +92,8 @@ def test_the_memory_of_terms_is_shared_out_among_brands() -> None:
     """Each brand remembers its share of KNOWN_TERMS_BUDGET (within the least and most a brand
     may have), however many distinct words its buckets bring."""
     detector = SignalDetector(300)
-    detector.prepare([SeriesKey(f"brand{b}", topic) for b in range(200) for topic in ("*", "x")])
+    configured = [SeriesKey(f"brand{b}", topic) for b in range(200) for topic in ("*", "x")]
+    detector.prepare(configured)
     share = KNOWN_TERMS_BUDGET // 200
     assert KNOWN_TERMS_LEAST <= share <= KNOWN_TERMS
     key = SeriesKey("brand7")
@@ -102,5 +103,7 @@ def test_the_memory_of_terms_is_shared_out_among_brands() -> None:
     known = detector._series[key].known_terms
     assert share // 2 <= len(known) <= share
     assert f"w{share // 10 - 1}x0" in known and "w0x0" not in known
-    detector.prepare([SeriesKey("solo")])  # a reload with one brand more: shares again
+    detector.prepare([*configured, SeriesKey("solo")])  # a reload with one brand more
     assert known.capacity == KNOWN_TERMS_BUDGET // 201
+    detector.prepare(configured[:80])  # a reload down to 40 brands: theirs is a bigger share
+    assert detector._series[configured[0]].known_terms.capacity == KNOWN_TERMS_BUDGET // 40

@@ -82,7 +82,7 @@ class NegativeShareDetector:
 def score_shares(
     buckets: Sequence[tuple[NegativeShareDetector, int, int]],
 ) -> list[NegativeScore]:
-    """Score each (detector, negative, count) without learning, all tails in one pass."""
+    """Score each (detector, negative, count) without learning, the tails together."""
     cases = [detector.tail_case(negative, count) for detector, negative, count in buckets]
     tails = iter(beta_binomial_tails([case for case in cases if case is not None]))
     return [
@@ -104,7 +104,7 @@ _Run = tuple[int, int, int, int, float, float, float]
 
 
 def beta_binomial_tails(cases: Sequence[Case]) -> list[float]:
-    """`beta_binomial_tail` of every case, with the terms of all of them summed in one pass.
+    """`beta_binomial_tail` of every case, the terms of all of them summed together.
 
     An upper tail (k above the mean) is summed from k up; otherwise the tail is one less the sum
     from k − 1 down, so a tail near 1 keeps its digits and a tiny one is not lost to rounding.

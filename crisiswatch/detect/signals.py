@@ -27,25 +27,30 @@ MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be n
 class KnownTerms:
     """The terms a brand's series have had among their top terms, in two generations: terms
     go into the newer one, and when it holds half of `capacity`, it becomes the older one and
-    the older is forgotten. A term not seen for a whole generation is forgotten; one seen again
-    is kept. Memory is set by the number of brands, not by their vocabulary (thousands of words
-    a day for a busy brand), and no bucket close pays for sorting what is known."""
+    the older is forgotten. A term is kept while fewer than half of `capacity` other terms come,
+    and forgotten by the time `capacity` have; one seen again is kept. Memory is set by a budget
+    shared by the brands, not by their vocabulary (thousands of words a day for a busy brand),
+    and no bucket close pays for sorting what is known. The generations are dicts of str to
+    None, which the cyclic garbage collector does not track (sets it would walk on every full
+    collection)."""
+
+    __slots__ = ("capacity", "newer", "older")
 
     def __init__(self, capacity: int = KNOWN_TERMS) -> None:
         self.capacity = capacity
-        self.newer: set[str] = set()
-        self.older: set[str] = set()
+        self.newer: dict[str, None] = {}
+        self.older: dict[str, None] = {}
 
     def __contains__(self, term: str) -> bool:
         return term in self.newer or term in self.older
 
     def __len__(self) -> int:
-        return len(self.newer | self.older)
+        return len(self.newer.keys() | self.older.keys())
 
     def learn(self, top_terms: Iterable[tuple[str, int]]) -> None:
-        self.newer.update(map(itemgetter(0), top_terms))
+        self.newer.update(dict.fromkeys(map(itemgetter(0), top_terms)))
         if len(self.newer) >= self.capacity // 2:
-            self.older, self.newer = self.newer, set()
+            self.older, self.newer = self.newer, {}
 
 
 @dataclass(slots=True)
@@ -94,11 +99,10 @@ class SignalDetector:
         """Set up the detectors of series not seen yet, so their memory is taken now (at start
         or a reload), not when their first bucket closes; share the memory of known terms out
         among the brands."""
-        for key in series:
-            self._detectors(key)
-        capacity = KNOWN_TERMS_BUDGET // max(len(self._known), 1)
-        for known in self._known.values():
-            known.capacity = min(max(capacity, KNOWN_TERMS_LEAST), KNOWN_TERMS)
+        brands = {self._detectors(key).known_terms for key in series}
+        share = KNOWN_TERMS_BUDGET // max(len(brands), 1)  # brands no longer configured: none
+        for known in brands:
+            known.capacity = min(max(share, KNOWN_TERMS_LEAST), KNOWN_TERMS)
 
     def _detectors(self, key: SeriesKey) -> _SeriesDetectors:
         detectors = self._series.get(key)
@@ -111,13 +115,15 @@ class SignalDetector:
         return detectors
 
     def signal(self, bucket: Bucket) -> Signal:
-        """Score a closed bucket against its series' history, then learn from it."""
+        """Score a closed bucket against its series' history, then learn from it (a bucket
+        alone: the series of one bucket end go through `signals` together)."""
         return self.signals([bucket])[0]
 
     def signals(self, buckets: Sequence[Bucket]) -> list[Signal]:
-        """`signal` for each bucket, in order (a bucket end's series, each once); the
-        negative-share tails of all of them are computed together (1,200 series in one numpy
-        pass, not 1,200)."""
+        """The signals of one bucket end's buckets (each of a different series), in order. The
+        negative-share tails of all of them are computed together (1,200 series in a few numpy
+        blocks, not 1,200 calls), and terms are learned once all are judged, so a term new to a
+        brand is new to each of its series."""
         series = [self._detectors(bucket.series) for bucket in buckets]
         negatives = score_shares(
             [(d.negative, b.negative_count, b.count) for d, b in zip(series, buckets, strict=True)]

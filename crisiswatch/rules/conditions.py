@@ -192,7 +192,8 @@ class ReplyPileOn(Strict):
 
 
 class EmergingTerm(Strict):
-    """A term the series never had before shows up in at least `min_count` mentions."""
+    """A term the brand never had among its top terms shows up in at least `min_count`
+    mentions."""
 
     min_count: int = Field(5, ge=1)
 
