@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from crisiswatch.bench.pipeline import bench_pipeline, generate
 from crisiswatch.cli import main
+from crisiswatch.enrich.attribution import tokenize
 from crisiswatch.mentions import parse_mention
 
 
@@ -18,6 +20,18 @@ def test_generated_stream_is_valid_mentions_at_the_rate() -> None:
     assert len(mentions) == 500
     span = mentions[-1].created_at - mentions[0].created_at
     assert span.total_seconds() == 998
+
+
+def test_generated_posts_bring_a_real_stream_s_vocabulary() -> None:
+    """Posts carry everyday words by Zipf's law: a few are very common, and 10,000 posts bring
+    thousands of distinct words (six fixed phrases alone had brought a few dozen), so the
+    benchmark loads the term counters as a real stream does."""
+    counts: Counter[str] = Counter()
+    for line in generate(10_000, brands=1):
+        counts.update(tokenize(parse_mention(line).text))
+    assert len(counts) > 3_000
+    (_, most), *_ = counts.most_common(1)
+    assert most > 100 * sorted(counts.values())[len(counts) // 2]
 
 
 def test_report_has_every_number() -> None:
