@@ -185,13 +185,10 @@ class Aggregator:
                     acc.brand_reply_negative += negative
                 counts = acc.terms
                 for term in terms:
-                    seen = counts.get(term)
-                    if seen is not None:
-                        counts[term] = seen + 1
-                    else:
-                        if len(counts) >= TERM_COUNTERS:
-                            counts = acc.terms = _purge_terms(counts)
-                        counts[term] = 1
+                    seen = counts.get(term, 0)
+                    if not seen and len(counts) >= TERM_COUNTERS:  # a new term, no room
+                        counts = acc.terms = _purge_terms(counts)
+                    counts[term] = seen + 1
                 for term_set in burst_sets:
                     acc.bursts[term_set] = acc.bursts.get(term_set, 0) + 1
                 if len(acc.samples) < samples:

@@ -99,8 +99,8 @@ def beta_binomial_tail(k: int, n: int, mean: float, concentration: float) -> flo
 Case = tuple[int, int, float, float]
 """A tail to compute: (k, n, mean, concentration)."""
 
-_Run = tuple[int, int, int, int, float, float, float]
-"""A run of terms to sum: (case, first x, steps, n, α, β, log P(X = first))."""
+_Run = tuple[int, int, int, float, float, float]
+"""A run of terms to sum: (first x, steps, n, α, β, log P(X = first))."""
 
 
 def beta_binomial_tails(cases: Sequence[Case]) -> list[float]:
@@ -113,6 +113,7 @@ def beta_binomial_tails(cases: Sequence[Case]) -> list[float]:
     """
     tails = [0.0] * len(cases)
     runs: dict[bool, list[_Run]] = {True: [], False: []}
+    of_case: dict[bool, list[int]] = {True: [], False: []}  # which case each run answers
     for case, (k, n, mean, concentration) in enumerate(cases):
         if n > MAX_TRIALS:
             k, n = round(k * MAX_TRIALS / n), MAX_TRIALS
@@ -123,9 +124,10 @@ def beta_binomial_tails(cases: Sequence[Case]) -> list[float]:
         alpha, beta = mean * concentration, (1 - mean) * concentration
         up = k > mean * n
         first, steps = (k, n - k) if up else (k - 1, k - 1)
-        runs[up].append((case, first, steps, n, alpha, beta, _log_pmf(first, n, alpha, beta)))
+        runs[up].append((first, steps, n, alpha, beta, _log_pmf(first, n, alpha, beta)))
+        of_case[up].append(case)
     for up, group in runs.items():
-        for (case, *_), total in zip(group, _run_sums(group, up=up), strict=True):
+        for case, total in zip(of_case[up], _run_sums(group, up=up), strict=True):
             tails[case] = min(1.0, total) if up else max(0.0, 1.0 - total)
     return tails
 
@@ -150,12 +152,12 @@ def _run_sums(group: Sequence[_Run], *, up: bool) -> list[float]:
     else below). Only the first term costs log-gammas; each next one is the last times a ratio
     of polynomials in x. Runs of similar length go through numpy together, one row each, in
     blocks small enough to stay in the processor's cache."""
-    order = sorted(range(len(group)), key=lambda run: group[run][2])
+    order = sorted(range(len(group)), key=lambda run: group[run][1])
     totals = [0.0] * len(group)
     start = 0
     while start < len(order):
         end = start + 1  # rows taken while the block, padded to its longest run, stays small
-        while end < len(order) and (end + 1 - start) * group[order[end]][2] <= _BLOCK:
+        while end < len(order) and (end + 1 - start) * group[order[end]][1] <= _BLOCK:
             end += 1
         rows = [group[run] for run in order[start:end]]
         for run, total in zip(order[start:end], _block_sums(rows, up=up), strict=True):
@@ -165,7 +167,7 @@ def _run_sums(group: Sequence[_Run], *, up: bool) -> list[float]:
 
 
 def _block_sums(rows: Sequence[_Run], *, up: bool) -> list[float]:
-    _, first, steps, n, alpha, beta, log_first = (
+    first, steps, n, alpha, beta, log_first = (
         np.array(column, dtype=np.float64)[:, None] for column in zip(*rows, strict=True)
     )
     step = np.arange(steps[-1, 0], dtype=np.float64)  # the longest run is last
