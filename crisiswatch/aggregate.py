@@ -13,6 +13,7 @@ import heapq
 import math
 from array import array
 from bisect import bisect_left
+from collections import _count_elements  # type: ignore[attr-defined]  # Counter's C loop
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -184,11 +185,9 @@ class Aggregator:
                     acc.brand_replies += 1
                     acc.brand_reply_negative += negative
                 counts = acc.terms
-                for term in terms:
-                    seen = counts.get(term, 0)
-                    if not seen and len(counts) >= TERM_COUNTERS:  # a new term, no room
-                        counts = acc.terms = _purge_terms(counts)
-                    counts[term] = seen + 1
+                _count_elements(counts, terms)  # each term +1, in C (Counter.update's loop)
+                if len(counts) > TERM_COUNTERS:
+                    acc.terms = _purge_terms(counts)
                 for term_set in burst_sets:
                     acc.bursts[term_set] = acc.bursts.get(term_set, 0) + 1
                 if len(acc.samples) < samples:
@@ -200,10 +199,19 @@ class Aggregator:
     def _terms(self, brand: str, tokens: Iterable[str]) -> dict[str, None]:
         """The post's terms once each, in the order written (so ties rank the same every run)."""
         skip = self._not_terms.get(brand, STOPWORDS)
-        terms = dict.fromkeys(t for t in tokens if len(t) > 2 and t not in skip and not t.isdigit())
+        kept = [t for t in tokens if len(t) > 2 and t not in skip and not t.isdigit()]
+        terms = dict.fromkeys(kept)
         if len(terms) > MAX_TERMS_PER_MENTION:
             terms = dict.fromkeys(islice(terms, MAX_TERMS_PER_MENTION))
         return terms
+
+    def closes_by(self, moment: datetime) -> bool:
+        """Whether `advance(moment)` would close a bucket (cheap: asked for every mention)."""
+        if self._next_to_close is None:
+            return False
+        if self._next_end[0] != self._next_to_close:
+            self._next_end = (self._next_to_close, self.start_of(self._next_to_close + 1))
+        return moment - self._lateness >= self._next_end[1]
 
     def advance(self, moment: datetime) -> list[Bucket]:
         """Move the watermark to `moment` less the lateness; return the buckets that closed."""
@@ -211,17 +219,15 @@ class Aggregator:
         if self._watermark is not None and watermark <= self._watermark:
             return []
         self._watermark = watermark
-        if self._next_to_close is None:
-            return []
-        if self._next_end[0] != self._next_to_close:
-            self._next_end = (self._next_to_close, self.start_of(self._next_to_close + 1))
-        if watermark < self._next_end[1]:
+        index = self._next_to_close
+        if index is None or not self.closes_by(moment):
             return []  # the usual case: the oldest open bucket has not ended
         closed: list[Bucket] = []
         limit = self.index_of(watermark)  # buckets below this index have ended
-        while self._next_to_close < limit:
-            closed.extend(self._close(self._next_to_close))
-            self._next_to_close += 1
+        while index < limit:
+            closed.extend(self._close(index))
+            index += 1
+        self._next_to_close = index
         return closed
 
     def flush(self) -> list[Bucket]:
@@ -271,10 +277,11 @@ def _accumulator(series: dict[_Key, _Accumulator], key: _Key) -> _Accumulator:
 
 
 def _purge_terms(counts: dict[str, int]) -> dict[str, int]:
-    """A full set of term counters makes room: every count goes down by the median count, and
-    the terms at or below it are let go (a frequent-items sketch: a term's count is then at
-    most the sum of the medians taken short of its true count, never over it, and the cost of
-    a purge is spread over the many new terms it makes room for)."""
+    """Term counters grown past `TERM_COUNTERS` (by a post's new terms) make room: every count
+    goes down by the median count, and the terms at or below it are let go (a frequent-items
+    sketch: at least half the counters lose the median each time, so a term's count is short
+    of the truth by at most 2 N / TERM_COUNTERS for N terms counted, and never over it; the
+    cost of a purge is spread over the many new terms it makes room for)."""
     median = sorted(counts.values())[len(counts) // 2]
     return {term: seen - median for term, seen in counts.items() if seen > median}
 

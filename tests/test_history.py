@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from crisiswatch.bench.pipeline import settings_for
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.domain import Bucket, SeriesKey, Signal
+from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.pipeline import Pipeline, settle
 from crisiswatch.rules.loader import load_rules
@@ -92,3 +92,34 @@ def test_settling_again_collects_what_died_since() -> None:
         assert alive() is None
     finally:
         gc.unfreeze()
+
+
+def test_closing_a_bucket_holds_the_collector_off_until_its_pages_are_made() -> None:
+    """A bucket's close and judgement run with the cyclic collector off (a full collection
+    there would delay the page); it is on again afterwards, for the same mention's caller,
+    and a caller that had it off keeps it off. A mention that closes nothing leaves it be."""
+    settings = settings_for(2)
+    pipeline = Pipeline(
+        settings, load_rules(settings.rules, settings), SentimentModel.load_default()
+    )
+    seen: list[bool] = []
+    decide = pipeline.decide
+
+    def watched(closed: list[Bucket]) -> list[Page]:
+        seen.append(gc.isenabled())
+        return decide(closed)
+
+    pipeline.decide = watched  # type: ignore[method-assign]
+    text = "brand000 card swallowed"
+    pipeline.feed(Mention("x:1", "x", T0, text))
+    assert seen == [] and gc.isenabled()
+    pipeline.feed(Mention("x:2", "x", T0 + 3 * STEP, text))  # closes the first bucket
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        pipeline.feed(Mention("x:3", "x", T0 + 6 * STEP, text))
+        assert seen == [False, False] and not gc.isenabled()
+        pipeline.finish()
+        assert seen == [False, False, False] and not gc.isenabled()
+    finally:
+        gc.enable()

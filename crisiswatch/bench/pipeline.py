@@ -223,6 +223,7 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             scorer.negative_one(mention.text)
         tally.parse += sentiment_started - parse_started
         tally.sentiment += time.process_time() - sentiment_started
+        del parsed  # not kept into the next chunk's timing: the daemon holds no such list
     wall_started, chunk_started = time.perf_counter(), time.process_time()
     pipeline.finish()
     tally.cpu += time.process_time() - chunk_started
