@@ -42,6 +42,7 @@ def test_report_has_every_number() -> None:
     parts = ("mentions per second", "pipeline / parse", "sentiment only", "judging", "peak RSS")
     for part in parts:
         assert part in report, report
+    assert "(1 close)" in report  # 3,000 mentions at the firehose rate: one, at the end
 
 
 def test_an_empty_file_is_a_clear_message_not_a_traceback(tmp_path: Path) -> None:

@@ -270,10 +270,12 @@ def _report(
             f"p99 {_q(tally.waits, 0.99):.2f} s (pipeline CPU; buckets close by event time)\n"
         )
     if tally.judging:
+        closes = f"{len(tally.judging):,} close" + ("s" if len(tally.judging) > 1 else "")
         out.write(
             f"  closing and judging a bucket (all series: detectors, rules, incidents, rendering)  "
             f"p50 {_q(tally.judging, 0.5) * 1000:.1f} ms, "
-            f"p99 {_q(tally.judging, 0.99) * 1000:.1f} ms\n"
+            f"p99 {_q(tally.judging, 0.99) * 1000:.1f} ms, "
+            f"max {max(tally.judging) * 1000:.1f} ms ({closes})\n"
         )
     out.write(f"  peak RSS                        {peak_mb:>10.0f} MB\n")
 

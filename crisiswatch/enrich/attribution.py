@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from crisiswatch.config import Brand
 from crisiswatch.domain import Mention
@@ -83,8 +82,9 @@ class TermIndex(Generic[V]):
         return found
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(NamedTuple):
+    """One brand a mention is about (a named tuple: made for every mention, so made cheaply)."""
+
     brand: str
     topics: tuple[str, ...]
     replies_to_brand: bool = False  # a reply to one of the brand's own posts
