@@ -357,6 +357,16 @@ class TestAggregator:
         bound = 2 * (posts * 10 + outage) / TERM_COUNTERS
         assert term == "outage" and outage - bound <= count <= outage
 
+    def test_a_term_is_one_string_however_many_buckets_count_it(self, feeder: Feeder) -> None:
+        """Terms are interned: buckets that counted the same word from different posts hold
+        one string for it (a busy stream's thousand series would otherwise each hold a copy)."""
+        feeder.add(1, text="".join(["out", "age"]) + " again")  # strings built at run time
+        feeder.add(6, text="".join(["outa", "ge"]) + " again")
+        closed = feeder.aggregator.flush()
+        first, second = one(closed, ALL, at(0)), one(closed, ALL, at(5))
+        assert first.top_terms[0] == second.top_terms[0] == ("outage", 1)
+        assert first.top_terms[0][0] is second.top_terms[0][0]
+
     def test_flush_closes_everything_open(self, feeder: Feeder) -> None:
         """flush closes every open bucket, gaps included, and a second flush closes nothing."""
         feeder.add(1)

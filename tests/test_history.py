@@ -5,13 +5,16 @@ from __future__ import annotations
 import gc
 import math
 import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from crisiswatch.bench.pipeline import settings_for
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
-from crisiswatch.pipeline import Pipeline, settle
+from crisiswatch.pipeline import YOUNG_COLLECTION, Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 
 KEY = SeriesKey("kestrel")
@@ -58,21 +61,35 @@ def test_the_pipeline_sets_up_every_configured_series_at_start() -> None:
     assert set(pipeline.history._rings) == series
 
 
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector as it was before the test: `settle` changes it for the whole process."""
+    threshold = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector")
 def test_settled_state_is_out_of_the_collectors_sight() -> None:
-    """After `settle`, a full collection no longer walks the pipeline's long-lived state."""
+    """After `settle`, a full collection no longer walks the pipeline's long-lived state, and
+    young collections are spaced out (CPython's 700 allocations is one every few dozen
+    mentions at firehose rates)."""
     settings = settings_for(2)
     rules = load_rules(settings.rules, settings)
     pipeline = Pipeline(settings, rules, SentimentModel.load_default())
     detectors = pipeline.detector._series
     assert any(o is detectors for o in gc.get_objects())
-    try:
-        settle()
-        assert gc.get_freeze_count() > 0
-        assert not any(o is detectors for o in gc.get_objects())
-    finally:
-        gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    settle()
+    assert gc.get_freeze_count() > 0
+    assert not any(o is detectors for o in gc.get_objects())
+    assert gc.get_threshold() == (YOUNG_COLLECTION, 10, 10)
 
 
+@pytest.mark.usefixtures("collector")
 def test_settling_again_collects_what_died_since() -> None:
     """A reference cycle frozen by one `settle` and dropped afterwards is freed by the next
     (a reload): settling never keeps garbage for good."""
@@ -83,15 +100,12 @@ def test_settling_again_collects_what_died_since() -> None:
     first, second = Node(), Node()
     first.other, second.other = second, first
     alive = weakref.ref(first)
-    try:
-        settle()
-        del first, second
-        gc.collect()
-        assert alive() is not None  # frozen: out of the collector's sight
-        settle()
-        assert alive() is None
-    finally:
-        gc.unfreeze()
+    settle()
+    del first, second
+    gc.collect()
+    assert alive() is not None  # frozen: out of the collector's sight
+    settle()
+    assert alive() is None
 
 
 def test_closing_a_bucket_holds_the_collector_off_until_its_pages_are_made() -> None:
