@@ -210,23 +210,25 @@ class Aggregator:
             terms = dict.fromkeys(islice(terms, MAX_TERMS_PER_MENTION))
         return terms
 
-    def closes_by(self, moment: datetime) -> bool:
-        """Whether `advance(moment)` would close a bucket (cheap: asked for every mention)."""
-        if self._next_to_close is None:
-            return False
-        if self._next_end[0] != self._next_to_close:
-            self._next_end = (self._next_to_close, self.start_of(self._next_to_close + 1))
-        return moment - self._lateness >= self._next_end[1]
-
-    def advance(self, moment: datetime) -> list[Bucket]:
-        """Move the watermark to `moment` less the lateness; return the buckets that closed."""
+    def move_watermark(self, moment: datetime) -> bool:
+        """Move the watermark to `moment` less the lateness (never back); whether that ended
+        the oldest open bucket (cheap: asked for every mention; `close_ended` then closes)."""
         watermark = moment - self._lateness
         if self._watermark is not None and watermark <= self._watermark:
-            return []
+            return False
         self._watermark = watermark
         index = self._next_to_close
-        if index is None or not self.closes_by(moment):
-            return []  # the usual case: the oldest open bucket has not ended
+        if index is None:
+            return False
+        if self._next_end[0] != index:
+            self._next_end = (index, self.start_of(index + 1))
+        return watermark >= self._next_end[1]  # usually not: the oldest bucket is still open
+
+    def close_ended(self) -> list[Bucket]:
+        """Close every bucket that has ended by the watermark."""
+        index, watermark = self._next_to_close, self._watermark
+        if index is None or watermark is None:
+            return []
         closed: list[Bucket] = []
         limit = self.index_of(watermark)  # buckets below this index have ended
         while index < limit:
@@ -234,6 +236,10 @@ class Aggregator:
             index += 1
         self._next_to_close = index
         return closed
+
+    def advance(self, moment: datetime) -> list[Bucket]:
+        """Move the watermark to `moment` less the lateness; return the buckets that closed."""
+        return self.close_ended() if self.move_watermark(moment) else []
 
     def flush(self) -> list[Bucket]:
         """Close every open bucket (at the end of a replay)."""

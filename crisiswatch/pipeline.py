@@ -164,12 +164,10 @@ class Pipeline:
     def advance(self, now: datetime) -> list[Page]:
         """Let time pass (a mention's time, or a live daemon's clock): close the buckets that
         ended and judge them."""
-        aggregator = self.aggregator
-        if not aggregator.closes_by(now):
-            aggregator.advance(now)  # the watermark moves; nothing closes
-            return []
+        if not self.aggregator.move_watermark(now):
+            return []  # the usual case: nothing has ended
         with collection_deferred():
-            return self.decide(aggregator.advance(now))
+            return self.decide(self.aggregator.close_ended())
 
     def finish(self) -> list[Page]:
         """The stream has ended: close every open bucket, resolve what went quiet."""
@@ -221,7 +219,7 @@ def collection_deferred() -> Iterator[None]:
 
     A close allocates thousands of buckets and signals, enough to set off the collector, and a
     full collection walks every object made since `settle` (the open buckets' sample posts,
-    above all): 15–45 ms at 200 brands, landing on the close in one of every few. Held off, the
+    above all): 10–45 ms at 200 brands, landing on the close in one of every few. Held off, the
     collection runs at the next allocation after the pages are made, so the time goes to the
     next mention rather than between a surge's close and its page.
     """
