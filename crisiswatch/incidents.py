@@ -119,7 +119,12 @@ class IncidentManager:
             elif pace.held and pace.last_paged and now - pace.last_paged >= group_interval:
                 out.append(Page(incident, PageKind.UPDATED, now, tuple(pace.held)))
                 pace.held, pace.last_paged = [], now
-            elif repeat_interval and pace.last_paged and now - pace.last_paged >= repeat_interval:
+            elif (
+                repeat_interval
+                and pace.last_paged
+                and now - pace.last_paged >= repeat_interval
+                and incident.last_alert_at >= now  # firing now, not waiting out keep_firing_for
+            ):
                 since = f"still firing since {incident.started_at:%Y-%m-%d %H:%M} UTC"
                 out.append(Page(incident, PageKind.REMINDER, now, (since,)))
                 pace.last_paged = now
@@ -179,6 +184,8 @@ class IncidentManager:
             merged = replace(
                 merged, summary=worst.summary, reasons=worst.reasons, latest=worst.signal
             )
+        if worst.severity > previous.severity:  # the worse rule's route: its channel, its people
+            merged = replace(merged, route=worst.route)
         self.open[key] = merged
         if worse:
             return Page(merged, PageKind.ESCALATED, now, tuple(_changes(previous, merged)))

@@ -30,13 +30,14 @@ def alert(
     severity: Severity = Severity.WARNING,
     stage: Stage = Stage.SPARK,
     sources: tuple[tuple[str, int], ...] = (("x", 40),),
+    route: str = "default",
 ) -> Alert:
     count = sum(n for _, n in sources)
     bucket = Bucket(
         SeriesKey(brand, topic), at - STEP, at, count, count, count // 2, count, 0, sources, (), ()
     )
     signal = Signal(bucket, 0.99, 5.0, 12.0, 0.99, 0.2, 5)
-    return Alert(rule, severity, stage, signal, f"{brand} surge", ("why",))
+    return Alert(rule, severity, stage, signal, f"{brand} surge", ("why",), route)
 
 
 def manager(**keep: timedelta) -> IncidentManager:
@@ -74,6 +75,18 @@ class TestIncidentManager:
         (page,) = incidents.update([alert(T0 + STEP, severity=Severity.CRITICAL)], T0 + STEP)
         assert page.kind is PageKind.ESCALATED
         assert page.changes == ("severity warning → critical",)
+
+    def test_a_worse_rule_brings_its_route(self) -> None:
+        """A critical rule joining a warning incident moves the incident to its route (its
+        channel, its people), and a later warning of the first rule does not move it back."""
+        incidents = IncidentManager({"busy": timedelta(hours=1), "very-busy": timedelta(hours=1)})
+        (opened,) = incidents.update([alert(T0, rule="busy")], T0)
+        assert opened.incident.route == "default"
+        worse = alert(T0 + STEP, rule="very-busy", severity=Severity.CRITICAL, route="exec")
+        (page,) = incidents.update([worse], T0 + STEP)
+        assert page.kind is PageKind.ESCALATED and page.incident.route == "exec"
+        incidents.update([alert(T0 + 2 * STEP, rule="busy")], T0 + 2 * STEP)
+        assert incidents.open["brand=acme"].route == "exec"
 
     def test_new_source_is_an_update(self) -> None:
         """Spreading to a second platform is news; a stray post from it is not."""
@@ -175,3 +188,13 @@ class TestPacing:
         at = T0 + 3 * STEP
         (page,) = incidents.update([alert(at, stage=Stage.FLAME, topic="cards")], at)
         assert page.kind is PageKind.UPDATED and page.changes == ("now also about cards",)
+
+    def test_reminders_only_while_rules_still_alert(self) -> None:
+        """`repeat_interval` reminds of an incident still firing, not of one that has stopped
+        alerting and only waits out its `keep_firing_for` (30 minutes here)."""
+        incidents = self.paced(repeat_interval="5m")
+        kinds = []
+        for step in range(9):  # alerting in the first two buckets, then quiet
+            at = T0 + step * STEP
+            kinds += [(step, p.kind) for p in incidents.update([alert(at)] if step < 2 else [], at)]
+        assert kinds == [(0, PageKind.OPENED), (1, PageKind.REMINDER), (7, PageKind.RESOLVED)]
