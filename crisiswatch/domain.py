@@ -216,8 +216,10 @@ class Page:
 class Silence:
     """Mutes the pages of matching incidents from `starts_at` to `ends_at`.
 
-    Each matcher left None matches anything: `brand` (a brand id), `rule` (one of the incident's
-    rules), `incident` (an incident key, e.g. "brand=kestrel").
+    Each matcher left None matches anything: `brand` (a brand id); `rule` (a rule id: an incident
+    every rule of which is that rule, so an incident another rule also drives still pages);
+    `incident` (an incident's id, e.g. "brand=kestrel@20260302T1515Z", or its group key, e.g.
+    "brand=kestrel", which matches every incident of the group).
     """
 
     id: str
@@ -240,8 +242,8 @@ class Silence:
         incident = page.incident
         return (
             (self.brand is None or self.brand == incident.brand)
-            and (self.rule is None or self.rule in incident.rules)
-            and (self.incident is None or self.incident == incident.key)
+            and (self.rule is None or set(incident.rules) <= {self.rule})
+            and (self.incident is None or self.incident in (incident.id, incident.key))
         )
 
     def describe(self) -> str:

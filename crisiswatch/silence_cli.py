@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import getpass
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crisiswatch.config import Settings, load_settings, state_dir
@@ -27,7 +27,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--config", type=Path, help="the deployment (default: ./var state)")
     add.add_argument("--brand", help="a brand id")
     add.add_argument("--rule", help="a rule id (incidents that rule fired in)")
-    add.add_argument("--incident", help="an incident key, e.g. brand=kestrel")
+    add.add_argument(
+        "--incident",
+        type=_incident,
+        help="an incident's id as its page shows it (brand=kestrel@20260303T0215Z), or a group"
+        " key (brand=kestrel: every incident of the group)",
+    )
     add.add_argument("--for", dest="duration", required=True, help="how long, e.g. 2h")
     add.add_argument("--comment", required=True, help="why, for the next person on call")
     add.add_argument("--by", default=None, help="who (default: your user name)")
@@ -40,6 +45,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     expire.add_argument("id")
     expire.add_argument("--config", type=Path)
     expire.set_defaults(handler=_expire)
+
+
+MAX_SILENCE = timedelta(days=366)
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))  # pages break ids with these
+
+
+def _incident(text: str) -> str:
+    """An incident id or key as typed or pasted from a page (which puts a zero-width space
+    after the `@` so that Slack does not read it as a mention)."""
+    value = text.translate(_INVISIBLE).strip()
+    if "=" not in value.split("@", 1)[0]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an incident id or key (e.g. brand=kestrel@20260303T0215Z)"
+        )
+    return value
 
 
 def _settings(config: Path | None) -> Settings | None:
@@ -74,8 +94,10 @@ def _add(args: argparse.Namespace) -> int:
         print(f"crisiswatch silence: {exc}", file=sys.stderr)
         return 2
     problems = _check(args, settings)
-    if problems or duration.total_seconds() <= 0:
-        for problem in problems or ["--for must be longer than 0"]:
+    if not timedelta(0) < duration <= MAX_SILENCE:
+        problems.append(f"--for must be longer than 0 and at most {format_duration(MAX_SILENCE)}")
+    if problems:
+        for problem in problems:
             print(f"crisiswatch silence: {problem}", file=sys.stderr)
         return 2
     now = datetime.now(UTC)

@@ -51,7 +51,28 @@ class TestSilences:
         assert silenced_by(page, [silence(brand="someone-else")], NOW) is None
         assert silenced_by(page, [silence(rule=incident.rules[0])], NOW) is not None
         assert silenced_by(page, [silence(incident=incident.key)], NOW) is not None
+        assert silenced_by(page, [silence(incident=incident.id)], NOW) is not None
         assert silenced_by(page, [silence(brand=incident.brand, rule="other")], NOW) is None
+
+    def test_a_rule_silence_spares_an_incident_another_rule_drives(
+        self, make_page: PageFactory
+    ) -> None:
+        """Silencing a noisy rule mutes its own incidents, not one that a critical rule opened
+        with it (the manual's `--rule negative-turn` "noisy today")."""
+        both = make_page(PageKind.OPENED, NOW, rules=("big-critical", "noisy-warning"))
+        alone = make_page(PageKind.OPENED, NOW, rules=("noisy-warning",))
+        assert silenced_by(both, [silence(rule="noisy-warning")], NOW) is None
+        assert silenced_by(alone, [silence(rule="noisy-warning")], NOW) is not None
+
+    def test_an_announced_incident_is_told_its_end(self, make_page: PageFactory) -> None:
+        """A silence does not hide the resolution of an incident that paged (its message would
+        stay firing), but does of one it muted from the start."""
+        resolved = make_page(PageKind.RESOLVED, NOW)
+        muted = [silence(brand=resolved.incident.brand)]
+        assert silenced_by(resolved, muted, NOW, announced=True) is None
+        assert silenced_by(resolved, muted, NOW, announced=False) is not None
+        update = make_page(PageKind.UPDATED, NOW)
+        assert silenced_by(update, muted, NOW, announced=True) is not None
 
     def test_only_while_in_force(self, make_page: PageFactory) -> None:
         """A silence mutes nothing before it starts or after it ends."""
@@ -68,10 +89,19 @@ class TestSilences:
     def test_snooze_silences_that_incident_for_an_hour(self) -> None:
         """Slack's Snooze becomes a one-hour silence of the clicked incident."""
         made = snooze_silence(Click("snooze", "brand=kestrel@20260303T0215Z", "U1", NOW))
-        assert made.incident == "brand=kestrel" and made.ends_at - made.starts_at == timedelta(
-            hours=1
-        )
+        assert made.incident == "brand=kestrel@20260303T0215Z"
+        assert made.ends_at - made.starts_at == timedelta(hours=1)
         assert made.created_by == "slack:U1"
+
+    def test_snooze_spares_the_next_incident_of_the_brand(self, make_page: PageFactory) -> None:
+        """Snoozing one incident does not mute a new incident of the same brand, even within
+        the hour (a new crisis must page)."""
+        snoozed = make_page(PageKind.UPDATED, NOW)
+        made = snooze_silence(Click("snooze", snoozed.incident.id, "U1", NOW))
+        assert silenced_by(snoozed, [made], NOW) is made
+        later = NOW + timedelta(minutes=20)
+        new = make_page(PageKind.OPENED, later, id=f"{snoozed.incident.key}@20260303T0250Z")
+        assert silenced_by(new, [made], later) is None
 
 
 class TestQuietHours:
@@ -115,6 +145,24 @@ class TestDispatcherStages:
         assert await store.pending(phone.name) == 0
         await store.close()
 
+    async def test_a_snoozed_incident_still_resolves(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """After Snooze, the incident's updates are muted but its resolution goes out, so its
+        message does not stay firing with live buttons."""
+        store = await Store.open(tmp_path / "s.db")
+        phone = Recorder()
+        dispatcher = Dispatcher([phone], store, clock=lambda: NOW)
+        opened = make_page(PageKind.OPENED, NOW - timedelta(minutes=10))
+        await dispatcher.dispatch(opened)
+        await store.add_silence(snooze_silence(Click("snooze", opened.incident.id, "U1", NOW)))
+        update = make_page(PageKind.UPDATED, NOW, changes=("now also on reddit",))
+        resolved = make_page(PageKind.RESOLVED, NOW + timedelta(minutes=1))
+        await dispatcher.dispatch(update)
+        await dispatcher.dispatch(resolved)
+        assert phone.pages == [opened, resolved] and dispatcher.silenced == 1
+        await store.close()
+
     async def test_quiet_hours_hold_in_the_outbox_until_due(
         self, tmp_path: Path, make_page: PageFactory
     ) -> None:
@@ -149,6 +197,25 @@ class TestSilenceCommand:
         assert main(["silence", "list"]) == 0
         assert "no silences in force" in capsys.readouterr().out
         assert main(["silence", "expire", silence_id]) == 1
+
+    def test_incident_id_as_pasted_from_a_page(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The id a page shows (with the zero-width space it puts after `@`) silences that
+        incident; a value that is no incident id or key, or an endless `--for`, is refused
+        with a message, not a traceback."""
+        monkeypatch.chdir(tmp_path)
+        pasted = "brand=kestrel@\u200b20260303T0215Z"
+        base = ["silence", "add", "--for", "2h", "--comment", "handled"]
+        assert main([*base, "--incident", pasted]) == 0
+        assert "incident=brand=kestrel@20260303T0215Z" in capsys.readouterr().out
+        with pytest.raises(SystemExit) as refused:
+            main([*base, "--incident", "kestrel"])
+        assert refused.value.code == 2
+        assert "is not an incident id or key" in capsys.readouterr().err
+        endless = ["silence", "add", "--brand", "kestrel", "--for", "999999w", "--comment", "x"]
+        assert main(endless) == 2
+        assert "at most 366d" in capsys.readouterr().err
 
     def test_refuses_to_silence_everything_or_unknown_names(
         self, capsys: pytest.CaptureFixture[str]

@@ -66,7 +66,9 @@ class Dispatcher:
         await self._save_incident(page)
         now = self._clock()
         try:
-            silence = silenced_by(page, await self.store.silences(active_at=now), now)
+            silences = await self.store.silences(active_at=now)
+            announced = bool(silences) and await self.store.announced(page.incident.id)
+            silence = silenced_by(page, silences, now, announced=announced)
         except StoreError as exc:  # cannot read silences: page rather than stay quiet
             log.error("silences.unreadable", error=str(exc))
             silence = None

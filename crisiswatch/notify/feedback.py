@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from crisiswatch.config import LiveSettings
-from crisiswatch.domain import Silence, incident_key
+from crisiswatch.domain import Silence
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
     ACK,
@@ -80,14 +80,15 @@ def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
 
 
 def snooze_silence(click: Click) -> Silence:
-    """Snooze mutes the incident's pages for an hour (an escalation to critical still pages)."""
+    """Snooze mutes this incident's pages for an hour (not the next incident of its group; an
+    escalation to critical and its resolution still page)."""
     return Silence(
         id=Silence.new_id(),
         starts_at=click.at,
         ends_at=click.at + SNOOZE_FOR,
         created_by=f"slack:{click.user}",
         comment="Snooze 1 h from Slack",
-        incident=incident_key(click.incident_id),
+        incident=click.incident_id,
     )
 
 

@@ -4,7 +4,9 @@ Both are pure functions of the page, the rules of the day and the time, so the d
 clock), rule tests and backtests (event time) decide the same way.
 
 - A **silence** (from `crisiswatch silence add` or Slack's Snooze button) mutes matching pages
-  while it lasts. It never hides an escalation to critical: a crisis getting worse always pages.
+  while it lasts. It never hides an escalation to critical (a crisis getting worse always
+  pages), nor the resolution of an incident whose earlier page went out (its message must not
+  be left firing).
 - **Quiet hours** on a route hold pages below the route's `min_severity` until the quiet hours
   end; pages at or above it go at once.
 """
@@ -18,9 +20,14 @@ from crisiswatch.config import QuietHours, Route
 from crisiswatch.domain import Page, PageKind, Severity, Silence
 
 
-def silenced_by(page: Page, silences: list[Silence], at: datetime) -> Silence | None:
-    """The silence that mutes this page at `at`, if any."""
+def silenced_by(
+    page: Page, silences: list[Silence], at: datetime, *, announced: bool = False
+) -> Silence | None:
+    """The silence that mutes this page at `at`, if any; `announced`: an earlier page of the
+    incident went out."""
     if page.kind is PageKind.ESCALATED and page.incident.severity is Severity.CRITICAL:
+        return None
+    if page.kind is PageKind.RESOLVED and announced:
         return None
     return next((s for s in silences if s.active(at) and s.matches(page)), None)
 

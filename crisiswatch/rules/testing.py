@@ -229,9 +229,12 @@ class Case:
         """Every page the daemon would deliver for the test's input, in delivery order: the
         pipeline's pages, less the silenced ones, those in quiet hours at the hours' end."""
         delivered = []
+        announced: set[str] = set()  # incidents a page of which was delivered
         for page in self._made(settings, rules):
-            if silenced_by(page, self.silences, page.at) is not None:
+            told = page.incident.id in announced
+            if silenced_by(page, self.silences, page.at, announced=told) is not None:
                 continue
+            announced.add(page.incident.id)
             held = quiet_until(page, settings.routes.get(page.incident.route), page.at)
             delivered.append(dataclasses.replace(page, at=held) if held else page)
         return sorted(delivered, key=lambda page: page.at)
