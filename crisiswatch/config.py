@@ -32,8 +32,14 @@ from crisiswatch.yamlfile import ProblemsError, load_yaml, validate
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
-def _duration(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
+def _duration(value: object) -> timedelta:
+    """A duration as written (`10m`, `2h`, `0`); a bare number is refused, not read as seconds
+    (`keep_firing_for: 30` would be 30 s, and YAML reads `1:30` as the number 90)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str) or value == 0:
+        return parse_duration(str(value))
+    raise ValueError(f"{value!r} is not a duration; write it like 30s, 10m, 2h, 1d or 1h30m")
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]

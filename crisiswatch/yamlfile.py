@@ -76,6 +76,9 @@ def load_yaml(path: Path, *, label: str | None = None) -> YamlDocument:
     return parse_yaml(text, name)
 
 
+_TOO_DEEP = "invalid YAML: nested too deeply (no config or rule file needs this many levels)"
+
+
 def parse_yaml(text: str, name: str) -> YamlDocument:
     loader = yaml.SafeLoader(text)
     try:
@@ -88,13 +91,18 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
         raise ProblemsError([Problem(name, line, column, message)]) from None
     except yaml.YAMLError as exc:
         raise ProblemsError([Problem(name, 1, 1, f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ProblemsError([Problem(name, 1, 1, _TOO_DEEP)]) from None
     finally:
         loader.dispose()
     marks: dict[Path_, tuple[int, int]] = {}
     key_marks: dict[Path_, tuple[int, int]] = {}
     problems: list[Problem] = []
     if node is not None:
-        _walk(node, (), (marks, key_marks), problems, name, [0])
+        try:
+            _walk(node, (), (marks, key_marks), problems, name, [0])
+        except RecursionError:
+            raise ProblemsError([Problem(name, 1, 1, _TOO_DEEP)]) from None
     if problems:
         raise ProblemsError(problems)
     return YamlDocument(name, data, marks, key_marks)

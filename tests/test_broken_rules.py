@@ -20,13 +20,17 @@ BROKEN = {
     ),
     "dupes.yaml": "rules:\n  - id: a\n    when: {min_count: 9}\n",
     "yaml.yaml": "rules:\n  - id: e\n    when: {min_count: 3\n",
+    "numbers.yaml": "rules:\n  - id: f\n    when: {min_count: 3}\n    keep_firing_for: 30\n",
+    "deep.yaml": "rules: " + "[" * 3000 + "]" * 3000 + "\n",
 }
 
 
 def test_every_problem_is_one_line_with_its_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Typos, wrong types, unknown route, an unsafe regex, duplicate ids and broken YAML."""
+    """Typos, wrong types, unknown route, an unsafe regex, duplicate ids, broken YAML, a
+    duration written as a bare number (which would have been seconds) and nesting deep enough
+    to exhaust the parser's recursion."""
     for name, text in BROKEN.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     assert main(["rules", "check", str(tmp_path), "--config", str(CONFIG)]) == 1
@@ -41,6 +45,8 @@ def test_every_problem_is_one_line_with_its_place(
         "regex.yaml:4:": "invalid regex",
         "typos.yaml:2:": "duplicate rule id 'a' (first at",
         "yaml.yaml:": "invalid YAML",
+        "numbers.yaml:4:22": "30 is not a duration; write it like 30s",
+        "deep.yaml:1:1": "invalid YAML: nested too deeply",
     }
     for where, message in expected.items():
         assert any(where in line and message in line for line in lines), (where, lines)
