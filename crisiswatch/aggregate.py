@@ -64,6 +64,14 @@ class _Accumulator:
     brand_reply_negative: int = 0
     negative_sources: dict[str, int] = field(default_factory=dict)
     bursts: dict[str, int] = field(default_factory=dict)
+    loudest: ScoredMention | None = None  # the negative post of the most-followed author
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """Restore from a checkpoint (pickle's slots state), including one saved before
+        `loudest` existed: it starts empty."""
+        self.loudest = None
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
 
 def sample_weight(scored: ScoredMention) -> float:
@@ -182,6 +190,9 @@ class Aggregator:
                     acc.negative_count += 1
                     counts = acc.negative_sources
                     counts[source] = counts.get(source, 0) + 1
+                    loudest = acc.loudest
+                    if loudest is None or followers > loudest.mention.author_followers:
+                        acc.loudest = scored
                 if scored.replies_to_brand:
                     acc.brand_replies += 1
                     acc.brand_reply_negative += negative
@@ -374,6 +385,11 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
     if acc is None:
         return Bucket(key, start, end, 0, 0, 0, 0, 0, (), (), ())
     samples = tuple(entry[2] for entry in sorted(acc.samples, reverse=True))
+    loudest = acc.loudest
+    if loudest is not None and not any(post is loudest for post in samples):
+        # the most-followed complaint is always shown (and seen by high_reach_negative), in
+        # place of the least representative sample: a few big neutral accounts must not hide it
+        samples = (*samples[: len(samples) - 1], loudest)
     unique, reach = _authors_and_reach(acc)
     return Bucket(
         series=key,

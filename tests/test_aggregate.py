@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -286,6 +287,28 @@ class TestAggregator:
         assert bucket.samples[0].mention.author_followers == 100_000
         assert bucket.samples[0].negative == 0.9
         assert all(s.mention.author_followers != 0 for s in bucket.samples)
+
+    def test_the_most_followed_complaint_is_always_a_sample(self, feeder: Feeder) -> None:
+        """Big neutral accounts outweigh a 250k-follower complaint as samples, yet it is shown
+        (and high_reach_negative, which reads the samples, sees it), in place of the least
+        representative sample."""
+        happy = [feeder.add(n / 10, negative=0.1, author_followers=10_000_000) for n in range(6)]
+        complaint = feeder.add(1, negative=0.9, author_followers=250_000)
+        feeder.add(1.5, negative=0.6, author_followers=1_000)
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert list(bucket.samples) == [*happy[:4], complaint]
+
+    def test_an_open_bucket_from_an_older_checkpoint_restores(self, feeder: Feeder) -> None:
+        """A bucket saved before the most-followed complaint was tracked restores without it."""
+        aggregator = feeder.aggregator
+        feeder.add(1, negative=0.9, author_followers=10)
+        accumulator = aggregator._open[aggregator.index_of(at(1))][(ALL.brand, ALL.topic, "")]
+        assert accumulator.loudest is not None
+        _, slots = accumulator.__reduce_ex__(5)[2]
+        older = {name: value for name, value in slots.items() if name != "loudest"}
+        restored = pickle.loads(pickle.dumps(accumulator))
+        restored.__setstate__((None, older))
+        assert restored.loudest is None and restored.count == accumulator.count == 1
 
     def test_equal_samples_first_come_first(self, make_mention: MentionFactory) -> None:
         """Among equally weighted posts, the earliest are kept."""
