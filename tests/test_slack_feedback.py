@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -177,3 +178,18 @@ class TestHttpEndpoint:
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("acknowledge", "U0ALICE")
         assert fake.calls[-1].args["text"] == "✔️ Acknowledged by <@U0ALICE>"
+
+    @pytest.mark.parametrize("stamp", [None, "", "abc", "１７００", "9" * 5_000])
+    async def test_a_missing_or_unreadable_timestamp_is_refused(
+        self, store: Store, stamp: str | None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A request without a readable X-Slack-Request-Timestamp gets 401, not a 500 with a
+        traceback in the log."""
+        app = actions_app(Feedback(store, None, None), SECRET)
+        headers = {"X-Slack-Signature": "v0=00"}
+        if stamp is not None:
+            headers["X-Slack-Request-Timestamp"] = stamp
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            response = await session.post(url, data={"payload": "{}"}, headers=headers)
+        assert response.status == 401
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
