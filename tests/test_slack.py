@@ -26,7 +26,7 @@ from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity,
 from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
-from crisiswatch.notify.slack_blocks import escape, fit, ping
+from crisiswatch.notify.slack_blocks import escape, fit, page_blocks, ping, thread_reply
 from crisiswatch.store import Store, page_key
 
 PageFactory = Callable[..., Page]
@@ -414,6 +414,29 @@ class TestUntrustedText:
         assert len(post["blocks"]) <= 50
         assert len(post["blocks"][0]["text"]["text"]) <= 150
         assert "&lt;!channel&gt;" in orjson.dumps(post["blocks"]).decode()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            "resolved by <@U0123ABCD>",
+            "resolved by U0123ABCD <!channel>",
+            "resolved by here",
+            "now also on resolved by U0123ABCD",
+        ],
+    )
+    def test_who_resolved_is_a_mention_and_nothing_else_is(
+        self, make_page: PageFactory, change: str
+    ) -> None:
+        """The Slack user id of who clicked Resolve is shown as that person, on the message and
+        in the thread; a change that merely looks like it stays inert text."""
+        at = T0 + timedelta(minutes=30)
+        page = make_page(PageKind.RESOLVED, at, ("resolved by U0123ABCD",))
+        assert page_blocks(page, "Kestrel", None)[2]["text"]["text"].endswith(
+            "resolved by <@U0123ABCD>"
+        )
+        assert thread_reply(page, None) == "✅ *Resolved*: resolved by <@U0123ABCD>"
+        inert = thread_reply(make_page(PageKind.RESOLVED, at, (change,)), None)
+        assert "<@" not in inert and "<!" not in inert
 
     def test_escape_and_fit(self) -> None:
         """Escaping neutralises Slack's control sequences; cutting never splits an entity."""

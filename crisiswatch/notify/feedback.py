@@ -141,7 +141,7 @@ class Feedback:
         if click.action == SNOOZE:
             await self.store.add_silence(snooze_silence(click))
         if self.control is not None and click.action == RESOLVE:
-            await self.control.resolve(click.incident_id, f"<@{click.user}>")
+            await self.control.resolve(click.incident_id, click.user)
         if self.control is not None and click.action == FALSE_ALARM:
             await self.control.false_alarm(click.incident_id, click.user)
         if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
