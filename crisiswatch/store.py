@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ import orjson
 from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 1
+CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -68,6 +69,8 @@ CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
 );
+-- the presses recorded lately, by Slack's action, user and action time (see record_click)
+CREATE TABLE IF NOT EXISTS click_keys (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 -- live sources: where each stream stopped (sources/cursors.py)
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, stream TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -395,12 +398,37 @@ class Store:
         return None if row is None else str(row[0])
 
     async def record_click(
-        self, incident_id: str, action: str, user: str, at: datetime, mention_id: str | None
-    ) -> None:
-        """Keep who pressed which button about which incident (or post), and when."""
+        self,
+        incident_id: str,
+        action: str,
+        user: str,
+        at: datetime,
+        mention_id: str | None,
+        key: str | None = None,
+    ) -> int | None:
+        """Keep who pressed which button about which incident (or post), and when; return how
+        many times that button was pressed on it before. `key` names one press: a press already
+        recorded in the last `CLICK_KEYS_KEPT` (Slack redelivered it, or a request was replayed)
+        is not recorded again, and None is returned."""
         sql = "INSERT INTO clicks (at, incident_id, action, user, mention_id) VALUES (?,?,?,?,?)"
         row = (at.isoformat(), incident_id, action, user, mention_id)
-        await self._run(lambda db: db.execute(sql, row))
+        before = (
+            "SELECT COUNT(*) FROM clicks WHERE incident_id = ? AND action = ? AND mention_id IS ?"
+        )
+
+        def write(db: sqlite3.Connection) -> int | None:
+            if key is not None:
+                db.execute(
+                    "DELETE FROM click_keys WHERE at < ?", ((at - CLICK_KEYS_KEPT).isoformat(),)
+                )
+                insert = "INSERT OR IGNORE INTO click_keys VALUES (?, ?)"
+                if db.execute(insert, (key, at.isoformat())).rowcount == 0:
+                    return None
+            earlier = int(db.execute(before, (incident_id, action, mention_id)).fetchone()[0])
+            db.execute(sql, row)
+            return earlier
+
+        return await self._run(write)
 
     async def clicks(self, incident_id: str) -> list[tuple[str, str, str, str | None]]:
         """(at, action, user, mention id) of every click on an incident's page, oldest first."""

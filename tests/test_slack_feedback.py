@@ -57,12 +57,24 @@ def angry_page(make_page: PageFactory) -> Page:
     return make_page(samples=(ScoredMention(mention, "kestrel", (), 0.92),), rules=("a", "b"))
 
 
-def block_actions(action_id: str, value: str, user: str = "U0ALICE") -> dict[str, Any]:
-    return {
-        "type": "block_actions",
-        "user": {"id": user},
-        "actions": [{"action_id": action_id, "value": value}],
-    }
+def block_actions(
+    action_id: str, value: str, user: str = "U0ALICE", pressed: str | None = None
+) -> dict[str, Any]:
+    """A click's payload; `pressed` is Slack's action_ts (the same in a redelivery)."""
+    action = {"action_id": action_id, "value": value}
+    if pressed is not None:
+        action["action_ts"] = pressed
+    return {"type": "block_actions", "user": {"id": user}, "actions": [action]}
+
+
+class Learned:
+    """A sentiment model that remembers what it was taught."""
+
+    def __init__(self) -> None:
+        self.taught: list[tuple[str, str]] = []
+
+    def learn_one(self, text: str, label: str) -> None:
+        self.taught.append((text, label))
 
 
 class TestClicks:
@@ -79,6 +91,28 @@ class TestClicks:
         assert clicks_of(block_actions("other", "i@1"), at) == []
         assert clicks_of(block_actions("not_negative:0", "not json"), at) == []
         assert clicks_of({"type": "view_submission"}, at) == []
+        [pressed] = clicks_of(block_actions("acknowledge", "i@1", pressed="1.5"), at)
+        assert pressed.key == "acknowledge|U0ALICE|1.5"
+
+    async def test_a_press_counts_once_and_a_post_is_learned_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A press Slack delivers three times is recorded and applied once; pressing Not
+        negative again on the same post (another press) is recorded but not learned again."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        learned = Learned()
+        feedback = Feedback(store, learned, slack)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:9"}).decode()
+        for _ in range(3):
+            await feedback.payload(block_actions("not_negative:0", value, pressed="1.1"))
+        await feedback.payload(block_actions("not_negative:0", value, "U0BOB", pressed="2.2"))
+        assert learned.taught == [(ANGRY, "neutral")]
+        assert [(c[1], c[2]) for c in await store.clicks(page.incident.id)] == [
+            ("not_negative", "U0ALICE"),
+            ("not_negative", "U0BOB"),
+        ]
+        assert len([c for c in fake.calls if c.args.get("thread_ts")]) == 1  # one note
 
     async def test_not_negative_teaches_the_model(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
@@ -178,6 +212,33 @@ class TestHttpEndpoint:
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("acknowledge", "U0ALICE")
         assert fake.calls[-1].args["text"] == "✔️ Acknowledged by <@U0ALICE>"
+
+    async def test_a_replayed_request_is_applied_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The same signed Not negative request sent five times (a replay inside the signature
+        window) is recorded once and teaches the model once."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        learned = Learned()
+        app = actions_app(Feedback(store, learned, slack), SECRET)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:9"}).decode()
+        payload = block_actions("not_negative:0", value, pressed="1709294400.000200")
+        body = urlencode({"payload": orjson.dumps(payload).decode()})
+        stamp = str(int(time.time()))
+        headers = {
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(
+                timestamp=stamp, body=body
+            ),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            for _ in range(5):
+                response = await session.post(url, data=body, headers=headers)
+                assert response.status == 200
+        assert learned.taught == [(ANGRY, "neutral")]
+        assert len(await store.clicks(page.incident.id)) == 1
 
     @pytest.mark.parametrize("stamp", [None, "", "abc", "１７００", "9" * 5_000])
     async def test_a_missing_or_unreadable_timestamp_is_refused(

@@ -1,10 +1,12 @@
 """What people do with a page: button clicks become feedback, and silence becomes escalation.
 
-Every click is recorded (who, when, what, which incident). Acknowledge stops escalation (the
-response clock starts at the click); Snooze 1 h delays it; Not negative teaches the sentiment
-model that the post is neutral; False alarm is counted against each rule of the incident, which
-gives each rule's precision. An incident nobody acknowledged within its route's `escalate_after`
-is re-paged once in its thread, calling `escalate_to`.
+Every click is recorded (who, when, what, which incident) and applied once: a press that Slack
+delivers again, or a replayed request, is known by its action's time. Acknowledge stops
+escalation (the response clock starts at the click); Snooze 1 h delays it; Not negative teaches
+the sentiment model that the post is neutral (once per post of an incident); False alarm is
+counted against each rule of the incident, which gives each rule's precision. An incident nobody
+acknowledged within its route's `escalate_after` is re-paged once in its thread, calling
+`escalate_to`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Click:
     user: str
     at: datetime
     mention_id: str | None = None
+    key: str | None = None  # this very press (a redelivery or a replay has the same)
 
 
 def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
@@ -66,16 +69,21 @@ def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
     user = str((payload.get("user") or {}).get("id", "unknown"))
     clicks = []
     for action in payload.get("actions") or []:
-        kind = str(action.get("action_id", "")).split(":")[0]
+        action_id = str(action.get("action_id", ""))
+        kind = action_id.split(":")[0]
         value = str(action.get("value", ""))
+        stamp = action.get("action_ts")
+        key = f"{action_id}|{user}|{stamp}" if stamp else None
         if kind == NOT_NEGATIVE:
             try:
                 ids = orjson.loads(value)
-                clicks.append(Click(kind, str(ids["incident"]), user, at, str(ids["mention"])))
+                incident, mention = str(ids["incident"]), str(ids["mention"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.warning("feedback.bad_value", action=kind)
+            else:
+                clicks.append(Click(kind, incident, user, at, mention, key))
         elif kind in _NOTES and value:
-            clicks.append(Click(kind, value, user, at))
+            clicks.append(Click(kind, value, user, at, key=key))
     return clicks
 
 
@@ -134,10 +142,18 @@ class Feedback:
             await self.handle(click)
 
     async def handle(self, click: Click) -> None:
-        await self.store.record_click(
-            click.incident_id, click.action, click.user, click.at, click.mention_id
+        """Record and apply a click once, however often Slack delivers it; a post is learned
+        as not negative once per incident, however often its button is pressed."""
+        earlier = await self.store.record_click(
+            click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
         )
+        if earlier is None:
+            log.info("feedback.repeated", action=click.action, incident=click.incident_id)
+            return
         log.info("feedback.click", action=click.action, incident=click.incident_id)
+        if click.action == NOT_NEGATIVE and earlier:
+            log.info("feedback.already_learned", incident=click.incident_id)
+            return
         if click.action == SNOOZE:
             await self.store.add_silence(snooze_silence(click))
         if self.control is not None and click.action == RESOLVE:
