@@ -361,6 +361,11 @@ class Store:
 
         await self._run(write)
 
+    async def forget_message(self, incident_id: str, notifier: str) -> None:
+        """The incident's message is gone (deleted in Slack): the next page posts a new one."""
+        sql = "DELETE FROM messages WHERE incident_id = ? AND notifier = ?"
+        await self._run(lambda db: db.execute(sql, (incident_id, notifier)))
+
     async def mark_posting(self, key: str, notifier: str) -> datetime | None:
         """Note that a message is about to be posted (an incident's first message, keyed by the
         incident id, or a page's thread reply, by the page key); when an earlier attempt was

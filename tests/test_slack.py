@@ -65,12 +65,16 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 def notifier(
-    fake: FakeSlack, store: Store, sleeps: Sleeps | None = None, **kwargs: Any
+    fake: FakeSlack,
+    store: Store,
+    sleeps: Sleeps | None = None,
+    routes: dict[str, Route] = ROUTES,
+    **kwargs: Any,
 ) -> SlackNotifier:
     slack = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
     settings = Settings(
         brands=[Brand(id="kestrel", name="Kestrel Bank", keywords=["kestrel"])],
-        routes=ROUTES,
+        routes=routes,
         notify=Notify(slack=slack),
     )
     return SlackNotifier(
@@ -201,6 +205,47 @@ class TestIncidentLife:
         (lookup,) = [c for c in fake.calls if c.method == "conversations.replies"]
         since = time.time() - float(lookup.args["oldest"])  # only what followed the attempt
         assert CLOCK_SLACK.total_seconds() <= since < CLOCK_SLACK.total_seconds() + 60
+
+    async def test_a_message_deleted_in_slack_is_posted_again(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Someone deleted the incident's message: the next page posts a new one with its
+        reply in the new thread, and the page after edits the new one. Nothing is lost."""
+        opened, worse, resolved = life(make_page)
+        dispatcher = Dispatcher([notifier(fake, store)], store)
+        await dispatcher.dispatch(opened)
+        fake.messages.clear()
+        await dispatcher.dispatch(worse)
+        await dispatcher.dispatch(resolved)
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+        [(shown, replies)] = fake.threads().values()
+        assert "Resolved" in shown["blocks"][0]["text"]["text"]
+        assert len(replies) == 2 and "Worse" in replies[0] and "Resolved" in replies[1]
+        assert [c.error for c in fake.calls if c.method == "chat.update"] == [
+            "message_not_found",
+            None,
+        ]
+
+    async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The new message for a deleted one reaches Slack but its answer is lost: the retry
+        finds it by its metadata and edits it rather than posting a third (the route names its
+        channel by id, as finding a message needs)."""
+        opened, worse, _ = life(make_page)
+        routes = {"default": Route(channel="C0CRISIS")}
+        dispatcher = Dispatcher([notifier(fake, store, routes=routes, timeout=1)], store)
+        await dispatcher.dispatch(opened)
+        fake.messages.clear()
+        fake.hold(lambda method, args: method == "chat.postMessage", take=True)
+        await dispatcher.dispatch(worse)
+        fake.release()
+        await dispatcher.flush()
+        assert await store.pending("slack") == 0 and dispatcher.sent == 2
+        [message] = [m for m in fake.messages.values() if not m.get("thread_ts")]
+        assert "CRITICAL" in message["blocks"][0]["text"]["text"]
+        [(_, replies)] = fake.threads().values()
+        assert len(replies) == 1
 
 
 class TestPostingMarks:

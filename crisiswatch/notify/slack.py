@@ -2,11 +2,13 @@
 
 The opening page posts the message and records its channel and `ts` in the store; every later
 page of the incident edits that message (`chat.update`) and adds a short reply in its thread, so
-a restart edits the right message instead of posting a new one. Every message carries what it
-stands for in its metadata, so after a crash between Slack's answer and our record the message or
-reply is found again in Slack instead of being posted twice. Errors are sorted for the
-dispatcher: rate limits wait (`Retry-After`), errors that need a person (revoked token, unknown
-channel) are permanent and tell the ops channel, anything else is retried.
+a restart edits the right message instead of posting a new one. If someone deleted the message
+in Slack, the page posts a new one, which later pages edit and whose thread gets the replies.
+Every message carries what it stands for in its metadata, so after a crash between Slack's
+answer and our record the message or reply is found again in Slack instead of being posted
+twice. Errors are sorted for the dispatcher: rate limits wait (`Retry-After`), errors that need a
+person (revoked token, unknown channel) are permanent and tell the ops channel, anything else is
+retried.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ PERMANENT = frozenset(
         "invalid_blocks",
         "invalid_arguments",
         "msg_too_long",
-        "message_not_found",
-        "cant_update_message",
     }
 )
 """Slack errors that retrying cannot cure: the page is given up and ops are told."""
+
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
+"""chat.update's errors for an incident's message that was deleted: a new one is posted."""
 
 
 class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -143,16 +146,9 @@ class SlackNotifier:
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
-        posted = await self.store.message(incident.id, self.name)
-        if posted is None and (tried := await self.store.mark_posting(incident.id, self.name)):
-            # an earlier attempt may have reached Slack before a crash: look before posting
-            posted = await self._posted_before(incident.id, route.channel, tried)
-            if posted is not None:
-                await self.store.save_message(incident.id, self.name, *posted)
-        if posted is not None:
-            channel, ts = posted
-            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
-            return channel, ts
+        posted = await self._recorded(incident.id, route.channel)
+        if posted is not None and await self._edited(incident.id, posted, text, blocks):
+            return posted
         response = await self.client.chat_postMessage(
             channel=route.channel,
             text=text,
@@ -166,6 +162,34 @@ class SlackNotifier:
         await self.store.save_message(incident.id, self.name, channel, ts)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
+
+    async def _recorded(self, incident_id: str, channel: str) -> tuple[str, str] | None:
+        """The incident's message as the store has it, else (when an earlier attempt may have
+        posted it before a crash) as found in Slack; None if it was never posted."""
+        posted = await self.store.message(incident_id, self.name)
+        if posted is None and (tried := await self.store.mark_posting(incident_id, self.name)):
+            posted = await self._posted_before(incident_id, channel, tried)
+            if posted is not None:
+                await self.store.save_message(incident_id, self.name, *posted)
+        return posted
+
+    async def _edited(
+        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[render.Block]
+    ) -> bool:
+        """Edit the incident's message; False when it is gone (deleted in Slack): it is then
+        forgotten, and marked as being posted anew (see `mark_posting`)."""
+        channel, ts = posted
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error not in MESSAGE_GONE:
+                raise
+            log.warning("slack.message_gone", incident=incident_id, error=error, effect="reposted")
+            await self.store.forget_message(incident_id, self.name)
+            await self.store.mark_posting(incident_id, self.name)
+            return False
+        return True
 
     async def _thread_reply(self, page: Page, route: Route, channel: str, ts: str) -> None:
         """Say in the incident's thread what this page changed, once: a retry after a crash
