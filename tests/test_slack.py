@@ -19,13 +19,14 @@ import orjson
 import pytest
 from conftest import T0
 from fake_slack import TOKEN, FakeSlack
+from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import Dispatcher
-from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
+from crisiswatch.notify.slack import CLOCK_SLACK, UNAUTHORIZED, SlackNotifier
 from crisiswatch.notify.slack_blocks import escape, fit, page_blocks, ping, thread_reply
 from crisiswatch.store import Store, page_key
 
@@ -410,16 +411,51 @@ class TestDelivery:
         assert rows[0]["error"] == "slack: channel_not_found (channel #crisis)"
         assert dispatcher.failed == 2
 
-    async def test_revoked_token_is_permanent(
+    async def test_a_refused_token_keeps_every_page_until_it_works(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:
-        """A wrong token (invalid_auth) is given up at once, never retried."""
-        slack = notifier(fake, store)
-        fake.token = "xoxb-other"
-        dispatcher = Dispatcher([slack], store)
+        """A revoked token gives no page up: the pages wait, the first tried again after minutes,
+        with one error line and no ops notice (it would need the same token); once the token
+        works they go out in order."""
+        sleeps = Sleeps()
+        fake.token = "xoxb-revoked"
+        sleeps.hook = lambda n: setattr(fake, "token", TOKEN) if n == 4 else None
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0)
+        with capture_logs() as logs:
+            dispatcher.start()
+            for page in life(make_page):
+                await dispatcher.dispatch(page)
+            await dispatcher.close(deadline=5)
+        assert sleeps.waits == [60.0, 120.0, 240.0, 480.0]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notifier.unauthorized"]
+        assert {c.args.get("channel") for c in fake.calls} == {"#crisis", fake.channels["#crisis"]}
+        sent = [
+            (c.method, "thread_ts" in c.args)
+            for c in fake.ok_calls("chat.postMessage", "chat.update")
+        ]
+        assert sent == [
+            ("chat.postMessage", False),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+        ]
+        assert {row["status"] for row in await store.outbox()} == {"sent"}
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+
+    @pytest.mark.parametrize("error", sorted(UNAUTHORIZED))
+    async def test_each_refusal_of_the_token_or_app_waits(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, error: str
+    ) -> None:
+        """Every error about the token or the app keeps the page queued, waiting minutes."""
+        sleeps = Sleeps()
+        fake.fail("chat.postMessage", error=error, times=2)
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0)
+        dispatcher.start()
         await dispatcher.dispatch(make_page())
-        assert [c.error for c in fake.calls] == ["invalid_auth", "invalid_auth"]  # page, ops
-        assert (await store.outbox())[0]["status"] == "failed"
+        await dispatcher.close(deadline=5)
+        assert sleeps.waits == [60.0, 120.0]
+        assert dispatcher.sent == 1 and len(fake.ok_calls("chat.postMessage")) == 1
 
 
 class TestUntrustedText:

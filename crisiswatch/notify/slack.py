@@ -6,9 +6,10 @@ a restart edits the right message instead of posting a new one. If someone delet
 in Slack, the page posts a new one, which later pages edit and whose thread gets the replies.
 Every message carries what it stands for in its metadata, so after a crash between Slack's
 answer and our record the message or reply is found again in Slack instead of being posted
-twice. Errors are sorted for the dispatcher: rate limits wait (`Retry-After`), errors that need a
-person (revoked token, unknown channel) are permanent and tell the ops channel, anything else is
-retried.
+twice. Errors are sorted for the dispatcher: rate limits wait (`Retry-After`); a token or app
+Slack refuses (revoked, invalid, missing a scope) keeps every page queued, tried again after long
+waits; an error of one page or its route's channel (unknown or archived channel, bot not in it,
+blocks Slack rejects) gives that page up and tells the ops channel; anything else is retried.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Page, PageKind
-from crisiswatch.notify import PermanentError, RetryLater
+from crisiswatch.notify import PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify import slack_blocks as render
 from crisiswatch.retry import Backoff, retry_after
@@ -40,23 +41,31 @@ log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
-PERMANENT = frozenset(
+UNAUTHORIZED = frozenset(
     {
-        "channel_not_found",
         "invalid_auth",
         "not_authed",
         "token_revoked",
         "token_expired",
         "account_inactive",
+        "missing_scope",
+    }
+)
+"""Slack errors about the token or the app, not the page: every page waits until they are fixed
+(a restart reads a new token; a scope added to the same token works at the next try)."""
+
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
         "not_in_channel",
         "is_archived",
-        "missing_scope",
         "invalid_blocks",
         "invalid_arguments",
         "msg_too_long",
     }
 )
-"""Slack errors that retrying cannot cure: the page is given up and ops are told."""
+"""Slack errors of one page or its route's channel that retrying cannot cure: the page is given
+up (so one bad route does not hold the other routes' pages) and ops are told."""
 
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
 """chat.update's errors for an incident's message that was deleted: a new one is posted."""
@@ -262,6 +271,8 @@ class SlackNotifier:
         status = exc.response.status_code
         if status == 429:
             return RetryLater("slack rate limit", retry_after(exc.response.headers, time.time()))
+        if error in UNAUTHORIZED:  # the ops channel cannot be told with the same token
+            return Unauthorized(f"slack: {error}")
         if error in PERMANENT:
             await self._tell_ops(error, channel)
             return PermanentError(f"slack: {error} (channel {channel})")
