@@ -443,7 +443,8 @@ class Store:
 
     async def unacknowledged(self, notifier: str) -> list[tuple[str, str, datetime, datetime]]:
         """(incident id, route, posted at, last snoozed at or posted at) of each firing incident
-        with a message that nobody acknowledged, closed or escalated yet."""
+        with a message that nobody acknowledged, closed or escalated yet (nor failed to escalate
+        for good), oldest first."""
         sql = """
             SELECT m.incident_id, i.detail, m.posted_at,
                    COALESCE((SELECT MAX(at) FROM clicks c WHERE c.incident_id = m.incident_id
@@ -451,7 +452,8 @@ class Store:
             FROM messages m JOIN incidents i ON i.id = m.incident_id
             WHERE m.notifier = ? AND i.status = 'firing' AND NOT EXISTS (
                 SELECT 1 FROM clicks c WHERE c.incident_id = m.incident_id
-                AND c.action IN ('acknowledge', 'escalated', 'resolve', 'false_alarm'))
+                AND c.action IN ('acknowledge', 'escalated', 'escalation_failed', 'resolve',
+                                 'false_alarm'))
             ORDER BY m.posted_at
         """
         rows = await self._run(lambda db: db.execute(sql, (notifier,)).fetchall())

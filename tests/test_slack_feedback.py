@@ -15,6 +15,7 @@ import orjson
 import pytest
 from fake_slack import TOKEN, FakeSlack
 from slack_sdk.signature import SignatureVerifier
+from structlog.testing import capture_logs
 
 from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.domain import Mention, Page, ScoredMention
@@ -179,6 +180,84 @@ class TestEscalation:
         start = time.time()
         assert await Escalator(store, slack, slack.live, clock=lambda: start + 1800).check() == 0
         assert await Escalator(store, slack, slack.live, clock=lambda: start + 3700).check() == 1
+
+    async def test_an_incident_that_cannot_be_escalated_holds_up_no_other(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The first incident's channel is gone: it is given up (ops told, not tried at every
+        check), and the next incident is escalated all the same."""
+        slack = await two_routes(fake, store, make_page)
+        fake.missing_channels.add("C0GONE")
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert [await escalator.check() for _ in range(3)] == [1, 0, 0]
+        replies = [c for c in fake.calls if c.args.get("thread_ts")]
+        assert [(c.args["channel"], c.error) for c in replies] == [
+            ("C0GONE", "channel_not_found"),
+            ("C0CRISIS", None),
+        ]
+        ops = [c.args["text"] for c in fake.ok_calls() if c.args.get("channel") == "#ops"]
+        assert len(ops) == 1 and "channel_not_found" in ops[0]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalation_failed"]
+        assert [c[1] for c in await store.clicks("b@1")] == ["escalated"]
+
+    async def test_a_passing_failure_is_logged_once_and_tried_again(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Slack fails one incident's re-page twice: the others go, the failure is logged
+        once, and the next check that succeeds escalates it."""
+        slack = await two_routes(fake, store, make_page)
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        with capture_logs() as logs:
+            fake.fail("chat.postMessage", status=500)
+            assert await escalator.check() == 1  # b
+            fake.fail("chat.postMessage", status=500)
+            assert await escalator.check() == 0
+            assert await escalator.check() == 1  # a
+        assert [e["incident"] for e in logs if e["event"] == "escalation.failed"] == ["a@1"]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalated"]
+
+    async def test_a_refused_token_stops_the_checks_which_then_wait_longer(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """With a revoked token no incident can be escalated: each check stops at the first,
+        the error is logged once, and the waits between checks grow."""
+        slack = await two_routes(fake, store, make_page)
+        fake.token = "xoxb-revoked"
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 4:
+                raise Stop
+
+        escalator = Escalator(
+            store, slack, slack.live, clock=lambda: time.time() + 3600, sleep=sleep, rng=lambda: 1.0
+        )
+        with capture_logs() as logs, pytest.raises(Stop):
+            await escalator.run()
+        assert waits == [30.0, 60.0, 120.0, 240.0]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "escalation.check_failed"
+        ]
+        assert [c.args["channel"] for c in fake.calls[-4:]] == ["C0GONE"] * 4
+
+
+class Stop(Exception):
+    """Ends a loop under test."""
+
+
+async def two_routes(fake: FakeSlack, store: Store, make_page: PageFactory) -> SlackNotifier:
+    """A notifier that has posted incident a@1 (route to C0GONE), then b@1 (to C0CRISIS)."""
+    escalate = {"escalate_after": timedelta(minutes=10), "escalate_to": ["S0ONCALL"]}
+    routes = {"a": Route(channel="C0GONE", **escalate), "b": Route(channel="C0CRISIS", **escalate)}
+    slack_settings = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
+    live = LiveSettings(Settings(brands=[], routes=routes, notify=Notify(slack=slack_settings)))
+    slack = SlackNotifier(live, store, token=TOKEN)
+    dispatcher = Dispatcher([slack], store)
+    await dispatcher.dispatch(make_page(id="a@1", key="a", route="a"))
+    await asyncio.sleep(0.01)  # b's message is the newer
+    await dispatcher.dispatch(make_page(id="b@1", key="b", route="b"))
+    return slack
 
 
 class TestHttpEndpoint:

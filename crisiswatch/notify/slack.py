@@ -229,14 +229,18 @@ class SlackNotifier:
         )
 
     async def reply(self, incident_id: str, text: str) -> bool:
-        """A note in an incident's thread (acknowledgements, escalations); False if none."""
+        """A note in an incident's thread (acknowledgements, escalations); False if none.
+        Slack's errors are sorted as a page's are."""
         posted = await self.store.message(incident_id, self.name)
         if posted is None:
             return False
         channel, ts = posted
-        await self.client.chat_postMessage(
-            channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
-        )
+        try:
+            await self.client.chat_postMessage(
+                channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
+            )
+        except SlackApiError as exc:
+            raise await self._sorted(exc, channel) from exc
         return True
 
     async def _chart(self, page: Page, channel: str, ts: str) -> None:
