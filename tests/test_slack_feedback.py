@@ -200,6 +200,16 @@ class TestEscalation:
         assert [c[1] for c in await store.clicks("a@1")] == ["escalation_failed"]
         assert [c[1] for c in await store.clicks("b@1")] == ["escalated"]
 
+    async def test_a_deleted_message_is_not_escalated_at_every_check(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Slack says the first incident's message is gone: its escalation is given up."""
+        slack = await two_routes(fake, store, make_page)
+        fake.fail("chat.postMessage", error="message_not_found")
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert [await escalator.check() for _ in range(2)] == [1, 0]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalation_failed"]
+
     async def test_a_passing_failure_is_logged_once_and_tried_again(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:

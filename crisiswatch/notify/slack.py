@@ -54,21 +54,20 @@ UNAUTHORIZED = frozenset(
 """Slack errors about the token or the app, not the page: every page waits until they are fixed
 (a restart reads a new token; a scope added to the same token works at the next try)."""
 
-PERMANENT = frozenset(
-    {
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "invalid_blocks",
-        "invalid_arguments",
-        "msg_too_long",
-    }
-)
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
+"""Errors for an incident's message that was deleted: a page posts a new one (see `_edited`);
+a note in its thread is given up."""
+
+PERMANENT = MESSAGE_GONE | {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_blocks",
+    "invalid_arguments",
+    "msg_too_long",
+}
 """Slack errors of one page or its route's channel that retrying cannot cure: the page is given
 up (so one bad route does not hold the other routes' pages) and ops are told."""
-
-MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
-"""chat.update's errors for an incident's message that was deleted: a new one is posted."""
 
 
 class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
