@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     at TEXT NOT NULL, sent_at TEXT NOT NULL, notifier TEXT NOT NULL,
     PRIMARY KEY (page_key, notifier)
 );
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id, notifier);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, page_key TEXT NOT NULL,
     incident_id TEXT NOT NULL, kind TEXT NOT NULL, page BLOB NOT NULL,
@@ -337,6 +338,24 @@ class Store:
                 db.executemany(_UNMARK, found.fetchall())
 
         await self._run(write)
+
+    async def supersede(self, seq: int, page: Page, notifier: str) -> bool:
+        """When `notifier` already sent a newer page of the same incident (this one was held by
+        quiet hours meanwhile), mark this outbox page superseded, done without being sent, and
+        say so; else False."""
+        sent = "SELECT at FROM notifications WHERE incident_id = ? AND notifier = ?"
+        now = datetime.now(UTC).isoformat()
+
+        def write(db: sqlite3.Connection) -> bool:
+            times = db.execute(sent, (page.incident.id, notifier)).fetchall()
+            if not any(datetime.fromisoformat(at) > page.at for (at,) in times):
+                return False
+            done = "UPDATE outbox SET status = 'superseded', done_at = ? WHERE seq = ?"
+            db.execute(done, (now, seq))
+            db.execute(_UNMARK, (page_key(page), notifier))
+            return True
+
+        return await self._run(write)
 
     async def outbox(self) -> list[dict[str, str | int | None]]:
         """Every outbox row without its page, oldest first (for reports and tests)."""

@@ -21,7 +21,7 @@ from conftest import T0
 from fake_slack import TOKEN, FakeSlack
 from structlog.testing import capture_logs
 
-from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Slack
+from crisiswatch.config import Brand, LiveSettings, Notify, QuietHours, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
@@ -247,6 +247,32 @@ class TestIncidentLife:
         assert "CRITICAL" in message["blocks"][0]["text"]["text"]
         [(_, replies)] = fake.threads().values()
         assert len(replies) == 1
+
+    async def test_a_page_held_past_newer_ones_does_not_bring_back_old_state(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Quiet hours hold the warning's opening page; the escalation to critical and the
+        resolution go at once. When the quiet hours end, the held page is superseded: the
+        message still says Resolved, and the outbox is empty."""
+        quiet = QuietHours(start="22:00", end="08:00", timezone="UTC", min_severity="critical")
+        routes = {"default": Route(channel="#crisis", quiet_hours=quiet)}
+        slack = notifier(fake, store, routes=routes)
+        clock = [T0.replace(hour=23)]
+        dispatcher = Dispatcher([slack], store, live=slack.live, clock=lambda: clock[0])
+        opened, worse, resolved = (
+            replace(page, at=page.at + timedelta(hours=11)) for page in life(make_page)
+        )
+        for page in (opened, worse, resolved):
+            clock[0] = page.at
+            await dispatcher.dispatch(page)
+        assert await store.pending("slack") == 1
+        clock[0] = T0.replace(day=2, hour=8, minute=1)
+        await dispatcher.flush()
+        [(shown, replies)] = fake.threads().values()
+        assert "Resolved" in shown["blocks"][0]["text"]["text"] and len(replies) == 2
+        assert len(fake.ok_calls("chat.update")) == 1  # the resolution's, none since
+        assert [r["status"] for r in await store.outbox()] == ["superseded", "sent", "sent"]
+        assert await store.pending("slack") == 0
 
 
 class TestPostingMarks:

@@ -11,7 +11,9 @@ token), every page waits: the first in line is tried again after minutes (at mos
 (a restart reads new secrets) the queued pages go out in order.
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
-logged), and a page in its route's quiet hours is held for the notifiers that page people.
+logged), and a page in its route's quiet hours is held for the notifiers that page people. A
+held page that a newer page of its incident overtook (one severe enough to go at once) is not
+sent when it comes due: it is marked superseded and logged.
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ class Dispatcher:
         (False, the wait the service asked for, if it did)."""
         page = load_page(item.page)
         key = page_key(page)
+        if await self._superseded(item, page, notifier.name):
+            return True, None
         try:
             await notifier.send(page)
         except asyncio.CancelledError:
@@ -204,6 +208,24 @@ class Dispatcher:
         except StoreError as exc:
             log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
         return True, None
+
+    async def _superseded(self, item: OutboxItem, page: Page, notifier: str) -> bool:
+        """Whether the page is older than one the notifier already sent about its incident (it
+        was held by quiet hours while newer ones went): then it is not sent, since it would show
+        older state over newer (Slack's living message), and is marked done."""
+        try:
+            stale = await self.store.supersede(item.seq, page, notifier)
+        except StoreError as exc:  # cannot tell: send rather than stay quiet
+            log.error("outbox.unreadable", notifier=notifier, error=str(exc))
+            return False
+        if stale:
+            log.info(
+                "page.superseded",
+                page=page_key(page),
+                notifier=notifier,
+                effect="not sent: a newer page of the incident went out while it was held",
+            )
+        return stale
 
     def _refused_now(self, notifier: str, error: str) -> None:
         """Log once per problem (not at every try) that a notifier's credentials are refused."""
