@@ -4,9 +4,9 @@ One message per brand: yesterday's mentions and negative share (from the series 
 an hourly chart in its thread when matplotlib is installed), the incidents opened that day with
 how long until someone pressed Acknowledge, and the pages and precision of their rules (the share
 of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
-section holds shows whole lines, then "…and N more". "Yesterday" is the
-calendar day in the default route's quiet-hours time zone (UTC without quiet hours); an
-APScheduler cron job posts it at `digest_at` (08:00) in that zone.
+section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
+default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
+at `digest_at` (08:00) in that zone.
 """
 
 from __future__ import annotations

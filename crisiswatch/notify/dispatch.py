@@ -170,8 +170,9 @@ class Dispatcher:
             await self._sleep(backoff.next(told))
 
     async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
-        """Send one queued page: (True, None) when it is done with (sent or given up), else
-        (False, the wait the service asked for, if it did)."""
+        """Send one queued page: (True, None) when it is done with (sent, given up or
+        superseded), else (False, the wait the service asked for, if it did, or the long wait
+        while it refuses the notifier's credentials)."""
         page = load_page(item.page)
         key = page_key(page)
         if await self._superseded(item, page, notifier.name):
