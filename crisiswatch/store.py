@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ import orjson
 from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 1
+CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     at TEXT NOT NULL, sent_at TEXT NOT NULL, notifier TEXT NOT NULL,
     PRIMARY KEY (page_key, notifier)
 );
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id, notifier);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, page_key TEXT NOT NULL,
     incident_id TEXT NOT NULL, kind TEXT NOT NULL, page BLOB NOT NULL,
@@ -68,6 +70,8 @@ CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
 );
+-- the presses recorded lately, by Slack's action, user and action time (see record_click)
+CREATE TABLE IF NOT EXISTS click_keys (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 -- live sources: where each stream stopped (sources/cursors.py)
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, stream TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -340,6 +344,24 @@ class Store:
 
         await self._run(write)
 
+    async def supersede(self, seq: int, page: Page, notifier: str) -> bool:
+        """When `notifier` already sent a newer page of the same incident (this one was held by
+        quiet hours meanwhile), mark this outbox page superseded, done without being sent, and
+        say so; else False."""
+        sent = "SELECT at FROM notifications WHERE incident_id = ? AND notifier = ?"
+        now = datetime.now(UTC).isoformat()
+
+        def write(db: sqlite3.Connection) -> bool:
+            times = db.execute(sent, (page.incident.id, notifier)).fetchall()
+            if not any(datetime.fromisoformat(at) > page.at for (at,) in times):
+                return False
+            done = "UPDATE outbox SET status = 'superseded', done_at = ? WHERE seq = ?"
+            db.execute(done, (now, seq))
+            db.execute(_UNMARK, (page_key(page), notifier))
+            return True
+
+        return await self._run(write)
+
     async def outbox(self) -> list[dict[str, str | int | None]]:
         """Every outbox row without its page, oldest first (for reports and tests)."""
 
@@ -362,6 +384,11 @@ class Store:
             db.execute(_UNMARK, (incident_id, notifier))
 
         await self._run(write)
+
+    async def forget_message(self, incident_id: str, notifier: str) -> None:
+        """The incident's message is gone (deleted in Slack): the next page posts a new one."""
+        sql = "DELETE FROM messages WHERE incident_id = ? AND notifier = ?"
+        await self._run(lambda db: db.execute(sql, (incident_id, notifier)))
 
     async def mark_posting(self, key: str, notifier: str) -> datetime | None:
         """Note that a message is about to be posted (an incident's first message, keyed by the
@@ -400,12 +427,37 @@ class Store:
         return None if row is None else str(row[0])
 
     async def record_click(
-        self, incident_id: str, action: str, user: str, at: datetime, mention_id: str | None
-    ) -> None:
-        """Keep who pressed which button about which incident (or post), and when."""
+        self,
+        incident_id: str,
+        action: str,
+        user: str,
+        at: datetime,
+        mention_id: str | None,
+        key: str | None = None,
+    ) -> int | None:
+        """Keep who pressed which button about which incident (or post), and when; return how
+        many times that button was pressed on it before. `key` names one press: a press already
+        recorded in the last `CLICK_KEYS_KEPT` (Slack redelivered it, or a request was replayed)
+        is not recorded again, and None is returned."""
         sql = "INSERT INTO clicks (at, incident_id, action, user, mention_id) VALUES (?,?,?,?,?)"
         row = (at.isoformat(), incident_id, action, user, mention_id)
-        await self._run(lambda db: db.execute(sql, row))
+        before = (
+            "SELECT COUNT(*) FROM clicks WHERE incident_id = ? AND action = ? AND mention_id IS ?"
+        )
+
+        def write(db: sqlite3.Connection) -> int | None:
+            if key is not None:
+                db.execute(
+                    "DELETE FROM click_keys WHERE at < ?", ((at - CLICK_KEYS_KEPT).isoformat(),)
+                )
+                insert = "INSERT OR IGNORE INTO click_keys VALUES (?, ?)"
+                if db.execute(insert, (key, at.isoformat())).rowcount == 0:
+                    return None
+            earlier = int(db.execute(before, (incident_id, action, mention_id)).fetchone()[0])
+            db.execute(sql, row)
+            return earlier
+
+        return await self._run(write)
 
     async def clicks(self, incident_id: str) -> list[tuple[str, str, str, str | None]]:
         """(at, action, user, mention id) of every click on an incident's page, oldest first."""
@@ -415,7 +467,8 @@ class Store:
 
     async def unacknowledged(self, notifier: str) -> list[tuple[str, str, datetime, datetime]]:
         """(incident id, route, posted at, last snoozed at or posted at) of each firing incident
-        with a message that nobody acknowledged, closed or escalated yet."""
+        with a message that nobody acknowledged, closed or escalated yet (nor failed to escalate
+        for good), oldest first."""
         sql = """
             SELECT m.incident_id, i.detail, m.posted_at,
                    COALESCE((SELECT MAX(at) FROM clicks c WHERE c.incident_id = m.incident_id
@@ -423,7 +476,8 @@ class Store:
             FROM messages m JOIN incidents i ON i.id = m.incident_id
             WHERE m.notifier = ? AND i.status = 'firing' AND NOT EXISTS (
                 SELECT 1 FROM clicks c WHERE c.incident_id = m.incident_id
-                AND c.action IN ('acknowledge', 'escalated', 'resolve', 'false_alarm'))
+                AND c.action IN ('acknowledge', 'escalated', 'escalation_failed', 'resolve',
+                                 'false_alarm'))
             ORDER BY m.posted_at
         """
         rows = await self._run(lambda db: db.execute(sql, (notifier,)).fetchall())

@@ -130,6 +130,24 @@ class TestBuild:
         assert (day.volume, day.negative_share, day.hours_known, day.rules) == (0, None, 0, ())
         assert "No incident opened." in str(digests.blocks(day))
 
+    def test_a_busy_day_lists_whole_incidents_and_says_how_many_more(self) -> None:
+        """More incidents than a section holds: whole lines up to the limit, then how many
+        were left out, so none goes missing without a word."""
+        summary = "kestrel: 120 mentions in 5m (20 expected), 60% negative on cards, app " * 3
+        incidents = tuple(
+            digests.IncidentDay(
+                f"kestrel@{hour}", "warning", "spark", summary, utc(2, hour), None, 3, False, ()
+            )
+            for hour in range(24)
+        )
+        day = digests.Digest("kestrel", "Kestrel Bank", DAY, "UTC", (), incidents, ())
+        listing = digests.blocks(day)[2]["text"]["text"]
+        *lines, more = listing.split("\n")[1:]
+        shown = len(lines) // 2  # two lines per incident
+        assert len(listing) <= digests.SECTION_CHARS
+        assert 0 < shown < 24 and more == f"…and {24 - shown} more"
+        assert lines[-1] == f"   {summary.strip()}"  # the last one shown is whole
+
 
 class TestSeveralBrands:
     async def test_one_read_of_the_store_per_run_each_brand_its_own_day(

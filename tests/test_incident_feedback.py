@@ -58,10 +58,10 @@ class TestPipeline:
         """A resolved incident pages its resolution at once and is no longer open."""
         pipe = pipeline()
         page = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 320), 20, "s"))
-        (resolved,) = pipe.resolve(page.incident.id, "<@U1>")
-        assert resolved.kind is PageKind.RESOLVED and resolved.changes == ("resolved by <@U1>",)
+        (resolved,) = pipe.resolve(page.incident.id, "U1")
+        assert resolved.kind is PageKind.RESOLVED and resolved.changes == ("resolved by U1",)
         assert pipe.incidents.open == {}
-        assert pipe.resolve(page.incident.id, "<@U1>") == []  # twice is harmless
+        assert pipe.resolve(page.incident.id, "U1") == []  # twice is harmless
 
     def test_false_alarm_raises_the_expected_volume(self) -> None:
         """After a False alarm the series expects more: the same level scores lower."""
@@ -99,7 +99,7 @@ class TestClicks:
         await run
         await store.close()
         (resolved,) = recorder.pages
-        assert resolved.kind is PageKind.RESOLVED and "resolved by <@U1>" in resolved.changes
+        assert resolved.kind is PageKind.RESOLVED and "resolved by U1" in resolved.changes
         assert [c[1] for c in await _clicks(tmp_path, page.incident.id)] == ["resolve", "resolve"]
 
 

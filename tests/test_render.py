@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +17,9 @@ PageFactory = Callable[..., Page]
 
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 HOSTILE = "\x1b[2J\x1b]0;owned\x07\r\x00\x9b31m\u202eevil\u2066 \u200b@channel\n\n<!here>"
+JOINERS = "\u200c\u200d"
+FORMAT = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+"""Every invisible format character this Python knows (Unicode category Cf)."""
 
 
 def unsafe_characters(text: str) -> list[str]:
@@ -50,6 +54,36 @@ class TestCleanText:
     def test_cleans(self, raw: str, clean: str) -> None:
         """Control, escape and direction characters go; whitespace collapses to one space."""
         assert clean_text(raw) == clean
+
+    @pytest.mark.parametrize(
+        ("raw", "clean"),
+        [
+            ("pay\u00adpal", "paypal"),
+            ("Kestrel\u2060Bank", "KestrelBank"),
+            ("\ufeffbom", "bom"),
+            ("tag\U000e0041\U000e007f chars", "tag chars"),
+            ("arabic\u061cmark", "arabic mark"),
+            ("family 👨\u200d👩\u200d👧", "family 👨\u200d👩\u200d👧"),
+            ("می\u200cخواهم", "می\u200cخواهم"),
+            ("\u200dedge\u200c", "edge"),
+            ("run\u200d\u200d\u200dof joiners", "runof joiners"),
+            ("by \u200d a space", "by a space"),
+        ],
+    )
+    def test_invisible_format_characters_go(self, raw: str, clean: str) -> None:
+        """Invisible format characters are removed, but joiners between visible characters
+        (emoji sequences, Persian and Indic words) stay."""
+        assert clean_text(raw) == clean
+
+    def test_no_format_character_survives(self) -> None:
+        """No character of category Cf survives, but a joiner between two visible ones."""
+        kept = {
+            f"U+{ord(c):04X}": cleaned
+            for c in FORMAT
+            if (cleaned := clean_text(f"a{c}b {c}{c}").replace(" ", ""))
+            != ("a" + c + "b" if c in JOINERS else "ab")
+        }
+        assert kept == {}
 
     def test_no_escape_survives(self) -> None:
         """No ANSI escape, control or direction character survives, whatever the input."""

@@ -19,14 +19,15 @@ import orjson
 import pytest
 from conftest import T0
 from fake_slack import TOKEN, FakeSlack
+from structlog.testing import capture_logs
 
-from crisiswatch.config import Brand, LiveSettings, Notify, Route, Settings, Slack
+from crisiswatch.config import Brand, LiveSettings, Notify, QuietHours, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import Dispatcher
-from crisiswatch.notify.slack import CLOCK_SLACK, SlackNotifier
-from crisiswatch.notify.slack_blocks import escape, fit, ping
+from crisiswatch.notify.slack import CLOCK_SLACK, UNAUTHORIZED, SlackNotifier
+from crisiswatch.notify.slack_blocks import escape, fit, page_blocks, ping, thread_reply
 from crisiswatch.store import Store, page_key
 
 PageFactory = Callable[..., Page]
@@ -65,12 +66,16 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 def notifier(
-    fake: FakeSlack, store: Store, sleeps: Sleeps | None = None, **kwargs: Any
+    fake: FakeSlack,
+    store: Store,
+    sleeps: Sleeps | None = None,
+    routes: dict[str, Route] = ROUTES,
+    **kwargs: Any,
 ) -> SlackNotifier:
     slack = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
     settings = Settings(
         brands=[Brand(id="kestrel", name="Kestrel Bank", keywords=["kestrel"])],
-        routes=ROUTES,
+        routes=routes,
         notify=Notify(slack=slack),
     )
     return SlackNotifier(
@@ -201,6 +206,73 @@ class TestIncidentLife:
         (lookup,) = [c for c in fake.calls if c.method == "conversations.replies"]
         since = time.time() - float(lookup.args["oldest"])  # only what followed the attempt
         assert CLOCK_SLACK.total_seconds() <= since < CLOCK_SLACK.total_seconds() + 60
+
+    async def test_a_message_deleted_in_slack_is_posted_again(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Someone deleted the incident's message: the next page posts a new one with its
+        reply in the new thread, and the page after edits the new one. Nothing is lost."""
+        opened, worse, resolved = life(make_page)
+        dispatcher = Dispatcher([notifier(fake, store)], store)
+        await dispatcher.dispatch(opened)
+        fake.messages.clear()
+        await dispatcher.dispatch(worse)
+        await dispatcher.dispatch(resolved)
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+        [(shown, replies)] = fake.threads().values()
+        assert "Resolved" in shown["blocks"][0]["text"]["text"]
+        assert len(replies) == 2 and "Worse" in replies[0] and "Resolved" in replies[1]
+        assert [c.error for c in fake.calls if c.method == "chat.update"] == [
+            "message_not_found",
+            None,
+        ]
+
+    async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The new message for a deleted one reaches Slack but its answer is lost: the retry
+        finds it by its metadata and edits it rather than posting a third (the route names its
+        channel by id, as finding a message needs)."""
+        opened, worse, _ = life(make_page)
+        routes = {"default": Route(channel="C0CRISIS")}
+        dispatcher = Dispatcher([notifier(fake, store, routes=routes, timeout=1)], store)
+        await dispatcher.dispatch(opened)
+        fake.messages.clear()
+        fake.hold(lambda method, args: method == "chat.postMessage", take=True)
+        await dispatcher.dispatch(worse)
+        fake.release()
+        await dispatcher.flush()
+        assert await store.pending("slack") == 0 and dispatcher.sent == 2
+        [message] = [m for m in fake.messages.values() if not m.get("thread_ts")]
+        assert "CRITICAL" in message["blocks"][0]["text"]["text"]
+        [(_, replies)] = fake.threads().values()
+        assert len(replies) == 1
+
+    async def test_a_page_held_past_newer_ones_does_not_bring_back_old_state(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Quiet hours hold the warning's opening page; the escalation to critical and the
+        resolution go at once. When the quiet hours end, the held page is superseded: the
+        message still says Resolved, and the outbox is empty."""
+        quiet = QuietHours(start="22:00", end="08:00", timezone="UTC", min_severity="critical")
+        routes = {"default": Route(channel="#crisis", quiet_hours=quiet)}
+        slack = notifier(fake, store, routes=routes)
+        clock = [T0.replace(hour=23)]
+        dispatcher = Dispatcher([slack], store, live=slack.live, clock=lambda: clock[0])
+        opened, worse, resolved = (
+            replace(page, at=page.at + timedelta(hours=11)) for page in life(make_page)
+        )
+        for page in (opened, worse, resolved):
+            clock[0] = page.at
+            await dispatcher.dispatch(page)
+        assert await store.pending("slack") == 1
+        clock[0] = T0.replace(day=2, hour=8, minute=1)
+        await dispatcher.flush()
+        [(shown, replies)] = fake.threads().values()
+        assert "Resolved" in shown["blocks"][0]["text"]["text"] and len(replies) == 2
+        assert len(fake.ok_calls("chat.update")) == 1  # the resolution's, none since
+        assert [r["status"] for r in await store.outbox()] == ["superseded", "sent", "sent"]
+        assert await store.pending("slack") == 0
 
 
 class TestPostingMarks:
@@ -365,16 +437,51 @@ class TestDelivery:
         assert rows[0]["error"] == "slack: channel_not_found (channel #crisis)"
         assert dispatcher.failed == 2
 
-    async def test_revoked_token_is_permanent(
+    async def test_a_refused_token_keeps_every_page_until_it_works(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:
-        """A wrong token (invalid_auth) is given up at once, never retried."""
-        slack = notifier(fake, store)
-        fake.token = "xoxb-other"
-        dispatcher = Dispatcher([slack], store)
+        """A revoked token gives no page up: the pages wait, the first tried again after minutes,
+        with one error line and no ops notice (it would need the same token); once the token
+        works they go out in order."""
+        sleeps = Sleeps()
+        fake.token = "xoxb-revoked"
+        sleeps.hook = lambda n: setattr(fake, "token", TOKEN) if n == 4 else None
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0)
+        with capture_logs() as logs:
+            dispatcher.start()
+            for page in life(make_page):
+                await dispatcher.dispatch(page)
+            await dispatcher.close(deadline=5)
+        assert sleeps.waits == [60.0, 120.0, 240.0, 480.0]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notifier.unauthorized"]
+        assert {c.args.get("channel") for c in fake.calls} == {"#crisis", fake.channels["#crisis"]}
+        sent = [
+            (c.method, "thread_ts" in c.args)
+            for c in fake.ok_calls("chat.postMessage", "chat.update")
+        ]
+        assert sent == [
+            ("chat.postMessage", False),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+            ("chat.update", False),
+            ("chat.postMessage", True),
+        ]
+        assert {row["status"] for row in await store.outbox()} == {"sent"}
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+
+    @pytest.mark.parametrize("error", sorted(UNAUTHORIZED))
+    async def test_each_refusal_of_the_token_or_app_waits(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, error: str
+    ) -> None:
+        """Every error about the token or the app keeps the page queued, waiting minutes."""
+        sleeps = Sleeps()
+        fake.fail("chat.postMessage", error=error, times=2)
+        dispatcher = Dispatcher([notifier(fake, store)], store, sleep=sleeps, rng=lambda: 1.0)
+        dispatcher.start()
         await dispatcher.dispatch(make_page())
-        assert [c.error for c in fake.calls] == ["invalid_auth", "invalid_auth"]  # page, ops
-        assert (await store.outbox())[0]["status"] == "failed"
+        await dispatcher.close(deadline=5)
+        assert sleeps.waits == [60.0, 120.0]
+        assert dispatcher.sent == 1 and len(fake.ok_calls("chat.postMessage")) == 1
 
 
 class TestUntrustedText:
@@ -414,6 +521,29 @@ class TestUntrustedText:
         assert len(post["blocks"]) <= 50
         assert len(post["blocks"][0]["text"]["text"]) <= 150
         assert "&lt;!channel&gt;" in orjson.dumps(post["blocks"]).decode()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            "resolved by <@U0123ABCD>",
+            "resolved by U0123ABCD <!channel>",
+            "resolved by here",
+            "now also on resolved by U0123ABCD",
+        ],
+    )
+    def test_who_resolved_is_a_mention_and_nothing_else_is(
+        self, make_page: PageFactory, change: str
+    ) -> None:
+        """The Slack user id of who clicked Resolve is shown as that person, on the message and
+        in the thread; a change that merely looks like it stays inert text."""
+        at = T0 + timedelta(minutes=30)
+        page = make_page(PageKind.RESOLVED, at, ("resolved by U0123ABCD",))
+        assert page_blocks(page, "Kestrel", None)[2]["text"]["text"].endswith(
+            "resolved by <@U0123ABCD>"
+        )
+        assert thread_reply(page, None) == "✅ *Resolved*: resolved by <@U0123ABCD>"
+        inert = thread_reply(make_page(PageKind.RESOLVED, at, (change,)), None)
+        assert "<@" not in inert and "<!" not in inert
 
     def test_escape_and_fit(self) -> None:
         """Escaping neutralises Slack's control sequences; cutting never splits an entity."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import orjson
 import pytest
 from fake_slack import TOKEN, FakeSlack
 from slack_sdk.signature import SignatureVerifier
+from structlog.testing import capture_logs
 
 from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.domain import Mention, Page, ScoredMention
@@ -56,12 +58,24 @@ def angry_page(make_page: PageFactory) -> Page:
     return make_page(samples=(ScoredMention(mention, "kestrel", (), 0.92),), rules=("a", "b"))
 
 
-def block_actions(action_id: str, value: str, user: str = "U0ALICE") -> dict[str, Any]:
-    return {
-        "type": "block_actions",
-        "user": {"id": user},
-        "actions": [{"action_id": action_id, "value": value}],
-    }
+def block_actions(
+    action_id: str, value: str, user: str = "U0ALICE", pressed: str | None = None
+) -> dict[str, Any]:
+    """A click's payload; `pressed` is Slack's action_ts (the same in a redelivery)."""
+    action = {"action_id": action_id, "value": value}
+    if pressed is not None:
+        action["action_ts"] = pressed
+    return {"type": "block_actions", "user": {"id": user}, "actions": [action]}
+
+
+class Learned:
+    """A sentiment model that remembers what it was taught."""
+
+    def __init__(self) -> None:
+        self.taught: list[tuple[str, str]] = []
+
+    def learn_one(self, text: str, label: str) -> None:
+        self.taught.append((text, label))
 
 
 class TestClicks:
@@ -78,6 +92,28 @@ class TestClicks:
         assert clicks_of(block_actions("other", "i@1"), at) == []
         assert clicks_of(block_actions("not_negative:0", "not json"), at) == []
         assert clicks_of({"type": "view_submission"}, at) == []
+        [pressed] = clicks_of(block_actions("acknowledge", "i@1", pressed="1.5"), at)
+        assert pressed.key == "acknowledge|U0ALICE|1.5"
+
+    async def test_a_press_counts_once_and_a_post_is_learned_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A press Slack delivers three times is recorded and applied once; pressing Not
+        negative again on the same post (another press) is recorded but not learned again."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        learned = Learned()
+        feedback = Feedback(store, learned, slack)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:9"}).decode()
+        for _ in range(3):
+            await feedback.payload(block_actions("not_negative:0", value, pressed="1.1"))
+        await feedback.payload(block_actions("not_negative:0", value, "U0BOB", pressed="2.2"))
+        assert learned.taught == [(ANGRY, "neutral")]
+        assert [(c[1], c[2]) for c in await store.clicks(page.incident.id)] == [
+            ("not_negative", "U0ALICE"),
+            ("not_negative", "U0BOB"),
+        ]
+        assert len([c for c in fake.calls if c.args.get("thread_ts")]) == 1  # one note
 
     async def test_not_negative_teaches_the_model(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
@@ -145,6 +181,94 @@ class TestEscalation:
         assert await Escalator(store, slack, slack.live, clock=lambda: start + 1800).check() == 0
         assert await Escalator(store, slack, slack.live, clock=lambda: start + 3700).check() == 1
 
+    async def test_an_incident_that_cannot_be_escalated_holds_up_no_other(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The first incident's channel is gone: it is given up (ops told, not tried at every
+        check), and the next incident is escalated all the same."""
+        slack = await two_routes(fake, store, make_page)
+        fake.missing_channels.add("C0GONE")
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert [await escalator.check() for _ in range(3)] == [1, 0, 0]
+        replies = [c for c in fake.calls if c.args.get("thread_ts")]
+        assert [(c.args["channel"], c.error) for c in replies] == [
+            ("C0GONE", "channel_not_found"),
+            ("C0CRISIS", None),
+        ]
+        ops = [c.args["text"] for c in fake.ok_calls() if c.args.get("channel") == "#ops"]
+        assert len(ops) == 1 and "channel_not_found" in ops[0]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalation_failed"]
+        assert [c[1] for c in await store.clicks("b@1")] == ["escalated"]
+
+    async def test_a_deleted_message_is_not_escalated_at_every_check(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Slack says the first incident's message is gone: its escalation is given up."""
+        slack = await two_routes(fake, store, make_page)
+        fake.fail("chat.postMessage", error="message_not_found")
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert [await escalator.check() for _ in range(2)] == [1, 0]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalation_failed"]
+
+    async def test_a_passing_failure_is_logged_once_and_tried_again(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Slack fails one incident's re-page twice: the others go, the failure is logged
+        once, and the next check that succeeds escalates it."""
+        slack = await two_routes(fake, store, make_page)
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        with capture_logs() as logs:
+            fake.fail("chat.postMessage", status=500)
+            assert await escalator.check() == 1  # b
+            fake.fail("chat.postMessage", status=500)
+            assert await escalator.check() == 0
+            assert await escalator.check() == 1  # a
+        assert [e["incident"] for e in logs if e["event"] == "escalation.failed"] == ["a@1"]
+        assert [c[1] for c in await store.clicks("a@1")] == ["escalated"]
+
+    async def test_a_refused_token_stops_the_checks_which_then_wait_longer(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """With a revoked token no incident can be escalated: each check stops at the first,
+        the error is logged once, and the waits between checks grow."""
+        slack = await two_routes(fake, store, make_page)
+        fake.token = "xoxb-revoked"
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 4:
+                raise Stop
+
+        escalator = Escalator(
+            store, slack, slack.live, clock=lambda: time.time() + 3600, sleep=sleep, rng=lambda: 1.0
+        )
+        with capture_logs() as logs, pytest.raises(Stop):
+            await escalator.run()
+        assert waits == [30.0, 60.0, 120.0, 240.0]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "escalation.check_failed"
+        ]
+        assert [c.args["channel"] for c in fake.calls[-4:]] == ["C0GONE"] * 4
+
+
+class Stop(Exception):
+    """Ends a loop under test."""
+
+
+async def two_routes(fake: FakeSlack, store: Store, make_page: PageFactory) -> SlackNotifier:
+    """A notifier that has posted incident a@1 (route to C0GONE), then b@1 (to C0CRISIS)."""
+    escalate = {"escalate_after": timedelta(minutes=10), "escalate_to": ["S0ONCALL"]}
+    routes = {"a": Route(channel="C0GONE", **escalate), "b": Route(channel="C0CRISIS", **escalate)}
+    slack_settings = Slack(enabled=True, base_url=fake.base_url, ops_channel="#ops")
+    live = LiveSettings(Settings(brands=[], routes=routes, notify=Notify(slack=slack_settings)))
+    slack = SlackNotifier(live, store, token=TOKEN)
+    dispatcher = Dispatcher([slack], store)
+    await dispatcher.dispatch(make_page(id="a@1", key="a", route="a"))
+    await asyncio.sleep(0.01)  # b's message is the newer
+    await dispatcher.dispatch(make_page(id="b@1", key="b", route="b"))
+    return slack
+
 
 class TestHttpEndpoint:
     async def test_only_signed_requests_count(
@@ -177,3 +301,45 @@ class TestHttpEndpoint:
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("acknowledge", "U0ALICE")
         assert fake.calls[-1].args["text"] == "✔️ Acknowledged by <@U0ALICE>"
+
+    async def test_a_replayed_request_is_applied_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The same signed Not negative request sent five times (a replay inside the signature
+        window) is recorded once and teaches the model once."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        learned = Learned()
+        app = actions_app(Feedback(store, learned, slack), SECRET)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:9"}).decode()
+        payload = block_actions("not_negative:0", value, pressed="1709294400.000200")
+        body = urlencode({"payload": orjson.dumps(payload).decode()})
+        stamp = str(int(time.time()))
+        headers = {
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(
+                timestamp=stamp, body=body
+            ),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            for _ in range(5):
+                response = await session.post(url, data=body, headers=headers)
+                assert response.status == 200
+        assert learned.taught == [(ANGRY, "neutral")]
+        assert len(await store.clicks(page.incident.id)) == 1
+
+    @pytest.mark.parametrize("stamp", [None, "", "abc", "１７００", "9" * 5_000])
+    async def test_a_missing_or_unreadable_timestamp_is_refused(
+        self, store: Store, stamp: str | None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A request without a readable X-Slack-Request-Timestamp gets 401, not a 500 with a
+        traceback in the log."""
+        app = actions_app(Feedback(store, None, None), SECRET)
+        headers = {"X-Slack-Signature": "v0=00"}
+        if stamp is not None:
+            headers["X-Slack-Request-Timestamp"] = stamp
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            response = await session.post(url, data={"payload": "{}"}, headers=headers)
+        assert response.status == 401
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

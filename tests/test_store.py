@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crisiswatch.domain import Incident, IncidentStatus, Page, PageKind, Severity, Stage
-from crisiswatch.store import SCHEMA_VERSION, Store, StoreError, page_key
+from crisiswatch.store import CLICK_KEYS_KEPT, SCHEMA_VERSION, Store, StoreError, page_key
 
 IncidentFactory = Callable[..., Incident]
 PageFactory = Callable[..., Page]
@@ -141,6 +141,20 @@ class TestNotificationLog:
             make_page(id="acme@20240301T1155Z"),
         ):
             assert not await store.was_sent(page_key(other), "console")
+
+
+class TestClicks:
+    async def test_a_press_is_recorded_once_and_its_key_kept_a_day(self, store: Store) -> None:
+        """A press seen again is not recorded; each record says how many came before; keys
+        older than a day are forgotten, so the table stays small."""
+        at = datetime(2024, 3, 1, tzinfo=UTC)
+        assert await store.record_click("i@1", "not_negative", "U1", at, "x:1", "k") == 0
+        assert await store.record_click("i@1", "not_negative", "U1", at, "x:1", "k") is None
+        assert await store.record_click("i@1", "not_negative", "U2", at, "x:2", "k2") == 0
+        assert await store.record_click("i@1", "not_negative", "U2", at, "x:1", "k3") == 1
+        later = at + CLICK_KEYS_KEPT + timedelta(seconds=1)
+        assert await store.record_click("i@1", "not_negative", "U1", later, "x:1", "k") == 2
+        assert len(await store.clicks("i@1")) == 4
 
 
 class TestPersistence:

@@ -10,7 +10,8 @@ from crisiswatch.domain import Page
 class Notifier(Protocol):
     """Delivers a page somewhere people will see it. `name` keys the outbox and the log.
 
-    `send` raises `PermanentError` when retrying cannot help; any other exception is retried.
+    `send` raises `PermanentError` when retrying this page cannot help, `Unauthorized` when no
+    page can go until a person fixes the notifier's credentials; any other exception is retried.
     """
 
     name: str
@@ -28,7 +29,12 @@ class OpsNotifier(Protocol):
 
 
 class PermanentError(Exception):
-    """Sending cannot succeed until a person fixes something (a revoked token, a bad channel)."""
+    """Sending this page cannot succeed (a channel that is gone, a message Slack rejects)."""
+
+
+class Unauthorized(Exception):
+    """The service refuses the notifier's credentials (a revoked token, a missing scope): no page
+    can go until a person fixes them, so pages stay queued and are tried again now and then."""
 
 
 class RetryLater(Exception):

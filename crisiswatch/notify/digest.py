@@ -3,9 +3,10 @@
 One message per brand: yesterday's mentions and negative share (from the series history, with
 an hourly chart in its thread when matplotlib is installed), the incidents opened that day with
 how long until someone pressed Acknowledge, and the pages and precision of their rules (the share
-of a rule's incidents nobody marked a false alarm, since the store began). "Yesterday" is the
-calendar day in the default route's quiet-hours time zone (UTC without quiet hours); an
-APScheduler cron job posts it at `digest_at` (08:00) in that zone.
+of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
+section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
+default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
+at `digest_at` (08:00) in that zone.
 """
 
 from __future__ import annotations
@@ -272,9 +273,9 @@ def blocks(digest: Digest) -> list[Block]:
         },
     ]
     lines = [_incident_line(i, zone) for i in digest.incidents] or ["No incident opened."]
-    result.append(_section("*Incidents*\n" + "\n".join(lines)))
+    result.append(_listing("*Incidents*", lines))
     if digest.rules:
-        result.append(_section("*Rules that paged*\n" + "\n".join(map(_rule_line, digest.rules))))
+        result.append(_listing("*Rules that paged*", list(map(_rule_line, digest.rules))))
     result.append(
         {
             "type": "context",
@@ -292,6 +293,20 @@ def blocks(digest: Digest) -> list[Block]:
 
 def _section(body: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": fit(body, SECTION_CHARS)}}
+
+
+def _listing(title: str, lines: list[str]) -> Block:
+    """A titled list in one section: whole lines while they fit, then how many did not."""
+    shown, size = [title], len(title)
+    for number, line in enumerate(lines):
+        left = len(lines) - number - 1
+        room = len(f"\n…and {left} more") if left else 0  # to say what is left out, if need be
+        if size + len(f"\n{line}") + room > SECTION_CHARS:
+            shown.append(f"…and {left + 1} more")
+            break
+        shown.append(line)
+        size += len(f"\n{line}")
+    return _section("\n".join(shown))
 
 
 def render_png(digest: Digest) -> bytes | None:

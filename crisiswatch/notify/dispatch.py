@@ -5,10 +5,15 @@ succeeded (Alertmanager's rule), so a crash can repeat a page but never lose one
 already sent is not sent again. Each notifier has one sender that sends its pages in order; a
 failed send is retried by the rules of `crisiswatch/retry.py` (the service's `Retry-After`, else
 exponential back-off with jitter) while later pages wait their turn; a permanent error gives
-that page up.
+that page up. When the service refuses the notifier's credentials (`Unauthorized`: a revoked
+token), every page waits: the first in line is tried again after minutes (at most
+`UNAUTHORIZED_CAP`), the problem is logged as an error once, and once the credentials are fixed
+(a restart reads new secrets) the queued pages go out in order.
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
-logged), and a page in its route's quiet hours is held for the notifiers that page people.
+logged), and a page in its route's quiet hours is held for the notifiers that page people. A
+held page that a newer page of its incident overtook (one severe enough to go at once) is not
+sent when it comes due: it is marked superseded and logged.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import structlog
 
 from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Page
-from crisiswatch.notify import Notifier, PermanentError, RetryLater
+from crisiswatch.notify import Notifier, PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify.codec import dump_page, load_page
 from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.retry import Backoff
@@ -30,6 +35,8 @@ from crisiswatch.store import OutboxItem, Store, StoreError, page_key
 
 log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
+UNAUTHORIZED_FIRST = 60.0  # seconds before trying refused credentials again, doubling …
+UNAUTHORIZED_CAP = 900.0  # … up to this
 
 
 class Dispatcher:
@@ -59,6 +66,13 @@ class Dispatcher:
         self._sleep = sleep
         self._rng = rng
         self._wake = {n.name: asyncio.Event() for n in self.notifiers}
+        self._refused = {  # per notifier: waits while its credentials are refused
+            n.name: Backoff(
+                base=UNAUTHORIZED_FIRST, cap=UNAUTHORIZED_CAP, floor=UNAUTHORIZED_FIRST, rand=rng
+            )
+            for n in self.notifiers
+        }
+        self._refusal: dict[str, str] = {}  # notifier → the refusal logged, until a page goes
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -158,10 +172,13 @@ class Dispatcher:
             await self._sleep(backoff.next(told))
 
     async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
-        """Send one queued page: (True, None) when it is done with (sent or given up), else
-        (False, the wait the service asked for, if it did)."""
+        """Send one queued page: (True, None) when it is done with (sent, given up or
+        superseded), else (False, the wait the service asked for, if it did, or the long wait
+        while it refuses the notifier's credentials)."""
         page = load_page(item.page)
         key = page_key(page)
+        if await self._superseded(item, page, notifier.name):
+            return True, None
         try:
             await notifier.send(page)
         except asyncio.CancelledError:
@@ -171,6 +188,10 @@ class Dispatcher:
             log.error("page.given_up", page=key, notifier=notifier.name, error=str(exc))
             await self._record_failure(item, str(exc), final=True)
             return True, None
+        except Unauthorized as exc:
+            self._refused_now(notifier.name, str(exc))
+            await self._record_failure(item, str(exc), final=False)
+            return False, self._refused[notifier.name].next()
         except Exception as exc:
             told = exc.retry_after if isinstance(exc, RetryLater) else None
             log.warning(
@@ -184,11 +205,48 @@ class Dispatcher:
             return False, told
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
+        self._accepted(notifier.name)
         try:
             await self.store.outbox_sent(item.seq, page, notifier.name)
         except StoreError as exc:
             log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
         return True, None
+
+    async def _superseded(self, item: OutboxItem, page: Page, notifier: str) -> bool:
+        """Whether the page is older than one the notifier already sent about its incident (it
+        was held by quiet hours while newer ones went): then it is not sent, since it would show
+        older state over newer (Slack's living message), and is marked done."""
+        try:
+            stale = await self.store.supersede(item.seq, page, notifier)
+        except StoreError as exc:  # cannot tell: send rather than stay quiet
+            log.error("outbox.unreadable", notifier=notifier, error=str(exc))
+            return False
+        if stale:
+            log.info(
+                "page.superseded",
+                page=page_key(page),
+                notifier=notifier,
+                effect="not sent: a newer page of the incident went out while it was held",
+            )
+        return stale
+
+    def _refused_now(self, notifier: str, error: str) -> None:
+        """Log once per problem (not at every try) that a notifier's credentials are refused."""
+        if self._refusal.get(notifier) != error:
+            self._refusal[notifier] = error
+            log.error(
+                "notifier.unauthorized",
+                notifier=notifier,
+                error=error,
+                effect="pages stay queued and are tried again every few minutes; "
+                "fix the credentials and restart",
+            )
+
+    def _accepted(self, notifier: str) -> None:
+        """A page went: a refusal logged before is over."""
+        self._refused[notifier].reset()
+        if self._refusal.pop(notifier, None) is not None:
+            log.info("notifier.authorized", notifier=notifier, effect="queued pages go out")
 
     async def _record_failure(self, item: OutboxItem, error: str, *, final: bool) -> None:
         try:

@@ -1,15 +1,18 @@
 """What people do with a page: button clicks become feedback, and silence becomes escalation.
 
-Every click is recorded (who, when, what, which incident). Acknowledge stops escalation (the
-response clock starts at the click); Snooze 1 h delays it; Not negative teaches the sentiment
-model that the post is neutral; False alarm is counted against each rule of the incident, which
-gives each rule's precision. An incident nobody acknowledged within its route's `escalate_after`
-is re-paged once in its thread, calling `escalate_to`.
+Every click is recorded (who, when, what, which incident) and applied once: a press that Slack
+delivers again, or a replayed request, is known by its action's time. Acknowledge stops
+escalation (the response clock starts at the click); Snooze 1 h delays it; Not negative teaches
+the sentiment model that the post is neutral (once per post of an incident); False alarm is
+counted against each rule of the incident, which gives each rule's precision. An incident nobody
+acknowledged within its route's `escalate_after` is re-paged once in its thread, calling
+`escalate_to`; one incident that cannot be escalated never holds up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,8 +22,9 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from crisiswatch.config import LiveSettings
+from crisiswatch.config import LiveSettings, Route
 from crisiswatch.domain import Silence
+from crisiswatch.notify import PermanentError, Unauthorized
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
     ACK,
@@ -30,11 +34,14 @@ from crisiswatch.notify.slack_blocks import (
     SNOOZE,
     ping,
 )
+from crisiswatch.retry import Backoff
 from crisiswatch.store import Store
 
 log = structlog.get_logger(__name__)
 SNOOZE_FOR = timedelta(hours=1)
 ESCALATED = "escalated"
+ESCALATION_FAILED = "escalation_failed"  # its channel or message is gone: not tried again
+CHECK_WAIT_CAP = 900.0  # seconds: the longest wait after checks that failed as a whole
 _NOTES = {
     ACK: "✔️ Acknowledged by {user}",
     SNOOZE: "💤 Snoozed for 1 h by {user}",
@@ -57,6 +64,7 @@ class Click:
     user: str
     at: datetime
     mention_id: str | None = None
+    key: str | None = None  # this very press (a redelivery or a replay has the same)
 
 
 def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
@@ -66,16 +74,21 @@ def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
     user = str((payload.get("user") or {}).get("id", "unknown"))
     clicks = []
     for action in payload.get("actions") or []:
-        kind = str(action.get("action_id", "")).split(":")[0]
+        action_id = str(action.get("action_id", ""))
+        kind = action_id.split(":")[0]
         value = str(action.get("value", ""))
+        stamp = action.get("action_ts")
+        key = f"{action_id}|{user}|{stamp}" if stamp else None
         if kind == NOT_NEGATIVE:
             try:
                 ids = orjson.loads(value)
-                clicks.append(Click(kind, str(ids["incident"]), user, at, str(ids["mention"])))
+                incident, mention = str(ids["incident"]), str(ids["mention"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.warning("feedback.bad_value", action=kind)
+            else:
+                clicks.append(Click(kind, incident, user, at, mention, key))
         elif kind in _NOTES and value:
-            clicks.append(Click(kind, value, user, at))
+            clicks.append(Click(kind, value, user, at, key=key))
     return clicks
 
 
@@ -135,14 +148,22 @@ class Feedback:
             await self.handle(click)
 
     async def handle(self, click: Click) -> None:
-        await self.store.record_click(
-            click.incident_id, click.action, click.user, click.at, click.mention_id
+        """Record and apply a click once, however often Slack delivers it; a post is learned
+        as not negative once per incident, however often its button is pressed."""
+        earlier = await self.store.record_click(
+            click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
         )
+        if earlier is None:
+            log.info("feedback.repeated", action=click.action, incident=click.incident_id)
+            return
         log.info("feedback.click", action=click.action, incident=click.incident_id)
+        if click.action == NOT_NEGATIVE and earlier:
+            log.info("feedback.already_learned", incident=click.incident_id)
+            return
         if click.action == SNOOZE:
             await self.store.add_silence(snooze_silence(click))
         if self.control is not None and click.action == RESOLVE:
-            await self.control.resolve(click.incident_id, f"<@{click.user}>")
+            await self.control.resolve(click.incident_id, click.user)
         if self.control is not None and click.action == FALSE_ALARM:
             await self.control.false_alarm(click.incident_id, click.user)
         if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
@@ -164,7 +185,11 @@ class Escalator:
     """Re-pages unacknowledged incidents in their thread once `escalate_after` has passed.
 
     The routes are read at each check, so a reload that adds, changes or removes a route's
-    `escalate_after` or `escalate_to` applies to incidents already open."""
+    `escalate_after` or `escalate_to` applies to incidents already open. An incident whose
+    channel or message is gone is given up (recorded, so not tried again); any other failure of
+    one incident is logged once and tried again at the next check, after the others. When Slack
+    refuses the token, or the store cannot be read, the check stops and the next ones wait
+    longer, up to `CHECK_WAIT_CAP`."""
 
     def __init__(
         self,
@@ -175,6 +200,7 @@ class Escalator:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         every: float = 30.0,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self.slack = slack
@@ -182,16 +208,24 @@ class Escalator:
         self._clock = clock
         self._sleep = sleep
         self.every = every
+        self._backoff = Backoff(base=every, cap=CHECK_WAIT_CAP, floor=every, rand=rng)
+        self._failing: dict[str, str] = {}  # incident → the error logged, while it lasts
 
     async def run(self) -> None:
+        problem = None  # the failure of the checks logged last, so that it is logged once
         while True:
             try:
                 await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("escalation.check_failed")
-            await self._sleep(self.every)
+            except Exception as exc:
+                if repr(exc) != problem:
+                    log.exception("escalation.check_failed", effect="the checks wait longer")
+                problem = repr(exc)
+                wait = self._backoff.next()
+            else:
+                problem = None
+                self._backoff.reset()
+                wait = self.every
+            await self._sleep(wait)
 
     async def check(self) -> int:
         """Escalate what is due now; return how many were escalated."""
@@ -199,18 +233,40 @@ class Escalator:
         if not any(route.escalate_after is not None for route in routes.values()):
             return 0
         now = datetime.fromtimestamp(self._clock(), UTC)
+        waiting = await self.store.unacknowledged(self.slack.name)
+        ids = {incident_id for incident_id, *_ in waiting}
+        self._failing = {key: error for key, error in self._failing.items() if key in ids}
         escalated = 0
-        for incident_id, route_name, posted, snoozed in await self.store.unacknowledged(
-            self.slack.name
-        ):
+        for incident_id, route_name, posted, snoozed in waiting:
             route = routes.get(route_name)
             if route is None or route.escalate_after is None:
                 continue
             due = max(posted + route.escalate_after, snoozed + SNOOZE_FOR * (snoozed > posted))
-            if now < due:
-                continue
-            if await self.slack.escalate(incident_id, route, now - posted):
-                await self.store.record_click(incident_id, ESCALATED, "crisiswatch", now, None)
-                log.warning("incident.escalated", incident=incident_id, route=route_name)
+            if now >= due and await self._escalate(incident_id, route_name, route, now, posted):
                 escalated += 1
         return escalated
+
+    async def _escalate(
+        self, incident_id: str, route_name: str, route: Route, now: datetime, posted: datetime
+    ) -> bool:
+        """Escalate one incident; whether it was. `Unauthorized` stops the check: no incident
+        could be escalated."""
+        try:
+            done = await self.slack.escalate(incident_id, route, now - posted)
+        except PermanentError as exc:
+            await self.store.record_click(incident_id, ESCALATION_FAILED, "crisiswatch", now, None)
+            log.error("escalation.given_up", incident=incident_id, error=str(exc))
+            return False
+        except Unauthorized:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if self._failing.get(incident_id) != error:
+                self._failing[incident_id] = error
+                log.warning("escalation.failed", incident=incident_id, error=error)
+            return False
+        self._failing.pop(incident_id, None)
+        if done:
+            await self.store.record_click(incident_id, ESCALATED, "crisiswatch", now, None)
+            log.warning("incident.escalated", incident=incident_id, route=route_name)
+        return done

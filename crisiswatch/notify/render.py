@@ -1,7 +1,8 @@
 """Pages as readable text: what is happening, how bad, where, since when, why, and the posts.
 
 Post texts are untrusted: control characters (a terminal escape sequence in a post could rewrite
-the screen) are removed, whitespace collapsed and length capped before they are shown.
+the screen) and invisible format characters (which can hide or reorder text) are removed,
+whitespace collapsed and length capped before they are shown.
 """
 
 from __future__ import annotations
@@ -11,14 +12,29 @@ from datetime import datetime
 
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+# Controls, direction marks and overrides, and the zero-width space stand between words: a space.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
+# Every other format character (Unicode category Cf, to Unicode 15.1) is invisible: removed, so
+# the text reads as it showed. Zero-width (non-)joiners are not here: see _LOOSE_JOINER.
+_INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\u180e\u2060-\u2064\u206a-\u206f"
+    "\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]+"
+)
+# ZWJ (emoji sequences, Indic scripts) and ZWNJ (Persian, Indic scripts) are kept only between
+# two visible characters: one at an edge, by a space or beside another joiner joins nothing.
+_LOOSE_JOINER = re.compile(
+    r"(?<![^\s\u200c\u200d])[\u200c\u200d]|[\u200c\u200d](?![^\s\u200c\u200d])"
+)
 _SPACES = re.compile(r"\s+")
 POST_CHARS = 160
 
 
 def clean_text(text: str, limit: int = POST_CHARS) -> str:
-    """One line of at most `limit` characters with no control or direction-override characters."""
-    flat = _SPACES.sub(" ", _CONTROL.sub(" ", text[: limit * 4])).strip()
+    """One line of at most `limit` characters with no control, direction or invisible format
+    characters (bar joiners between visible characters), in a few linear passes."""
+    spaced = _CONTROL.sub(" ", _INVISIBLE.sub("", text[: limit * 4]))
+    flat = _SPACES.sub(" ", _LOOSE_JOINER.sub("", spaced)).strip()
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 

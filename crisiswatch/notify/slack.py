@@ -2,11 +2,14 @@
 
 The opening page posts the message and records its channel and `ts` in the store; every later
 page of the incident edits that message (`chat.update`) and adds a short reply in its thread, so
-a restart edits the right message instead of posting a new one. Every message carries what it
-stands for in its metadata, so after a crash between Slack's answer and our record the message or
-reply is found again in Slack instead of being posted twice. Errors are sorted for the
-dispatcher: rate limits wait (`Retry-After`), errors that need a person (revoked token, unknown
-channel) are permanent and tell the ops channel, anything else is retried.
+a restart edits the right message instead of posting a new one. If someone deleted the message
+in Slack, the page posts a new one, which later pages edit and whose thread gets the replies.
+Every message carries what it stands for in its metadata, so after a crash between Slack's
+answer and our record the message or reply is found again in Slack instead of being posted
+twice. Errors are sorted for the dispatcher: rate limits wait (`Retry-After`); a token or app
+Slack refuses (revoked, invalid, missing a scope) keeps every page queued, tried again after long
+waits; an error of one page or its route's channel (unknown or archived channel, bot not in it,
+blocks Slack rejects) gives that page up and tells the ops channel; anything else is retried.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Page, PageKind
-from crisiswatch.notify import PermanentError, RetryLater
+from crisiswatch.notify import PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify import slack_blocks as render
 from crisiswatch.retry import Backoff, retry_after
@@ -38,25 +41,33 @@ log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
-PERMANENT = frozenset(
+UNAUTHORIZED = frozenset(
     {
-        "channel_not_found",
         "invalid_auth",
         "not_authed",
         "token_revoked",
         "token_expired",
         "account_inactive",
-        "not_in_channel",
-        "is_archived",
         "missing_scope",
-        "invalid_blocks",
-        "invalid_arguments",
-        "msg_too_long",
-        "message_not_found",
-        "cant_update_message",
     }
 )
-"""Slack errors that retrying cannot cure: the page is given up and ops are told."""
+"""Slack errors about the token or the app, not the page: every page waits until they are fixed
+(a restart reads a new token; a scope added to the same token works at the next try)."""
+
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
+"""Errors for an incident's message that was deleted: a page posts a new one (see `_edited`);
+a note in its thread is given up."""
+
+PERMANENT = MESSAGE_GONE | {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_blocks",
+    "invalid_arguments",
+    "msg_too_long",
+}
+"""Slack errors of one page or its route's channel that retrying cannot cure: the page is given
+up (so one bad route does not hold the other routes' pages) and ops are told."""
 
 
 class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -143,16 +154,9 @@ class SlackNotifier:
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
-        posted = await self.store.message(incident.id, self.name)
-        if posted is None and (tried := await self.store.mark_posting(incident.id, self.name)):
-            # an earlier attempt may have reached Slack before a crash: look before posting
-            posted = await self._posted_before(incident.id, route.channel, tried)
-            if posted is not None:
-                await self.store.save_message(incident.id, self.name, *posted)
-        if posted is not None:
-            channel, ts = posted
-            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
-            return channel, ts
+        posted = await self._recorded(incident.id, route.channel)
+        if posted is not None and await self._edited(incident.id, posted, text, blocks):
+            return posted
         response = await self.client.chat_postMessage(
             channel=route.channel,
             text=text,
@@ -166,6 +170,34 @@ class SlackNotifier:
         await self.store.save_message(incident.id, self.name, channel, ts)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
+
+    async def _recorded(self, incident_id: str, channel: str) -> tuple[str, str] | None:
+        """The incident's message as the store has it, else (when an earlier attempt may have
+        posted it before a crash) as found in Slack; None if it was never posted."""
+        posted = await self.store.message(incident_id, self.name)
+        if posted is None and (tried := await self.store.mark_posting(incident_id, self.name)):
+            posted = await self._posted_before(incident_id, channel, tried)
+            if posted is not None:
+                await self.store.save_message(incident_id, self.name, *posted)
+        return posted
+
+    async def _edited(
+        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[render.Block]
+    ) -> bool:
+        """Edit the incident's message; False when it is gone (deleted in Slack): it is then
+        forgotten, and marked as being posted anew (see `mark_posting`)."""
+        channel, ts = posted
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error not in MESSAGE_GONE:
+                raise
+            log.warning("slack.message_gone", incident=incident_id, error=error, effect="reposted")
+            await self.store.forget_message(incident_id, self.name)
+            await self.store.mark_posting(incident_id, self.name)
+            return False
+        return True
 
     async def _thread_reply(self, page: Page, route: Route, channel: str, ts: str) -> None:
         """Say in the incident's thread what this page changed, once: a retry after a crash
@@ -196,14 +228,18 @@ class SlackNotifier:
         )
 
     async def reply(self, incident_id: str, text: str) -> bool:
-        """A note in an incident's thread (acknowledgements, escalations); False if none."""
+        """A note in an incident's thread (acknowledgements, escalations); False if none.
+        Slack's errors are sorted as a page's are."""
         posted = await self.store.message(incident_id, self.name)
         if posted is None:
             return False
         channel, ts = posted
-        await self.client.chat_postMessage(
-            channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
-        )
+        try:
+            await self.client.chat_postMessage(
+                channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
+            )
+        except SlackApiError as exc:
+            raise await self._sorted(exc, channel) from exc
         return True
 
     async def _chart(self, page: Page, channel: str, ts: str) -> None:
@@ -238,6 +274,8 @@ class SlackNotifier:
         status = exc.response.status_code
         if status == 429:
             return RetryLater("slack rate limit", retry_after(exc.response.headers, time.time()))
+        if error in UNAUTHORIZED:  # the ops channel cannot be told with the same token
+            return Unauthorized(f"slack: {error}")
         if error in PERMANENT:
             await self._tell_ops(error, channel)
             return PermanentError(f"slack: {error} (channel {channel})")

@@ -3,8 +3,8 @@
 Every string that comes from a post (text, author, URL, terms, source names) is untrusted: it is
 cleaned (no control characters), `&`, `<` and `>` are escaped (so no `<!channel>`, `<@U…>` or
 masked link survives) and `@` is followed by a zero-width space (so no `@here` word pings).
-Pings are built only from the config's ids. Every text is cut to Block Kit's limits, never
-rejected.
+Pings are built only from the config's ids and, for who resolved an incident, the user id of the
+click. Every text is cut to Block Kit's limits, never rejected.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ _KIND = {
 }
 _USER = re.compile(r"[UW][A-Z0-9]{2,30}")
 _GROUP = re.compile(r"S[A-Z0-9]{2,30}")
+_RESOLVER = re.compile(f"resolved by ({_USER.pattern})")  # pipeline.resolve's change: a user id
 _URL = re.compile(r"https?://[^\s<>|\"`]{1,500}")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
 
@@ -84,6 +85,18 @@ def ping(value: str) -> str:
 
 def pings(values: Iterable[str]) -> str:
     return " ".join(ping(v) for v in values)
+
+
+def changes(page: Page, limit: int) -> str:
+    """What the page changed, as inert text, except who resolved it: the Slack user id a click
+    carried (never post text) becomes a mention."""
+    said = [
+        f"resolved by {ping(found[1])}"
+        if (found := _RESOLVER.fullmatch(change))
+        else untrusted(change, limit)
+        for change in page.changes
+    ]
+    return fit("; ".join(said), limit)
 
 
 def people_for(route: Route | None, severity: Severity) -> list[str]:
@@ -209,7 +222,7 @@ def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]
         blocks.append(
             _section(
                 f"Resolved {_time(page.at)}; peak {incident.peak_count:,} mentions per bucket. "
-                f"{untrusted('; '.join(page.changes), 500)}"
+                f"{changes(page, 500)}"
             )
         )
     else:
@@ -259,11 +272,11 @@ def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]
 def thread_reply(page: Page, route: Route | None) -> str:
     """The short threaded note of what changed; a page that got worse calls its people."""
     incident = page.incident
-    changes = untrusted("; ".join(page.changes), 1500) or "no change in severity or stage"
+    changed = changes(page, 1500) or "no change in severity or stage"
     who = ""
     if page.kind is PageKind.ESCALATED:
         who = pings(people_for(route, incident.severity))
-    lines = [f"{_KIND[page.kind]}: {changes}"]
+    lines = [f"{_KIND[page.kind]}: {changed}"]
     if page.kind is not PageKind.RESOLVED:
         lines.append(
             f"{incident.severity.label} · {incident.stage.label} — "

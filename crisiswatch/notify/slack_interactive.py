@@ -2,7 +2,8 @@
 
 Both are thin adapters: they authenticate the request, answer Slack at once, and hand the
 payload to `Feedback`. The HTTP endpoint accepts only requests signed with the app's signing
-secret within the last five minutes.
+secret within the last five minutes; anything else (a missing or unreadable timestamp too) gets
+401.
 """
 
 from __future__ import annotations
@@ -58,10 +59,9 @@ def actions_app(feedback: Feedback, signing_secret: str) -> web.Application:
 
     async def actions(request: web.Request) -> web.Response:
         body = await request.read()
-        if not verifier.is_valid(
-            body=body,
-            timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
-            signature=request.headers.get("X-Slack-Signature", ""),
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not _readable(stamp) or not verifier.is_valid(
+            body=body, timestamp=stamp, signature=request.headers.get("X-Slack-Signature", "")
         ):
             log.warning("slack.bad_signature", remote=request.remote)
             return web.Response(status=401, text="invalid signature")
@@ -81,6 +81,11 @@ def actions_app(feedback: Feedback, signing_secret: str) -> web.Application:
     app.router.add_post(ACTIONS_PATH, actions)
     app.on_cleanup.append(drain)
     return app
+
+
+def _readable(stamp: str) -> bool:
+    """A timestamp the verifier can read: a few ASCII digits (it calls `int()` on it)."""
+    return stamp.isascii() and stamp.isdigit() and len(stamp) <= 12
 
 
 @asynccontextmanager
