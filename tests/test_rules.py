@@ -186,6 +186,16 @@ class TestCheck:
         assert any(":2:" in p and "not a valid id" in p for p in found)
         assert any(":4:" in p and "not a duration" in p for p in found)
 
+    def test_dotfiles_in_a_rules_folder_are_not_rules(self, tmp_path: Path) -> None:
+        """An editor's lock (Emacs' `.#crisis.yaml`, a dangling symlink), a hidden file or
+        folder: skipped by the loader (and so by reloads), never read as a broken rule file."""
+        write(tmp_path, "rules:\n  - id: a\n    when: {min_count: 3}\n", "crisis.yaml")
+        (tmp_path / ".#crisis.yaml").symlink_to("editor@host.12345:1700000000")
+        write(tmp_path, "rules: [unclosed\n", ".crisis.yaml")
+        (tmp_path / ".backup").mkdir()
+        write(tmp_path / ".backup", "rules: [unclosed\n", "crisis.yaml")
+        assert [rule.id for rule in load_rules([tmp_path])] == ["a"]
+
     def test_cli_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`rules check` exits 0 on the shipped rules and 1 on a broken copy."""
         assert main(["rules", "check", str(RULES)]) == 0

@@ -23,9 +23,15 @@ from crisiswatch.yamlfile import (
 RULE_SUFFIXES = (".yaml", ".yml")
 
 
+def hidden(inside: Sequence[str]) -> bool:
+    """Whether a path inside a folder (its parts) is a dotfile or in a dot-folder: an editor's
+    lock or swap file (Emacs' `.#crisis.yaml`), version control, never a rule."""
+    return any(part.startswith(".") for part in inside)
+
+
 def rule_files(paths: Iterable[Path]) -> list[Path]:
     """The rule files under `paths`: files as given; folders searched for *.yaml, sorted,
-    leaving out rule tests (`tests/` folders and `*_test.yaml`) and what they load."""
+    leaving out dotfiles, rule tests (`tests/` folders and `*_test.yaml`) and what they load."""
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -33,7 +39,7 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
             continue
         for candidate in sorted(path.rglob("*")):
             inside = candidate.relative_to(path).parts
-            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1]:
+            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1] or hidden(inside):
                 continue
             if not candidate.stem.endswith("_test"):
                 found.append(candidate)
