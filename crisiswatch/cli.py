@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = rules_commands.add_parser("check", help="validate rule files; exit 1 on any problem")
     check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
-    check.add_argument("--config", type=Path, help="also check brands and routes against it")
+    check.add_argument(
+        "--config", type=Path, help="also check brands, topics, sources and routes against it"
+    )
     check.set_defaults(handler=_rules_check)
     test = rules_commands.add_parser(
         "test", help="run rule tests (*_test.yaml): expected pages for given input series"

@@ -163,6 +163,50 @@ class TestCheck:
         assert f"{path}:4:12: unknown route 'defualt'; did you mean 'default'?" in found
         assert any("unknown brand 'kestrl'; did you mean 'kestrel'?" in p for p in found)
 
+    def test_unknown_topics_and_sources_against_config(self, tmp_path: Path) -> None:
+        """A topic none of the rule's brands has, or a source no mention comes from, would
+        silently never match: each is an error at its place, with a did-you-mean."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n"
+            "    scope: {brands: [kestrel], topics: [crads, '*'], sources: [twitter, redit]}\n",
+        )
+        assert problems_of(path) == [
+            f"{path}:4:41: unknown topic 'crads': not a topic of kestrel; did you mean 'cards'?",
+            f"{path}:4:64: unknown source 'twitter'; expected one of: http, reddit, replay, x",
+            f"{path}:4:73: unknown source 'redit'; did you mean 'reddit'?",
+        ]
+        fine = write(
+            tmp_path,
+            "rules:\n  - id: b\n    when: {min_count: 3}\n"
+            "    scope: {topics: [cards, '*'], sources: [x, reddit]}\n",
+            "fine.yaml",
+        )
+        assert [r.id for r in load_rules([fine], load_settings(DEMO_CONFIG))] == ["b"]
+
+    def test_empty_lists_and_bad_language_codes_in_a_scope_are_errors(self, tmp_path: Path) -> None:
+        """An empty list matches nothing, and mentions carry lowercase language codes (en):
+        either would silently disable the rule, so both are errors even without a config."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n"
+            "    scope: {keywords: [], sources: [], brands: [], languages: [EN]}\n"
+            "  - id: b\n    when: {min_count: 3}\n    scope: {languages: [en, pt-br, english]}\n",
+        )
+        with pytest.raises(ProblemsError) as caught:
+            load_rules([path])
+        found = [str(p) for p in caught.value.problems]
+        assert len(found) == 5, found
+        for key in ("keywords", "sources", "brands"):
+            assert any(f"scope.{key}: an empty list" in p for p in found), (key, found)
+        assert any(
+            p.startswith(f"{path}:4:") and "language codes are lowercase" in p and "'en'" in p
+            for p in found
+        ), found
+        assert any(
+            p.startswith(f"{path}:7:24: ") and "'english' is not a language" in p for p in found
+        )
+
     def test_condition_needs_exactly_one_key(self, tmp_path: Path) -> None:
         """Two conditions in one mapping is an error (use `all`)."""
         path = write(tmp_path, "rules:\n  - id: a\n    when: {min_count: 3, volume_spike: high}\n")
