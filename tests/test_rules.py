@@ -282,6 +282,35 @@ class TestEngine:
         fired_high = sum(bool(RuleEngine([high]).evaluate(signal(volume_score=s))) for s in scores)
         assert fired_high > fired_low
 
+    def test_an_explicit_min_score_pages_less_the_higher_it_is(self) -> None:
+        """`min_score` is the score a spike needs, so a higher one pages less; the presets are
+        points on it, `high` paging most, and `balanced` is `min_score: 0.5`."""
+        scores = [i / 100 for i in range(101)]
+
+        def fired(spike: object) -> int:
+            engine = RuleEngine([self.rule({"volume_spike": spike})])
+            return sum(bool(engine.evaluate(signal(volume_score=s))) for s in scores)
+
+        counts = [fired({"min_score": 0.8}), fired("low"), fired("balanced"), fired("high")]
+        assert counts == sorted(counts) and len(set(counts)) == 4, counts
+        assert fired({"min_score": 0.2}) > fired("high")
+        assert fired({"min_score": 0.5}) == fired("balanced") == fired({})
+
+    def test_a_numeric_sensitivity_is_refused_with_what_to_write(self, tmp_path: Path) -> None:
+        """A number as `sensitivity` used to be a score threshold (a higher number paged less,
+        against the word's meaning): now an error at its place naming `min_score`."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {volume_spike: {sensitivity: 0.8}}\n"
+            "  - id: b\n    when: {negative_spike: 0.99}\n"
+            "  - id: c\n    when: {volume_spike: {sensitivity: high, min_score: 0.7}}\n",
+        )
+        found = problems_of(path)
+        assert len(found) == 3, found
+        assert found[0].startswith(f"{path}:3:") and "write {min_score: 0.8}" in found[0]
+        assert found[1].startswith(f"{path}:5:") and "write {min_score: 0.99}" in found[1]
+        assert found[2].startswith(f"{path}:7:") and "`sensitivity` or `min_score`, not" in found[2]
+
     def test_for_waits_until_the_condition_has_held_long_enough(self) -> None:
         """With `for: 10m` on 5-minute buckets, the second holding bucket alerts."""
         engine = RuleEngine([self.rule({"min_count": 1}, **{"for": "10m"})])
@@ -297,7 +326,7 @@ class TestEngine:
         floors = [
             ({"min_count": 3}, 3),
             ({"negative_share": {"above": 0.0, "min_count": 3}}, 3),
-            ({"negative_spike": {"sensitivity": 0.01, "min_count": 3}}, 3),
+            ({"negative_spike": {"min_score": 0.01, "min_count": 3}}, 3),
             ({"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}}, 1),
             ({"keyword_burst": {"terms": ["down"], "min_count": 3}}, 3),
             ({"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}}, 3),
@@ -322,7 +351,7 @@ class TestEngine:
         cases = [
             {"min_count": 3},
             {"negative_share": {"above": 0.0, "min_count": 4}},
-            {"negative_spike": {"sensitivity": 0.01, "min_count": 5}},
+            {"negative_spike": {"min_score": 0.01, "min_count": 5}},
             {"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}},
             {"keyword_burst": {"terms": ["down"], "min_count": 3}},
             {"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}},
