@@ -1,0 +1,92 @@
+"""`crisiswatch backtest` on small deployments of its own: quiet hours, file order, which config."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from crisiswatch.cli import main
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: inside the routes' quiet hours below
+CONFIG = """\
+brands:
+  - {id: acme, keywords: [acme]}
+  - {id: beta, keywords: [beta]}
+routes:
+  default:
+    channel: "#social"
+    quiet_hours: {start: "00:00", end: "07:00", timezone: UTC, min_severity: critical}
+"""
+RULES = """\
+rules:
+  - {id: acme-busy, scope: {brands: [acme]}, when: {min_count: 20}, keep_firing_for: 30m}
+  - id: beta-busy
+    scope: {brands: [beta]}
+    when: {min_count: 20}
+    severity: critical
+    keep_firing_for: 30m
+"""
+
+
+def mention_lines(bursts: dict[str, int], minutes: int = 180) -> list[str]:
+    """A mention of each brand a minute, and 25 more of a brand in the five minutes from its
+    burst's minute."""
+    lines = []
+    for minute in range(minutes):
+        at = T0 + timedelta(minutes=minute, seconds=30)
+        extra = [b for b, start in bursts.items() if start <= minute < start + 5] * 5
+        for number, brand in enumerate(["acme", "beta", *extra]):
+            mention = {
+                "id": f"{brand}-{minute}-{number}",
+                "created_at": at.isoformat(),
+                "text": f"{brand} ordinary post",
+                "author": f"{brand}-{minute}-{number}",
+                "brand": brand,
+                "source": "x",
+            }
+            lines.append(orjson.dumps(mention).decode())
+    return lines
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> tuple[Path, Path]:
+    """A config with quiet hours until 07:00 for warnings, and its rules."""
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rules: [rules.yaml]\n{CONFIG}", encoding="utf-8")
+    return config, tmp_path / "rules.yaml"
+
+
+def write_mentions(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "mentions.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warning at 01:05 in quiet hours goes out at 07:00, as `rules test` and Slack would
+    send it, after the critical pages made meanwhile; the report says when it was made."""
+    config, _ = deployment
+    mentions = write_mentions(tmp_path, mention_lines({"acme": 60, "beta": 120}))
+    assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
+    pages = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [
+        (p["at"][11:16], p["kind"], p["brand"], p["made_at"][11:16], p["held"]) for p in pages
+    ] == [
+        ("02:05", "opened", "beta", "02:05", False),
+        ("02:35", "resolved", "beta", "02:35", False),
+        ("07:00", "opened", "acme", "01:05", True),
+        ("07:00", "resolved", "acme", "01:35", True),
+    ]
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "2026-03-02 07:00 UTC  opened    warning  spark acme         acme-busy  acme: 30 mentions, "
+        "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
+    ) in out
+    assert "\n4 pages, 2 held by quiet hours; per rule (incidents opened / pages):\n" in out
