@@ -27,6 +27,7 @@ import orjson
 from crisiswatch.config import ReplaySource, Route, Settings
 from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
+from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import quiet_until
@@ -253,18 +254,36 @@ def backtest(
         )
         if not as_json:
             report(result, out)
-        return 0
+        return _in_time_order(result, mentions, settings, err)
     before, after = (
         replay(settings, paths, mentions, serve, progress=_progress(err, f"backtest {n}/2"))
         for n, paths in enumerate((before_paths, list(compare)), start=1)
     )
     diff = Comparison.of(before, after)
     out.write(diff.json() + "\n" if as_json else diff.text(mentions.name))
-    return 0
+    return _in_time_order(before, mentions, settings, err)
 
 
 def _progress(err: TextIO, label: str) -> Progress | None:
     return Progress(err, label) if err.isatty() else None
+
+
+def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: TextIO) -> int:
+    """The exit code: 1, saying why, when mentions came too late to count. A replay reads the
+    file in its order, so a mention that late is one out of order (a newest-first file loses
+    nearly all), and the pages are not what the rules would have paged on the whole file."""
+    late = result.summary.stats.late
+    if not late:
+        return 0
+    lateness = format_duration(settings.pipeline.allowed_lateness)
+    print(
+        f"crisiswatch: {mentions} is not in time order: {late:,} mentions were too late (older, "
+        f"by more than pipeline.allowed_lateness ({lateness}), than a mention before them in the "
+        "file) and were not counted, so these pages miss them; sort the file by created_at and "
+        "run the backtest again",
+        file=err,
+    )
+    return 1
 
 
 def report(result: Backtest, out: TextIO) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
         "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
     ) in out
     assert "\n4 pages, 2 held by quiet hours; per rule (incidents opened / pages):\n" in out
+
+
+def test_a_file_not_in_time_order_is_an_error_with_the_count_too_late(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Newest first, nearly every mention is too late and is not counted: rather than report
+    few or no pages and exit 0, the backtest says the file is out of order, how many mentions
+    it lost, and exits 1 (with --compare too)."""
+    config, rules = deployment
+    lines = mention_lines({"acme": 60})
+    mentions = write_mentions(tmp_path, lines[::-1])
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    late = re.search(r"(\d+) too late", out)
+    assert late and int(late[1]) > len(lines) * 0.9, out
+    assert f"{mentions} is not in time order: {late[1]} mentions were too late" in err
+    assert "sort the file by created_at" in err
+    assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 1
+    assert "is not in time order" in capsys.readouterr().err
+    write_mentions(tmp_path, lines)
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    assert capsys.readouterr().err == ""
