@@ -235,17 +235,23 @@ def backtest(
     mentions: Path,
     serve: Serve,
     *,
+    deployment: str,
     rules: Sequence[Path] | None = None,
     compare: Sequence[Path] | None = None,
     as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code."""
+    """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code.
+
+    `deployment` says whose config `settings` are; it is the report's first line (on `err`
+    with `as_json`, so that `out` stays JSON), before the rules are checked against it.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     if not mentions.is_file():
         print(f"crisiswatch: no such mentions file: {mentions}", file=err)
         return 1
+    print(f"deployment: {deployment}", file=err if as_json else out, flush=True)
     before_paths = list(rules or settings.rules)
     if not compare:
         progress = _progress(err, "backtest")

@@ -113,3 +113,24 @@ def test_a_file_not_in_time_order_is_an_error_with_the_count_too_late(
     write_mentions(tmp_path, lines)
     assert main(["backtest", str(mentions), "--config", str(config)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_report_names_the_deployment_it_ran_on(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first line says which config's brands and routes the rules ran on; without
+    --config that is the demo's, and it says how to give yours (on stderr with --json)."""
+    config, rules = deployment
+    mentions = write_mentions(tmp_path, mention_lines({}, minutes=30))
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"deployment: {config}\n")
+    scoped_to_all = tmp_path / "all.yaml"
+    scoped_to_all.write_text("rules:\n  - {id: busy, when: {min_count: 20}}\n", encoding="utf-8")
+    assert main(["backtest", str(mentions), "--rules", str(scoped_to_all)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("deployment: the demo's, ") and "give --config FILE" in first, first
+    assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"deployment: {config}\n" and "deployment" not in out
+    assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 0
+    assert capsys.readouterr().out.startswith(f"deployment: {config}\nbacktest of ")
