@@ -2,31 +2,35 @@
 
 Every backtest runs the daemon itself (the CLI's `serve`: a `Daemon` with a replay source and a
 temporary state directory) with a notifier that collects the pages, so a backtest pages exactly
-what `crisiswatch run` would. `--compare` runs a second rule set over the same file and reports
-the difference per rule and per route, then the pages that are gone and the new ones: an alert
-budget to review with a rule change.
+what `crisiswatch run` would. A page its route's quiet hours hold goes out when they end, in
+event time, as `rules test` decides it and as Slack would get it. `--compare` runs a second
+rule set over the same file and reports the difference per rule and per route, then the pages
+that are gone and the new ones: an alert budget to review with a rule change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import orjson
 
-from crisiswatch.config import ReplaySource, Settings
+from crisiswatch.config import ReplaySource, Route, Settings
 from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
+from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.render import render_line
+from crisiswatch.notify.stages import quiet_until
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.sources.replay import ReplaySource as Replay
@@ -68,8 +72,27 @@ def page_record(page: Page) -> dict[str, Any]:
     }
 
 
-def page_json(page: Page) -> str:
-    return orjson.dumps(page_record(page)).decode()
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A page as it would have gone out: `page.at` is when; `made_at` is when the daemon made
+    it, earlier when its route's quiet hours held it."""
+
+    page: Page
+    made_at: datetime
+
+    @property
+    def held(self) -> bool:
+        return self.page.at != self.made_at
+
+    def line(self) -> str:
+        held = f"  (made {self.made_at:%Y-%m-%d %H:%M} UTC, held by the route's quiet hours)"
+        return render_line(self.page) + (held if self.held else "")
+
+    def record(self) -> dict[str, Any]:
+        return {**page_record(self.page), "made_at": self.made_at.isoformat(), "held": self.held}
+
+    def json(self) -> str:
+        return orjson.dumps(self.record()).decode()
 
 
 class Progress:
@@ -107,32 +130,59 @@ class Progress:
 
 
 class Collector:
-    """A notifier that keeps the pages, and prints each as it comes when given `out`."""
+    """A notifier that keeps the pages in the order they would have gone out, and prints each
+    as it goes when given `out`. A page in its route's quiet hours (decided in event time, as in
+    rule tests: the daemon's dispatcher would read the wall clock) waits for their end, while
+    the pages made meanwhile go out."""
 
     name = "backtest"
 
     def __init__(
-        self, out: TextIO | None = None, as_json: bool = False, progress: Progress | None = None
+        self,
+        routes: Mapping[str, Route],
+        out: TextIO | None = None,
+        as_json: bool = False,
+        progress: Progress | None = None,
     ) -> None:
-        self.pages: list[Page] = []
+        self.pages: list[Delivered] = []
+        self._routes = routes
+        self._held: list[Delivered] = []  # by when they go out, then as they came
         self._out = out
         self._json = as_json
         self._progress = progress
 
     async def send(self, page: Page) -> None:
-        self.pages.append(page)
+        self._release(page.at)
         if self._progress is not None:
             self._progress.pages += 1
             self._progress.latest = page.at
+        until = quiet_until(page, self._routes.get(page.incident.route), page.at)
+        if until is None:
+            self._deliver(Delivered(page, page.at))
+        else:
+            held = Delivered(replace(page, at=until), page.at)
+            bisect.insort_right(self._held, held, key=lambda d: d.page.at)
+
+    def finish(self) -> None:
+        """The stream has ended: the pages still held go out as their quiet hours end."""
+        self._release(None)
+
+    def _release(self, now: datetime | None) -> None:
+        """Send the held pages due by `now` (every one with None)."""
+        while self._held and (now is None or self._held[0].page.at <= now):
+            self._deliver(self._held.pop(0))
+
+    def _deliver(self, delivered: Delivered) -> None:
+        self.pages.append(delivered)
         if self._out is not None:
-            self._out.write((page_json(page) if self._json else render_line(page)) + "\n")
+            self._out.write((delivered.json() if self._json else delivered.line()) + "\n")
 
 
 @dataclass(frozen=True, slots=True)
 class Backtest:
     label: str  # the rule files or folders
     rules: list[Rule]
-    pages: list[Page]
+    pages: list[Delivered]  # in the order they would have gone out
     summary: RunSummary
 
 
@@ -151,7 +201,7 @@ def replay(
     With `out`, each page is printed as it is sent (a line, or a JSON object with `as_json`).
     """
     rules = load_rules(rule_paths, settings)
-    collector = Collector(out, as_json, progress)
+    collector = Collector(settings.routes, out, as_json, progress)
     sources = settings.sources.model_copy(update={"replay": ReplaySource(path=mentions)})
     # A backtest sends nothing: its pages go to the report, never to a deployment's Slack.
     quiet = settings.notify.model_copy(
@@ -175,6 +225,7 @@ def replay(
     with tempfile.TemporaryDirectory(prefix="crisiswatch-backtest-") as tmp:
         directory = Path(tmp)
         summary = asyncio.run(run())
+    collector.finish()
     label = ", ".join(str(p) for p in rule_paths)
     return Backtest(label, rules, collector.pages, summary)
 
@@ -184,17 +235,23 @@ def backtest(
     mentions: Path,
     serve: Serve,
     *,
+    deployment: str,
     rules: Sequence[Path] | None = None,
     compare: Sequence[Path] | None = None,
     as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code."""
+    """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code.
+
+    `deployment` says whose config `settings` are; it is the report's first line (on `err`
+    with `as_json`, so that `out` stays JSON), before the rules are checked against it.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     if not mentions.is_file():
         print(f"crisiswatch: no such mentions file: {mentions}", file=err)
         return 1
+    print(f"deployment: {deployment}", file=err if as_json else out, flush=True)
     before_paths = list(rules or settings.rules)
     if not compare:
         progress = _progress(err, "backtest")
@@ -203,26 +260,49 @@ def backtest(
         )
         if not as_json:
             report(result, out)
-        return 0
+        return _in_time_order(result, mentions, settings, err)
     before, after = (
         replay(settings, paths, mentions, serve, progress=_progress(err, f"backtest {n}/2"))
         for n, paths in enumerate((before_paths, list(compare)), start=1)
     )
     diff = Comparison.of(before, after)
     out.write(diff.json() + "\n" if as_json else diff.text(mentions.name))
-    return 0
+    return _in_time_order(before, mentions, settings, err)
 
 
 def _progress(err: TextIO, label: str) -> Progress | None:
     return Progress(err, label) if err.isatty() else None
 
 
+def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: TextIO) -> int:
+    """The exit code: 1, saying why, when mentions came too late to count. A replay reads the
+    file in its order, so a mention that late is one out of order (a newest-first file loses
+    nearly all), and the pages are not what the rules would have paged on the whole file."""
+    late = result.summary.stats.late
+    if not late:
+        return 0
+    lateness = format_duration(settings.pipeline.allowed_lateness)
+    print(
+        f"crisiswatch: {mentions} is not in time order: {late:,} mentions were too late (older, "
+        f"by more than pipeline.allowed_lateness ({lateness}), than a mention before them in the "
+        "file) and were not counted, so these pages miss them; sort the file by created_at and "
+        "run the backtest again",
+        file=err,
+    )
+    return 1
+
+
 def report(result: Backtest, out: TextIO) -> None:
     """The counts after the pages: incidents opened and pages per rule, then the run summary."""
-    print(f"\n{len(result.pages)} pages; per rule (incidents opened / pages):", file=out)
+    held = sum(delivered.held for delivered in result.pages)
+    print(
+        f"\n{len(result.pages)} pages, {held} held by quiet hours; "
+        "per rule (incidents opened / pages):",
+        file=out,
+    )
     opened: Counter[str] = Counter()
     paged: Counter[str] = Counter()
-    for page in result.pages:
+    for page in (delivered.page for delivered in result.pages):
         for rule_id in page.incident.rules:
             paged[rule_id] += 1
             opened[rule_id] += page.kind is PageKind.OPENED
@@ -269,8 +349,8 @@ class Budget:
 class Comparison:
     before: Backtest
     after: Backtest
-    gone: list[Page]  # pages of `before` that `after` does not send, in order
-    new: list[Page]  # pages of `after` that `before` did not send, in order
+    gone: list[Delivered]  # pages of `before` that `after` does not send, in order
+    new: list[Delivered]  # pages of `after` that `before` did not send, in order
     rules: list[Budget]
     routes: list[Budget]
 
@@ -283,12 +363,12 @@ class Comparison:
             dict.fromkeys(
                 [
                     *(r.route for r in [*before.rules, *after.rules]),
-                    *(p.incident.route for p in [*before.pages, *after.pages]),
+                    *(d.page.incident.route for d in [*before.pages, *after.pages]),
                 ]
             )
         )
 
-        def budget(name: str, belongs: Callable[[Page], bool]) -> Budget:
+        def budget(name: str, belongs: Callable[[Delivered], bool]) -> Budget:
             counts = [sum(map(belongs, pages)) for pages in (before.pages, after.pages, gone, new)]
             return Budget(name, *counts)
 
@@ -315,9 +395,9 @@ class Comparison:
             lines.append("no difference: the same pages at the same times")
         else:
             lines.append(f"gone ({len(self.gone)}):")
-            lines.extend(f"  - {render_line(page)}" for page in self.gone)
+            lines.extend(f"  - {delivered.line()}" for delivered in self.gone)
             lines.append(f"new ({len(self.new)}):")
-            lines.extend(f"  + {render_line(page)}" for page in self.new)
+            lines.extend(f"  + {delivered.line()}" for delivered in self.new)
         return "\n".join(lines) + "\n"
 
     def json(self) -> str:
@@ -333,28 +413,28 @@ class Comparison:
                 "after": {"rules": self.after.label, "pages": len(self.after.pages)},
                 "rules": budgets(self.rules, "rule"),
                 "routes": budgets(self.routes, "route"),
-                "gone": [page_record(p) for p in self.gone],
-                "new": [page_record(p) for p in self.new],
+                "gone": [delivered.record() for delivered in self.gone],
+                "new": [delivered.record() for delivered in self.new],
             }
         ).decode()
 
 
-def _by_rule(rule_id: str) -> Callable[[Page], bool]:
-    return lambda page: rule_id in page.incident.rules
+def _by_rule(rule_id: str) -> Callable[[Delivered], bool]:
+    return lambda delivered: rule_id in delivered.page.incident.rules
 
 
-def _by_route(route: str) -> Callable[[Page], bool]:
-    return lambda page: page.incident.route == route
+def _by_route(route: str) -> Callable[[Delivered], bool]:
+    return lambda delivered: delivered.page.incident.route == route
 
 
-def _missing(pages: list[Page], others: list[Page]) -> list[Page]:
+def _missing(pages: list[Delivered], others: list[Delivered]) -> list[Delivered]:
     """The pages of `pages` with no same page in `others` (each other page matches once)."""
-    available = Counter(page_id(p) for p in others)
+    available = Counter(page_id(d.page) for d in others)
     missing = []
-    for page in pages:
-        key = page_id(page)
+    for delivered in pages:
+        key = page_id(delivered.page)
         if available[key]:
             available[key] -= 1
         else:
-            missing.append(page)
+            missing.append(delivered)
     return missing

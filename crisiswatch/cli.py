@@ -86,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         "backtest", help="replay a mentions file and print the pages it would have sent"
     )
     backtest.add_argument("mentions", type=Path, help="mention JSON lines, optionally gzipped")
-    backtest.add_argument("--config", type=Path, help="default: the demo's config")
+    backtest.add_argument(
+        "--config", type=Path, help="the deployment's config (default: the demo's, Kestrel Bank)"
+    )
     backtest.add_argument("--rules", type=Path, action="append", help="rules file or folder")
     backtest.add_argument(
         "--compare",
@@ -102,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = rules_commands.add_parser("check", help="validate rule files; exit 1 on any problem")
     check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
-    check.add_argument("--config", type=Path, help="also check brands and routes against it")
+    check.add_argument(
+        "--config", type=Path, help="also check brands, topics, sources and routes against it"
+    )
     check.set_defaults(handler=_rules_check)
     test = rules_commands.add_parser(
         "test", help="run rule tests (*_test.yaml): expected pages for given input series"
@@ -285,8 +289,19 @@ def _backtest(args: argparse.Namespace) -> int:
     from crisiswatch.backtest import backtest
 
     settings = _load_deployment(args.config)
+    deployment = (
+        str(args.config)
+        if args.config is not None
+        else f"the demo's, {DEMO_CONFIG} (give --config FILE for yours)"
+    )
     return backtest(
-        settings, args.mentions, _serve, rules=args.rules, compare=args.compare, as_json=args.json
+        settings,
+        args.mentions,
+        _serve,
+        deployment=deployment,
+        rules=args.rules,
+        compare=args.compare,
+        as_json=args.json,
     )
 
 

@@ -1,7 +1,8 @@
 """`crisiswatch doctor`: is this deployment ready to run? One line per problem, exit 1 if any.
 
 Checks the config and rules, that the state directory is writable, that each configured source
-has its secrets and that Reddit, X and Slack accept them. Secrets are never printed.
+and Slack (for its interactivity mode) has its secrets and that Reddit, X and Slack accept them.
+Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def doctor(config: Path, out: IO[str]) -> int:
     except ProblemsError as exc:
         problems += [str(problem) for problem in exc.problems]
     problems += _state_writable(state_dir(settings), fine)
-    missing = missing_secrets(settings)
+    missing = missing_secrets(settings) + _slack_secrets(settings)
     problems += missing
     problems += asyncio.run(_reachable(settings, fine, skip=" ".join(missing)))
     for line in problems:
@@ -71,7 +72,7 @@ async def _reachable(settings: Settings, fine: list[str], skip: str) -> list[str
         checks.append(("x", lambda: _x(settings)))
     if "http_ingest" in names:
         fine.append("http_ingest has its token")
-    if settings.notify.slack.enabled:
+    if settings.notify.slack.enabled and "SLACK_BOT_TOKEN" not in skip:
         checks.append(("slack", lambda: _slack(settings)))
     problems = []
     for name, check in checks:
@@ -127,10 +128,30 @@ async def _slack(settings: Settings) -> None:
 
     from crisiswatch.notify.slack import DEFAULT_BASE_URL
 
-    token = secret("SLACK_BOT_TOKEN")
-    if token is None:
-        raise ValueError("notify.slack needs SLACK_BOT_TOKEN in the environment or credentials")
     client = AsyncWebClient(
-        token=token, base_url=settings.notify.slack.base_url or DEFAULT_BASE_URL
+        token=secret("SLACK_BOT_TOKEN"), base_url=settings.notify.slack.base_url or DEFAULT_BASE_URL
     )
     await client.auth_test()
+
+
+def _slack_secrets(settings: Settings) -> list[str]:
+    """One line per secret `run` would refuse to start Slack without: the bot token, and the
+    one its interactivity mode needs (socket: the app token; http: the signing secret)."""
+    from crisiswatch.notify.slack_runtime import SlackSetupError, _required
+
+    slack = settings.notify.slack
+    if not slack.enabled:
+        return []
+    # As slack_runtime.slack_running asks for them (it holds no list of its own to reuse).
+    needed = [("SLACK_BOT_TOKEN", "notify.slack")]
+    if slack.interactivity == "socket":
+        needed.append(("SLACK_APP_TOKEN", "notify.slack.interactivity: socket"))
+    elif slack.interactivity == "http":
+        needed.append(("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http"))
+    problems = []
+    for name, why in needed:
+        try:
+            _required(name, why)
+        except SlackSetupError as exc:
+            problems.append(str(exc))
+    return problems

@@ -147,6 +147,29 @@ class TestMentionFilters:
             stream.post(6, "acme branch closing", lang="de")
         assert len(stream.opened()) == 1
 
+    def test_rules_sharing_a_filter_each_count_their_own_brand(self) -> None:
+        """Two rules with the same filter for different brands share a view, and it counts
+        the mentions of both brands: the second rule's brand pages too."""
+        two = settings(
+            brands=[{"id": "acme", "keywords": ["acme"]}, {"id": "beta", "keywords": ["beta"]}]
+        )
+        rules = [
+            Rule.model_validate(
+                {
+                    "id": f"{b}-reddit",
+                    "when": {"min_count": 5},
+                    "scope": {"brands": [b], "sources": ["reddit"]},
+                }
+            )
+            for b in ("acme", "beta")
+        ]
+        for brand in ("acme", "beta"):
+            stream = Stream(rules, two)
+            for _n in range(5):
+                stream.post(5, f"{brand} is down again", source="reddit")
+            (page,) = stream.opened()
+            assert page.incident.rules == (f"{brand}-reddit",)
+
     def test_same_filter_shares_a_view_and_a_changed_one_does_not(self) -> None:
         """The view name depends on the filter only, not on the rule."""
         a = rule({"min_count": 1}, scope={"keywords": ["x"]})

@@ -102,3 +102,13 @@ def test_bad_series_are_problems_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{content}:8:19: 11 shares for 12 counts; give one per bucket or a single" in err
     assert f"{content}:10:23: unknown key 'folowers'; did you mean 'followers'?" in err
     assert f"{content}:12:40: no rule 'angy-surge' is loaded; did you mean 'angry-surge'?" in err
+
+
+def test_an_editors_lock_file_is_not_a_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Emacs' lock `.#case_test.yaml` (a dangling symlink) beside a test: skipped, not read."""
+    write(tmp_path, '  - {name: calm, series: [{series: acme, count: "10x12"}], expect: []}\n')
+    (tmp_path / ".#case_test.yaml").symlink_to("editor@host.12345:1700000000")
+    assert main(["rules", "test", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "OK: 1 passed, 0 failed (1 test file)\n"

@@ -163,6 +163,50 @@ class TestCheck:
         assert f"{path}:4:12: unknown route 'defualt'; did you mean 'default'?" in found
         assert any("unknown brand 'kestrl'; did you mean 'kestrel'?" in p for p in found)
 
+    def test_unknown_topics_and_sources_against_config(self, tmp_path: Path) -> None:
+        """A topic none of the rule's brands has, or a source no mention comes from, would
+        silently never match: each is an error at its place, with a did-you-mean."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n"
+            "    scope: {brands: [kestrel], topics: [crads, '*'], sources: [twitter, redit]}\n",
+        )
+        assert problems_of(path) == [
+            f"{path}:4:41: unknown topic 'crads': not a topic of kestrel; did you mean 'cards'?",
+            f"{path}:4:64: unknown source 'twitter'; expected one of: http, reddit, replay, x",
+            f"{path}:4:73: unknown source 'redit'; did you mean 'reddit'?",
+        ]
+        fine = write(
+            tmp_path,
+            "rules:\n  - id: b\n    when: {min_count: 3}\n"
+            "    scope: {topics: [cards, '*'], sources: [x, reddit]}\n",
+            "fine.yaml",
+        )
+        assert [r.id for r in load_rules([fine], load_settings(DEMO_CONFIG))] == ["b"]
+
+    def test_empty_lists_and_bad_language_codes_in_a_scope_are_errors(self, tmp_path: Path) -> None:
+        """An empty list matches nothing, and mentions carry lowercase language codes (en):
+        either would silently disable the rule, so both are errors even without a config."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {min_count: 3}\n"
+            "    scope: {keywords: [], sources: [], brands: [], languages: [EN]}\n"
+            "  - id: b\n    when: {min_count: 3}\n    scope: {languages: [en, pt-br, english]}\n",
+        )
+        with pytest.raises(ProblemsError) as caught:
+            load_rules([path])
+        found = [str(p) for p in caught.value.problems]
+        assert len(found) == 5, found
+        for key in ("keywords", "sources", "brands"):
+            assert any(f"scope.{key}: an empty list" in p for p in found), (key, found)
+        assert any(
+            p.startswith(f"{path}:4:") and "language codes are lowercase" in p and "'en'" in p
+            for p in found
+        ), found
+        assert any(
+            p.startswith(f"{path}:7:24: ") and "'english' is not a language" in p for p in found
+        )
+
     def test_condition_needs_exactly_one_key(self, tmp_path: Path) -> None:
         """Two conditions in one mapping is an error (use `all`)."""
         path = write(tmp_path, "rules:\n  - id: a\n    when: {min_count: 3, volume_spike: high}\n")
@@ -185,6 +229,16 @@ class TestCheck:
         found = problems_of(path)
         assert any(":2:" in p and "not a valid id" in p for p in found)
         assert any(":4:" in p and "not a duration" in p for p in found)
+
+    def test_dotfiles_in_a_rules_folder_are_not_rules(self, tmp_path: Path) -> None:
+        """An editor's lock (Emacs' `.#crisis.yaml`, a dangling symlink), a hidden file or
+        folder: skipped by the loader (and so by reloads), never read as a broken rule file."""
+        write(tmp_path, "rules:\n  - id: a\n    when: {min_count: 3}\n", "crisis.yaml")
+        (tmp_path / ".#crisis.yaml").symlink_to("editor@host.12345:1700000000")
+        write(tmp_path, "rules: [unclosed\n", ".crisis.yaml")
+        (tmp_path / ".backup").mkdir()
+        write(tmp_path / ".backup", "rules: [unclosed\n", "crisis.yaml")
+        assert [rule.id for rule in load_rules([tmp_path])] == ["a"]
 
     def test_cli_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`rules check` exits 0 on the shipped rules and 1 on a broken copy."""
@@ -228,6 +282,35 @@ class TestEngine:
         fired_high = sum(bool(RuleEngine([high]).evaluate(signal(volume_score=s))) for s in scores)
         assert fired_high > fired_low
 
+    def test_an_explicit_min_score_pages_less_the_higher_it_is(self) -> None:
+        """`min_score` is the score a spike needs, so a higher one pages less; the presets are
+        points on it, `high` paging most, and `balanced` is `min_score: 0.5`."""
+        scores = [i / 100 for i in range(101)]
+
+        def fired(spike: object) -> int:
+            engine = RuleEngine([self.rule({"volume_spike": spike})])
+            return sum(bool(engine.evaluate(signal(volume_score=s))) for s in scores)
+
+        counts = [fired({"min_score": 0.8}), fired("low"), fired("balanced"), fired("high")]
+        assert counts == sorted(counts) and len(set(counts)) == 4, counts
+        assert fired({"min_score": 0.2}) > fired("high")
+        assert fired({"min_score": 0.5}) == fired("balanced") == fired({})
+
+    def test_a_numeric_sensitivity_is_refused_with_what_to_write(self, tmp_path: Path) -> None:
+        """A number as `sensitivity` used to be a score threshold (a higher number paged less,
+        against the word's meaning): now an error at its place naming `min_score`."""
+        path = write(
+            tmp_path,
+            "rules:\n  - id: a\n    when: {volume_spike: {sensitivity: 0.8}}\n"
+            "  - id: b\n    when: {negative_spike: 0.99}\n"
+            "  - id: c\n    when: {volume_spike: {sensitivity: high, min_score: 0.7}}\n",
+        )
+        found = problems_of(path)
+        assert len(found) == 3, found
+        assert found[0].startswith(f"{path}:3:") and "write {min_score: 0.8}" in found[0]
+        assert found[1].startswith(f"{path}:5:") and "write {min_score: 0.99}" in found[1]
+        assert found[2].startswith(f"{path}:7:") and "`sensitivity` or `min_score`, not" in found[2]
+
     def test_for_waits_until_the_condition_has_held_long_enough(self) -> None:
         """With `for: 10m` on 5-minute buckets, the second holding bucket alerts."""
         engine = RuleEngine([self.rule({"min_count": 1}, **{"for": "10m"})])
@@ -243,7 +326,7 @@ class TestEngine:
         floors = [
             ({"min_count": 3}, 3),
             ({"negative_share": {"above": 0.0, "min_count": 3}}, 3),
-            ({"negative_spike": {"sensitivity": 0.01, "min_count": 3}}, 3),
+            ({"negative_spike": {"min_score": 0.01, "min_count": 3}}, 3),
             ({"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}}, 1),
             ({"keyword_burst": {"terms": ["down"], "min_count": 3}}, 3),
             ({"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}}, 3),
@@ -268,7 +351,7 @@ class TestEngine:
         cases = [
             {"min_count": 3},
             {"negative_share": {"above": 0.0, "min_count": 4}},
-            {"negative_spike": {"sensitivity": 0.01, "min_count": 5}},
+            {"negative_spike": {"min_score": 0.01, "min_count": 5}},
             {"high_reach_negative": {"min_followers": 1, "min_negative": 0.5}},
             {"keyword_burst": {"terms": ["down"], "min_count": 3}},
             {"reply_pile_on": {"min_replies": 3, "min_negative_share": 0.0}},

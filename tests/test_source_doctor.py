@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
+from fake_slack import TOKEN as SLACK_TOKEN
+from fake_slack import FakeSlack
 from fake_x import TOKEN, FakeX
 
 from crisiswatch.doctor import doctor
@@ -85,3 +87,65 @@ class TestDoctor:
         assert any(line.startswith("x: ") and "401" in line for line in lines)
         assert "wrong-secret" not in out and "wrong-token" not in out
         assert not any(line.startswith("OK") for line in lines)
+
+
+class TestSlackSecrets:
+    """Doctor asks for exactly the secrets `run` needs for Slack's interactivity mode."""
+
+    @pytest.fixture
+    async def slack(self) -> AsyncIterator[FakeSlack]:
+        fake = FakeSlack()
+        await fake.start()
+        yield fake
+        await fake.close()
+
+    def config(self, tmp_path: Path, slack: FakeSlack, interactivity: str) -> Path:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"rules: [{ROOT / 'rules'}]\nstate_dir: {tmp_path / 'state'}\n"
+            "brands: [{id: acme, keywords: [acme bank]}]\n"
+            "routes: {default: {channel: C0CRISIS}}\n"
+            f"notify: {{slack: {{enabled: true, interactivity: {interactivity}, "
+            f"base_url: '{slack.base_url}'}}}}\n",
+            encoding="utf-8",
+        )
+        return config
+
+    @pytest.mark.parametrize(
+        ("interactivity", "needed", "unneeded"),
+        [
+            ("socket", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"),
+            ("http", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"),
+            ("none", None, "SLACK_APP_TOKEN"),
+        ],
+    )
+    async def test_the_interactivity_modes_secret_is_checked(
+        self,
+        slack: FakeSlack,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        interactivity: str,
+        needed: str | None,
+        unneeded: str,
+    ) -> None:
+        """With the bot token alone: socket mode lacks the app token, http the signing secret,
+        each a plain line saying what `run` would refuse to start without; `none` is fine."""
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        for name in ("SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", SLACK_TOKEN)
+        code, out = await run_doctor(self.config(tmp_path, slack, interactivity))
+        if needed is None:
+            assert code == 0, out
+            return
+        assert code == 1, out
+        (line,) = out.splitlines()
+        assert line == (
+            f"notify.slack.interactivity: {interactivity} needs {needed}: set it in the "
+            f"environment or as the systemd credential {needed.lower()}"
+        )
+        assert unneeded not in out and SLACK_TOKEN not in out
+        monkeypatch.setenv(needed, "xapp-or-signing-secret")
+        code, out = await run_doctor(self.config(tmp_path, slack, interactivity))
+        assert code == 0 and "OK  slack accepts the credentials" in out, out
+        assert "xapp-or-signing-secret" not in out

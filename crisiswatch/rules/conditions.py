@@ -35,22 +35,37 @@ def count_text(expected: float) -> str:
     return f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
 
 
-def _threshold(value: Sensitivity | float, presets: dict[str, float]) -> float:
-    return presets[value] if isinstance(value, str) else float(value)
+class _Scored(Strict):
+    """A condition on a detector's score (0 to 1): a named sensitivity (`high` pages most) or,
+    instead, an explicit `min_score` the score must reach (a higher one pages less)."""
+
+    sensitivity: Sensitivity = "balanced"
+    min_score: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @field_validator("sensitivity", mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        # A number here once was the score threshold, which paged less the higher it was.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                f"sensitivity is low, balanced or high (high pages most); for a score the "
+                f"condition must reach, write {{min_score: {value}}} (a higher one pages less)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> _Scored:
+        if self.min_score is not None and "sensitivity" in self.model_fields_set:
+            raise ValueError("give `sensitivity` or `min_score`, not both")
+        return self
+
+    def threshold(self, presets: dict[str, float]) -> float:
+        """The score the condition needs."""
+        return presets[self.sensitivity] if self.min_score is None else self.min_score
 
 
-def _score_range(value: Sensitivity | float) -> Sensitivity | float:
-    if isinstance(value, float) and not 0.0 < value < 1.0:
-        raise ValueError("an explicit score must be between 0 and 1")
-    return value
-
-
-class VolumeSpike(Strict):
+class VolumeSpike(_Scored):
     """The bucket's count is surprising for this series at this time of day."""
-
-    sensitivity: Sensitivity | float = "balanced"
-
-    _range = field_validator("sensitivity")(_score_range)
 
     @property
     def floor(self) -> int:
@@ -58,7 +73,7 @@ class VolumeSpike(Strict):
         return 0
 
     def holds(self, signal: Signal, context: Context) -> str | None:
-        if signal.volume_score < _threshold(self.sensitivity, VOLUME_SENSITIVITY):
+        if signal.volume_score < self.threshold(VOLUME_SENSITIVITY):
             return None
         factor = context.expected_volume_factor
         count = signal.bucket.count
@@ -96,13 +111,10 @@ class NegativeShare(Strict):
         )
 
 
-class NegativeSpike(Strict):
+class NegativeSpike(_Scored):
     """The negative share is well above the series' usual share."""
 
-    sensitivity: Sensitivity | float = "balanced"
     min_count: int = Field(10, ge=1)
-
-    _range = field_validator("sensitivity")(_score_range)
 
     @property
     def floor(self) -> int:
@@ -111,7 +123,7 @@ class NegativeSpike(Strict):
 
     def holds(self, signal: Signal, context: Context) -> str | None:
         bucket = signal.bucket
-        threshold = _threshold(self.sensitivity, NEGATIVE_SENSITIVITY)
+        threshold = self.threshold(NEGATIVE_SENSITIVITY)
         if bucket.count < self.min_count or signal.negative_score < threshold:
             return None
         return (
@@ -266,7 +278,7 @@ class Condition(Strict):
     @field_validator("volume_spike", "negative_spike", mode="before")
     @classmethod
     def _short_form(cls, value: object) -> object:
-        # `volume_spike: high` and `negative_spike: 0.99` are short for {sensitivity: ...}
+        # `volume_spike: high` is short for {sensitivity: high}
         return value if isinstance(value, dict) or value is None else {"sensitivity": value}
 
     @model_validator(mode="after")

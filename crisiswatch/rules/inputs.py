@@ -1,13 +1,15 @@
 """What a rule set needs counted beyond the plain series: its mention filters and its terms.
 
 A rule whose scope filters mentions (sources, languages, reach, keywords, regex) gets series of
-its own, a *view*, counting only the mentions that pass; rules with the same filter share one.
+its own, a *view*, counting only the mentions that pass; rules with the same filter share one,
+which counts the mentions of every brand one of them covers.
 A `keyword_burst` condition's terms are counted per bucket under the name of their term set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from crisiswatch.config import Settings
 from crisiswatch.domain import ALL_TOPICS, ScoredMention, SeriesKey
@@ -15,14 +17,29 @@ from crisiswatch.enrich.attribution import TermIndex
 from crisiswatch.rules.schema import Rule, Scope
 
 
+@dataclass(slots=True)
+class _View:
+    """A mention filter and the brands it counts for."""
+
+    scope: Scope  # the first rule's scope with this filter (the filter is the same for all)
+    brands: set[str] | None  # every brand a rule with this filter covers; None: every brand
+
+    def counts(self, brand: str) -> bool:
+        return self.brands is None or brand in self.brands
+
+    def add(self, scope: Scope) -> None:
+        """A rule with this filter: its brands are counted too."""
+        if self.brands is not None:
+            self.brands = None if scope.brands == "all" else self.brands | set(scope.brands)
+
+
 class RuleInputs:
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self.scopes: dict[str, Scope] = {}  # view -> a scope with that filter
+        self.views: dict[str, _View] = {}
         self.bursts: TermIndex[str] = TermIndex()  # term -> its term set
         for rule in rules:
-            view = rule.scope.view
-            if view:
-                self.scopes.setdefault(view, rule.scope)
+            if rule.scope.view:
+                self.views.setdefault(rule.scope.view, _View(rule.scope, set())).add(rule.scope)
             for condition in rule.when.walk():
                 burst = condition.keyword_burst
                 if burst is not None:
@@ -31,23 +48,22 @@ class RuleInputs:
 
     def views_of(self, scored: ScoredMention, tokens: Sequence[str]) -> list[str]:
         """The views a mention counts in (besides the plain series)."""
-        if not self.scopes:
+        if not self.views:
             return []
         return [
-            view
-            for view, scope in self.scopes.items()
-            if (scope.brands == "all" or scored.brand in scope.brands)
-            and scope.passes(scored.mention, tokens)
+            name
+            for name, view in self.views.items()
+            if view.counts(scored.brand) and view.scope.passes(scored.mention, tokens)
         ]
 
     def series(self, settings: Settings) -> list[SeriesKey]:
         """Every series to close each bucket: each brand's roll-up and topics, in every view."""
         keys = []
-        for view in ("", *self.scopes):
-            scope = self.scopes.get(view)
+        for name in ("", *self.views):
+            view = self.views.get(name)
             for brand in settings.brands:
-                if scope is not None and scope.brands != "all" and brand.id not in scope.brands:
+                if view is not None and not view.counts(brand.id):
                     continue
-                keys.append(SeriesKey(brand.id, ALL_TOPICS, view))
-                keys.extend(SeriesKey(brand.id, topic, view) for topic in brand.topics)
+                keys.append(SeriesKey(brand.id, ALL_TOPICS, name))
+                keys.extend(SeriesKey(brand.id, topic, name) for topic in brand.topics)
         return keys

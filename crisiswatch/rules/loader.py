@@ -10,8 +10,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from crisiswatch.config import Settings
-from crisiswatch.rules.schema import Rule, RuleFile
+from crisiswatch.domain import ALL_TOPICS
+from crisiswatch.rules.schema import Rule, RuleFile, Scope
 from crisiswatch.yamlfile import (
+    Path_,
     Problem,
     ProblemsError,
     YamlDocument,
@@ -21,11 +23,20 @@ from crisiswatch.yamlfile import (
 )
 
 RULE_SUFFIXES = (".yaml", ".yml")
+SOURCE_KINDS = ("x", "reddit", "http", "replay")
+"""The sources a scope may filter on: what the X and Reddit sources put in a mention's `source`,
+and what HTTP ingest and replay files give a line that names none (crisiswatch/sources/)."""
+
+
+def hidden(inside: Sequence[str]) -> bool:
+    """Whether a path inside a folder (its parts) is a dotfile or in a dot-folder: an editor's
+    lock or swap file (Emacs' `.#crisis.yaml`), version control, never a rule."""
+    return any(part.startswith(".") for part in inside)
 
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
     """The rule files under `paths`: files as given; folders searched for *.yaml, sorted,
-    leaving out rule tests (`tests/` folders and `*_test.yaml`) and what they load."""
+    leaving out dotfiles, rule tests (`tests/` folders and `*_test.yaml`) and what they load."""
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -33,7 +44,7 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
             continue
         for candidate in sorted(path.rglob("*")):
             inside = candidate.relative_to(path).parts
-            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1]:
+            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1] or hidden(inside):
                 continue
             if not candidate.stem.endswith("_test"):
                 found.append(candidate)
@@ -93,18 +104,42 @@ def _duplicate_ids(documents: list[YamlDocument]) -> list[Problem]:
 def _deployment_check(
     rules: list[tuple[Rule, YamlDocument, int]], settings: Settings
 ) -> list[Problem]:
-    """Routes and brands the rules name must exist in the deployment's config."""
+    """Routes, brands and topics the rules name must exist in the deployment's config, and
+    the sources they filter on must be ones mentions come from."""
     problems = []
-    known = [b.id for b in settings.brands]
     for rule, doc, index in rules:
         where = ("rules", index)
         if rule.route not in settings.routes:
             hint = did_you_mean(rule.route, list(settings.routes))
             problems.append(doc.problem((*where, "route"), f"unknown route {rule.route!r}{hint}"))
-        for position, brand in enumerate([] if rule.scope.brands == "all" else rule.scope.brands):
-            if brand not in known:
-                path = (*where, "scope", "brands", position)
-                problems.append(
-                    doc.problem(path, f"unknown brand {brand!r}{did_you_mean(brand, known)}")
-                )
+        problems.extend(_scope_check(rule.scope, settings, doc, (*where, "scope")))
+    return problems
+
+
+def _scope_check(
+    scope: Scope, settings: Settings, doc: YamlDocument, where: Path_
+) -> list[Problem]:
+    """Each brand, topic and source a scope names, against the deployment."""
+    problems = []
+    brands = {brand.id: brand for brand in settings.brands}
+    listed = [] if scope.brands == "all" else scope.brands
+    for position, brand_id in enumerate(listed):
+        if brand_id not in brands:
+            hint = did_you_mean(brand_id, list(brands))
+            problems.append(
+                doc.problem((*where, "brands", position), f"unknown brand {brand_id!r}{hint}")
+            )
+    covered = [brands[b] for b in listed if b in brands] if listed else list(brands.values())
+    topics = sorted({topic for brand in covered for topic in brand.topics})
+    whose = "any brand" if scope.brands == "all" else ", ".join(b.id for b in covered)
+    for position, topic in enumerate([] if scope.topics == "all" else scope.topics):
+        if covered and topic != ALL_TOPICS and topic not in topics:
+            message = (
+                f"unknown topic {topic!r}: not a topic of {whose}{did_you_mean(topic, topics)}"
+            )
+            problems.append(doc.problem((*where, "topics", position), message))
+    for position, source in enumerate(scope.sources or ()):
+        if source not in SOURCE_KINDS:
+            message = f"unknown source {source!r}{did_you_mean(source, SOURCE_KINDS)}"
+            problems.append(doc.problem((*where, "sources", position), message))
     return problems

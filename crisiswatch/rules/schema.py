@@ -43,6 +43,7 @@ PLACEHOLDERS = frozenset(
         "window",
     ]
 )
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")  # ISO 639, maybe a region: en, pt-br
 MAX_REGEX = 500  # characters of a pattern
 REGEX_TEXT = 2_000  # characters of a post a regex reads
 
@@ -75,6 +76,31 @@ class Scope(Strict):
 
     _pattern: Any = PrivateAttr(default=None)
     _keywords: TermIndex[bool] = PrivateAttr(default_factory=TermIndex)
+
+    @field_validator("brands", "topics", "sources", "languages", "keywords")
+    @classmethod
+    def _not_empty(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if value == []:
+            raise ValueError(
+                "an empty list matches nothing, so the rule would never fire; "
+                "leave the key out to match every one"
+            )
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, languages: list[str] | None) -> list[str] | None:
+        for code in languages or ():
+            if _LANGUAGE_CODE.fullmatch(code.lower()) is None:
+                raise ValueError(
+                    f"{code!r} is not a language code; mentions carry codes like en, de, pt-br"
+                )
+            if code != code.lower():
+                raise ValueError(
+                    f"language codes are lowercase, as mentions carry them: {code!r} would "
+                    f"never match; did you mean {code.lower()!r}?"
+                )
+        return languages
 
     @field_validator("regex")
     @classmethod

@@ -34,7 +34,7 @@ from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, re
 from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.pipeline import Pipeline
-from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.loader import hidden, load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.yamlfile import (
     Path_,
@@ -277,10 +277,18 @@ class Suite:
 
 
 def test_files(paths: Iterable[Path]) -> list[Path]:
-    """The test files under `paths` (files as given, folders searched for *_test.yaml)."""
+    """The test files under `paths` (files as given, folders searched for *_test.yaml, leaving
+    out dotfiles)."""
     found: list[Path] = []
     for path in paths:
-        found.extend(sorted(path.rglob(f"*{TEST_SUFFIX}")) if path.is_dir() else [path])
+        if not path.is_dir():
+            found.append(path)
+            continue
+        found.extend(
+            test
+            for test in sorted(path.rglob(f"*{TEST_SUFFIX}"))
+            if not hidden(test.relative_to(path).parts)
+        )
     return found
 
 

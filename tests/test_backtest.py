@@ -1,0 +1,136 @@
+"""`crisiswatch backtest` on small deployments of its own: quiet hours, file order, which config."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from crisiswatch.cli import main
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: inside the routes' quiet hours below
+CONFIG = """\
+brands:
+  - {id: acme, keywords: [acme]}
+  - {id: beta, keywords: [beta]}
+routes:
+  default:
+    channel: "#social"
+    quiet_hours: {start: "00:00", end: "07:00", timezone: UTC, min_severity: critical}
+"""
+RULES = """\
+rules:
+  - {id: acme-busy, scope: {brands: [acme]}, when: {min_count: 20}, keep_firing_for: 30m}
+  - id: beta-busy
+    scope: {brands: [beta]}
+    when: {min_count: 20}
+    severity: critical
+    keep_firing_for: 30m
+"""
+
+
+def mention_lines(bursts: dict[str, int], minutes: int = 180) -> list[str]:
+    """A mention of each brand a minute, and 25 more of a brand in the five minutes from its
+    burst's minute."""
+    lines = []
+    for minute in range(minutes):
+        at = T0 + timedelta(minutes=minute, seconds=30)
+        extra = [b for b, start in bursts.items() if start <= minute < start + 5] * 5
+        for number, brand in enumerate(["acme", "beta", *extra]):
+            mention = {
+                "id": f"{brand}-{minute}-{number}",
+                "created_at": at.isoformat(),
+                "text": f"{brand} ordinary post",
+                "author": f"{brand}-{minute}-{number}",
+                "brand": brand,
+                "source": "x",
+            }
+            lines.append(orjson.dumps(mention).decode())
+    return lines
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> tuple[Path, Path]:
+    """A config with quiet hours until 07:00 for warnings, and its rules."""
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rules: [rules.yaml]\n{CONFIG}", encoding="utf-8")
+    return config, tmp_path / "rules.yaml"
+
+
+def write_mentions(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "mentions.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warning at 01:05 in quiet hours goes out at 07:00, as `rules test` and Slack would
+    send it, after the critical pages made meanwhile; the report says when it was made."""
+    config, _ = deployment
+    mentions = write_mentions(tmp_path, mention_lines({"acme": 60, "beta": 120}))
+    assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
+    pages = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [
+        (p["at"][11:16], p["kind"], p["brand"], p["made_at"][11:16], p["held"]) for p in pages
+    ] == [
+        ("02:05", "opened", "beta", "02:05", False),
+        ("02:35", "resolved", "beta", "02:35", False),
+        ("07:00", "opened", "acme", "01:05", True),
+        ("07:00", "resolved", "acme", "01:35", True),
+    ]
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "2026-03-02 07:00 UTC  opened    warning  spark acme         acme-busy  acme: 30 mentions, "
+        "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
+    ) in out
+    assert "\n4 pages, 2 held by quiet hours; per rule (incidents opened / pages):\n" in out
+
+
+def test_a_file_not_in_time_order_is_an_error_with_the_count_too_late(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Newest first, nearly every mention is too late and is not counted: rather than report
+    few or no pages and exit 0, the backtest says the file is out of order, how many mentions
+    it lost, and exits 1 (with --compare too)."""
+    config, rules = deployment
+    lines = mention_lines({"acme": 60})
+    mentions = write_mentions(tmp_path, lines[::-1])
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    late = re.search(r"(\d+) too late", out)
+    assert late and int(late[1]) > len(lines) * 0.9, out
+    assert f"{mentions} is not in time order: {late[1]} mentions were too late" in err
+    assert "sort the file by created_at" in err
+    assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 1
+    assert "is not in time order" in capsys.readouterr().err
+    write_mentions(tmp_path, lines)
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_the_report_names_the_deployment_it_ran_on(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first line says which config's brands and routes the rules ran on; without
+    --config that is the demo's, and it says how to give yours (on stderr with --json)."""
+    config, rules = deployment
+    mentions = write_mentions(tmp_path, mention_lines({}, minutes=30))
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith(f"deployment: {config}\n")
+    scoped_to_all = tmp_path / "all.yaml"
+    scoped_to_all.write_text("rules:\n  - {id: busy, when: {min_count: 20}}\n", encoding="utf-8")
+    assert main(["backtest", str(mentions), "--rules", str(scoped_to_all)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("deployment: the demo's, ") and "give --config FILE" in first, first
+    assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"deployment: {config}\n" and "deployment" not in out
+    assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 0
+    assert capsys.readouterr().out.startswith(f"deployment: {config}\nbacktest of ")
