@@ -164,8 +164,9 @@ class TestCheck:
         assert any("unknown brand 'kestrl'; did you mean 'kestrel'?" in p for p in found)
 
     def test_unknown_topics_and_sources_against_config(self, tmp_path: Path) -> None:
-        """A topic none of the rule's brands has, or a source no mention comes from, would
-        silently never match: each is an error at its place, with a did-you-mean."""
+        """A topic none of the rule's brands has, or a misspelt built-in source, would
+        silently never match: each is an error at its place, with a did-you-mean. A feed of
+        its own (an ingest or replay line's `source`) is fine."""
         path = write(
             tmp_path,
             "rules:\n  - id: a\n    when: {min_count: 3}\n"
@@ -173,13 +174,13 @@ class TestCheck:
         )
         assert problems_of(path) == [
             f"{path}:4:41: unknown topic 'crads': not a topic of kestrel; did you mean 'cards'?",
-            f"{path}:4:64: unknown source 'twitter'; expected one of: http, reddit, replay, x",
+            f"{path}:4:64: unknown source 'twitter'; X's mentions have source 'x'",
             f"{path}:4:73: unknown source 'redit'; did you mean 'reddit'?",
         ]
         fine = write(
             tmp_path,
             "rules:\n  - id: b\n    when: {min_count: 3}\n"
-            "    scope: {topics: [cards, '*'], sources: [x, reddit]}\n",
+            "    scope: {topics: [cards, '*'], sources: [x, reddit, trustpilot]}\n",
             "fine.yaml",
         )
         assert [r.id for r in load_rules([fine], load_settings(DEMO_CONFIG))] == ["b"]

@@ -24,8 +24,10 @@ from crisiswatch.yamlfile import (
 
 RULE_SUFFIXES = (".yaml", ".yml")
 SOURCE_KINDS = ("x", "reddit", "http", "replay")
-"""The sources a scope may filter on: what the X and Reddit sources put in a mention's `source`,
-and what HTTP ingest and replay files give a line that names none (crisiswatch/sources/)."""
+"""What the X and Reddit sources put in a mention's `source`, and what HTTP ingest and replay
+files give a line that names none (crisiswatch/sources/). A scope may name other sources too:
+an ingest or replay line may carry its own feed's name ("trustpilot")."""
+_SOURCE_ALIASES = {"twitter": "x", "tweets": "x", "tweet": "x"}  # X's mentions say "x"
 
 
 def hidden(inside: Sequence[str]) -> bool:
@@ -139,7 +141,16 @@ def _scope_check(
             )
             problems.append(doc.problem((*where, "topics", position), message))
     for position, source in enumerate(scope.sources or ()):
-        if source not in SOURCE_KINDS:
-            message = f"unknown source {source!r}{did_you_mean(source, SOURCE_KINDS)}"
+        if message := _source_problem(source):
             problems.append(doc.problem((*where, "sources", position), message))
     return problems
+
+
+def _source_problem(source: str) -> str | None:
+    """A source name that is a typo of a built-in source's (a feed of its own is fine)."""
+    if source in SOURCE_KINDS:
+        return None
+    if source in _SOURCE_ALIASES:
+        return f"unknown source {source!r}; X's mentions have source {_SOURCE_ALIASES[source]!r}"
+    hint = did_you_mean(source, SOURCE_KINDS)
+    return f"unknown source {source!r}{hint}" if hint.startswith("; did you mean") else None
