@@ -141,8 +141,8 @@ def _scope_check(
             )
             problems.append(doc.problem((*where, "topics", position), message))
     for position, source in enumerate(scope.sources or ()):
-        if message := _source_problem(source):
-            problems.append(doc.problem((*where, "sources", position), message))
+        if wrong := _source_problem(source):
+            problems.append(doc.problem((*where, "sources", position), wrong))
     return problems
 
 
