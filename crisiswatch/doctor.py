@@ -137,21 +137,7 @@ async def _slack(settings: Settings) -> None:
 def _slack_secrets(settings: Settings) -> list[str]:
     """One line per secret `run` would refuse to start Slack without: the bot token, and the
     one its interactivity mode needs (socket: the app token; http: the signing secret)."""
-    from crisiswatch.notify.slack_runtime import SlackSetupError, _required
+    from crisiswatch.notify.slack_runtime import missing_secrets
 
     slack = settings.notify.slack
-    if not slack.enabled:
-        return []
-    # As slack_runtime.slack_running asks for them (it holds no list of its own to reuse).
-    needed = [("SLACK_BOT_TOKEN", "notify.slack")]
-    if slack.interactivity == "socket":
-        needed.append(("SLACK_APP_TOKEN", "notify.slack.interactivity: socket"))
-    elif slack.interactivity == "http":
-        needed.append(("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http"))
-    problems = []
-    for name, why in needed:
-        try:
-            _required(name, why)
-        except SlackSetupError as exc:
-            problems.append(str(exc))
-    return problems
+    return missing_secrets(slack) if slack.enabled else []

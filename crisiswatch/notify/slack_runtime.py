@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from crisiswatch.config import LiveSettings, secret
+from crisiswatch.config import LiveSettings, Slack, secret
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.notify.digest import DailyDigest
 from crisiswatch.notify.feedback import Escalator, Feedback, IncidentControl, Learner
@@ -24,6 +24,28 @@ log = structlog.get_logger(__name__)
 
 class SlackSetupError(RuntimeError):
     """Slack is enabled but cannot start (a missing secret); the message says what to set."""
+
+
+_BOT_TOKEN = ("SLACK_BOT_TOKEN", "notify.slack")
+_MODE_SECRET = {  # the secret each interactivity mode needs, and the setting that asks for it
+    "http": ("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http"),
+    "socket": ("SLACK_APP_TOKEN", "notify.slack.interactivity: socket"),
+}
+
+
+def missing_secrets(slack: Slack) -> list[str]:
+    """One line per secret `slack_running` would refuse to start without (for `doctor`)."""
+    needed = [
+        _BOT_TOKEN,
+        *([_MODE_SECRET[slack.interactivity]] if slack.interactivity in _MODE_SECRET else []),
+    ]
+    problems = []
+    for name, why in needed:
+        try:
+            _required(name, why)
+        except SlackSetupError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _required(name: str, why: str) -> str:
@@ -62,18 +84,16 @@ async def slack_running(
     if not slack_settings.enabled:
         yield SlackRuntime([])
         return
-    slack = SlackNotifier(
-        live, store, token=_required("SLACK_BOT_TOKEN", "notify.slack"), history=history
-    )
+    slack = SlackNotifier(live, store, token=_required(*_BOT_TOKEN), history=history)
     feedback = Feedback(store, learner, slack)
     feedback.control = control
     async with AsyncExitStack() as stack:
         if slack_settings.interactivity == "http":
-            signing = _required("SLACK_SIGNING_SECRET", "notify.slack.interactivity: http")
+            signing = _required(*_MODE_SECRET["http"])
             app = actions_app(feedback, signing)
             await stack.enter_async_context(serve_http(app, slack_settings.http_listen))
         elif slack_settings.interactivity == "socket":
-            token = _required("SLACK_APP_TOKEN", "notify.slack.interactivity: socket")
+            token = _required(*_MODE_SECRET["socket"])
             await stack.enter_async_context(socket_mode(feedback, token, slack.client))
         escalator = Escalator(store, slack, live)  # idle while no route has escalate_after
         task = asyncio.create_task(escalator.run(), name="escalation")
