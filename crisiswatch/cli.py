@@ -11,6 +11,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -228,7 +230,8 @@ async def _serve(
     try:
         saved = None if finite else await asyncio.to_thread(checkpoint.load, directory)
         model = await asyncio.to_thread(_sentiment_model, saved)
-        pipeline = Pipeline(settings, rules, model)
+        live_clock = None if finite else partial(datetime.now, UTC)  # refuses future dates
+        pipeline = Pipeline(settings, rules, model, clock=live_clock)
         if saved is not None:
             pipeline.restore(saved.pipeline)
             log.info("checkpoint.restored", saved_at=saved.saved_at.isoformat())

@@ -21,6 +21,7 @@ from crisiswatch.domain import Mention
 
 MAX_TEXT = 10_000  # characters kept of a post; the rest is cut, never the daemon
 MAX_FIELD = 512  # characters of an id, author, url, lang, source or brand
+EARLIEST, LATEST = 2000, 2200  # years a post's time may have: beyond, event time would break
 
 
 class MentionError(ValueError):
@@ -74,12 +75,13 @@ def parse_time(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise MentionError(f"'created_at' is not an ISO-8601 time: {value[:40]!r}") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(UTC)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:30-01:00 is past the year 9999 in UTC
         raise MentionError(f"'created_at' is out of range in UTC: {value[:40]!r}") from None
+    if not EARLIEST <= moment.year <= LATEST:
+        raise MentionError(f"'created_at' is not a plausible time of a post: {value[:40]!r}")
+    return moment
 
 
 def _required_str(obj: dict[str, Any], key: str) -> str:

@@ -2,16 +2,17 @@
 
 ingest (dedupe) → enrich (attribution, sentiment) → aggregate (event-time buckets) → detect
 (signals) → rules (alerts) → incidents (pages). Time comes only from the mentions (event time)
-or from the caller (`advance`), so replaying a file gives the same pages every time.
+or from the caller (`advance`, and the daemon's `clock`, which only refuses mentions dated ahead
+of it), so replaying a file gives the same pages every time.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any, Protocol
 
@@ -27,6 +28,10 @@ from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.inputs import RuleInputs
 from crisiswatch.rules.schema import Rule
 
+MAX_AHEAD = timedelta(minutes=15)
+"""How far ahead of the daemon's clock a mention may be dated: further, it would move event time
+on and make every real mention after it too late (a producer's local time sent without its
+offset, read as UTC, is hours ahead), so it is refused and counted."""
 YOUNG_COLLECTION = 20_000  # net allocations between young garbage collections (see settle)
 
 
@@ -42,6 +47,7 @@ class PipelineStats:
     duplicates: int = 0
     unattributed: int = 0  # about none of the configured brands
     late: int = 0
+    future: int = 0  # dated more than MAX_AHEAD ahead of the daemon's clock
     buckets: int = 0
     alerts: int = 0
     pages: int = 0
@@ -50,8 +56,17 @@ class PipelineStats:
 class Pipeline:
     """One deployment's whole decision path, fed one mention at a time."""
 
-    def __init__(self, settings: Settings, rules: Sequence[Rule], scorer: NegativeScorer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Sequence[Rule],
+        scorer: NegativeScorer,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`clock`: the live daemon's, to refuse mentions dated ahead of it; replays have none."""
         bucket = settings.pipeline.bucket
+        self._clock = clock
+        self._horizon = datetime.min.replace(tzinfo=UTC)  # no mention after it yet is ahead
         self.settings = settings
         self.scorer = scorer
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
@@ -138,6 +153,9 @@ class Pipeline:
 
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""
+        if mention.created_at > self._horizon and self._ahead(mention.created_at):
+            self.stats.future += 1
+            return []
         if not self.deduper.first_time(mention.id):
             self.stats.duplicates += 1
             return []
@@ -160,6 +178,15 @@ class Pipeline:
         else:
             self.stats.late += 1
         return self.advance(mention.created_at)
+
+    def _ahead(self, moment: datetime) -> bool:
+        """Whether `moment` is more than MAX_AHEAD ahead of the clock. The horizon moves up to
+        the clock only when a mention passes it, so the clock is not read per mention."""
+        if self._clock is None:
+            self._horizon = datetime.max.replace(tzinfo=UTC)
+            return False
+        self._horizon = self._clock() + MAX_AHEAD
+        return moment > self._horizon
 
     def advance(self, now: datetime) -> list[Page]:
         """Let time pass (a mention's time, or a live daemon's clock): close the buckets that

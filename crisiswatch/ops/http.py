@@ -41,6 +41,7 @@ class DaemonCollector(Collector):
             ("duplicate", stats.duplicates),
             ("unattributed", stats.unattributed),
             ("late", stats.late),
+            ("future", stats.future),
         ):
             mentions.add_metric([outcome], value)
         yield mentions
