@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
+from conftest import KeywordScorer
 
 from crisiswatch.aggregate import TOP_TERMS
+from crisiswatch.config import load_settings
 from crisiswatch.detect.signals import (
     KNOWN_TERMS,
     KNOWN_TERMS_BUDGET,
@@ -16,7 +20,10 @@ from crisiswatch.detect.signals import (
     SignalDetector,
 )
 from crisiswatch.domain import Bucket, SeriesKey
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.schema import Rule
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "crisiswatch" / "demo" / "config.yaml"
 KEY = SeriesKey("kestrel")
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -107,3 +114,25 @@ def test_the_memory_of_terms_is_shared_out_among_brands() -> None:
     assert known.capacity == KNOWN_TERMS_BUDGET // 201
     detector.prepare(configured[:80])  # a reload down to 40 brands: theirs is a bigger share
     assert detector._series[configured[0]].known_terms.capacity == KNOWN_TERMS_BUDGET // 40
+
+
+def test_a_reload_lets_go_of_series_no_longer_configured() -> None:
+    """Each reload that edits a filtered rule makes new views; the old views' detectors, known
+    terms and chart rings are let go, so memory and checkpoints stay the size of the config
+    (twenty edits had kept twenty-one views' worth)."""
+    settings = load_settings(DEMO_CONFIG)
+    rule = "rules:\n  - id: r\n    when: {{min_count: 3}}\n    scope: {{regex: '{}'}}\n"
+
+    def rules(pattern: str) -> list[Rule]:
+        return [Rule.model_validate(y) for y in yaml.safe_load(rule.format(pattern))["rules"]]
+
+    pipeline = Pipeline(settings, rules("refund"), KeywordScorer())
+    sizes = {(len(pipeline.detector._series), len(pipeline.history._rings))}
+    for n in range(20):
+        pipeline.reconfigure(settings, rules(f"refund{n}"))
+        sizes.add((len(pipeline.detector._series), len(pipeline.history._rings)))
+    assert len(sizes) == 1, sizes
+    views = {key.view for key in pipeline.detector._series}
+    assert len(views) == 2 and "" in views  # every series and the one filtered view now
+    pipeline.reconfigure(settings.model_copy(update={"brands": []}), [])
+    assert pipeline.detector._series == {} and pipeline.detector._known == {}

@@ -55,9 +55,13 @@ class SeriesHistory:
         self._rings: dict[SeriesKey, _Ring] = {}
 
     def prepare(self, series: Iterable[SeriesKey]) -> None:
-        """Allocate the rings of series not seen yet (at start or a reload, not at their first
-        bucket's close, so memory does not step up mid-stream)."""
-        for key in series:
+        """Hold the rings of exactly these series: new ones allocated now (at start or a reload,
+        not at their first bucket's close, so memory does not step up mid-stream), those no
+        longer configured let go."""
+        wanted = set(series)
+        for gone in self._rings.keys() - wanted:
+            del self._rings[gone]
+        for key in wanted:
             if key not in self._rings:
                 self._rings[key] = _Ring(self.size)
 

@@ -96,11 +96,18 @@ class SignalDetector:
             detectors.volume.accept_one(bucket.count, bucket.start)
 
     def prepare(self, series: Iterable[SeriesKey]) -> None:
-        """Set up the detectors of series not seen yet, so their memory is taken now (at start
-        or a reload), not when their first bucket closes; share the memory of known terms out
-        among the brands."""
-        brands = {self._detectors(key).known_terms for key in series}
-        share = KNOWN_TERMS_BUDGET // max(len(brands), 1)  # brands no longer configured: none
+        """Hold the detectors of exactly these series: those not seen yet are set up now (at
+        start or a reload), not when their first bucket closes; those no longer configured are
+        let go (each reload that edits a filtered rule's filter makes new views, whose old
+        detectors would otherwise stay in memory and in every checkpoint). The memory of known
+        terms is shared out among the brands."""
+        wanted = set(series)
+        for gone in self._series.keys() - wanted:
+            del self._series[gone]
+        for brand in self._known.keys() - {key.brand for key in wanted}:
+            del self._known[brand]
+        brands = {self._detectors(key).known_terms for key in wanted}
+        share = KNOWN_TERMS_BUDGET // max(len(brands), 1)
         for known in brands:
             known.capacity = min(max(share, KNOWN_TERMS_LEAST), KNOWN_TERMS)
 
