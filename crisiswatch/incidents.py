@@ -187,10 +187,11 @@ class IncidentManager:
         if worst.severity > previous.severity:  # the worse rule's route: its channel, its people
             merged = replace(merged, route=worst.route)
         self.open[key] = merged
+        changes = tuple(_changes(previous, merged))
         if worse:
-            return Page(merged, PageKind.ESCALATED, now, tuple(_changes(previous, merged)))
-        changes = _changes(previous, merged)
-        return Page(merged, PageKind.UPDATED, now, tuple(changes)) if changes else None
+            moved = previous.route if merged.route != previous.route else None
+            return Page(merged, PageKind.ESCALATED, now, changes, moved_from=moved)
+        return Page(merged, PageKind.UPDATED, now, changes) if changes else None
 
     def _stage(self, key: str, incident: Incident, alert_stage: Stage) -> Stage:
         stage = max(incident.stage, alert_stage)
@@ -244,6 +245,8 @@ def _changes(before: Incident, after: Incident) -> list[str]:
         changes.append(f"severity {before.severity.label} → {after.severity.label}")
     if after.stage > before.stage:
         changes.append(f"stage {before.stage.label} → {after.stage.label}")
+    if after.route != before.route:
+        changes.append(f"route {before.route} → {after.route}")
     for source in sorted(set(after.sources) - set(before.sources)):
         changes.append(f"now also on {source}")
     for topic in sorted(set(after.topics) - set(before.topics)):

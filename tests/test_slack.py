@@ -227,6 +227,34 @@ class TestIncidentLife:
             None,
         ]
 
+    async def test_an_incident_moved_to_a_worse_rules_route_pages_its_channel(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A critical rule with a route of its own joins a warning incident: the escalation is
+        posted in that route's channel, calling its people; the old thread says where it went;
+        the resolution edits the new message; a retry of the escalation does not move it again."""
+        routes = {
+            "default": Route(channel="C0SOCIAL"),
+            "exec": Route(channel="C0EXEC", mention={"critical": ["U0ONCALL"]}),
+        }
+        slack = notifier(fake, store, routes=routes)
+        opened, worse, resolved = life(make_page)
+        opened = replace(opened, incident=replace(opened.incident, route="default"))
+        moved = replace(worse, incident=replace(worse.incident, route="exec"), moved_from="default")
+        resolved = replace(resolved, incident=replace(resolved.incident, route="exec"))
+        for page in (opened, moved, moved, resolved):
+            await slack.send(page)
+        posted = sorted(fake.messages.items(), key=lambda item: item[0][1])  # by ts
+        top = [(where, m) for where, m in posted if not m.get("thread_ts")]
+        assert [channel for (channel, _), _ in top] == ["C0SOCIAL", "C0EXEC"]
+        old, new = (
+            [str(m["text"]) for (c, _), m in posted if c == channel and m.get("thread_ts") == ts]
+            for (channel, ts), _ in top
+        )
+        assert old == ["⤴️ Now critical: this incident is followed in <#C0EXEC> from here on"]
+        assert "<@U0ONCALL>" in new[0] and "Resolved" in new[-1] and len(new) == 2
+        assert "Resolved" in top[1][1]["blocks"][0]["text"]["text"]
+
     async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:

@@ -154,6 +154,8 @@ class SlackNotifier:
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
+        if page.moved_from is not None:
+            await self._leave_old_message(page, route)
         posted = await self._recorded(incident.id, route.channel)
         if posted is not None and await self._edited(incident.id, posted, text, blocks):
             return posted
@@ -170,6 +172,25 @@ class SlackNotifier:
         await self.store.save_message(incident.id, self.name, channel, ts)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
+
+    async def _leave_old_message(self, page: Page, route: Route) -> None:
+        """The incident moved to a worse rule's route: say so in the old message's thread and
+        let that message go, so this page is posted in the new route's channel, to its people.
+        Once: a retry of the page (marked by its key) finds the move made."""
+        incident = page.incident
+        posted = await self.store.message(incident.id, self.name)
+        if posted is None or await self.store.mark_posting(f"{page_key(page)}|moved", self.name):
+            return
+        channel, ts = posted
+        await self.client.chat_postMessage(
+            channel=channel,
+            thread_ts=ts,
+            text=render.moved_note(incident.severity, route),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        await self.store.forget_message(incident.id, self.name)
+        log.info("slack.moved", incident=incident.id, route=incident.route)
 
     async def _recorded(self, incident_id: str, channel: str) -> tuple[str, str] | None:
         """The incident's message as the store has it, else (when an earlier attempt may have
