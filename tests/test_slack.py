@@ -254,6 +254,8 @@ class TestIncidentLife:
         assert old == ["⤴️ Now critical: this incident is followed in <#C0EXEC> from here on"]
         assert "<@U0ONCALL>" in new[0] and "Resolved" in new[-1] and len(new) == 2
         assert "Resolved" in top[1][1]["blocks"][0]["text"]["text"]
+        assert [block["type"] for block in top[0][1]["blocks"]] == ["section"]  # no buttons
+        assert "followed in <#C0EXEC>" in top[0][1]["text"]
 
     async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
         self, fake: FakeSlack, store: Store, make_page: PageFactory

@@ -174,20 +174,21 @@ class SlackNotifier:
         return channel, ts
 
     async def _leave_old_message(self, page: Page, route: Route) -> None:
-        """The incident moved to a worse rule's route: say so in the old message's thread and
-        let that message go, so this page is posted in the new route's channel, to its people.
-        Once: a retry of the page (marked by its key) finds the move made."""
+        """The incident moved to a worse rule's route: the old message becomes a pointer to
+        where it went (no stale state, no buttons), its thread says so too, and it is let go,
+        so this page is posted in the new route's channel, to its people. Once: a retry of the
+        page (marked by its key) finds the move made."""
         incident = page.incident
         posted = await self.store.message(incident.id, self.name)
         if posted is None or await self.store.mark_posting(f"{page_key(page)}|moved", self.name):
             return
         channel, ts = posted
+        note = render.moved_note(incident.severity, route)
+        await self.client.chat_update(
+            channel=channel, ts=ts, text=note, blocks=render.note_blocks(note)
+        )
         await self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=ts,
-            text=render.moved_note(incident.severity, route),
-            unfurl_links=False,
-            unfurl_media=False,
+            channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
         )
         await self.store.forget_message(incident.id, self.name)
         log.info("slack.moved", incident=incident.id, route=incident.route)

@@ -270,6 +270,11 @@ def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]
     return blocks[:MAX_BLOCKS]
 
 
+def note_blocks(text: str) -> list[Block]:
+    """A message that is only a note of ours (trusted text, mrkdwn)."""
+    return [_section(text)]
+
+
 def moved_note(severity: Severity, route: Route) -> str:
     """The old thread's last word when an incident moves to a worse rule's route."""
     where = f"<#{route.channel}>" if _CHANNEL_ID.fullmatch(route.channel) else route.channel
