@@ -104,6 +104,15 @@ def test_bad_series_are_problems_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{content}:12:40: no rule 'angy-surge' is loaded; did you mean 'angry-surge'?" in err
 
 
+def test_a_yml_test_file_is_found_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`case_test.yml` is a test like `case_test.yaml` (the loader leaves both out of the rules:
+    found by neither, it had been silently skipped)."""
+    write(tmp_path, '  - {name: calm, series: [{series: acme, count: "10x12"}], expect: []}\n')
+    (tmp_path / "case_test.yaml").rename(tmp_path / "case_test.yml")
+    assert main(["rules", "test", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "OK: 1 passed, 0 failed (1 test file)\n"
+
+
 def test_an_editors_lock_file_is_not_a_test(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

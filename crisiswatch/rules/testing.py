@@ -34,7 +34,7 @@ from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, re
 from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.pipeline import Pipeline
-from crisiswatch.rules.loader import hidden, load_rules
+from crisiswatch.rules.loader import RULE_SUFFIXES, hidden, load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.yamlfile import (
     Path_,
@@ -46,7 +46,7 @@ from crisiswatch.yamlfile import (
     validate,
 )
 
-TEST_SUFFIX = "_test.yaml"
+TEST_STEM = "_test"  # a rule test file is named *_test.yaml (or .yml)
 DEFAULT_BRAND = "acme"
 NEGATIVE = 0.9  # P(negative) of a generated negative mention; the others get 1 - NEGATIVE
 _POST_KEYS = frozenset(
@@ -277,8 +277,8 @@ class Suite:
 
 
 def test_files(paths: Iterable[Path]) -> list[Path]:
-    """The test files under `paths` (files as given, folders searched for *_test.yaml, leaving
-    out dotfiles)."""
+    """The test files under `paths` (files as given, folders searched for *_test.yaml and
+    *_test.yml, leaving out dotfiles)."""
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -286,8 +286,8 @@ def test_files(paths: Iterable[Path]) -> list[Path]:
             continue
         found.extend(
             test
-            for test in sorted(path.rglob(f"*{TEST_SUFFIX}"))
-            if not hidden(test.relative_to(path).parts)
+            for test in sorted(path.rglob(f"*{TEST_STEM}.*"))
+            if test.suffix in RULE_SUFFIXES and not hidden(test.relative_to(path).parts)
         )
     return found
 
@@ -578,7 +578,7 @@ def run_tests(paths: Sequence[Path], out: TextIO) -> int:
     if problems:
         raise ProblemsError(problems)
     if not suites:
-        raise ProblemsError([Problem(str(p), 1, 1, f"no *{TEST_SUFFIX} files") for p in paths])
+        raise ProblemsError([Problem(str(p), 1, 1, f"no *{TEST_STEM}.yaml files") for p in paths])
     passed = failed = 0
     for suite in suites:
         for case in suite.cases:
