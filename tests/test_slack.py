@@ -304,6 +304,25 @@ class TestIncidentLife:
         assert [r["status"] for r in await store.outbox()] == ["superseded", "sent", "sent"]
         assert await store.pending("slack") == 0
 
+    async def test_a_rate_limited_look_waits_rather_than_posting_twice(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A post whose answer was lost is looked for in the channel's history; when that look
+        is rate limited past the client's retries, the page waits and looks again rather than
+        posting what may be there already."""
+        opened, _, _ = life(make_page)
+        routes = {"default": Route(channel="C0CRISIS")}
+        dispatcher = Dispatcher([notifier(fake, store, routes=routes, timeout=1)], store)
+        fake.hold(lambda method, args: method == "chat.postMessage", take=True)
+        await dispatcher.dispatch(opened)
+        fake.release()
+        fake.fail("conversations.history", status=429, retry_after=1, times=3)
+        await dispatcher.flush()
+        assert await store.pending("slack") == 1
+        await dispatcher.flush()
+        assert await store.pending("slack") == 0 and dispatcher.sent == 1
+        assert len([m for m in fake.messages.values() if not m.get("thread_ts")]) == 1
+
 
 class TestPostingMarks:
     """The marks of posts under way (the store's `posting` rows) last only until the post is

@@ -235,6 +235,7 @@ class SlackNotifier:
                     include_all_metadata=True,
                 )
             except SlackApiError as exc:  # no history scope: reply again rather than not at all
+                _raise_if_rate_limited(exc)
                 log.debug("slack.thread_unavailable", channel=channel, error=str(exc))
             else:
                 if _ours(thread.get("messages"), "page", key) is not None:
@@ -336,6 +337,7 @@ class SlackNotifier:
                 include_all_metadata=True,
             )
         except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
+            _raise_if_rate_limited(exc)
             log.debug("slack.history_unavailable", channel=channel, error=str(exc))
             return None
         ts = _ours(found.get("messages"), "incident", incident_id)
@@ -353,6 +355,13 @@ class SlackNotifier:
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
         return await self.reply(incident_id, render.escalation_reply(route, waited))
+
+
+def _raise_if_rate_limited(exc: SlackApiError) -> None:
+    """A look for what an earlier attempt posted that was rate limited has not looked: the
+    page waits (`Retry-After`) rather than posting what may be there already."""
+    if exc.response.status_code == 429:
+        raise exc
 
 
 def _since(tried: datetime) -> str:
