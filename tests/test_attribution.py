@@ -24,26 +24,44 @@ def brands_of(attributor: Attributor, mention: Mention) -> list[str]:
 
 class TestTokenize:
     def test_words_hashtags_handles_lowercased(self) -> None:
-        """Tokens are lowercase words, #hashtags and @handles; punctuation is dropped."""
-        assert tokenize("Hey @KestrelHelp, my #KestrelBank CARD!!") == [
+        """Tokens are lowercase words, #hashtags and @handles, with the sentence and list
+        punctuation between them (which phrases do not span); other marks are dropped."""
+        assert tokenize("Hey @KestrelHelp, my #KestrelBank CARD!! (it's gone)") == [
             "hey",
             "@kestrelhelp",
+            ",",
             "my",
             "#kestrelbank",
             "card",
+            "!",
+            "!",
+            "it",
+            "s",
+            "gone",
         ]
 
-    def test_caps_tokens_of_a_long_text(self) -> None:
-        """A 10,000-character text yields at most MAX_TOKENS tokens, from its start."""
-        text = "word " * 2_000
-        assert len(text) == 10_000
-        tokens = tokenize(text)
-        assert 0 < len(tokens) <= MAX_TOKENS
-        assert set(tokens) == {"word"}
+    def test_a_long_post_is_read_to_its_end(self) -> None:
+        """A post capped at 10,000 characters is read whole: a brand named after 1,500 words
+        is found (only the first 4,800 characters were read)."""
+        text = "word " * 1_500 + "kestrel bank, again"
+        assert tokenize(text)[-4:] == ["kestrel", "bank", ",", "again"]
 
     def test_caps_tokens_of_a_long_unbroken_text(self) -> None:
-        """A text of single-letter words is capped too."""
+        """A text of 5,000 one-letter words keeps MAX_TOKENS tokens, from its start."""
         assert len(tokenize("a " * 5_000 + "kestrel bank")) == MAX_TOKENS
+
+    @pytest.mark.parametrize(
+        "styled",
+        [
+            "𝐊𝐞𝐬𝐭𝐫𝐞𝐥 𝐁𝐚𝐧𝐤 swallowed my card",  # mathematical bold, common on X
+            "Ｋｅｓｔｒｅｌ Ｂａｎｋ swallowed my card",  # fullwidth
+        ],
+    )
+    def test_compatibility_letters_read_as_plain(self, styled: str) -> None:
+        assert tokenize(styled)[:2] == ["kestrel", "bank"]
+
+    def test_decomposed_accents_read_as_composed(self) -> None:
+        assert tokenize("Cafe\u0301 Kestrel") == tokenize("Café Kestrel") == ["café", "kestrel"]
 
 
 class TestAttributor:
@@ -77,6 +95,9 @@ class TestAttributor:
             "nokestrelbank here",  # keyword must be a whole word
             "kestrel",
             "an unrelated post",
+            "Saw a kestrel. Bank holiday today",  # a phrase does not span sentences
+            "owl, kestrel, bank swallow",  # nor list items
+            "kestrelbanks of the river",  # a brand's name has no plural
         ],
     )
     def test_partial_matches_do_not_count(
@@ -84,6 +105,13 @@ class TestAttributor:
     ) -> None:
         """Only whole words and whole phrases attribute a mention."""
         assert attribute(attributor, make_mention(text=text)) == []
+
+    def test_punctuation_in_a_configured_name_is_not_required(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        """A brand configured as "Yahoo!" is found in "yahoo is down" (its "!" is not a word)."""
+        attributor = Attributor([make_brand(id="yahoo", keywords=["Yahoo!"], hashtags=[])])
+        assert brands_of(attributor, make_mention(text="yahoo is down again")) == ["yahoo"]
 
     def test_topics_tagged(self, attributor: Attributor, make_mention: MentionFactory) -> None:
         """A mention is tagged with every topic whose terms it contains, sorted."""
