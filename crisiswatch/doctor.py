@@ -2,7 +2,8 @@
 
 Checks the config and rules, that the state directory is writable, that each configured source
 and Slack (for its interactivity mode) has its secrets and that Reddit, X and Slack accept them.
-Secrets are never printed.
+Warnings (WARN lines, exit 0) name settings that run but lose something. Secrets are never
+printed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from crisiswatch.config import Settings, load_settings, secret, state_dir
+from crisiswatch.durations import format_duration
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.build import configured, missing_secrets
 from crisiswatch.sources.queries import x_query
@@ -48,7 +50,23 @@ def doctor(config: Path, out: IO[str]) -> int:
         return 1
     for line in fine:
         print(f"OK  {line}", file=out)
+    for line in _lateness_warnings(settings):
+        print(f"WARN {line}", file=out)
     return 0
+
+
+def _lateness_warnings(settings: Settings) -> list[str]:
+    """Reddit's search finds posts up to `search_lookback` after they were made; a bucket closes
+    `allowed_lateness` after its end, and what comes later is counted as late, not in it."""
+    reddit, lateness = settings.sources.reddit, settings.pipeline.allowed_lateness
+    if reddit is None or not reddit.search or reddit.search_lookback <= lateness:
+        return []
+    return [
+        f"sources.reddit.search_lookback ({format_duration(reddit.search_lookback)}) is longer "
+        f"than pipeline.allowed_lateness ({format_duration(lateness)}): posts Reddit's search "
+        "indexes later than that are dropped as late (see crisiswatch_mentions_total"
+        '{outcome="late"}); a longer allowed_lateness counts them, and pages that much later'
+    ]
 
 
 def _state_writable(directory: Path, fine: list[str]) -> list[str]:

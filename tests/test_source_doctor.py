@@ -58,7 +58,8 @@ class TestDoctor:
     async def test_all_fine(
         self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Every credential present and accepted: exit 0 and an OK line per check."""
+        """Every credential present and accepted: exit 0 and an OK line per check; the default
+        Reddit search lookback (10m) beyond the allowed lateness (2m) is a warning."""
         reddit, x = fakes
         monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
         for key, value in [("REDDIT_CLIENT_ID", CLIENT_ID), ("REDDIT_CLIENT_SECRET", CLIENT_SECRET),
@@ -68,6 +69,7 @@ class TestDoctor:
         assert code == 0, out
         assert "OK  reddit accepts the credentials" in out
         assert "OK  x accepts the credentials" in out
+        assert "WARN sources.reddit.search_lookback (10m) is longer than" in out
 
     async def test_each_problem_on_its_own_line(
         self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
