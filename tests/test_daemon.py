@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import random
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+from conftest import PageFactory
 from daemon_process import start, wait_for
 from structlog.testing import capture_logs
 
@@ -21,7 +23,7 @@ from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
-from crisiswatch.store import Store
+from crisiswatch.store import OutboxItem, Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -175,6 +177,53 @@ class TestDispatcher:
         await Dispatcher([working], store).dispatch(first.pages[0])
         await store.close()
         assert working.pages == [first.pages[0]]
+
+
+class Waits:
+    """The dispatcher's sleep: records each wait and passes at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0.001)
+
+
+async def until(check: Callable[[], bool], seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+class TestDispatcherAgainstAFailingStore:
+    async def test_an_unreadable_outbox_is_read_again_after_a_wait(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One failed read (a locked store) does not leave a queued page waiting for the next
+        page: the sender waits a back-off and reads again."""
+        read = store.next_pending
+        failures = [1]
+
+        async def flaky(notifier: str, now: datetime | None = None) -> OutboxItem | None:
+            if failures[0]:
+                failures[0] -= 1
+                raise StoreError("state store write failed: database is locked")
+            return await read(notifier, now)
+
+        recorder, waits = Recorder(), Waits()
+        dispatcher = Dispatcher([recorder], store, sleep=waits)
+        dispatcher.start()
+        await asyncio.sleep(0.01)  # the sender waits for pages
+        monkeypatch.setattr(store, "next_pending", flaky)
+        with capture_logs() as logs:
+            await dispatcher.dispatch(make_page())
+            await until(lambda: bool(recorder.pages))
+        await dispatcher.close(1)
+        assert len(recorder.pages) == 1 and await store.pending(recorder.name) == 0
+        assert len(waits.waits) == 1 and waits.waits[0] >= 0.5
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["outbox.unreadable"]
 
 
 class TestSignals:

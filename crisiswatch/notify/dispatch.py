@@ -10,6 +10,9 @@ token), every page waits: the first in line is tried again after minutes (at mos
 `UNAUTHORIZED_CAP`), the problem is logged as an error once, and once the credentials are fixed
 (a restart reads new secrets) the queued pages go out in order.
 
+When the store cannot be read (locked, an I/O error), a sender waits with back-off and reads
+again.
+
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
 held page that a newer page of its incident overtook (one severe enough to go at once) is not
@@ -147,14 +150,23 @@ class Dispatcher:
     async def _drain(self, notifier: Notifier) -> None:
         wake = self._wake[notifier.name]
         backoff = Backoff(rand=self._rng)
+        unreadable = Backoff(rand=self._rng)  # while the outbox cannot be read
         while True:
             wake.clear()
             try:
                 item = await self.store.next_pending(notifier.name, self._clock())
                 held = await self.store.next_held(notifier.name)
-            except StoreError as exc:
-                log.error("outbox.unreadable", notifier=notifier.name, error=str(exc))
-                item, held = None, None
+            except StoreError as exc:  # locked, an I/O error: read again after a while
+                pause = unreadable.next()
+                log.error(
+                    "outbox.unreadable",
+                    notifier=notifier.name,
+                    error=str(exc),
+                    retry_in=round(pause, 3),
+                )
+                await self._sleep(pause)
+                continue
+            unreadable.reset()
             if item is None:
                 if self._closing:
                     return
