@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,6 +225,35 @@ class TestDispatcherAgainstAFailingStore:
         assert len(recorder.pages) == 1 and await store.pending(recorder.name) == 0
         assert len(waits.waits) == 1 and waits.waits[0] >= 0.5
         assert [e["event"] for e in logs if e["log_level"] == "error"] == ["outbox.unreadable"]
+
+    async def test_a_page_delivered_but_not_recorded_is_not_sent_again(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full disk after a page is queued: the page goes once, the sender backs off while
+        the store cannot record it, and records it once the disk has room again."""
+        record = store.outbox_sent
+        full = [True]
+
+        async def disk_full(seq: int, page: Page, notifier: str) -> None:
+            if full[0]:
+                cause = sqlite3.OperationalError("database or disk is full")
+                raise StoreError(f"state store write failed: {cause}") from cause
+            await record(seq, page, notifier)
+
+        monkeypatch.setattr(store, "outbox_sent", disk_full)
+        recorder, waits = Recorder(), Waits()
+        dispatcher = Dispatcher([recorder], store, sleep=waits, rng=lambda: 1.0)
+        dispatcher.start()
+        with capture_logs() as logs:
+            await dispatcher.dispatch(make_page())
+            await until(lambda: len(waits.waits) >= 4)
+            assert len(recorder.pages) == 1 and waits.waits[:4] == [1.0, 2.0, 4.0, 8.0]
+            full[0] = False
+            await until(lambda: not dispatcher._unrecorded[recorder.name])
+        await dispatcher.close(1)
+        assert len(recorder.pages) == 1 and dispatcher.sent == 1 and dispatcher.failed == 0
+        assert [row["status"] for row in await store.outbox()] == ["sent"]
+        assert sum(e["event"] == "page.unrecorded" for e in logs) == 1
 
 
 class TestSignals:
