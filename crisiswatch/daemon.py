@@ -154,14 +154,10 @@ class Daemon:
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = time.monotonic()
-        restored = await self.store.recent_seen(self.pipeline.deduper.capacity)
-        for mention_id in restored:
-            self.pipeline.deduper.first_time(mention_id)
+        restored = await self._restore_seen()
         self._install_signal_handlers()
         self.dispatcher.start()
-        log.info(
-            "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
-        )
+        log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
         helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
@@ -226,6 +222,17 @@ class Daemon:
         )
         log.info("daemon.stopped", summary=str(summary))
         return summary
+
+    async def _restore_seen(self) -> int:
+        """Fill the dedupe window from the store's newest seen ids, a chunk at a time (a million
+        ids held as one list would be ~150 MB); how many."""
+        deduper = self.pipeline.deduper
+        restored = 0
+        async for chunk in self.store.recent_seen_chunks(deduper.capacity):
+            for mention_id in chunk:
+                deduper.first_time(mention_id)
+            restored += len(chunk)
+        return restored
 
     async def _pump(self, source: Source) -> None:
         backoff = Backoff()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 1
 CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
+SEEN_CHUNK = 50_000  # seen ids read per query when the dedupe window is restored
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -137,12 +139,30 @@ class Store:
             await self._run(write)
 
     async def recent_seen(self, limit: int) -> list[str]:
-        """The most recently seen ids, oldest first, to restore the dedupe window."""
-        query = (
-            "SELECT id FROM (SELECT id, rowid FROM seen ORDER BY rowid DESC LIMIT ?) ORDER BY rowid"
-        )
-        rows = await self._run(lambda db: db.execute(query, (limit,)).fetchall())
-        return [row[0] for row in rows]
+        """The most recently seen ids, oldest first (for tools and tests: the daemon restores
+        its dedupe window chunk by chunk with `recent_seen_chunks`)."""
+        return [
+            mention_id async for chunk in self.recent_seen_chunks(limit) for mention_id in chunk
+        ]
+
+    async def recent_seen_chunks(
+        self, limit: int, size: int = SEEN_CHUNK
+    ) -> AsyncIterator[list[str]]:
+        """The most recently seen ids (at most `limit`), oldest first, `size` at a time, so that
+        a million ids (about 150 MB as Python strings) are never in memory at once."""
+        if limit <= 0:
+            return
+        first = "SELECT rowid FROM seen ORDER BY rowid DESC LIMIT 1 OFFSET ?"
+        found = await self._run(lambda db: db.execute(first, (limit - 1,)).fetchone())
+        after = found[0] - 1 if found else -1  # fewer than `limit`: all of them
+        query = "SELECT rowid, id FROM seen WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        while limit > 0:
+            read = partial(_fetch, query, (after, min(size, limit)))
+            rows = await self._run(read)
+            if not rows:
+                return
+            after, limit = rows[-1][0], limit - len(rows)
+            yield [row[1] for row in rows]
 
     async def save_incident(self, incident: Incident) -> None:
         detail = orjson.dumps(
@@ -584,6 +604,11 @@ _LOG_SENT = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
 def _sent_row(page: Page, notifier: str, now: str) -> tuple[str, str, str, str, str, str]:
     """A `notifications` row: this page went out through this notifier at `now`."""
     return (page_key(page), page.incident.id, page.kind.value, page.at.isoformat(), now, notifier)
+
+
+def _fetch(sql: str, parameters: tuple[object, ...], db: sqlite3.Connection) -> list[Any]:
+    """Every row a query finds."""
+    return db.execute(sql, parameters).fetchall()
 
 
 def _dict_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:

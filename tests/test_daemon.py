@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import signal
 import sqlite3
@@ -148,6 +149,31 @@ class TestDaemon:
             settings_for(tmp_path, stream), tmp_path / "s.db", Recorder(), queue_size=1
         )
         assert summary.stats.mentions == total
+
+    async def test_restored_ids_are_not_kept_in_memory(self, tmp_path: Path) -> None:
+        """At start the dedupe window is filled from the store's seen ids, and no list of them
+        stays alive for the daemon's whole life (a million ids took ~150 MB)."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream, hours=1)
+        settings = settings_for(tmp_path, stream)
+        store = await Store.open(tmp_path / "s.db")
+        await store.mark_seen([f"seen:{n}" for n in range(30_000)], T0)
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+        daemon = Daemon(pipeline, [], [Recorder()], store, queue_size=10)
+        with capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: daemon.ready)
+        try:
+            gc.collect()
+            assert not [o for o in gc.get_objects() if type(o) is list and len(o) == 30_000]
+            assert not pipeline.deduper.first_time("seen:0")
+            assert not pipeline.deduper.first_time("seen:29999")
+            (started,) = [e for e in logs if e["event"] == "daemon.started"]
+            assert started["restored_ids"] == 30_000
+        finally:
+            daemon.stopping.set()
+            await run
+            await store.close()
 
 
 class TestDispatcher:

@@ -43,6 +43,17 @@ class TestSeen:
         await store.mark_seen([f"id{n}" for n in range(10)], T0)
         assert await store.recent_seen(3) == ["id7", "id8", "id9"]
 
+    async def test_the_newest_come_a_chunk_at_a_time(self, store: Store) -> None:
+        """The dedupe window is read in chunks of the newest ids, oldest first."""
+        await store.mark_seen([f"id{n}" for n in range(10)], T0)
+        chunks = [chunk async for chunk in store.recent_seen_chunks(7, size=3)]
+        assert chunks == [["id3", "id4", "id5"], ["id6", "id7", "id8"], ["id9"]]
+        assert [c async for c in store.recent_seen_chunks(20, size=6)] == [
+            [f"id{n}" for n in range(6)],
+            [f"id{n}" for n in range(6, 10)],
+        ]
+        assert [c async for c in store.recent_seen_chunks(0)] == []
+
     async def test_seeing_again_is_ignored(self, store: Store) -> None:
         """Marking an id seen twice keeps one row, at its first place."""
         await store.mark_seen(["a", "b"], T0)
