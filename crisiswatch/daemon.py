@@ -9,7 +9,9 @@ With live sources (Reddit, X, HTTP ingest) the clock also closes buckets: a tick
 through the same queue every `tick_seconds`, so pages keep their order; replay-only runs never
 tick and stay deterministic. A live source that ends or fails is started again with back-off; one
 that stays stalled is reported to ops. Sources' cursors are saved with the seen ids, once the
-pipeline has taken the mentions before them.
+pipeline has taken the mentions before them. A helper task (reload, file watch, tick, health,
+feedback, watchdog) that fails is logged, told to ops and started again with back-off; the
+pipeline's own task failing stops the daemon with its error (systemd restarts it).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +43,18 @@ from crisiswatch.ops.latency import Latency
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats, settle
-from crisiswatch.reload import Watcher, load_deployment, needs_restart
+from crisiswatch.reload import Deployment, Fingerprint, Watcher, load_deployment, needs_restart
 from crisiswatch.retry import Backoff
 from crisiswatch.sources import Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
-from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError
+from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError, describe_error
 from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
+HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
+WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,22 +165,21 @@ class Daemon:
         log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
-        helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
+        helpers = [self._helper("reload", self._reloader)] if self.config else []
         if self.config:
-            helpers.append(asyncio.create_task(self._learn_feedback(), name="feedback"))
+            helpers.append(self._helper("feedback", self._learn_feedback))
         if self.config and self.watch_seconds > 0:
-            helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
+            helpers.append(self._helper("watch", partial(self._watch, self.config)))
         if any(not s.finite for s in self.sources):
             if self.tick_seconds > 0:
-                helpers.append(asyncio.create_task(self._tick(), name="tick"))
-            helpers.append(asyncio.create_task(self._watch_health(), name="health"))
+                helpers.append(self._helper("tick", self._tick))
+            helpers.append(self._helper("health", self._watch_health))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
         scheduler = self._start_checkpoints()
         watchdog = watchdog_interval()
         if watchdog:
-            helpers.append(
-                asyncio.create_task(heartbeat(self.systemd, watchdog, self._alive), name="watchdog")
-            )
+            pings = partial(heartbeat, self.systemd, watchdog, self._alive)
+            helpers.append(self._helper("watchdog", pings))
         self.systemd.ready(self.status())
         self.ready = True
         stop_wait = asyncio.create_task(self.stopping.wait())
@@ -233,6 +237,33 @@ class Daemon:
                 deduper.first_time(mention_id)
             restored += len(chunk)
         return restored
+
+    def _helper(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Start one of the daemon's long-running helper tasks under `_keep_running`."""
+        return asyncio.create_task(self._keep_running(name, work), name=name)
+
+    async def _keep_running(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a helper (reload, watch, tick, health, feedback, watchdog) for the daemon's whole
+        life: one that fails is logged as critical, told to ops and started again after a
+        back-off, rather than ending silently (no rule change would ever apply again)."""
+        backoff = Backoff()
+        while True:
+            started = time.monotonic()
+            try:
+                await work()
+                return  # a helper with nothing to do (no learning model) ends by itself
+            except Exception as exc:
+                if time.monotonic() - started > HELPER_STEADY:
+                    backoff.reset()  # it ran well for a while: this is a new failure
+                delay = backoff.next()
+                log.critical(
+                    "daemon.task_failed", task=name, restart_in=round(delay, 3), exc_info=True
+                )
+                await self._notice(
+                    f"crisiswatch's {name} task failed ({describe_error(exc)}); "
+                    f"it starts again in {delay:.0f}s"
+                )
+            await asyncio.sleep(delay)
 
     async def _pump(self, source: Source) -> None:
         backoff = Backoff()
@@ -447,20 +478,32 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        """Load and check the config and rules; swap them in whole, or keep the running ones."""
+        """Load and check the config and rules; swap them in whole, or keep the running ones.
+
+        Whatever goes wrong (problems in the files, a rule folder removed while it is read, a
+        bug), the running rules stay, ops are told, and systemd hears READY=1 after RELOADING=1.
+        """
         assert self.config is not None
         self.systemd.reloading()
+        refusal = None
         try:
-            deployment = await asyncio.to_thread(load_deployment, self.config)
+            self._swap_in(await asyncio.to_thread(load_deployment, self.config))
         except ProblemsError as exc:
-            self.systemd.ready(self.status())
             problems = [str(problem) for problem in exc.problems]
             log.error("config.reload_failed", problems=problems, kept="the running rules")
-            await self._notice(
-                "crisiswatch kept its running rules: the new config or rules have "
-                f"{len(problems)} problem(s):\n" + "\n".join(problems[:10])
-            )
+            listed = "\n".join(problems[:10])
+            refusal = f"the new config or rules have {len(problems)} problem(s):\n{listed}"
+        except Exception as exc:
+            log.exception("config.reload_failed", kept="the running rules")
+            refusal = f"reloading failed: {describe_error(exc)}"
+        self.systemd.ready(self.status())
+        if refusal is not None:
+            await self._notice(f"crisiswatch kept its running rules: {refusal}")
             return False
+        return True
+
+    def _swap_in(self, deployment: Deployment) -> None:
+        """Swap a checked deployment in; warn about the settings only a restart applies."""
         restart = needs_restart(self._started_with, deployment.settings)
         if restart:
             log.warning(
@@ -472,22 +515,49 @@ class Daemon:
         settle()
         self.live.swap(deployment.settings)
         self.reloads += 1
-        self.systemd.ready(self.status())
         log.info(
             "config.reloaded", rules=len(deployment.rules), brands=len(deployment.settings.brands)
         )
-        return True
 
     async def _watch(self, config: Path) -> None:
+        """Reload when the config or a rule file changes. A look that fails (a rule folder
+        removed while it is walked, in a deploy's rm -rf + copy) is tried again at the next
+        one; one that keeps failing is logged as an error and told to ops, once."""
         watcher = Watcher(config)
-        seen = await asyncio.to_thread(watcher.fingerprint)
+        seen: Fingerprint | None = None
+        failures = 0
         while True:
-            await asyncio.sleep(self.watch_seconds)
-            now = await asyncio.to_thread(watcher.fingerprint)
-            if now != seen:
+            try:
+                now = await asyncio.to_thread(watcher.fingerprint)
+            except Exception as exc:
+                failures += 1
+                await self._watch_failed(exc, failures)
+            else:
+                if failures:
+                    log.info("config.watch_recovered", failures=failures)
+                failures = 0
+                if seen is not None and now != seen:
+                    log.info("config.changed", file=str(config))
+                    self.reload_wanted.set()
                 seen = now
-                log.info("config.changed", file=str(config))
-                self.reload_wanted.set()
+            await asyncio.sleep(self.watch_seconds)
+
+    async def _watch_failed(self, exc: Exception, failures: int) -> None:
+        """A warning for the first failed look in a row; an error and ops told at the third."""
+        error = describe_error(exc)
+        if failures == 1:
+            log.warning("config.watch_failed", error=error, effect="looking again")
+        elif failures == WATCH_FAILURES_TOLD:
+            log.error(
+                "config.watch_failing",
+                error=error,
+                failures=failures,
+                effect="file changes are not noticed; SIGHUP still reloads",
+            )
+            await self._notice(
+                f"crisiswatch cannot watch its config and rules for changes ({error}); "
+                "reload with SIGHUP (systemctl reload) until this is fixed"
+            )
 
     async def _notice(self, text: str) -> None:
         """Tell ops through every notifier that has an ops channel."""
