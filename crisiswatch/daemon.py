@@ -269,10 +269,7 @@ class Daemon:
         backoff = Backoff()
         while True:
             try:
-                async for mention in source.stream():
-                    backoff.reset()
-                    self.read_per_source[source.name] += 1
-                    await self.queue.put(mention)
+                await self._read(source, backoff)
             except asyncio.CancelledError:
                 raise
             except SourceSetupError as exc:
@@ -288,6 +285,21 @@ class Daemon:
             delay = backoff.next()  # a live source never stops for good: start it again
             log.warning("source.restarting", source=source.name, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
+
+    async def _read(self, source: Source, backoff: Backoff) -> None:
+        """Put a source's mentions into the pipeline's queue. Its stream is closed however this
+        ends, a stop too, so that it lets go at once (HTTP ingest answers the requests still
+        waiting and closes its port) rather than when the process exits."""
+        stream = source.stream()
+        try:
+            async for mention in stream:
+                backoff.reset()
+                self.read_per_source[source.name] += 1
+                await self.queue.put(mention)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _consume(self) -> None:
         while (item := await self.queue.get()) is not None:
