@@ -152,16 +152,17 @@ class Store:
         a million ids (about 150 MB as Python strings) are never in memory at once."""
         if limit <= 0:
             return
-        first = "SELECT rowid FROM seen ORDER BY rowid DESC LIMIT 1 OFFSET ?"
-        found = await self._run(lambda db: db.execute(first, (limit - 1,)).fetchone())
-        after = found[0] - 1 if found else -1  # fewer than `limit`: all of them
-        query = "SELECT rowid, id FROM seen WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        while limit > 0:
-            read = partial(_fetch, query, (after, min(size, limit)))
-            rows = await self._run(read)
-            if not rows:
-                return
-            after, limit = rows[-1][0], limit - len(rows)
+        bounds = (
+            "SELECT (SELECT rowid FROM seen ORDER BY rowid DESC LIMIT 1 OFFSET ?),"
+            " (SELECT MAX(rowid) FROM seen)"
+        )
+        first, last = await self._run(lambda db: db.execute(bounds, (limit - 1,)).fetchone())
+        if last is None:
+            return
+        after = first - 1 if first is not None else -1  # fewer than `limit`: all of them
+        query = "SELECT rowid, id FROM seen WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        while rows := await self._run(partial(_fetch, query, (after, last, size))):
+            after = rows[-1][0]  # ids marked meanwhile (after `last`) are not read
             yield [row[1] for row in rows]
 
     async def save_incident(self, incident: Incident) -> None:
