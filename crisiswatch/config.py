@@ -247,6 +247,16 @@ class Ops(Strict):
     checkpoint_every: Duration = timedelta(minutes=5)  # learned state saved this often, at stop
     http_listen: str | None = None  # e.g. 127.0.0.1:9464 for /metrics, /healthz, /readyz
 
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, every: timedelta) -> timedelta:
+        if every < timedelta(seconds=1):
+            raise ValueError(
+                "must be at least 1s (the default is 5m): the learned state is saved only by "
+                "checkpoints, and with none a crash would lose all it learned since the start"
+            )
+        return every
+
 
 class PlannedEvent(Strict):
     """A launch or campaign: volume ×`expect_volume` is expected for the brand in this window.

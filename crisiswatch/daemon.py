@@ -52,7 +52,7 @@ from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
-SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
+SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
 HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
 WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
 
@@ -98,6 +98,33 @@ class Command:
 Item = Mention | Tick | Command | None  # what the pipeline's task takes from its queue
 
 
+class Unsaved:
+    """The ids the pipeline took that are not in the store's seen ids yet (nor their sources'
+    cursors saved), oldest first; `taken` counts every id ever added, so that a checkpoint can
+    name the ids its picture has counted."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.taken = 0
+        self.newest = datetime.now(UTC)  # the newest one's time, stored with the batch
+
+    def add(self, mention: Mention) -> None:
+        self.ids.append(mention.id)
+        self.taken += 1
+        self.newest = mention.created_at
+
+    def take(self, upto: int | None = None) -> list[str]:
+        """Remove and return the oldest ids: those up to the `upto`-th taken, else all."""
+        count = len(self.ids)
+        if upto is not None:
+            count = max(0, min(count, upto - (self.taken - count)))
+        if count == len(self.ids):
+            batch, self.ids = self.ids, []
+        else:
+            batch, self.ids = self.ids[:count], self.ids[count:]
+        return batch
+
+
 class Daemon:
     def __init__(
         self,
@@ -132,7 +159,8 @@ class Daemon:
         self.store = store
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self.stopping = asyncio.Event()
-        self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
+        self._unsaved = Unsaved()
+        self._saving = asyncio.Lock()  # one save of seen ids and cursors at a time, in order
         self._opened = 0
         self.notifiers = list(notifiers)
         self.config = config  # reloaded on SIGHUP and when it or its rule files change
@@ -147,6 +175,11 @@ class Daemon:
         self.checkpoint_dir = checkpoint_dir  # learned state is saved here (None: never)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoints = 0
+        self.checkpoint_failures = 0  # checkpoints that could not be written, for the metrics
+        self._checkpointing = asyncio.Lock()  # the scheduled one and the last one never overlap
+        self._checkpoint_failing = False  # the last checkpoint failed
+        self._seen_problem: str | None = None  # the error saving seen ids, logged while it lasts
+        self._started_at = time.monotonic()
         self.systemd = systemd or SystemdNotifier("")
         self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
         self.ready = False
@@ -158,7 +191,7 @@ class Daemon:
         self._took_at = time.monotonic()  # when the pipeline last took an item
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
-        started = time.monotonic()
+        started = self._started_at = time.monotonic()
         restored = await self._restore_seen()
         self._install_signal_handlers()
         self.dispatcher.start()
@@ -310,16 +343,13 @@ class Daemon:
             elif isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
                 self.latency.observe(time.perf_counter() - started)
-                if self.checkpoint_dir is None:
+                if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             else:
                 pages = self.pipeline.feed(item)
                 self.latency.observe(time.perf_counter() - started)
-                self._unsaved.append(item)
-                # With checkpoints, seen ids and cursors are saved with each checkpoint, so after
-                # a crash the mentions since it are read again and counted into the restored
-                # state: nothing lost, nothing counted twice. Without, they go in batches.
-                if self.checkpoint_dir is None and len(self._unsaved) >= SEEN_BATCH:
+                self._unsaved.add(item)
+                if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
@@ -370,23 +400,54 @@ class Daemon:
             self._opened += 1
         await self.dispatcher.dispatch(page)
 
-    async def _save_seen(self, batch: list[Mention] | None = None) -> None:
-        """Save the ids taken since the last save (or `batch`), then the cursors they reached."""
-        if batch is None:
-            batch, self._unsaved = self._unsaved, []
-        ids = [m.id for m in batch]
-        if batch:
-            try:
-                keep = self.pipeline.deduper.capacity
-                await self.store.mark_seen(ids, batch[-1].created_at, keep=keep)
-            except Exception as exc:
-                log.error("store.seen_unsaved", count=len(batch), error=str(exc))
-        for source in self.sources:
-            if isinstance(source, Checkpointed):
-                try:
-                    await source.commit(ids)
-                except Exception as exc:
-                    log.error("store.cursor_unsaved", source=source.name, error=str(exc))
+    def _ids_wait_for_checkpoints(self) -> bool:
+        """Whether taken ids and cursors are saved with the checkpoints: then after a crash the
+        mentions since the last one are read again and counted into the restored state, nothing
+        lost, nothing counted twice. Without scheduled checkpoints, or while they fail, they are
+        saved on their own, in batches, so that they reach the store and memory stays bounded."""
+        scheduled = self.checkpoint_dir is not None and self.checkpoint_seconds > 0
+        return scheduled and not self._checkpoint_failing
+
+    def _held_at_most(self) -> int:
+        """Taken ids kept before they are saved on their own: while they wait for checkpoints,
+        the dedupe window's worth (the store would prune older ones anyway), else a batch."""
+        return self.pipeline.deduper.capacity if self._ids_wait_for_checkpoints() else SEEN_BATCH
+
+    async def _save_seen(self, upto: int | None = None) -> None:
+        """Save the oldest unsaved ids (those up to the `upto`-th taken, else all) as seen, then
+        the cursors they reached. One save at a time, each taking the oldest ids when its turn
+        comes, so ids and cursors are saved in the order taken, and each once."""
+        async with self._saving:
+            ids = self._unsaved.take(upto)
+            if ids:
+                await self._mark_seen(ids)
+            for source in self.sources:
+                if isinstance(source, Checkpointed):
+                    try:
+                        await source.commit(ids)
+                    except Exception as exc:
+                        log.error("store.cursor_unsaved", source=source.name, error=str(exc))
+
+    async def _mark_seen(self, ids: list[str]) -> None:
+        """Write ids to the store's seen ids. A failure (a full disk) is logged once while it
+        lasts; the ids are not kept for another try, so memory stays bounded (a restart may
+        then count a redelivered mention of them again)."""
+        keep = self.pipeline.deduper.capacity
+        try:
+            await self.store.mark_seen(ids, self._unsaved.newest, keep=keep)
+        except Exception as exc:
+            if str(exc) != self._seen_problem:
+                log.error(
+                    "store.seen_unsaved",
+                    count=len(ids),
+                    error=str(exc),
+                    effect="not remembered across a restart; logged once while this lasts",
+                )
+            self._seen_problem = str(exc)
+            return
+        if self._seen_problem is not None:
+            log.info("store.seen_saved_again")
+            self._seen_problem = None
 
     def _start_checkpoints(self) -> AsyncIOScheduler | None:
         """Checkpoint on a schedule (APScheduler, in this event loop) when there is a place."""
@@ -400,28 +461,55 @@ class Daemon:
         return scheduler
 
     async def checkpoint(self) -> bool:
-        """Save the learned state now; a failure is logged loudly and the daemon goes on."""
+        """Save the learned state now, then the seen ids and cursors of the mentions it counted.
+        A failure is logged loudly and counted; the daemon goes on, saving seen ids and cursors
+        on their own until a checkpoint works again."""
         if self.checkpoint_dir is None:
             return False
-        state = getattr(self.pipeline.scorer, "state", None)
-        saved = Checkpoint(
-            saved_at=datetime.now(UTC),
-            pipeline=self.pipeline.snapshot(),
-            sentiment=state() if callable(state) else None,
+        async with self._checkpointing:
+            state = getattr(self.pipeline.scorer, "state", None)
+            saved = Checkpoint(
+                saved_at=datetime.now(UTC),
+                pipeline=self.pipeline.snapshot(),
+                sentiment=state() if callable(state) else None,
+            )
+            payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
+            counted = self._unsaved.taken  # the mentions this picture has counted
+            try:
+                size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
+            except CheckpointError as exc:
+                self._checkpoint_failed(exc)
+                await self._save_seen()
+                return False
+            self._checkpoint_saved(size)
+            await self._save_seen(counted)
+            return True
+
+    def _checkpoint_failed(self, exc: CheckpointError) -> None:
+        self.checkpoint_failures += 1
+        self._checkpoint_failing = True
+        log.error(
+            "checkpoint.failed",
+            error=str(exc),
+            failures=self.checkpoint_failures,
+            effect="learned state not saved; seen ids and cursors are saved without it",
         )
-        payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
-        taken, self._unsaved = self._unsaved, []  # the mentions this picture has counted
-        try:
-            size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
-        except CheckpointError as exc:
-            self._unsaved = taken + self._unsaved
-            log.error("checkpoint.failed", error=str(exc), effect="learned state not saved")
-            return False
+
+    def _checkpoint_saved(self, size: int) -> None:
+        if self._checkpoint_failing:
+            log.info("checkpoint.recovered", failures=self.checkpoint_failures)
+        self._checkpoint_failing = False
         self.checkpoints += 1
         self.last_checkpoint = time.monotonic()
         log.info("checkpoint.saved", bytes=size)
-        await self._save_seen(taken)
-        return True
+
+    def checkpoint_age(self) -> float | None:
+        """Seconds since the last checkpoint, or since the start while none has worked; None
+        when this daemon does not checkpoint."""
+        if self.checkpoint_dir is None:
+            return None
+        last = self.last_checkpoint if self.last_checkpoint is not None else self._started_at
+        return time.monotonic() - last
 
     def status(self) -> str:
         """One line for `systemctl status`."""

@@ -119,12 +119,13 @@ class Store:
         async with self._lock:
             return await asyncio.to_thread(_transaction, self._db, work)
 
-    async def mark_seen(self, ids: Iterable[str], at: datetime, *, keep: int | None = None) -> None:
+    async def mark_seen(self, ids: Sequence[str], at: datetime, *, keep: int | None = None) -> None:
         """Remember ids as seen; with `keep`, forget all but about the newest `keep` (only
         those restore the dedupe window, and a service runs for months)."""
-        rows = [(mention_id, at.isoformat()) for mention_id in ids]
+        stamp = at.isoformat()
 
         def write(db: sqlite3.Connection) -> None:
+            rows = ((mention_id, stamp) for mention_id in ids)  # not a million tuples at once
             db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
             if keep is None:
                 return
@@ -135,7 +136,7 @@ class Store:
             if high is not None and high - low >= keep + keep // 10:  # prune in batches
                 db.execute("DELETE FROM seen WHERE rowid <= ?", (high - keep,))
 
-        if rows:
+        if ids:
             await self._run(write)
 
     async def recent_seen(self, limit: int) -> list[str]:

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import random
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from conftest import PageFactory
 from daemon_process import start, wait_for
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
+from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import Daemon, RunSummary
-from crisiswatch.domain import Incident, Page, PageKind
+from crisiswatch.domain import Incident, Mention, Page, PageKind
 from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
@@ -174,6 +179,90 @@ class TestDaemon:
             daemon.stopping.set()
             await run
             await store.close()
+
+
+class LiveFeed:
+    """A live source: `count` mentions, then open and quiet; counts the ids it is told the
+    pipeline consumed (when its cursors would be saved)."""
+
+    name = "live"
+    finite = False
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.committed = 0
+
+    async def stream(self) -> AsyncIterator[Mention]:
+        for n in range(self.count):
+            yield Mention(f"x:{n}", "x", T0 + timedelta(seconds=n), "acme bank is fine " * 20)
+        await asyncio.Event().wait()
+
+    async def commit(self, consumed: Sequence[str]) -> None:
+        self.committed += len(consumed)
+
+
+def live_daemon(tmp_path: Path, store: Store, feed: LiveFeed, **options: Any) -> Daemon:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"rules: [{ROOT / 'rules'}]\nbrands:\n  - id: acme\n    keywords: [acme bank]\n"
+        "pipeline: {dedupe_capacity: 1000}\n"
+    )
+    settings = load_settings(config)
+    pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+    return Daemon(pipeline, [feed], [], store, queue_size=100, checkpoint_dir=tmp_path,
+                  tick_seconds=0, **options)  # fmt: skip
+
+
+class TestSeenIdsWithCheckpoints:
+    async def test_while_checkpoints_fail_ids_and_cursors_still_reach_the_store(
+        self, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full state directory fails every checkpoint: the seen ids and cursors still go to
+        the store (in batches), only ids are held and not many, each failure is logged once
+        (not per mention), and the metrics show the checkpoint's age and the failures."""
+
+        def full(descriptor: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(checkpoint.os, "fsync", full)
+        feed = LiveFeed(5_000)
+        daemon = live_daemon(tmp_path, store, feed, checkpoint_seconds=0.05)
+        with capture_logs() as logs:
+
+            def failures() -> int:
+                return sum(e["event"] == "checkpoint.failed" for e in logs)
+
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: daemon.pipeline.stats.mentions == 5_000)
+            failed = failures()
+            await until(lambda: failures() > failed)  # one more since the last mention
+            seen = await store.recent_seen(10_000)
+            registry = CollectorRegistry()
+            registry.register(DaemonCollector(daemon))
+            metrics = generate_latest(registry).decode()
+            daemon.stopping.set()
+            await run
+        assert seen and seen[-1] == "x:4999" and len(seen) >= 1_000  # a window, up to now
+        assert feed.committed == 5_000
+        assert daemon.checkpoints == 0 and failures() == daemon.checkpoint_failures
+        assert not [e for e in logs if e["event"] == "store.seen_unsaved"]
+        assert "crisiswatch_checkpoint_age_seconds" in metrics
+        assert "crisiswatch_checkpoint_failures_total" in metrics
+
+    async def test_ids_waiting_for_a_checkpoint_are_at_most_a_dedupe_window(
+        self, tmp_path: Path, store: Store
+    ) -> None:
+        """With checkpoints far apart, the ids waiting for one are capped by the dedupe window
+        (1,000 here): past it they go to the store on their own."""
+        feed = LiveFeed(2_500)
+        daemon = live_daemon(tmp_path, store, feed, checkpoint_seconds=300)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await until(lambda: daemon.pipeline.stats.mentions == 2_500)
+        seen = await store.recent_seen(10_000)
+        held, committed = list(daemon._unsaved.ids), feed.committed
+        daemon.stopping.set()
+        await run
+        assert seen[-1] == "x:1999" and len(held) == 500 and committed == 2_000
 
 
 class TestDispatcher:
