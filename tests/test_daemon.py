@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import PageFactory
+from conftest import PageFactory, capture_all_logs
 from daemon_process import start, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
@@ -165,7 +165,7 @@ class TestDaemon:
         await store.mark_seen([f"seen:{n}" for n in range(30_000)], T0)
         pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
         daemon = Daemon(pipeline, [], [Recorder()], store, queue_size=10)
-        with capture_logs() as logs:
+        with capture_all_logs() as logs:
             run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
             await until(lambda: daemon.ready)
         try:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import capture_all_logs
 from daemon_process import start, wait_for
 from fake_slack import TOKEN, FakeSlack
 from structlog.testing import capture_logs
@@ -206,7 +207,7 @@ class TestReloadNeverDies:
             return look(watcher)
 
         monkeypatch.setattr(Watcher, "fingerprint", racing)
-        with capture_logs() as logs:
+        with capture_all_logs() as logs:
             run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
             await asyncio.sleep(0.05)
             failing[0] = 4
