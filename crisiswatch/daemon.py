@@ -11,7 +11,8 @@ tick and stay deterministic. A live source that ends or fails is started again w
 that stays stalled is reported to ops. Sources' cursors are saved with the seen ids, once the
 pipeline has taken the mentions before them. A helper task (reload, file watch, tick, health,
 feedback, watchdog) that fails is logged, told to ops and started again with back-off; the
-pipeline's own task failing stops the daemon with its error (systemd restarts it).
+pipeline's own task failing stops the daemon with its error (systemd restarts it). Checkpoints
+and the pruning of old state run on an APScheduler schedule in the same event loop.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
 HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
 WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
+PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class Daemon:
         ops_listen: str | None = None,
         wedged_after: float = 60.0,
         live: LiveSettings | None = None,
+        prune_seconds: float = 6 * 3600.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -180,6 +183,7 @@ class Daemon:
         self._checkpoint_failing = False  # the last checkpoint failed
         self._seen_problem: str | None = None  # the error saving seen ids, logged while it lasts
         self._started_at = time.monotonic()
+        self.prune_seconds = prune_seconds  # how often state nothing needs is deleted (0: never)
         self.systemd = systemd or SystemdNotifier("")
         self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
         self.ready = False
@@ -208,7 +212,7 @@ class Daemon:
                 helpers.append(self._helper("tick", self._tick))
             helpers.append(self._helper("health", self._watch_health))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
-        scheduler = self._start_checkpoints()
+        scheduler = self._start_schedule()
         watchdog = watchdog_interval()
         if watchdog:
             pings = partial(heartbeat, self.systemd, watchdog, self._alive)
@@ -229,8 +233,7 @@ class Daemon:
         self.systemd.stopping()
         if ops is not None:
             await ops.cleanup()
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=False)
         for task in (*pumps, stop_wait, *helpers):
             task.cancel()
         await asyncio.gather(*pumps, stop_wait, *helpers, return_exceptions=True)
@@ -449,16 +452,38 @@ class Daemon:
             log.info("store.seen_saved_again")
             self._seen_problem = None
 
-    def _start_checkpoints(self) -> AsyncIOScheduler | None:
-        """Checkpoint on a schedule (APScheduler, in this event loop) when there is a place."""
-        if self.checkpoint_dir is None or self.checkpoint_seconds <= 0:
-            return None
+    def _start_schedule(self) -> AsyncIOScheduler:
+        """The periodic work (APScheduler, in this event loop): checkpoints when there is a
+        place, and pruning old state, first soon after the start (a daemon restarted often
+        prunes too), then every `prune_seconds`."""
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
-        )
+        if self.checkpoint_dir is not None and self.checkpoint_seconds > 0:
+            scheduler.add_job(
+                self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
+            )
+        if self.prune_seconds > 0:
+            first = datetime.now(UTC) + timedelta(seconds=min(PRUNE_FIRST, self.prune_seconds))
+            scheduler.add_job(
+                self.prune,
+                "interval",
+                seconds=self.prune_seconds,
+                next_run_time=first,
+                coalesce=True,
+            )
         scheduler.start()
         return scheduler
+
+    async def prune(self) -> None:
+        """Delete the state nothing needs any more, older than `ops.retention`; a failure is
+        logged and the next run tries again."""
+        before = self.clock() - self._started_with.ops.retention
+        try:
+            deleted = await self.store.prune(before)
+        except StoreError as exc:
+            log.error("store.prune_failed", error=str(exc), effect="tried again at the next run")
+            return
+        if any(deleted.values()):
+            log.info("store.pruned", before=before.isoformat(), rows=deleted)
 
     async def checkpoint(self) -> bool:
         """Save the learned state now, then the seen ids and cursors of the mentions it counted.

@@ -1,6 +1,9 @@
 """State in one SQLite file (WAL): seen ids, incidents, the notification log and outbox, the
 Slack messages sent per incident, and the feedback people gave.
 
+What nothing needs any more (pages long done with, resolved incidents, learned feedback) is
+deleted by `prune`, which the daemon runs every few hours, so the file stays flat.
+
 The interface is narrow and async so that a shared store (PostgreSQL) can replace it later. Each
 call runs in a worker thread, one at a time; a write is one transaction, so a crash leaves
 either the whole change or none of it.
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at TEXT NOT NULL, done_at TEXT, not_before TEXT, UNIQUE (notifier, page_key)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, status, seq);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id);
 CREATE TABLE IF NOT EXISTS messages (
     incident_id TEXT NOT NULL, notifier TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL,
     posted_at TEXT NOT NULL, PRIMARY KEY (incident_id, notifier)
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
 );
+CREATE INDEX IF NOT EXISTS clicks_incident ON clicks (incident_id);
 -- the presses recorded lately, by Slack's action, user and action time (see record_click)
 CREATE TABLE IF NOT EXISTS click_keys (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 -- live sources: where each stream stopped (sources/cursors.py)
@@ -531,6 +536,23 @@ class Store:
 
         return await self._run(read)
 
+    async def prune(self, before: datetime) -> dict[str, int]:
+        """Delete what nothing needs any more, done with before `before` (the wall clock's
+        times): pages sent or given up and their notification log, except those of an incident
+        still firing or with a page still to send; a resolved incident once none of its pages
+        is left, with its clicks, sample posts and Slack message; clicks about no recorded
+        incident; and feedback already learned. Rows deleted, per table."""
+        cutoff = before.isoformat()
+
+        def write(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {table: db.execute(sql, (cutoff,)).rowcount for table, sql in _PRUNE.items()}
+            gone = [(row[0],) for row in db.execute(_GONE, (cutoff,)).fetchall()]
+            for table, sql in _PRUNE_INCIDENT.items():
+                counts[table] = counts.get(table, 0) + db.executemany(sql, gone).rowcount
+            return counts
+
+        return await self._run(write)
+
     # --- live sources' cursors (sources/cursors.py) ---
 
     async def cursors(self, source: str) -> dict[str, str]:
@@ -601,6 +623,38 @@ _UNMARK_RECORDED = """
     )
 """  # marks of posts already recorded, which versions before their pruning kept
 _LOG_SENT = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
+
+_NEEDED = """
+    SELECT id FROM incidents WHERE status != 'resolved'
+    UNION SELECT incident_id FROM outbox WHERE status = 'pending'
+"""  # incidents still firing (escalation, silences, dedupe) or with a page to send
+
+
+def _done_before(table: str, column: str) -> str:
+    """Delete a table's rows done with before the cutoff (a pending page has no `done_at`),
+    but none of an incident still needed."""
+    return f"DELETE FROM {table} WHERE {column} < ? AND incident_id NOT IN ({_NEEDED})"
+
+
+_PRUNE = {
+    "outbox": _done_before("outbox", "done_at"),
+    "notifications": _done_before("notifications", "sent_at"),
+    "clicks": _done_before("clicks", "at") + " AND incident_id NOT IN (SELECT id FROM incidents)",
+    "feedback": "DELETE FROM feedback WHERE applied = 1 AND at < ?",
+}  # (clicks of a recorded incident go with it, so its precision in the digest stays true)
+_GONE = """
+    SELECT id FROM incidents i WHERE status = 'resolved' AND resolved_at < ?
+    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id)
+    AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = i.id)
+"""  # resolved incidents whose pages were all done with before the cutoff
+_PRUNE_INCIDENT = {
+    "incidents": "DELETE FROM incidents WHERE id = ?",
+    "clicks": "DELETE FROM clicks WHERE incident_id = ?",
+    "samples": "DELETE FROM samples WHERE incident_id = ?",
+    "messages": "DELETE FROM messages WHERE incident_id = ?",
+    "posting": "DELETE FROM posting WHERE incident_id = ?1"
+    " OR substr(incident_id, 1, length(?1) + 1) = ?1 || '|'",
+}  # what goes with a gone incident (posting marks: by its id, or its pages' keys)
 
 
 def _sent_row(page: Page, notifier: str, now: str) -> tuple[str, str, str, str, str, str]:

@@ -240,6 +240,12 @@ class TestOps:
         assert len(found) == 1 and "ops.checkpoint_every" in found[0].message
         assert "at least 1s" in found[0].message
 
+    def test_retention_is_at_least_two_days(self, tmp_path: Path) -> None:
+        """State is kept 30 days by default; less than two would take from the daily digest."""
+        assert load_settings(write(tmp_path, MINIMAL)).ops.retention == timedelta(days=30)
+        (problem,) = problems_of(write(tmp_path, MINIMAL + "ops:\n  retention: 1d\n"))
+        assert "ops.retention" in problem.message and "at least 2d" in problem.message
+
     def test_a_second_is_the_shortest(self, tmp_path: Path) -> None:
         """1s is allowed (the kill-and-restart tests checkpoint that often)."""
         settings = load_settings(write(tmp_path, MINIMAL + "ops:\n  checkpoint_every: 1s\n"))

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import Daemon, RunSummary
-from crisiswatch.domain import Incident, Mention, Page, PageKind
+from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
@@ -263,6 +263,29 @@ class TestSeenIdsWithCheckpoints:
         daemon.stopping.set()
         await run
         assert seen[-1] == "x:1999" and len(held) == 500 and committed == 2_000
+
+
+class TestPruning:
+    async def test_old_state_is_pruned_soon_after_the_start(
+        self, tmp_path: Path, store: Store, make_page: PageFactory
+    ) -> None:
+        """The daemon's schedule prunes what `ops.retention` (30 days) no longer keeps: here a
+        resolved incident paged over a month ago by the daemon's clock."""
+        page = make_page(status=IncidentStatus.RESOLVED, resolved_at=T0)
+        await store.save_incident(page.incident)
+        await Dispatcher([Recorder()], store).dispatch(page)
+        month_on = datetime.now(UTC) + timedelta(days=31)
+        daemon = live_daemon(
+            tmp_path, store, LiveFeed(0), prune_seconds=0.05, clock=lambda: month_on
+        )
+        with capture_all_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: any(e["event"] == "store.pruned" for e in logs))
+            daemon.stopping.set()
+            await run
+        (pruned,) = [e for e in logs if e["event"] == "store.pruned"]
+        assert pruned["rows"]["incidents"] == 1 and pruned["rows"]["outbox"] == 1
+        assert await store.incidents() == [] and await store.outbox() == []
 
 
 class TestDispatcher:
