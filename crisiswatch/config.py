@@ -246,6 +246,27 @@ class Ops(Strict):
 
     checkpoint_every: Duration = timedelta(minutes=5)  # learned state saved this often, at stop
     http_listen: str | None = None  # e.g. 127.0.0.1:9464 for /metrics, /healthz, /readyz
+    retention: Duration = timedelta(days=30)  # state nothing needs is deleted this long after
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, every: timedelta) -> timedelta:
+        if every < timedelta(seconds=1):
+            raise ValueError(
+                "must be at least 1s (the default is 5m): the learned state is saved only by "
+                "checkpoints, and with none a crash would lose all it learned since the start"
+            )
+        return every
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, kept: timedelta) -> timedelta:
+        if kept < timedelta(days=2):
+            raise ValueError(
+                "must be at least 2d (the default is 30d): the daily digest reads yesterday's "
+                "incidents and pages"
+            )
+        return kept
 
 
 class PlannedEvent(Strict):

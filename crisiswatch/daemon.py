@@ -9,7 +9,10 @@ With live sources (Reddit, X, HTTP ingest) the clock also closes buckets: a tick
 through the same queue every `tick_seconds`, so pages keep their order; replay-only runs never
 tick and stay deterministic. A live source that ends or fails is started again with back-off; one
 that stays stalled is reported to ops. Sources' cursors are saved with the seen ids, once the
-pipeline has taken the mentions before them.
+pipeline has taken the mentions before them. A helper task (reload, file watch, tick, health,
+feedback, watchdog) that fails is logged, told to ops and started again with back-off; the
+pipeline's own task failing stops the daemon with its error (systemd restarts it). Checkpoints
+and the pruning of old state run on an APScheduler schedule in the same event loop.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +44,19 @@ from crisiswatch.ops.latency import Latency
 from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats, settle
-from crisiswatch.reload import Watcher, load_deployment, needs_restart
+from crisiswatch.reload import Deployment, Fingerprint, Watcher, load_deployment, needs_restart
 from crisiswatch.retry import Backoff
 from crisiswatch.sources import Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
-from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError
+from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError, describe_error
 from crisiswatch.store import Store, StoreError
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
-SEEN_BATCH = 2_000  # accepted ids written to the store per transaction
+SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
+HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
+WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
+PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,33 @@ class Command:
 Item = Mention | Tick | Command | None  # what the pipeline's task takes from its queue
 
 
+class Unsaved:
+    """The ids the pipeline took that are not in the store's seen ids yet (nor their sources'
+    cursors saved), oldest first; `taken` counts every id ever added, so that a checkpoint can
+    name the ids its picture has counted."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.taken = 0
+        self.newest = datetime.now(UTC)  # the newest one's time, stored with the batch
+
+    def add(self, mention: Mention) -> None:
+        self.ids.append(mention.id)
+        self.taken += 1
+        self.newest = mention.created_at
+
+    def take(self, upto: int | None = None) -> list[str]:
+        """Remove and return the oldest ids: those up to the `upto`-th taken, else all."""
+        count = len(self.ids)
+        if upto is not None:
+            count = max(0, min(count, upto - (self.taken - count)))
+        if count == len(self.ids):
+            batch, self.ids = self.ids, []
+        else:
+            batch, self.ids = self.ids[:count], self.ids[count:]
+        return batch
+
+
 class Daemon:
     def __init__(
         self,
@@ -115,6 +149,7 @@ class Daemon:
         ops_listen: str | None = None,
         wedged_after: float = 60.0,
         live: LiveSettings | None = None,
+        prune_seconds: float = 6 * 3600.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -127,7 +162,8 @@ class Daemon:
         self.store = store
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self.stopping = asyncio.Event()
-        self._unsaved: list[Mention] = []  # accepted, not yet in the store's seen ids
+        self._unsaved = Unsaved()
+        self._saving = asyncio.Lock()  # one save of seen ids and cursors at a time, in order
         self._opened = 0
         self.notifiers = list(notifiers)
         self.config = config  # reloaded on SIGHUP and when it or its rule files change
@@ -142,6 +178,12 @@ class Daemon:
         self.checkpoint_dir = checkpoint_dir  # learned state is saved here (None: never)
         self.checkpoint_seconds = checkpoint_seconds
         self.checkpoints = 0
+        self.checkpoint_failures = 0  # checkpoints that could not be written, for the metrics
+        self._checkpointing = asyncio.Lock()  # the scheduled one and the last one never overlap
+        self._checkpoint_failing = False  # the last checkpoint failed
+        self._seen_problem: str | None = None  # the error saving seen ids, logged while it lasts
+        self._started_at = time.monotonic()
+        self.prune_seconds = prune_seconds  # how often state nothing needs is deleted (0: never)
         self.systemd = systemd or SystemdNotifier("")
         self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
         self.ready = False
@@ -153,33 +195,28 @@ class Daemon:
         self._took_at = time.monotonic()  # when the pipeline last took an item
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
-        started = time.monotonic()
-        restored = await self.store.recent_seen(self.pipeline.deduper.capacity)
-        for mention_id in restored:
-            self.pipeline.deduper.first_time(mention_id)
+        started = self._started_at = time.monotonic()
+        restored = await self._restore_seen()
         self._install_signal_handlers()
         self.dispatcher.start()
-        log.info(
-            "daemon.started", sources=[s.name for s in self.sources], restored_ids=len(restored)
-        )
+        log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
-        helpers = [asyncio.create_task(self._reloader(), name="reload")] if self.config else []
+        helpers = [self._helper("reload", self._reloader)] if self.config else []
         if self.config:
-            helpers.append(asyncio.create_task(self._learn_feedback(), name="feedback"))
+            helpers.append(self._helper("feedback", self._learn_feedback))
         if self.config and self.watch_seconds > 0:
-            helpers.append(asyncio.create_task(self._watch(self.config), name="watch"))
+            helpers.append(self._helper("watch", partial(self._watch, self.config)))
         if any(not s.finite for s in self.sources):
             if self.tick_seconds > 0:
-                helpers.append(asyncio.create_task(self._tick(), name="tick"))
-            helpers.append(asyncio.create_task(self._watch_health(), name="health"))
+                helpers.append(self._helper("tick", self._tick))
+            helpers.append(self._helper("health", self._watch_health))
         pumps = [asyncio.create_task(self._pump(s), name=f"source:{s.name}") for s in self.sources]
-        scheduler = self._start_checkpoints()
+        scheduler = self._start_schedule()
         watchdog = watchdog_interval()
         if watchdog:
-            helpers.append(
-                asyncio.create_task(heartbeat(self.systemd, watchdog, self._alive), name="watchdog")
-            )
+            pings = partial(heartbeat, self.systemd, watchdog, self._alive)
+            helpers.append(self._helper("watchdog", pings))
         self.systemd.ready(self.status())
         self.ready = True
         stop_wait = asyncio.create_task(self.stopping.wait())
@@ -196,8 +233,7 @@ class Daemon:
         self.systemd.stopping()
         if ops is not None:
             await ops.cleanup()
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=False)
         for task in (*pumps, stop_wait, *helpers):
             task.cancel()
         await asyncio.gather(*pumps, stop_wait, *helpers, return_exceptions=True)
@@ -227,14 +263,49 @@ class Daemon:
         log.info("daemon.stopped", summary=str(summary))
         return summary
 
+    async def _restore_seen(self) -> int:
+        """Fill the dedupe window from the store's newest seen ids, a chunk at a time (a million
+        ids held as one list would be ~150 MB); how many."""
+        deduper = self.pipeline.deduper
+        restored = 0
+        async for chunk in self.store.recent_seen_chunks(deduper.capacity):
+            for mention_id in chunk:
+                deduper.first_time(mention_id)
+            restored += len(chunk)
+        return restored
+
+    def _helper(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Start one of the daemon's long-running helper tasks under `_keep_running`."""
+        return asyncio.create_task(self._keep_running(name, work), name=name)
+
+    async def _keep_running(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a helper (reload, watch, tick, health, feedback, watchdog) for the daemon's whole
+        life: one that fails is logged as critical, told to ops and started again after a
+        back-off, rather than ending silently (no rule change would ever apply again)."""
+        backoff = Backoff()
+        while True:
+            started = time.monotonic()
+            try:
+                await work()
+                return  # a helper with nothing to do (no learning model) ends by itself
+            except Exception as exc:
+                if time.monotonic() - started > HELPER_STEADY:
+                    backoff.reset()  # it ran well for a while: this is a new failure
+                delay = backoff.next()
+                log.critical(
+                    "daemon.task_failed", task=name, restart_in=round(delay, 3), exc_info=True
+                )
+                await self._notice(
+                    f"crisiswatch's {name} task failed ({describe_error(exc)}); "
+                    f"it starts again in {delay:.0f}s"
+                )
+            await asyncio.sleep(delay)
+
     async def _pump(self, source: Source) -> None:
         backoff = Backoff()
         while True:
             try:
-                async for mention in source.stream():
-                    backoff.reset()
-                    self.read_per_source[source.name] += 1
-                    await self.queue.put(mention)
+                await self._read(source, backoff)
             except asyncio.CancelledError:
                 raise
             except SourceSetupError as exc:
@@ -251,6 +322,21 @@ class Daemon:
             log.warning("source.restarting", source=source.name, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
 
+    async def _read(self, source: Source, backoff: Backoff) -> None:
+        """Put a source's mentions into the pipeline's queue. Its stream is closed however this
+        ends, a stop too, so that it lets go at once (HTTP ingest answers the requests still
+        waiting and closes its port) rather than when the process exits."""
+        stream = source.stream()
+        try:
+            async for mention in stream:
+                backoff.reset()
+                self.read_per_source[source.name] += 1
+                await self.queue.put(mention)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
     async def _consume(self) -> None:
         while (item := await self.queue.get()) is not None:
             self._took_at = time.monotonic()
@@ -260,16 +346,13 @@ class Daemon:
             elif isinstance(item, Tick):
                 pages = self.pipeline.advance(item.at)
                 self.latency.observe(time.perf_counter() - started)
-                if self.checkpoint_dir is None:
+                if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             else:
                 pages = self.pipeline.feed(item)
                 self.latency.observe(time.perf_counter() - started)
-                self._unsaved.append(item)
-                # With checkpoints, seen ids and cursors are saved with each checkpoint, so after
-                # a crash the mentions since it are read again and counted into the restored
-                # state: nothing lost, nothing counted twice. Without, they go in batches.
-                if self.checkpoint_dir is None and len(self._unsaved) >= SEEN_BATCH:
+                self._unsaved.add(item)
+                if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
@@ -320,58 +403,138 @@ class Daemon:
             self._opened += 1
         await self.dispatcher.dispatch(page)
 
-    async def _save_seen(self, batch: list[Mention] | None = None) -> None:
-        """Save the ids taken since the last save (or `batch`), then the cursors they reached."""
-        if batch is None:
-            batch, self._unsaved = self._unsaved, []
-        ids = [m.id for m in batch]
-        if batch:
-            try:
-                keep = self.pipeline.deduper.capacity
-                await self.store.mark_seen(ids, batch[-1].created_at, keep=keep)
-            except Exception as exc:
-                log.error("store.seen_unsaved", count=len(batch), error=str(exc))
-        for source in self.sources:
-            if isinstance(source, Checkpointed):
-                try:
-                    await source.commit(ids)
-                except Exception as exc:
-                    log.error("store.cursor_unsaved", source=source.name, error=str(exc))
+    def _ids_wait_for_checkpoints(self) -> bool:
+        """Whether taken ids and cursors are saved with the checkpoints: then after a crash the
+        mentions since the last one are read again and counted into the restored state, nothing
+        lost, nothing counted twice. Without scheduled checkpoints, or while they fail, they are
+        saved on their own, in batches, so that they reach the store and memory stays bounded."""
+        scheduled = self.checkpoint_dir is not None and self.checkpoint_seconds > 0
+        return scheduled and not self._checkpoint_failing
 
-    def _start_checkpoints(self) -> AsyncIOScheduler | None:
-        """Checkpoint on a schedule (APScheduler, in this event loop) when there is a place."""
-        if self.checkpoint_dir is None or self.checkpoint_seconds <= 0:
-            return None
+    def _held_at_most(self) -> int:
+        """Taken ids kept before they are saved on their own: while they wait for checkpoints,
+        the dedupe window's worth (the store would prune older ones anyway), else a batch."""
+        return self.pipeline.deduper.capacity if self._ids_wait_for_checkpoints() else SEEN_BATCH
+
+    async def _save_seen(self, upto: int | None = None) -> None:
+        """Save the oldest unsaved ids (those up to the `upto`-th taken, else all) as seen, then
+        the cursors they reached. One save at a time, each taking the oldest ids when its turn
+        comes, so ids and cursors are saved in the order taken, and each once."""
+        async with self._saving:
+            ids = self._unsaved.take(upto)
+            if ids:
+                await self._mark_seen(ids)
+            for source in self.sources:
+                if isinstance(source, Checkpointed):
+                    try:
+                        await source.commit(ids)
+                    except Exception as exc:
+                        log.error("store.cursor_unsaved", source=source.name, error=str(exc))
+
+    async def _mark_seen(self, ids: list[str]) -> None:
+        """Write ids to the store's seen ids. A failure (a full disk) is logged once while it
+        lasts; the ids are not kept for another try, so memory stays bounded (a restart may
+        then count a redelivered mention of them again)."""
+        keep = self.pipeline.deduper.capacity
+        try:
+            await self.store.mark_seen(ids, self._unsaved.newest, keep=keep)
+        except Exception as exc:
+            if str(exc) != self._seen_problem:
+                log.error(
+                    "store.seen_unsaved",
+                    count=len(ids),
+                    error=str(exc),
+                    effect="not remembered across a restart; logged once while this lasts",
+                )
+            self._seen_problem = str(exc)
+            return
+        if self._seen_problem is not None:
+            log.info("store.seen_saved_again")
+            self._seen_problem = None
+
+    def _start_schedule(self) -> AsyncIOScheduler:
+        """The periodic work (APScheduler, in this event loop): checkpoints when there is a
+        place, and pruning old state, first soon after the start (a daemon restarted often
+        prunes too), then every `prune_seconds`."""
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
-        )
+        if self.checkpoint_dir is not None and self.checkpoint_seconds > 0:
+            scheduler.add_job(
+                self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
+            )
+        if self.prune_seconds > 0:
+            first = datetime.now(UTC) + timedelta(seconds=min(PRUNE_FIRST, self.prune_seconds))
+            scheduler.add_job(
+                self.prune,
+                "interval",
+                seconds=self.prune_seconds,
+                next_run_time=first,
+                coalesce=True,
+            )
         scheduler.start()
         return scheduler
 
+    async def prune(self) -> None:
+        """Delete the state nothing needs any more, older than `ops.retention`; a failure is
+        logged and the next run tries again."""
+        before = self.clock() - self._started_with.ops.retention
+        try:
+            deleted = await self.store.prune(before)
+        except StoreError as exc:
+            log.error("store.prune_failed", error=str(exc), effect="tried again at the next run")
+            return
+        if any(deleted.values()):
+            log.info("store.pruned", before=before.isoformat(), rows=deleted)
+
     async def checkpoint(self) -> bool:
-        """Save the learned state now; a failure is logged loudly and the daemon goes on."""
+        """Save the learned state now, then the seen ids and cursors of the mentions it counted.
+        A failure is logged loudly and counted; the daemon goes on, saving seen ids and cursors
+        on their own until a checkpoint works again."""
         if self.checkpoint_dir is None:
             return False
-        state = getattr(self.pipeline.scorer, "state", None)
-        saved = Checkpoint(
-            saved_at=datetime.now(UTC),
-            pipeline=self.pipeline.snapshot(),
-            sentiment=state() if callable(state) else None,
+        async with self._checkpointing:
+            state = getattr(self.pipeline.scorer, "state", None)
+            saved = Checkpoint(
+                saved_at=datetime.now(UTC),
+                pipeline=self.pipeline.snapshot(),
+                sentiment=state() if callable(state) else None,
+            )
+            payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
+            counted = self._unsaved.taken  # the mentions this picture has counted
+            try:
+                size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
+            except CheckpointError as exc:
+                self._checkpoint_failed(exc)
+                await self._save_seen()
+                return False
+            self._checkpoint_saved(size)
+            await self._save_seen(counted)
+            return True
+
+    def _checkpoint_failed(self, exc: CheckpointError) -> None:
+        self.checkpoint_failures += 1
+        self._checkpoint_failing = True
+        log.error(
+            "checkpoint.failed",
+            error=str(exc),
+            failures=self.checkpoint_failures,
+            effect="learned state not saved; seen ids and cursors are saved without it",
         )
-        payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
-        taken, self._unsaved = self._unsaved, []  # the mentions this picture has counted
-        try:
-            size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
-        except CheckpointError as exc:
-            self._unsaved = taken + self._unsaved
-            log.error("checkpoint.failed", error=str(exc), effect="learned state not saved")
-            return False
+
+    def _checkpoint_saved(self, size: int) -> None:
+        if self._checkpoint_failing:
+            log.info("checkpoint.recovered", failures=self.checkpoint_failures)
+        self._checkpoint_failing = False
         self.checkpoints += 1
         self.last_checkpoint = time.monotonic()
         log.info("checkpoint.saved", bytes=size)
-        await self._save_seen(taken)
-        return True
+
+    def checkpoint_age(self) -> float | None:
+        """Seconds since the last checkpoint, or since the start while none has worked; None
+        when this daemon does not checkpoint."""
+        if self.checkpoint_dir is None:
+            return None
+        last = self.last_checkpoint if self.last_checkpoint is not None else self._started_at
+        return time.monotonic() - last
 
     def status(self) -> str:
         """One line for `systemctl status`."""
@@ -440,20 +603,32 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        """Load and check the config and rules; swap them in whole, or keep the running ones."""
+        """Load and check the config and rules; swap them in whole, or keep the running ones.
+
+        Whatever goes wrong (problems in the files, a rule folder removed while it is read, a
+        bug), the running rules stay, ops are told, and systemd hears READY=1 after RELOADING=1.
+        """
         assert self.config is not None
         self.systemd.reloading()
+        refusal = None
         try:
-            deployment = await asyncio.to_thread(load_deployment, self.config)
+            self._swap_in(await asyncio.to_thread(load_deployment, self.config))
         except ProblemsError as exc:
-            self.systemd.ready(self.status())
             problems = [str(problem) for problem in exc.problems]
             log.error("config.reload_failed", problems=problems, kept="the running rules")
-            await self._notice(
-                "crisiswatch kept its running rules: the new config or rules have "
-                f"{len(problems)} problem(s):\n" + "\n".join(problems[:10])
-            )
+            listed = "\n".join(problems[:10])
+            refusal = f"the new config or rules have {len(problems)} problem(s):\n{listed}"
+        except Exception as exc:
+            log.exception("config.reload_failed", kept="the running rules")
+            refusal = f"reloading failed: {describe_error(exc)}"
+        self.systemd.ready(self.status())
+        if refusal is not None:
+            await self._notice(f"crisiswatch kept its running rules: {refusal}")
             return False
+        return True
+
+    def _swap_in(self, deployment: Deployment) -> None:
+        """Swap a checked deployment in; warn about the settings only a restart applies."""
         restart = needs_restart(self._started_with, deployment.settings)
         if restart:
             log.warning(
@@ -465,22 +640,49 @@ class Daemon:
         settle()
         self.live.swap(deployment.settings)
         self.reloads += 1
-        self.systemd.ready(self.status())
         log.info(
             "config.reloaded", rules=len(deployment.rules), brands=len(deployment.settings.brands)
         )
-        return True
 
     async def _watch(self, config: Path) -> None:
+        """Reload when the config or a rule file changes. A look that fails (a rule folder
+        removed while it is walked, in a deploy's rm -rf + copy) is tried again at the next
+        one; one that keeps failing is logged as an error and told to ops, once."""
         watcher = Watcher(config)
-        seen = await asyncio.to_thread(watcher.fingerprint)
+        seen: Fingerprint | None = None
+        failures = 0
         while True:
-            await asyncio.sleep(self.watch_seconds)
-            now = await asyncio.to_thread(watcher.fingerprint)
-            if now != seen:
+            try:
+                now = await asyncio.to_thread(watcher.fingerprint)
+            except Exception as exc:
+                failures += 1
+                await self._watch_failed(exc, failures)
+            else:
+                if failures:
+                    log.info("config.watch_recovered", failures=failures)
+                failures = 0
+                if seen is not None and now != seen:
+                    log.info("config.changed", file=str(config))
+                    self.reload_wanted.set()
                 seen = now
-                log.info("config.changed", file=str(config))
-                self.reload_wanted.set()
+            await asyncio.sleep(self.watch_seconds)
+
+    async def _watch_failed(self, exc: Exception, failures: int) -> None:
+        """A warning for the first failed look in a row; an error and ops told at the third."""
+        error = describe_error(exc)
+        if failures == 1:
+            log.warning("config.watch_failed", error=error, effect="looking again")
+        elif failures == WATCH_FAILURES_TOLD:
+            log.error(
+                "config.watch_failing",
+                error=error,
+                failures=failures,
+                effect="file changes are not noticed; SIGHUP still reloads",
+            )
+            await self._notice(
+                f"crisiswatch cannot watch its config and rules for changes ({error}); "
+                "reload with SIGHUP (systemctl reload) until this is fixed"
+            )
 
     async def _notice(self, text: str) -> None:
         """Tell ops through every notifier that has an ops channel."""

@@ -2,9 +2,11 @@
 their restarts, the outbox's senders, slack-sdk's rate-limit retries).
 
 - When the service said how long (`Retry-After` as seconds or an HTTP date, else a rate-limit
-  reset header), that long, to the second: no jitter, never below 0, at most `MOST_TOLD` (a
-  date far off is a wrong clock, not a reason to stop for days); it does not count as a failure
-  for the back-off.
+  reset header), that long, to the second: no jitter, at most `MOST_TOLD` (a date far off is a
+  wrong clock, not a reason to stop for days). It still counts as a failure, and the wait is
+  never below the back-off's ceiling for the failures in a row, min(cap, base·2ⁿ⁻¹): a reset
+  already past by our clock (clock skew) or `Retry-After: 0` waits `base`, then longer at every
+  refusal in a row, instead of asking again at once.
 - Otherwise exponential back-off with full jitter: after the n-th failure in a row, a wait
   uniform in [0, min(cap, base·2ⁿ⁻¹)], never below `floor`.
 - A header that cannot be read counts as not said: back-off applies.
@@ -78,17 +80,19 @@ class Backoff:
 
     def next(self, told: float | None = None) -> float:
         """The wait before the next attempt after a failure. `told` is the service's wait (as
-        `retry_after` read it): it is taken as it is and does not count as a failure, since
-        back-off is for failures nobody explained."""
-        if told is not None:
-            return told
+        `retry_after` read it): kept to the second when it is longer than the back-off's
+        ceiling, else the ceiling, so a wait of 0 never makes a tight loop of refusals."""
         self.failures += 1
+        if told is not None:
+            return max(told, self._ceiling(self.failures))
         return self.wait(self.failures)
 
     def wait(self, failures: int) -> float:
         """The back-off after `failures` failures in a row."""
-        ceiling = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
-        return max(self.floor, ceiling * self.rand())
+        return max(self.floor, self._ceiling(failures) * self.rand())
+
+    def _ceiling(self, failures: int) -> float:
+        return min(self.cap, self.base * 2.0 ** max(0, failures - 1))
 
     def reset(self) -> None:
         self.failures = 0

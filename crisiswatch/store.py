@@ -1,6 +1,9 @@
 """State in one SQLite file (WAL): seen ids, incidents, the notification log and outbox, the
 Slack messages sent per incident, and the feedback people gave.
 
+What nothing needs any more (pages long done with, resolved incidents, learned feedback) is
+deleted by `prune`, which the daemon runs every few hours, so the file stays flat.
+
 The interface is narrow and async so that a shared store (PostgreSQL) can replace it later. Each
 call runs in a worker thread, one at a time; a write is one transaction, so a crash leaves
 either the whole change or none of it.
@@ -10,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 1
 CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
+SEEN_CHUNK = 50_000  # seen ids read per query when the dedupe window is restored
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -45,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at TEXT NOT NULL, done_at TEXT, not_before TEXT, UNIQUE (notifier, page_key)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, status, seq);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id);
 CREATE TABLE IF NOT EXISTS messages (
     incident_id TEXT NOT NULL, notifier TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL,
     posted_at TEXT NOT NULL, PRIMARY KEY (incident_id, notifier)
@@ -70,6 +76,7 @@ CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT
 );
+CREATE INDEX IF NOT EXISTS clicks_incident ON clicks (incident_id);
 -- the presses recorded lately, by Slack's action, user and action time (see record_click)
 CREATE TABLE IF NOT EXISTS click_keys (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 -- live sources: where each stream stopped (sources/cursors.py)
@@ -117,12 +124,13 @@ class Store:
         async with self._lock:
             return await asyncio.to_thread(_transaction, self._db, work)
 
-    async def mark_seen(self, ids: Iterable[str], at: datetime, *, keep: int | None = None) -> None:
+    async def mark_seen(self, ids: Sequence[str], at: datetime, *, keep: int | None = None) -> None:
         """Remember ids as seen; with `keep`, forget all but about the newest `keep` (only
         those restore the dedupe window, and a service runs for months)."""
-        rows = [(mention_id, at.isoformat()) for mention_id in ids]
+        stamp = at.isoformat()
 
         def write(db: sqlite3.Connection) -> None:
+            rows = ((mention_id, stamp) for mention_id in ids)  # not a million tuples at once
             db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
             if keep is None:
                 return
@@ -133,16 +141,35 @@ class Store:
             if high is not None and high - low >= keep + keep // 10:  # prune in batches
                 db.execute("DELETE FROM seen WHERE rowid <= ?", (high - keep,))
 
-        if rows:
+        if ids:
             await self._run(write)
 
     async def recent_seen(self, limit: int) -> list[str]:
-        """The most recently seen ids, oldest first, to restore the dedupe window."""
-        query = (
-            "SELECT id FROM (SELECT id, rowid FROM seen ORDER BY rowid DESC LIMIT ?) ORDER BY rowid"
+        """The most recently seen ids, oldest first (for tools and tests: the daemon restores
+        its dedupe window chunk by chunk with `recent_seen_chunks`)."""
+        return [
+            mention_id async for chunk in self.recent_seen_chunks(limit) for mention_id in chunk
+        ]
+
+    async def recent_seen_chunks(
+        self, limit: int, size: int = SEEN_CHUNK
+    ) -> AsyncIterator[list[str]]:
+        """The most recently seen ids (at most `limit`), oldest first, `size` at a time, so that
+        a million ids (about 150 MB as Python strings) are never in memory at once."""
+        if limit <= 0:
+            return
+        bounds = (
+            "SELECT (SELECT rowid FROM seen ORDER BY rowid DESC LIMIT 1 OFFSET ?),"
+            " (SELECT MAX(rowid) FROM seen)"
         )
-        rows = await self._run(lambda db: db.execute(query, (limit,)).fetchall())
-        return [row[0] for row in rows]
+        first, last = await self._run(lambda db: db.execute(bounds, (limit - 1,)).fetchone())
+        if last is None:
+            return
+        after = first - 1 if first is not None else -1  # fewer than `limit`: all of them
+        query = "SELECT rowid, id FROM seen WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        while rows := await self._run(partial(_fetch, query, (after, last, size))):
+            after = rows[-1][0]  # ids marked meanwhile (after `last`) are not read
+            yield [row[1] for row in rows]
 
     async def save_incident(self, incident: Incident) -> None:
         detail = orjson.dumps(
@@ -509,6 +536,23 @@ class Store:
 
         return await self._run(read)
 
+    async def prune(self, before: datetime) -> dict[str, int]:
+        """Delete what nothing needs any more, done with before `before` (the wall clock's
+        times): pages sent or given up and their notification log, except those of an incident
+        still firing or with a page still to send; a resolved incident once none of its pages
+        is left, with its clicks, sample posts and Slack message; clicks about no recorded
+        incident; and feedback already learned. Rows deleted, per table."""
+        cutoff = before.isoformat()
+
+        def write(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {table: db.execute(sql, (cutoff,)).rowcount for table, sql in _PRUNE.items()}
+            gone = [(row[0],) for row in db.execute(_GONE, (cutoff,)).fetchall()]
+            for table, sql in _PRUNE_INCIDENT.items():
+                counts[table] = counts.get(table, 0) + db.executemany(sql, gone).rowcount
+            return counts
+
+        return await self._run(write)
+
     # --- live sources' cursors (sources/cursors.py) ---
 
     async def cursors(self, source: str) -> dict[str, str]:
@@ -580,10 +624,47 @@ _UNMARK_RECORDED = """
 """  # marks of posts already recorded, which versions before their pruning kept
 _LOG_SENT = "INSERT OR REPLACE INTO notifications VALUES (?, ?, ?, ?, ?, ?)"
 
+_NEEDED = """
+    SELECT id FROM incidents WHERE status != 'resolved'
+    UNION SELECT incident_id FROM outbox WHERE status = 'pending'
+"""  # incidents still firing (escalation, silences, dedupe) or with a page to send
+
+
+def _done_before(table: str, column: str) -> str:
+    """Delete a table's rows done with before the cutoff (a pending page has no `done_at`),
+    but none of an incident still needed."""
+    return f"DELETE FROM {table} WHERE {column} < ? AND incident_id NOT IN ({_NEEDED})"
+
+
+_PRUNE = {
+    "outbox": _done_before("outbox", "done_at"),
+    "notifications": _done_before("notifications", "sent_at"),
+    "clicks": _done_before("clicks", "at") + " AND incident_id NOT IN (SELECT id FROM incidents)",
+    "feedback": "DELETE FROM feedback WHERE applied = 1 AND at < ?",
+}  # (clicks of a recorded incident go with it, so its precision in the digest stays true)
+_GONE = """
+    SELECT id FROM incidents i WHERE status = 'resolved' AND resolved_at < ?
+    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id)
+    AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.incident_id = i.id)
+"""  # resolved incidents whose pages were all done with before the cutoff
+_PRUNE_INCIDENT = {
+    "incidents": "DELETE FROM incidents WHERE id = ?",
+    "clicks": "DELETE FROM clicks WHERE incident_id = ?",
+    "samples": "DELETE FROM samples WHERE incident_id = ?",
+    "messages": "DELETE FROM messages WHERE incident_id = ?",
+    "posting": "DELETE FROM posting WHERE incident_id = ?1"
+    " OR substr(incident_id, 1, length(?1) + 1) = ?1 || '|'",
+}  # what goes with a gone incident (posting marks: by its id, or its pages' keys)
+
 
 def _sent_row(page: Page, notifier: str, now: str) -> tuple[str, str, str, str, str, str]:
     """A `notifications` row: this page went out through this notifier at `now`."""
     return (page_key(page), page.incident.id, page.kind.value, page.at.isoformat(), now, notifier)
+
+
+def _fetch(sql: str, parameters: tuple[object, ...], db: sqlite3.Connection) -> list[Any]:
+    """Every row a query finds."""
+    return db.execute(sql, parameters).fetchall()
 
 
 def _dict_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:

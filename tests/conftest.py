@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand
 from crisiswatch.domain import (
@@ -168,3 +172,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "state.db")
     yield opened
     await opened.close()
+
+
+@contextmanager
+def capture_all_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog's `capture_logs` at every level: a test that ran the CLI leaves structlog
+    dropping info events (`--log-level warning`), which `capture_logs` alone would not see."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)

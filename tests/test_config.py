@@ -230,6 +230,28 @@ class TestBucketSize:
         assert "divide a day" in problem.message
 
 
+class TestOps:
+    @pytest.mark.parametrize("every", ["0", "'0'", "0s"])
+    def test_a_checkpoint_interval_under_a_second_is_refused(
+        self, tmp_path: Path, every: str
+    ) -> None:
+        """`checkpoint_every: 0` would never checkpoint while running: refused, saying why."""
+        found = problems_of(write(tmp_path, MINIMAL + f"ops:\n  checkpoint_every: {every}\n"))
+        assert len(found) == 1 and "ops.checkpoint_every" in found[0].message
+        assert "at least 1s" in found[0].message
+
+    def test_retention_is_at_least_two_days(self, tmp_path: Path) -> None:
+        """State is kept 30 days by default; less than two would take from the daily digest."""
+        assert load_settings(write(tmp_path, MINIMAL)).ops.retention == timedelta(days=30)
+        (problem,) = problems_of(write(tmp_path, MINIMAL + "ops:\n  retention: 1d\n"))
+        assert "ops.retention" in problem.message and "at least 2d" in problem.message
+
+    def test_a_second_is_the_shortest(self, tmp_path: Path) -> None:
+        """1s is allowed (the kill-and-restart tests checkpoint that often)."""
+        settings = load_settings(write(tmp_path, MINIMAL + "ops:\n  checkpoint_every: 1s\n"))
+        assert settings.ops.checkpoint_every == timedelta(seconds=1)
+
+
 class TestDurations:
     @pytest.mark.parametrize(
         ("text", "expected"),

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import gc
 import random
 import signal
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from conftest import PageFactory, capture_all_logs
 from daemon_process import start, wait_for
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
+from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import Daemon, RunSummary
-from crisiswatch.domain import Incident, Page, PageKind
+from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
 from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
-from crisiswatch.store import Store
+from crisiswatch.store import OutboxItem, Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -146,6 +155,138 @@ class TestDaemon:
         )
         assert summary.stats.mentions == total
 
+    async def test_restored_ids_are_not_kept_in_memory(self, tmp_path: Path) -> None:
+        """At start the dedupe window is filled from the store's seen ids, and no list of them
+        stays alive for the daemon's whole life (a million ids took ~150 MB)."""
+        stream = tmp_path / "m.jsonl"
+        write_stream(stream, hours=1)
+        settings = settings_for(tmp_path, stream)
+        store = await Store.open(tmp_path / "s.db")
+        await store.mark_seen([f"seen:{n}" for n in range(30_000)], T0)
+        pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+        daemon = Daemon(pipeline, [], [Recorder()], store, queue_size=10)
+        with capture_all_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: daemon.ready)
+        try:
+            gc.collect()
+            assert not [o for o in gc.get_objects() if type(o) is list and len(o) == 30_000]
+            assert not pipeline.deduper.first_time("seen:0")
+            assert not pipeline.deduper.first_time("seen:29999")
+            (started,) = [e for e in logs if e["event"] == "daemon.started"]
+            assert started["restored_ids"] == 30_000
+        finally:
+            daemon.stopping.set()
+            await run
+            await store.close()
+
+
+class LiveFeed:
+    """A live source: `count` mentions, then open and quiet; counts the ids it is told the
+    pipeline consumed (when its cursors would be saved)."""
+
+    name = "live"
+    finite = False
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.committed = 0
+
+    async def stream(self) -> AsyncIterator[Mention]:
+        for n in range(self.count):
+            yield Mention(f"x:{n}", "x", T0 + timedelta(seconds=n), "acme bank is fine " * 20)
+        await asyncio.Event().wait()
+
+    async def commit(self, consumed: Sequence[str]) -> None:
+        self.committed += len(consumed)
+
+
+def live_daemon(tmp_path: Path, store: Store, feed: LiveFeed, **options: Any) -> Daemon:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"rules: [{ROOT / 'rules'}]\nbrands:\n  - id: acme\n    keywords: [acme bank]\n"
+        "pipeline: {dedupe_capacity: 1000}\n"
+    )
+    settings = load_settings(config)
+    pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+    return Daemon(pipeline, [feed], [], store, queue_size=100, checkpoint_dir=tmp_path,
+                  tick_seconds=0, **options)  # fmt: skip
+
+
+class TestSeenIdsWithCheckpoints:
+    async def test_while_checkpoints_fail_ids_and_cursors_still_reach_the_store(
+        self, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full state directory fails every checkpoint: the seen ids and cursors still go to
+        the store (in batches), only ids are held and not many, each failure is logged once
+        (not per mention), and the metrics show the checkpoint's age and the failures."""
+
+        def full(descriptor: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(checkpoint.os, "fsync", full)
+        feed = LiveFeed(5_000)
+        daemon = live_daemon(tmp_path, store, feed, checkpoint_seconds=0.05)
+        with capture_logs() as logs:
+
+            def failures() -> int:
+                return sum(e["event"] == "checkpoint.failed" for e in logs)
+
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: daemon.pipeline.stats.mentions == 5_000)
+            failed = failures()
+            await until(lambda: failures() > failed)  # one more since the last mention
+            seen = await store.recent_seen(10_000)
+            registry = CollectorRegistry()
+            registry.register(DaemonCollector(daemon))
+            metrics = generate_latest(registry).decode()
+            daemon.stopping.set()
+            await run
+        assert seen and seen[-1] == "x:4999" and len(seen) >= 1_000  # a window, up to now
+        assert feed.committed == 5_000
+        assert daemon.checkpoints == 0 and failures() == daemon.checkpoint_failures
+        assert not [e for e in logs if e["event"] == "store.seen_unsaved"]
+        assert "crisiswatch_checkpoint_age_seconds" in metrics
+        assert "crisiswatch_checkpoint_failures_total" in metrics
+
+    async def test_ids_waiting_for_a_checkpoint_are_at_most_a_dedupe_window(
+        self, tmp_path: Path, store: Store
+    ) -> None:
+        """With checkpoints far apart, the ids waiting for one are capped by the dedupe window
+        (1,000 here): past it they go to the store on their own."""
+        feed = LiveFeed(2_500)
+        daemon = live_daemon(tmp_path, store, feed, checkpoint_seconds=300)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await until(lambda: daemon.pipeline.stats.mentions == 2_500)
+        seen = await store.recent_seen(10_000)
+        held, committed = list(daemon._unsaved.ids), feed.committed
+        daemon.stopping.set()
+        await run
+        assert seen[-1] == "x:1999" and len(held) == 500 and committed == 2_000
+
+
+class TestPruning:
+    async def test_old_state_is_pruned_soon_after_the_start(
+        self, tmp_path: Path, store: Store, make_page: PageFactory
+    ) -> None:
+        """The daemon's schedule prunes what `ops.retention` (30 days) no longer keeps: here a
+        resolved incident paged over a month ago by the daemon's clock."""
+        page = make_page(status=IncidentStatus.RESOLVED, resolved_at=T0)
+        await store.save_incident(page.incident)
+        await Dispatcher([Recorder()], store).dispatch(page)
+        month_on = datetime.now(UTC) + timedelta(days=31)
+        daemon = live_daemon(
+            tmp_path, store, LiveFeed(0), prune_seconds=0.05, clock=lambda: month_on
+        )
+        with capture_all_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: any(e["event"] == "store.pruned" for e in logs))
+            daemon.stopping.set()
+            await run
+        (pruned,) = [e for e in logs if e["event"] == "store.pruned"]
+        assert pruned["rows"]["incidents"] == 1 and pruned["rows"]["outbox"] == 1
+        assert await store.incidents() == [] and await store.outbox() == []
+
 
 class TestDispatcher:
     async def test_page_is_sent_once_even_when_dispatched_twice(self, tmp_path: Path) -> None:
@@ -175,6 +316,82 @@ class TestDispatcher:
         await Dispatcher([working], store).dispatch(first.pages[0])
         await store.close()
         assert working.pages == [first.pages[0]]
+
+
+class Waits:
+    """The dispatcher's sleep: records each wait and passes at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0.001)
+
+
+async def until(check: Callable[[], bool], seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+class TestDispatcherAgainstAFailingStore:
+    async def test_an_unreadable_outbox_is_read_again_after_a_wait(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One failed read (a locked store) does not leave a queued page waiting for the next
+        page: the sender waits a back-off and reads again."""
+        read = store.next_pending
+        failures = [1]
+
+        async def flaky(notifier: str, now: datetime | None = None) -> OutboxItem | None:
+            if failures[0]:
+                failures[0] -= 1
+                raise StoreError("state store write failed: database is locked")
+            return await read(notifier, now)
+
+        recorder, waits = Recorder(), Waits()
+        dispatcher = Dispatcher([recorder], store, sleep=waits)
+        dispatcher.start()
+        await asyncio.sleep(0.01)  # the sender waits for pages
+        monkeypatch.setattr(store, "next_pending", flaky)
+        with capture_logs() as logs:
+            await dispatcher.dispatch(make_page())
+            await until(lambda: bool(recorder.pages))
+        await dispatcher.close(1)
+        assert len(recorder.pages) == 1 and await store.pending(recorder.name) == 0
+        assert len(waits.waits) == 1 and waits.waits[0] >= 0.5
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["outbox.unreadable"]
+
+    async def test_a_page_delivered_but_not_recorded_is_not_sent_again(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full disk after a page is queued: the page goes once, the sender backs off while
+        the store cannot record it, and records it once the disk has room again."""
+        record = store.outbox_sent
+        full = [True]
+
+        async def disk_full(seq: int, page: Page, notifier: str) -> None:
+            if full[0]:
+                cause = sqlite3.OperationalError("database or disk is full")
+                raise StoreError(f"state store write failed: {cause}") from cause
+            await record(seq, page, notifier)
+
+        monkeypatch.setattr(store, "outbox_sent", disk_full)
+        recorder, waits = Recorder(), Waits()
+        dispatcher = Dispatcher([recorder], store, sleep=waits, rng=lambda: 1.0)
+        dispatcher.start()
+        with capture_logs() as logs:
+            await dispatcher.dispatch(make_page())
+            await until(lambda: len(waits.waits) >= 4)
+            assert len(recorder.pages) == 1 and waits.waits[:4] == [1.0, 2.0, 4.0, 8.0]
+            full[0] = False
+            await until(lambda: not dispatcher._unrecorded[recorder.name])
+        await dispatcher.close(1)
+        assert len(recorder.pages) == 1 and dispatcher.sent == 1 and dispatcher.failed == 0
+        assert [row["status"] for row in await store.outbox()] == ["sent"]
+        assert sum(e["event"] == "page.unrecorded" for e in logs) == 1
 
 
 class TestSignals:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import capture_all_logs
 from daemon_process import start, wait_for
 from fake_slack import TOKEN, FakeSlack
 from structlog.testing import capture_logs
 
+from crisiswatch import daemon as daemon_module
 from crisiswatch.config import LiveSettings, load_settings
 from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.notify.slack_runtime import slack_running
+from crisiswatch.ops.systemd import Notifier as SystemdNotifier
 from crisiswatch.pipeline import Pipeline
+from crisiswatch.reload import Deployment, Fingerprint, Watcher
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -129,6 +134,127 @@ class TestReload:
         await run
         await store.close()
         assert daemon.reloads == 1
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
+
+
+class RecordingSystemd(SystemdNotifier):
+    """Keeps the first field of each sd_notify message instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.sent: list[str] = []
+
+    def send(self, *fields: str) -> bool:
+        self.sent.append(fields[0])
+        return True
+
+
+async def until(check: Callable[[], bool], seconds: float = 3.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+class TestReloadNeverDies:
+    async def test_an_unexpected_error_keeps_the_rules_tells_ops_and_says_ready(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reload that fails other than with problems in the files (a rule folder removed
+        while it is read) keeps the running rules, tells ops, and systemd hears READY=1 after
+        RELOADING=1; the next reload works."""
+        config = deployment(tmp_path)
+        ops, systemd = Ops(), RecordingSystemd()
+        store = await Store.open(tmp_path / "s.db")
+        daemon = daemon_for(config, store, ops)
+        daemon.systemd = systemd
+
+        def vanished(path: Path) -> Deployment:
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "rules/team"))
+
+        monkeypatch.setattr(daemon_module, "load_deployment", vanished)
+        with capture_logs() as logs:
+            assert await daemon.reload() is False
+        monkeypatch.undo()
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["busy"]
+        assert systemd.sent == ["RELOADING=1", "READY=1"]
+        (notice,) = ops.notices
+        assert "kept its running rules" in notice and "FileNotFoundError" in notice
+        (failed,) = [e for e in logs if e["event"] == "config.reload_failed"]
+        assert failed["log_level"] == "error" and failed["exc_info"]
+        (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
+        assert await daemon.reload() is True
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
+        await store.close()
+
+    async def test_the_watcher_outlives_failed_looks(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Looks at the files that fail (rglob racing a deploy's rm -rf) do not end the
+        watcher: a lasting failure is told to ops once, and changes still reload."""
+        config = deployment(tmp_path)
+        ops = Ops()
+        store = await Store.open(tmp_path / "s.db")
+        daemon = daemon_for(config, store, ops, watch_seconds=0.01)
+        look = Watcher.fingerprint
+        failing = [0]
+
+        def racing(watcher: Watcher) -> Fingerprint:
+            if failing[0]:
+                failing[0] -= 1
+                raise FileNotFoundError(2, "No such file or directory", "rules/team")
+            return look(watcher)
+
+        monkeypatch.setattr(Watcher, "fingerprint", racing)
+        with capture_all_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await asyncio.sleep(0.05)
+            failing[0] = 4
+            await until(lambda: not failing[0])
+            (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
+            await until(lambda: daemon.reloads == 1)
+            daemon.stopping.set()
+            await run
+        await store.close()
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
+        events = [e["event"] for e in logs if e["event"].startswith("config.watch")]
+        assert events == ["config.watch_failed", "config.watch_failing", "config.watch_recovered"]
+        (notice,) = ops.notices
+        assert "cannot watch its config and rules" in notice and "SIGHUP" in notice
+
+    async def test_a_helper_task_that_fails_is_started_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A long-running task that ends with an error (here the reloader, by a bug) is logged
+        as critical, told to ops and started again, so later reloads still apply."""
+        config = deployment(tmp_path)
+        ops = Ops()
+        store = await Store.open(tmp_path / "s.db")
+        daemon = daemon_for(config, store, ops)
+        reload = daemon.reload
+        bugs = [RuntimeError("a bug")]
+
+        async def buggy() -> bool:
+            if bugs:
+                raise bugs.pop()
+            return await reload()
+
+        monkeypatch.setattr(daemon, "reload", buggy)
+        with capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await asyncio.sleep(0.05)
+            daemon.reload_wanted.set()
+            await until(lambda: bool(ops.notices))
+            (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
+            daemon.reload_wanted.set()
+            await until(lambda: daemon.reloads == 1)
+            daemon.stopping.set()
+            await run
+        await store.close()
+        (failed,) = [e for e in logs if e["event"] == "daemon.task_failed"]
+        assert failed["task"] == "reload" and failed["log_level"] == "critical"
+        assert "reload task failed (RuntimeError: a bug)" in ops.notices[0]
         assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
 
 

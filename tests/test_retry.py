@@ -50,12 +50,19 @@ class TestBackoff:
         assert [half.next() for _ in range(4)] == [0.5, 1.0, 2.0, 4.0]
         assert Backoff(floor=0.5, rand=lambda: 0.0).next() == 0.5
 
-    def test_a_wait_the_service_asked_for_is_kept_and_does_not_count(self) -> None:
-        """Retry-After is waited to the second, without jitter, and does not grow the
-        back-off; a success starts it over."""
+    def test_a_wait_the_service_asked_for_is_kept_and_counts(self) -> None:
+        """Retry-After is waited to the second, without jitter, and counts as a failure in a
+        row; a success starts it over."""
         backoff = Backoff(rand=lambda: 1.0)
         assert backoff.next() == 1.0
         assert backoff.next(told=30.0) == 30.0
-        assert backoff.next() == 2.0
+        assert backoff.next() == 4.0
         backoff.reset()
         assert backoff.next() == 1.0
+
+    def test_a_wait_of_nothing_is_floored_and_grows(self) -> None:
+        """A reset already past by our clock, or `Retry-After: 0`, waits the back-off's
+        ceiling, doubling at each refusal in a row: never a tight loop of requests."""
+        backoff = Backoff(base=1.0, cap=10.0, rand=lambda: 0.0)
+        assert [backoff.next(told=0.0) for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
+        assert backoff.next(told=30.0) == 30.0  # a longer wait than the back-off is kept

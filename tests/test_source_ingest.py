@@ -1,17 +1,27 @@
 """HTTP ingest: good lines accepted, bad ones rejected with line and reason, 401 without or with
-the wrong token, 413 over the size limit."""
+the wrong token, 413 over the size limit; what was answered 200 survives a SIGTERM, and a request
+a stop cuts short is answered 503."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
-from crisiswatch.config import HttpIngestSettings
+from crisiswatch.config import HttpIngestSettings, load_settings
+from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Mention
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.http_ingest import HttpIngestSource
+from crisiswatch.store import Store
 
 TOKEN = "ingest-secret"
 GOOD = b'{"id": "t:1", "created_at": "2026-03-02T10:00:00Z", "text": "acme bank is down"}'
@@ -83,3 +93,68 @@ class TestHttpIngest:
         status, answer = await post(url, b"\n".join([GOOD] * 40))
         assert status == 413 and "limit" in str(answer["error"])
         assert got == []
+
+
+class SlowScorer:
+    """A busy pipeline: a fraction of a millisecond a mention."""
+
+    def negative_one(self, text: str) -> float:
+        time.sleep(0.0005)
+        return 0.1
+
+
+def lines(count: int) -> bytes:
+    return b"\n".join(
+        orjson.dumps({"id": f"h:{n}", "created_at": "2026-03-02T10:00:00Z", "text": f"acme {n}"})
+        for n in range(count)
+    )
+
+
+async def ingesting_daemon(tmp_path: Path, store: Store) -> tuple[Daemon, HttpIngestSource]:
+    config = tmp_path / "config.yaml"
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text("rules:\n  - id: r\n    when: {min_count: 9999}\n")
+    config.write_text("rules: [rules]\nbrands:\n  - id: acme\n    keywords: [acme]\n")
+    settings = load_settings(config)
+    source = HttpIngestSource(HttpIngestSettings(listen="127.0.0.1:0"), token=TOKEN)
+    pipeline = Pipeline(settings, load_rules(settings.rules, settings), SlowScorer())
+    daemon = Daemon(pipeline, [source], [], store, queue_size=10, checkpoint_dir=tmp_path,
+                    tick_seconds=0)  # fmt: skip
+    return daemon, source
+
+
+class TestStopping:
+    async def test_sigterm_after_an_answer_loses_nothing(self, tmp_path: Path) -> None:
+        """Every mention answered 200 is counted and its id saved, though SIGTERM comes at
+        once after the answer while the pipeline is still busy."""
+        store = await Store.open(tmp_path / "s.db")
+        daemon, source = await ingesting_daemon(tmp_path, store)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await source.listening.wait()
+        assert source.address is not None
+        status, answer = await post(f"http://127.0.0.1:{source.address[1]}/ingest", lines(500))
+        os.kill(os.getpid(), signal.SIGTERM)
+        await run
+        seen = await store.recent_seen(1_000)
+        await store.close()
+        assert status == 200 and answer["accepted"] == 500
+        assert daemon.pipeline.stats.mentions == 500 and len(seen) == 500
+
+    async def test_a_request_still_waiting_at_a_stop_is_answered_503(self, tmp_path: Path) -> None:
+        """A request whose mentions the pipeline has not all taken when the daemon stops is
+        answered 503 (send again), at once rather than holding up the stop."""
+        store = await Store.open(tmp_path / "s.db")
+        daemon, source = await ingesting_daemon(tmp_path, store)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await source.listening.wait()
+        assert source.address is not None
+        url = f"http://127.0.0.1:{source.address[1]}/ingest"
+        posting = asyncio.create_task(post(url, lines(5_000)))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        daemon.stopping.set()
+        await run
+        status, answer = await posting
+        await store.close()
+        assert time.monotonic() - started < 2
+        assert status == 503 and "send these lines again" in str(answer["error"])

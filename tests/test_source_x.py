@@ -70,13 +70,25 @@ class TestRecentSearch:
         assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids)
         assert all(fault.times == 0 for fault in fake.faults)
         assert 42.0 in clock.sleeps  # the reset header, to the second
-        assert Backoff(rand=lambda: 0.5).next() in clock.sleeps  # no header: back-off
+        assert Backoff(rand=lambda: 0.5).wait(2) in clock.sleeps  # no header: back-off
         assert any("since_id" in query for query in fake.searches)
         reply = second[0]
         assert reply.in_reply_to_author == "AcmeBank" and reply.author == "alice"
         assert reply.author_followers == 321 and reply.lang == "en"
         assert reply.engagement == 6  # likes, reposts, replies and quotes; not impressions
         assert reply.url == f"https://x.com/alice/status/{reply.id.removeprefix('x:')}"
+
+    async def test_a_rate_limit_reset_already_past_backs_off(self, fake: FakeX) -> None:
+        """429s whose reset time is already past by our clock (clock skew) wait the back-off,
+        longer at every refusal in a row, instead of asking X again at once."""
+        alice = fake.user("alice")
+        expected = fake.tweet("acme bank", author=alice, created=CREATED)
+        past = {"x-rate-limit-reset": str(int(NOW) - 3)}
+        fake.fail("/2/tweets/search/recent", status=429, headers=past, times=4)
+        clock = Clock()
+        got = await take(source(fake, None, clock), 1)
+        assert [m.id for m in got] == [expected] and fake.faults[0].times == 0
+        assert clock.sleeps[:4] == [1.0, 2.0, 4.0, 8.0]
 
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
         """A search answered after the timeout is an error like any other: it backs off and asks

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from crisiswatch.domain import Incident, IncidentStatus, Page, PageKind, Severity, Stage
+from crisiswatch.notify.codec import dump_page
 from crisiswatch.store import CLICK_KEYS_KEPT, SCHEMA_VERSION, Store, StoreError, page_key
 
 IncidentFactory = Callable[..., Incident]
@@ -42,6 +43,17 @@ class TestSeen:
         """recent_seen(n) returns the n ids seen last, still oldest first."""
         await store.mark_seen([f"id{n}" for n in range(10)], T0)
         assert await store.recent_seen(3) == ["id7", "id8", "id9"]
+
+    async def test_the_newest_come_a_chunk_at_a_time(self, store: Store) -> None:
+        """The dedupe window is read in chunks of the newest ids, oldest first."""
+        await store.mark_seen([f"id{n}" for n in range(10)], T0)
+        chunks = [chunk async for chunk in store.recent_seen_chunks(7, size=3)]
+        assert chunks == [["id3", "id4", "id5"], ["id6", "id7", "id8"], ["id9"]]
+        assert [c async for c in store.recent_seen_chunks(20, size=6)] == [
+            [f"id{n}" for n in range(6)],
+            [f"id{n}" for n in range(6, 10)],
+        ]
+        assert [c async for c in store.recent_seen_chunks(0)] == []
 
     async def test_seeing_again_is_ignored(self, store: Store) -> None:
         """Marking an id seen twice keeps one row, at its first place."""
@@ -155,6 +167,63 @@ class TestClicks:
         later = at + CLICK_KEYS_KEPT + timedelta(seconds=1)
         assert await store.record_click("i@1", "not_negative", "U1", later, "x:1", "k") == 2
         assert len(await store.clicks("i@1")) == 4
+
+
+def rows(path: Path, table: str) -> list[str]:
+    """The incident ids a table's rows are about (each row once)."""
+    column = "id" if table == "incidents" else "incident_id"
+    with sqlite3.connect(path) as db:
+        return sorted(row[0] for row in db.execute(f"SELECT {column} FROM {table}"))
+
+
+class TestPrune:
+    async def record(self, store: Store, page: Page, *, sent: bool = True) -> None:
+        """An incident with its page queued (and sent), sample post, message and a click."""
+        incident = page.incident
+        await store.save_incident(incident)
+        await store.enqueue(page, dump_page(page), ["slack"])
+        if sent:
+            [row] = [r for r in await store.outbox() if r["incident_id"] == incident.id]
+            assert isinstance(row["seq"], int)
+            await store.outbox_sent(row["seq"], page, "slack")
+        await store.save_samples(incident.id, [("x:1", "a post")])
+        await store.save_message(incident.id, "slack", "C1", incident.id)
+        await store.record_click(incident.id, "snooze_1h", "U1", T0, None)
+
+    async def test_old_state_goes_and_what_is_needed_stays(
+        self, store: Store, db_path: Path, make_page: PageFactory
+    ) -> None:
+        """Past the cutoff, a resolved incident and everything about it goes; an incident still
+        firing (escalation needs it), one with a page still to send, and one paged after the
+        cutoff stay whole; learned feedback goes, feedback still to learn stays."""
+
+        def page(incident_id: str, resolved: bool) -> Page:
+            status = IncidentStatus.RESOLVED if resolved else IncidentStatus.FIRING
+            return make_page(id=incident_id, status=status, resolved_at=T0 if resolved else None)
+
+        await self.record(store, page("done", resolved=True))
+        await store.mark_posting("done|updated|x", "slack")  # a reply's mark left by a crash
+        await self.record(store, page("firing", resolved=False))
+        await self.record(store, page("queued", resolved=True), sent=False)
+        await store.record_click("unrecorded", "acknowledge", "U1", T0, None)
+        await store.add_feedback([("learned", "negative"), ("to learn", "negative")], "ops")
+        await store.feedback_applied([1])
+        cutoff = datetime.now(UTC)
+        await self.record(store, page("recent", resolved=True))  # paged after the cutoff
+
+        deleted = await store.prune(cutoff)
+
+        needed = ["firing", "queued", "recent"]
+        for table in ("incidents", "outbox", "samples", "messages", "clicks"):
+            assert rows(db_path, table) == needed, table
+        assert rows(db_path, "notifications") == ["firing", "recent"]
+        assert rows(db_path, "posting") == []
+        assert [text for _, text, _ in await store.pending_feedback()] == ["to learn"]
+        with sqlite3.connect(db_path) as db:
+            assert db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 1
+        assert [row[0] for row in await store.unacknowledged("slack")] == ["firing"]
+        assert deleted["incidents"] == 1 and deleted["clicks"] == 2 and deleted["feedback"] == 1
+        assert await store.prune(cutoff) == dict.fromkeys(deleted, 0)  # nothing more to do
 
 
 class TestPersistence:

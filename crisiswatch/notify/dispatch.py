@@ -10,6 +10,12 @@ token), every page waits: the first in line is tried again after minutes (at mos
 `UNAUTHORIZED_CAP`), the problem is logged as an error once, and once the credentials are fixed
 (a restart reads new secrets) the queued pages go out in order.
 
+When the store cannot be read (locked, an I/O error), a sender waits with back-off and reads
+again. When it cannot record a page the notifier delivered (a full disk), the page is remembered
+here as delivered (by its outbox number, at most `UNRECORDED_KEPT` a notifier) and not sent
+again; the sender backs off and tries to record it until the store works again (a restart before
+then may send it once more).
+
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
 held page that a newer page of its incident overtook (one severe enough to go at once) is not
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -37,6 +44,7 @@ log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 UNAUTHORIZED_FIRST = 60.0  # seconds before trying refused credentials again, doubling …
 UNAUTHORIZED_CAP = 900.0  # … up to this
+UNRECORDED_KEPT = 10_000  # per notifier: pages delivered that the store could not record yet
 
 
 class Dispatcher:
@@ -73,6 +81,10 @@ class Dispatcher:
             for n in self.notifiers
         }
         self._refusal: dict[str, str] = {}  # notifier → the refusal logged, until a page goes
+        # per notifier: outbox numbers of pages it delivered that the store has not recorded
+        self._unrecorded: dict[str, OrderedDict[int, None]] = {
+            n.name: OrderedDict() for n in self.notifiers
+        }
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -115,7 +127,8 @@ class Dispatcher:
         for notifier in self.notifiers:
             while (item := await self.store.next_pending(notifier.name, self._clock())) is not None:
                 if not (await self._attempt(notifier, item))[0]:
-                    self.failed += 1
+                    if item.seq not in self._unrecorded[notifier.name]:  # not delivered
+                        self.failed += 1
                     break
 
     def start(self) -> None:
@@ -139,22 +152,36 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
         for notifier in self.notifiers:
-            left = await self.store.pending(notifier.name)
-            if left:
+            try:
+                left = await self.store.pending(notifier.name)
+            except StoreError as exc:
+                log.error("outbox.unreadable", notifier=notifier.name, error=str(exc))
+                continue
+            left -= len(self._unrecorded[notifier.name])  # delivered, only not recorded
+            if left > 0:
                 self.failed += left
                 log.warning("pages.left_queued", notifier=notifier.name, pages=left)
 
     async def _drain(self, notifier: Notifier) -> None:
         wake = self._wake[notifier.name]
         backoff = Backoff(rand=self._rng)
+        unreadable = Backoff(rand=self._rng)  # while the outbox cannot be read
         while True:
             wake.clear()
             try:
                 item = await self.store.next_pending(notifier.name, self._clock())
                 held = await self.store.next_held(notifier.name)
-            except StoreError as exc:
-                log.error("outbox.unreadable", notifier=notifier.name, error=str(exc))
-                item, held = None, None
+            except StoreError as exc:  # locked, an I/O error: read again after a while
+                pause = unreadable.next()
+                log.error(
+                    "outbox.unreadable",
+                    notifier=notifier.name,
+                    error=str(exc),
+                    retry_in=round(pause, 3),
+                )
+                await self._sleep(pause)
+                continue
+            unreadable.reset()
             if item is None:
                 if self._closing:
                     return
@@ -172,10 +199,13 @@ class Dispatcher:
             await self._sleep(backoff.next(told))
 
     async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
-        """Send one queued page: (True, None) when it is done with (sent, given up or
-        superseded), else (False, the wait the service asked for, if it did, or the long wait
-        while it refuses the notifier's credentials)."""
+        """Send one queued page: (True, None) when it is done with (sent and recorded, given up
+        or superseded), else (False, the wait the service asked for, if it did, or the long wait
+        while it refuses the notifier's credentials). A page delivered before but not recorded
+        is not sent again, only recorded."""
         page = load_page(item.page)
+        if item.seq in self._unrecorded[notifier.name]:
+            return await self._record_sent(item, page, notifier.name), None
         key = page_key(page)
         if await self._superseded(item, page, notifier.name):
             return True, None
@@ -206,11 +236,29 @@ class Dispatcher:
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
+        return await self._record_sent(item, page, notifier.name), None
+
+    async def _record_sent(self, item: OutboxItem, page: Page, notifier: str) -> bool:
+        """Log a delivered page as sent; when the store cannot (a full disk), remember it as
+        delivered (so it is not sent again) and return False (the sender backs off)."""
+        unrecorded = self._unrecorded[notifier]
         try:
-            await self.store.outbox_sent(item.seq, page, notifier.name)
+            await self.store.outbox_sent(item.seq, page, notifier)
         except StoreError as exc:
-            log.error("page.unrecorded", page=key, notifier=notifier.name, error=str(exc))
-        return True, None
+            if item.seq not in unrecorded:
+                log.error(
+                    "page.unrecorded",
+                    page=page_key(page),
+                    notifier=notifier,
+                    error=str(exc),
+                    effect="not sent again; recording it is retried with back-off",
+                )
+                unrecorded[item.seq] = None
+                if len(unrecorded) > UNRECORDED_KEPT:
+                    unrecorded.popitem(last=False)
+            return False
+        unrecorded.pop(item.seq, None)
+        return True
 
     async def _superseded(self, item: OutboxItem, page: Page, notifier: str) -> bool:
         """Whether the page is older than one the notifier already sent about its incident (it

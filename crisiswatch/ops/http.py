@@ -7,7 +7,6 @@ path pays nothing for them. `/healthz` answers while the event loop and the pipe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -83,10 +82,17 @@ class DaemonCollector(Collector):
             buckets=daemon.latency.cumulative(),
             sum_value=daemon.latency.total,
         )
-        if daemon.last_checkpoint is not None:
-            age = time.monotonic() - daemon.last_checkpoint
+        age = daemon.checkpoint_age()
+        if age is not None:
             yield GaugeMetricFamily(
-                "crisiswatch_checkpoint_age_seconds", "Seconds since the last checkpoint", age
+                "crisiswatch_checkpoint_age_seconds",
+                "Seconds since the last checkpoint (since the start while none has worked)",
+                age,
+            )
+            yield CounterMetricFamily(
+                "crisiswatch_checkpoint_failures",
+                "Checkpoints that could not be written",
+                daemon.checkpoint_failures,
             )
 
 

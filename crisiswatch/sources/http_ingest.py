@@ -3,8 +3,11 @@
 `Authorization: Bearer <INGEST_TOKEN>` is required (401 otherwise); a body over `max_bytes` is
 refused (413). Each line is parsed like a replay line; the answer says how many were accepted and
 which were rejected and why (line number and reason). Accepted mentions wait in a bounded queue,
-so a slow pipeline slows the posters instead of dropping mentions. A poster may send a mention
-again: the pipeline drops ids it has seen.
+so a slow pipeline slows the posters instead of dropping mentions. The answer is given only once
+the reader (the daemon's pump) has taken the last of them, so they are in the pipeline's queue,
+which a stop drains: a stop never loses mentions it answered for. A request still waiting when
+the source stops is answered 503 (send it again). A poster may send a mention again: the
+pipeline drops ids it has seen.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from crisiswatch.mentions import MentionError, parse_mention
 from crisiswatch.sources.resilience import Health, HealthSnapshot
 
 log = structlog.get_logger(__name__)
+SHUTDOWN_GRACE = 5.0  # seconds a request still being read may take once the source stops
+STOPPING = "crisiswatch is stopping: send these lines again (mentions it already has count once)"
 
 
 class HttpIngestSource:
@@ -36,8 +41,12 @@ class HttpIngestSource:
         self.malformed = 0  # rejected lines, for the run summary
         self.address: tuple[str, int] | None = None  # where it listens, once started
         self.listening = asyncio.Event()
+        self._stopped = asyncio.Event()  # the stream ended: waiting requests are answered 503
         self._token = f"Bearer {token}".encode()
-        self._queue: asyncio.Queue[Mention] = asyncio.Queue(maxsize=queue_size)
+        # each accepted mention, and with the last of a request the future its answer awaits
+        self._queue: asyncio.Queue[tuple[Mention, asyncio.Future[None] | None]] = asyncio.Queue(
+            maxsize=queue_size
+        )
         self._health = Health(self.name, stall_after=math.inf)  # passive: never stalls
 
     def health(self) -> HealthSnapshot:
@@ -46,8 +55,9 @@ class HttpIngestSource:
     async def stream(self) -> AsyncIterator[Mention]:
         app = web.Application(client_max_size=self.settings.max_bytes)
         app.router.add_post("/ingest", self._ingest)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
+        self._stopped.clear()
         try:
             host, port = host_port(self.settings.listen)
             site = web.TCPSite(runner, host, port)
@@ -56,8 +66,12 @@ class HttpIngestSource:
             self.listening.set()
             log.info("http_ingest.listening", address=f"{self.address[0]}:{self.address[1]}")
             while True:
-                yield await self._queue.get()
+                mention, taken = await self._queue.get()
+                yield mention
+                if taken is not None and not taken.done():  # the reader has it: answer
+                    taken.set_result(None)
         finally:
+            self._stopped.set()
             await runner.cleanup()
 
     async def _ingest(self, request: web.Request) -> web.Response:
@@ -81,13 +95,34 @@ class HttpIngestSource:
                 accepted.append(parse_mention(line, default_source="http"))
             except MentionError as exc:
                 rejected.append({"line": number, "reason": str(exc)})
-        for mention in accepted:
-            await self._queue.put(mention)
         self.malformed += len(rejected)
         self._health.success()
         if rejected:
             log.warning("http_ingest.rejected", lines=len(rejected), first=rejected[0])
+        if not await self._hand_over(accepted):
+            return web.json_response({"error": STOPPING}, status=503, headers={"Retry-After": "10"})
         return web.json_response({"accepted": len(accepted), "rejected": rejected})
+
+    async def _hand_over(self, accepted: list[Mention]) -> bool:
+        """Queue the mentions and wait until the reader has taken the last of them; False when
+        the source stops first (then some of them may never be counted)."""
+        if not accepted:
+            return True
+        handing = asyncio.ensure_future(self._queue_all(accepted))
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((handing, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            handing.cancel()
+            stopped.cancel()
+        return handing.done() and not handing.cancelled()
+
+    async def _queue_all(self, accepted: list[Mention]) -> None:
+        taken = asyncio.get_running_loop().create_future()
+        for mention in accepted[:-1]:
+            await self._queue.put((mention, None))
+        await self._queue.put((accepted[-1], taken))
+        await taken
 
 
 def _too_large(limit: int) -> web.Response:
