@@ -83,12 +83,12 @@ class Backoff:
         `retry_after` read it): kept to the second when it is longer than the back-off's
         ceiling, else the ceiling, so a wait of 0 never makes a tight loop of refusals."""
         self.failures += 1
-        if told is not None:
-            return max(told, self._ceiling(self.failures))
-        return self.wait(self.failures)
+        return self.wait(self.failures, told)
 
-    def wait(self, failures: int) -> float:
-        """The back-off after `failures` failures in a row."""
+    def wait(self, failures: int, told: float | None = None) -> float:
+        """The wait after `failures` failures in a row, by the rules of `next`."""
+        if told is not None:
+            return max(told, self._ceiling(failures))
         return max(self.floor, self._ceiling(failures) * self.rand())
 
     def _ceiling(self, failures: int) -> float:

@@ -415,6 +415,7 @@ class TestDelivery:
         [
             pytest.param("http-date", 18.0, 20.0, id="an HTTP date 20 s ahead"),
             pytest.param("soon", 0.5, 1.0, id="garbage: the first back-off step"),
+            pytest.param("0", 1.0, 1.0, id="zero: the first back-off step's ceiling"),
         ],
     )
     async def test_rate_limit_reads_retry_after_by_the_shared_rules(

@@ -92,7 +92,7 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
         state.next_attempt_requested = True
         told = retry_after(response.headers, time.time())
         failures = state.current_attempt + 1
-        await self._sleep(told if told is not None else self._backoff.wait(failures))
+        await self._sleep(self._backoff.wait(failures, told))  # a Retry-After of 0 waits too
         state.increment_current_attempt()
 
 
