@@ -30,7 +30,7 @@ from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
-from crisiswatch.store import OutboxItem, Store, StoreError
+from crisiswatch.store import OutboxItem, Store, StoreError, page_key
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -316,6 +316,24 @@ class TestDispatcher:
         await Dispatcher([working], store).dispatch(first.pages[0])
         await store.close()
         assert working.pages == [first.pages[0]]
+
+    async def test_a_row_that_no_longer_reads_as_a_page_does_not_stop_the_sender(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """An outbox row that cannot be decoded (a later version's, a damaged file) is given up
+        with an error, and the pages after it still go."""
+        store = await Store.open(tmp_path / "s.db")
+        phone = Recorder()
+        broken, fine = make_page(), make_page(id="kestrel@20240301T1300Z")
+        await store.enqueue(broken, b'{"incident": "not a page"', ["recorder"])
+        dispatcher = Dispatcher([phone], store)
+        dispatcher.start()
+        await dispatcher.dispatch(fine)
+        await dispatcher.close(deadline=5)
+        statuses = [(row["page_key"], row["status"]) for row in await store.outbox()]
+        await store.close()
+        assert phone.pages == [fine] and dispatcher.failed == 1
+        assert statuses == [(page_key(broken), "failed"), (page_key(fine), "sent")]
 
 
 class Waits:

@@ -202,8 +202,15 @@ class Dispatcher:
         """Send one queued page: (True, None) when it is done with (sent and recorded, given up
         or superseded), else (False, the wait the service asked for, if it did, or the long wait
         while it refuses the notifier's credentials). A page delivered before but not recorded
-        is not sent again, only recorded."""
-        page = load_page(item.page)
+        is not sent again, only recorded. A row that no longer reads as a page (written by a
+        later version, say) is given up with an error, not left to stop the sender."""
+        try:
+            page = load_page(item.page)
+        except (ValueError, KeyError, TypeError) as exc:  # orjson's decode error is a ValueError
+            self.failed += 1
+            log.error("page.undecodable", seq=item.seq, notifier=notifier.name, error=repr(exc))
+            await self._record_failure(item, f"undecodable: {exc!r}", final=True)
+            return True, None
         if item.seq in self._unrecorded[notifier.name]:
             return await self._record_sent(item, page, notifier.name), None
         key = page_key(page)
