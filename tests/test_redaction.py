@@ -55,6 +55,26 @@ class TestRedaction:
         assert len(records) == 3 and err.count(MASK) == 4
         assert records[1]["logger"] == "slack_sdk"  # the library's line went through ours
 
+    def test_a_traceback_on_a_terminal_is_masked_too(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The console renderer (a terminal) shows an exception whose message holds a secret
+        with the secret masked, as JSON logs do."""
+        saved, handlers, level = structlog.get_config(), logging.root.handlers, logging.root.level
+        configure_logging("info", json=False)
+        try:
+            monkeypatch.setenv("INGEST_TOKEN", SECRET)
+            secret("INGEST_TOKEN")
+            try:
+                raise ConnectionError(f"refused for {SECRET}")
+            except ConnectionError:
+                structlog.get_logger("crisiswatch.test").exception("source.crashed")
+        finally:
+            structlog.configure(**saved)
+            logging.root.handlers, logging.root.level = handlers, level
+        err = capsys.readouterr().err
+        assert "ConnectionError: refused for [redacted]" in err and SECRET not in err
+
     def test_token_shapes_and_secret_keys_are_masked_unseen(
         self, json_logs: None, capsys: pytest.CaptureFixture[str]
     ) -> None:

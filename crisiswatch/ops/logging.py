@@ -38,10 +38,11 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # tracebacks become text before redaction, on a terminal too (the console renderer
+        # would otherwise format them after it, secrets in exception messages included)
+        structlog.processors.format_exc_info,
+        redact_event,
     ]
-    if as_json:
-        shared.append(structlog.processors.format_exc_info)
-    shared.append(redact_event)
     numeric = getattr(logging, level.upper())
     structlog.configure(
         processors=[*shared, renderer],
