@@ -63,7 +63,7 @@ def mention_from_dict(obj: dict[str, Any], *, default_source: str = "unknown") -
         author=_optional_str(obj, "author"),
         author_followers=_count(obj, "author_followers"),
         url=_optional_str(obj, "url"),
-        lang=_optional_str(obj, "lang"),
+        lang=_language(obj),
         in_reply_to_author=_optional_str(obj, "in_reply_to_author"),
         engagement=_count(obj, "engagement"),
     )
@@ -82,6 +82,12 @@ def parse_time(value: str) -> datetime:
     if not EARLIEST <= moment.year <= LATEST:
         raise MentionError(f"'created_at' is not a plausible time of a post: {value[:40]!r}")
     return moment
+
+
+def _language(obj: dict[str, Any]) -> str | None:
+    """A language code as rules write it: lowercase (`pt-BR` is `pt-br`)."""
+    lang = _optional_str(obj, "lang")
+    return None if lang is None else lang.lower()
 
 
 def _required_str(obj: dict[str, Any], key: str) -> str:

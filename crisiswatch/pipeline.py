@@ -52,6 +52,14 @@ class PipelineStats:
     alerts: int = 0
     pages: int = 0
 
+    def __setstate__(self, state: tuple[None, dict[str, int]]) -> None:
+        """Restore from a checkpoint (pickle's slots state), including one saved before a
+        counter existed: it starts at 0."""
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
 
 class Pipeline:
     """One deployment's whole decision path, fed one mention at a time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from crisiswatch.config import load_settings
 from crisiswatch.domain import Mention, Page
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, read_mentions
-from crisiswatch.pipeline import Pipeline
+from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.rules.loader import load_rules
 
 
@@ -95,3 +96,14 @@ class TestCheckpoint:
     def test_no_checkpoint_is_a_fresh_start(self, tmp_path: Path) -> None:
         """A first start finds nothing and says nothing alarming."""
         assert checkpoint.load(tmp_path) is None
+
+
+def test_counters_from_an_older_checkpoint_start_at_zero() -> None:
+    """A checkpoint saved before a counter existed (`future`) restores with it at 0, so the
+    first refusal or metrics scrape does not fail on a missing attribute."""
+    saved = PipelineStats(mentions=3, late=1)
+    state = saved.__reduce_ex__(5)[2]
+    older = {name: value for name, value in state[1].items() if name != "future"}
+    restored = pickle.loads(pickle.dumps(PipelineStats()))
+    restored.__setstate__((None, older))
+    assert (restored.mentions, restored.late, restored.future) == (3, 1, 0)

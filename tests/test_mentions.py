@@ -271,3 +271,11 @@ class TestMentionToDict:
         obj = mention_to_dict(make_mention(created_at=datetime(2024, 3, 1, 12, 0, tzinfo=UTC)))
         assert obj["created_at"] == "2024-03-01T12:00:00Z"
         assert parse_mention(orjson.dumps(obj)).created_at == datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+def test_a_language_code_is_read_lowercase() -> None:
+    """`pt-BR` from an ingest line is `pt-br`, as rules must write it (so a rule can match)."""
+    line = orjson.dumps(
+        {"id": "a", "created_at": "2026-03-02T12:00:00Z", "text": "t", "lang": "pt-BR"}
+    )
+    assert parse_mention(line).lang == "pt-br"

@@ -170,12 +170,13 @@ class TestCheck:
         path = write(
             tmp_path,
             "rules:\n  - id: a\n    when: {min_count: 3}\n"
-            "    scope: {brands: [kestrel], topics: [crads, '*'], sources: [twitter, redit]}\n",
+            "    scope: {brands: [kestrel], topics: [crads, '*'], sources: [twitter, redit, X]}\n",
         )
         assert problems_of(path) == [
             f"{path}:4:41: unknown topic 'crads': not a topic of kestrel; did you mean 'cards'?",
             f"{path}:4:64: unknown source 'twitter'; X's mentions have source 'x'",
             f"{path}:4:73: unknown source 'redit'; did you mean 'reddit'?",
+            f"{path}:4:80: unknown source 'X': sources are lowercase, as in 'x'",
         ]
         fine = write(
             tmp_path,

@@ -150,7 +150,10 @@ def _source_problem(source: str) -> str | None:
     """A source name that is a typo of a built-in source's (a feed of its own is fine)."""
     if source in SOURCE_KINDS:
         return None
-    if source in _SOURCE_ALIASES:
-        return f"unknown source {source!r}; X's mentions have source {_SOURCE_ALIASES[source]!r}"
+    if source.lower() in SOURCE_KINDS:
+        return f"unknown source {source!r}: sources are lowercase, as in {source.lower()!r}"
+    if source.lower() in _SOURCE_ALIASES:
+        alias = _SOURCE_ALIASES[source.lower()]
+        return f"unknown source {source!r}; X's mentions have source {alias!r}"
     hint = did_you_mean(source, SOURCE_KINDS)
     return f"unknown source {source!r}{hint}" if hint.startswith("; did you mean") else None
