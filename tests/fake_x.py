@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -15,6 +16,10 @@ from aiohttp import web
 from local_server import serve
 
 TOKEN = "fake-bearer-token"
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(slots=True)
@@ -26,6 +31,7 @@ class Fault:
     drop: bool = False
     delay: float = 0.0
     times: int = 1
+    query: str = ""  # only for requests whose `query` parameter contains this
 
 
 @dataclass
@@ -94,7 +100,11 @@ class FakeX:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return web.json_response({"title": "Unauthorized", "status": 401}, status=401)
         for fault in self.faults:
-            if request.path == fault.path and fault.times > 0:
+            if (
+                request.path == fault.path
+                and fault.query in request.query.get("query", "")
+                and fault.times > 0
+            ):
                 fault.times -= 1
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
@@ -125,7 +135,8 @@ class FakeX:
         if "since_id" in query:
             found = [t for t in found if int(t["id"]) > int(query["since_id"])]
         if "start_time" in query:
-            found = [t for t in found if t["created_at"] >= query["start_time"]]
+            start = _time(query["start_time"])
+            found = [t for t in found if _time(t["created_at"]) >= start]
         start = int(query.get("next_token", "0"))
         page = found[start : start + self.page_size]
         meta: dict[str, Any] = {"result_count": len(page)}

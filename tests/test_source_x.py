@@ -6,7 +6,8 @@ authors and replies; the filtered stream reconnects and fills the gap from searc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from fake_x import TOKEN, FakeX
 from source_testing import NOW, Clock, take
 
-from crisiswatch.config import Brand, XSettings
+from crisiswatch.config import Brand, Settings, XSettings
+from crisiswatch.domain import Mention
+from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.retry import Backoff
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
@@ -32,14 +35,38 @@ async def fake() -> AsyncIterator[FakeX]:
 
 
 def source(
-    fake: FakeX, store: Store | None, clock: Clock, *, request_timeout: float = 5.0, **settings: Any
+    fake: FakeX,
+    store: Store | None,
+    clock: Clock,
+    *,
+    request_timeout: float = 5.0,
+    brands: Sequence[Brand] = (BRAND,),
+    **settings: Any,
 ) -> XSource:
     made = XSource(
-        XSettings(api_url=fake.url, search_every="30s", **settings), [BRAND], store,
+        XSettings(api_url=fake.url, search_every="30s", **settings), brands, store,
         bearer_token=TOKEN, clock=clock, sleep=clock.sleep, rand=lambda: 0.5,
         request_timeout=request_timeout,
     )  # fmt: skip
     return made
+
+
+def iso(seconds: float) -> str:
+    """A time as X writes `created_at`."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class Calm:
+    def negative_one(self, text: str) -> float:
+        return 0.1
+
+
+def counted(mentions: Sequence[Mention], brands: Sequence[Brand]) -> PipelineStats:
+    """What the pipeline makes of `mentions` fed in the order the source yielded them."""
+    pipeline = Pipeline(Settings(brands=list(brands), rules=[]), [], Calm())
+    for mention in mentions:
+        pipeline.feed(mention)
+    return pipeline.stats
 
 
 class TestRecentSearch:
@@ -77,6 +104,54 @@ class TestRecentSearch:
         assert reply.author_followers == 321 and reply.lang == "en"
         assert reply.engagement == 6  # likes, reposts, replies and quotes; not impressions
         assert reply.url == f"https://x.com/alice/status/{reply.id.removeprefix('x:')}"
+
+    async def test_backfill_and_catch_up_come_oldest_first_across_brands(
+        self, fake: FakeX, tmp_path: Path
+    ) -> None:
+        """X answers newest first, and the pipeline's watermark follows the newest mention: the
+        first start's backfill and a restart's catch-up come oldest first (all pages of every
+        brand gathered first), so none is late, even when a quieter brand's newest tweet is
+        found beside a busy brand's older ones."""
+        other = Brand(id="other", keywords=["other bank"])
+        alice = fake.user("alice")
+        for k in range(10):  # a tweet a minute over the 10 minutes of the first start's backfill
+            fake.tweet(f"acme bank {k}", author=alice, created=iso(NOW - 590 + 60 * k))
+        fake.tweet("other bank news", author=alice, created=iso(NOW - 5))
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        try:
+            first = await take(source(fake, store, clock, brands=[BRAND, other]), 11)
+            for k in range(30):  # down for 15 minutes, a tweet every 30 s meanwhile
+                fake.tweet(f"acme bank {k}", author=alice, created=iso(clock.now + 30 * k))
+            fake.tweet("other bank again", author=alice, created=iso(clock.now + 890))
+            clock.now += 900
+            second = await take(source(fake, store, clock, brands=[BRAND, other]), 31)
+        finally:
+            await store.close()
+        got = first + second
+        assert len(got) == 42 and len({m.id for m in got}) == 42
+        assert [m.created_at for m in got] == sorted(m.created_at for m in got)
+        stats = counted(got, [BRAND, other])
+        assert (stats.mentions, stats.late) == (42, 0)
+
+    async def test_a_brand_whose_search_x_refuses_is_reported_while_the_others_flow(
+        self, fake: FakeX
+    ) -> None:
+        """All brands are searched in one poll, yet a query X refuses (400) stops only its own
+        brand: the others' tweets flow, and the refusal keeps the source failing (so it shows
+        stalled and ops are told) with X's reason."""
+        other = Brand(id="other", keywords=["other bank"])
+        alice = fake.user("alice")
+        expected = [fake.tweet(f"acme bank {n}", author=alice, created=CREATED) for n in range(3)]
+        fake.fail("/2/tweets/search/recent", status=400, query="other bank", times=1_000)
+        clock = Clock()
+        src = source(fake, None, clock, brands=[BRAND, other])
+        got = await take(src, 3)
+        assert sorted(m.id for m in got) == sorted(expected)
+        health = src.health()
+        assert health.last_success is None and health.consecutive_failures >= 1
+        assert health.last_error is not None and "search:other" in health.last_error
+        assert "injected" in health.last_error
 
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
         """A search answered after the timeout is an error like any other: it backs off and asks

@@ -1,6 +1,11 @@
 """X (Twitter API v2): recent search polled with `since_id` for each brand, or the filtered
 stream (a config switch, for accounts with that access), through tweepy's async client.
 
+X answers a search newest first, but the pipeline's watermark follows the newest mention it has
+seen, so a poll (a backfill, or the catch-up after a restart or a reconnect) gathers every page
+of every brand's search first and hands the tweets over oldest first, by id (X's ids grow with
+time): in X's order all but the newest few minutes would be too late to count.
+
 tweepy's own waiting is not used: `wait_on_rate_limit` retries at once when the reset header is
 missing, and its stream sleeps and retries on its own and ends on a callback's error. Here every
 request is paced from `x-rate-limit-remaining`/`x-rate-limit-reset`, a 429 waits for the reset,
@@ -22,9 +27,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from tweepy import StreamRule
 from tweepy.asynchronous import AsyncClient, AsyncStreamingClient
-from tweepy.errors import TooManyRequests
+from tweepy.errors import BadRequest, TooManyRequests
 
 from crisiswatch.config import Brand, XSettings
 from crisiswatch.domain import Mention
@@ -35,6 +41,7 @@ from crisiswatch.sources.queries import x_query
 from crisiswatch.sources.resilience import RateLimited
 from crisiswatch.store import Store
 
+log = structlog.get_logger(__name__)
 API = "https://api.twitter.com"
 REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
@@ -124,6 +131,11 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
     )
 
 
+def _number(mention: Mention) -> int:
+    """The tweet id of a mention from X, as a number (ids grow with time)."""
+    return int(mention.id.removeprefix("x:"))
+
+
 class _Connection(AsyncStreamingClient):  # type: ignore[misc]
     """tweepy's filtered stream, made to end (not retry or sleep) on any error: lines go to a
     queue; the source reconnects with its own back-off."""
@@ -192,40 +204,78 @@ class XSource(LiveSource):
     def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
         if self.settings.mode == "stream":
             return [lambda: self._stream(client)]
-        return [partial(self._poll, client, brand) for brand in self.brands]
+        return [partial(self._poll, client)]
 
-    async def _poll(self, client: Any, brand: Brand) -> AsyncIterator[Found]:
-        key = f"search:{brand.id}"
+    async def _poll(self, client: Any) -> AsyncIterator[Found]:
+        """Every brand's search, one poll for all (so that all come in time order), forever."""
+        searches = [
+            (x_query(brand, retweets=self.settings.retweets), f"search:{brand.id}")
+            for brand in self.brands
+        ]
         while True:
-            async for found in self._search(
-                client, x_query(brand, retweets=self.settings.retweets), key
-            ):
+            async for found in self._search(client, searches):
                 yield found
             await self.sleep(self.settings.search_every.total_seconds())
 
-    async def _search(self, client: Any, query: str, key: str) -> AsyncIterator[Found]:
-        """Every tweet after the cursor of `key` (all pages), then the cursor moves on."""
-        since = self.position.get(key) or None
+    async def _search(
+        self, client: Any, searches: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[Found]:
+        """One poll: for each (query, cursor key), every tweet after that key's cursor (all
+        pages); then every tweet found, once, oldest first; then each cursor moves to the newest
+        its queries found. Cursors move only once the tweets before them are handed over."""
+        since = {key: self.position.get(key, "") for _, key in searches}
+        found: dict[int, tuple[Mention, str]] = {}
+        newest: dict[str, int] = {}
+        refused: dict[str, str] = {}  # key → why X refused one of its queries
+        for query, key in searches:
+            try:
+                mentions = [m async for m in self._pages(client, query, since[key])]
+            except BadRequest as exc:  # this query's own fault: the others go on
+                refused[key] = "; ".join(map(str, exc.api_messages)) or str(exc)
+                continue
+            for mention in mentions:
+                number = _number(mention)
+                found.setdefault(number, (mention, key))
+                newest[key] = max(newest.get(key, 0), number)
+        self._report(refused)
+        for number in sorted(found):
+            mention, key = found[number]
+            yield mention, key, since[key]
+        for key, number in newest.items():
+            if key not in refused:
+                self.position[key] = str(number)
+                yield None, key, str(number)
+
+    def _report(self, refused: Mapping[str, str]) -> None:
+        """A poll is a success only when X took every query; a refused one (400: it will not
+        pass on its own) is logged and keeps the source failing, so it shows stalled and ops
+        are told, while the other brands' tweets still flow."""
+        if not refused:
+            self._health.success()
+            return
+        for key, why in refused.items():
+            log.error("x.search_refused", search=key, error=why)
+        self._health.failure(
+            "X refused the search for " + "; ".join(f"{k} ({why})" for k, why in refused.items())
+        )
+
+    async def _pages(self, client: Any, query: str, since: str) -> AsyncIterator[Mention]:
+        """The tweets of every page of one search after `since` (none: the backfill)."""
         params: dict[str, Any] = {"max_results": 100, **FIELDS}
         if since:
             params["since_id"] = since
         else:
             start = datetime.fromtimestamp(self.clock(), UTC) - self.settings.backfill
             params["start_time"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        newest: str | None = None
         while True:
             body = await self._get(client.search_recent_tweets, query, **params)
-            meta = body.get("meta", {})
-            newest = newest or meta.get("newest_id")
             includes = body.get("includes", {})
             for tweet in body.get("data", ()):
-                yield to_mention(tweet, includes), key, since or ""
-            if not meta.get("next_token"):
-                break
-            params["next_token"] = meta["next_token"]
-        if newest:
-            self.position[key] = newest
-            yield None, key, newest
+                yield to_mention(tweet, includes)
+            token = body.get("meta", {}).get("next_token")
+            if not token:
+                return
+            params["next_token"] = token
 
     async def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
         """One API call, paced by its rate-limit headers; 429 → `RateLimited` until the reset."""
@@ -239,7 +289,6 @@ class XSource(LiveSource):
         body = await response.json(loads=orjson.loads)
         if not isinstance(body, dict):
             raise ValueError("X answered with something other than a JSON object")
-        self._health.success()
         if response.headers.get("x-rate-limit-remaining") == "0":
             wait = retry_after({"x-rate-limit-reset": response.headers.get(
                 "x-rate-limit-reset", "")}, self.clock())  # fmt: skip
@@ -259,7 +308,7 @@ class XSource(LiveSource):
             query = " OR ".join(
                 f"({x_query(b, retweets=self.settings.retweets)})" for b in self.brands
             )
-            async for found in self._search(client, query, "stream"):
+            async for found in self._search(client, [(query, "stream")]):
                 yield found
             while (line := await lines.get()) is not None:
                 self._health.success()
@@ -279,10 +328,9 @@ class XSource(LiveSource):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             self._health.failure(f"a stream line could not be read: {type(exc).__name__}")
             return None
-        tweet_id = mention.id.removeprefix("x:")
         current = self.position.get("stream")
-        if current is None or int(tweet_id) > int(current):
-            self.position["stream"] = tweet_id
+        if current is None or _number(mention) > int(current):
+            self.position["stream"] = str(_number(mention))
         return mention, "stream", self.position["stream"]
 
     async def _sync_rules(self) -> None:
