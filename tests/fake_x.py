@@ -18,6 +18,18 @@ from local_server import serve
 TOKEN = "fake-bearer-token"
 
 
+MAX_QUERY = 512  # X: a recent-search query below Enterprise access is at most 512 characters
+
+
+def invalid(message: str) -> web.Response:
+    """X's answer to a request with a parameter it refuses: 400 "Invalid Request"."""
+    return web.json_response(
+        {"title": "Invalid Request", "type": "https://api.twitter.com/2/problems/invalid-request",
+         "detail": "One or more parameters to your request was invalid.",
+         "errors": [{"message": message}]}, status=400,
+    )  # fmt: skip
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -131,6 +143,8 @@ class FakeX:
             return faulted
         query = dict(request.query)
         self.searches.append(query)
+        if len(query.get("query", "")) > MAX_QUERY:
+            return invalid(f"'query' must be at most {MAX_QUERY} characters")
         found = [t for t in reversed(self.tweets)]  # newest first
         if "since_id" in query:
             found = [t for t in found if int(t["id"]) > int(query["since_id"])]

@@ -19,6 +19,7 @@ from crisiswatch.config import Brand, Settings, XSettings
 from crisiswatch.domain import Mention
 from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.retry import Backoff
+from crisiswatch.sources.resilience import SourceSetupError
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
 
@@ -212,3 +213,58 @@ class TestFilteredStream:
         assert [r["tag"] for r in fake.rules] == [f"{RULE_TAG}acme"]
         last_error = src.health().last_error
         assert last_error is not None and "stream" in last_error  # the drop was seen
+
+    async def test_many_brands_catch_up_brand_by_brand(self, fake: FakeX) -> None:
+        """Brands whose queries joined pass X's 512 characters (4 of these) are caught up one
+        query each after a connect: X never refuses the catch-up, and the stream's tweets and
+        the missed ones all arrive."""
+        brands = [wordy_brand(n) for n in range(4)]
+        alice = fake.user("alice")
+        missed = fake.tweet("brand1 bank before the connect", author=alice, created=CREATED)
+        clock = Clock()
+        src = source(fake, None, clock, mode="stream", brands=brands)
+        expected = [missed]
+
+        async def traffic() -> None:
+            await fake.listening()
+            for n in range(3):
+                expected.append(fake.tweet(f"brand2 app {n}", author=alice, created=CREATED))
+
+        got = await take(src, 4, traffic)
+        assert sorted(m.id for m in got) == sorted(expected)
+        assert fake.searches and all(len(q["query"]) <= 512 for q in fake.searches)
+        assert src.health().consecutive_failures == 0
+
+    async def test_a_failing_catch_up_backs_off_and_is_no_success(self, fake: FakeX) -> None:
+        """A connect is no success until its catch-up search has worked: while it fails the
+        source is failing and the waits between reconnects grow, rather than a storm of
+        reconnects each resetting the back-off."""
+        alice = fake.user("alice")
+        expected = fake.tweet("acme bank", author=alice, created=CREATED)
+        fake.fail("/2/tweets/search/recent", status=503, times=4)
+        clock = Clock()
+        src = source(fake, None, clock, mode="stream")
+        got = await take(src, 1)
+        assert [m.id for m in got] == [expected]
+        backoffs = [s for s in clock.sleeps if s > 0]
+        assert len(backoffs) == 4 and backoffs == sorted(backoffs) and backoffs[0] < backoffs[-1]
+
+
+def wordy_brand(n: int) -> Brand:
+    """A brand with a realistic number of terms: its X query is about 160 characters."""
+    return Brand(
+        id=f"b{n}",
+        keywords=[f"brand{n} bank", f"brand{n}bank", f"brand{n} app", f"brand{n} card"],
+        hashtags=[f"#Brand{n}Bank"],
+        handles=[f"@Brand{n}Bank", f"@Brand{n}Help"],
+        exclusions=["#birding", f"brand{n} falcon", f"brand{n} bird"],
+    )
+
+
+def test_a_brand_query_over_x_s_limit_cannot_start() -> None:
+    """A brand whose own query is over X's 512 characters is a configuration error at start,
+    naming the brand, rather than a search X refuses on every poll."""
+    huge = Brand(id="huge", keywords=[f"keyword number {n}" for n in range(40)])
+    settings = XSettings(api_url="http://127.0.0.1:9")
+    with pytest.raises(SourceSetupError, match=r"brand 'huge'.*512"):
+        XSource(settings, [BRAND, huge], None, bearer_token=TOKEN)

@@ -38,7 +38,7 @@ from crisiswatch.mentions import MAX_TEXT, parse_time
 from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Found, LiveSource
 from crisiswatch.sources.queries import x_query
-from crisiswatch.sources.resilience import RateLimited
+from crisiswatch.sources.resilience import RateLimited, SourceSetupError
 from crisiswatch.store import Store
 
 log = structlog.get_logger(__name__)
@@ -46,6 +46,7 @@ API = "https://api.twitter.com"
 REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
 RULE_TAG = "crisiswatch:"
+MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
 INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
 FIELDS: dict[str, Any] = {
     "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
@@ -186,9 +187,19 @@ class XSource(LiveSource):
     ) -> None:
         super().__init__("x", store, stall_after=stall_after, **timing)
         self.settings = settings
-        self.brands = list(brands)
+        self.queries = {b.id: x_query(b, retweets=settings.retweets) for b in brands}
         self.request_timeout = request_timeout
         self._token = bearer_token
+        too_long = [
+            f"brand {brand!r}: its X query is {len(query)} characters, over X's {MAX_QUERY}"
+            for brand, query in self.queries.items()
+            if len(query) > MAX_QUERY
+        ]
+        if too_long:
+            raise SourceSetupError(
+                f"sources.x: {'; '.join(too_long)} (use fewer or shorter keywords, hashtags, "
+                "handles or exclusions)"
+            )
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
@@ -208,10 +219,7 @@ class XSource(LiveSource):
 
     async def _poll(self, client: Any) -> AsyncIterator[Found]:
         """Every brand's search, one poll for all (so that all come in time order), forever."""
-        searches = [
-            (x_query(brand, retweets=self.settings.retweets), f"search:{brand.id}")
-            for brand in self.brands
-        ]
+        searches = [(query, f"search:{brand}") for brand, query in self.queries.items()]
         while True:
             async for found in self._search(client, searches):
                 yield found
@@ -296,7 +304,9 @@ class XSource(LiveSource):
         return body
 
     async def _stream(self, client: Any) -> AsyncIterator[Found]:
-        """The filtered stream; after each connect, search fills in what was missed."""
+        """The filtered stream; after each connect, search fills in what was missed (a search
+        per brand: their queries joined would pass X's length limit), and only then is the
+        connect a success, so a failing catch-up backs off and shows."""
         await self._sync_rules()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1_000)
         session = http_session(self.settings.api_url, STREAM_SILENCE, stream=True)
@@ -304,11 +314,8 @@ class XSource(LiveSource):
         task = connection.filter(**FIELDS)
         try:
             await connection.connected.wait()
-            self._health.success()
-            query = " OR ".join(
-                f"({x_query(b, retweets=self.settings.retweets)})" for b in self.brands
-            )
-            async for found in self._search(client, [(query, "stream")]):
+            catch_up = [(query, "stream") for query in self.queries.values()]
+            async for found in self._search(client, catch_up):
                 yield found
             while (line := await lines.get()) is not None:
                 self._health.success()
@@ -339,10 +346,7 @@ class XSource(LiveSource):
         rules = AsyncStreamingClient(self._token, return_type=dict)
         rules.session = session
         try:
-            wanted = {
-                f"{RULE_TAG}{b.id}": x_query(b, retweets=self.settings.retweets)
-                for b in self.brands
-            }
+            wanted = {f"{RULE_TAG}{brand}": query for brand, query in self.queries.items()}
             existing = (await rules.get_rules()).get("data", [])
             ours = [r for r in existing if str(r.get("tag", "")).startswith(RULE_TAG)]
             stale = [r["id"] for r in ours if wanted.get(r["tag"]) != r["value"]]
