@@ -1,33 +1,39 @@
 """A fake X API v2 on 127.0.0.1 for tweepy's async client: recent search with `since_id`,
 `start_time` and pages, the filtered stream and its rules, rate-limit headers, and faults on
 demand (429 with or without a reset header, 5xx, malformed JSON, slow replies, dropped
-connections)."""
+connections). Tweet ids are snowflakes, as X's are: the time a tweet was posted is in the id.
+Recent search keeps X's rules: it reaches 7 days back (by the fake's `clock`, the tests' present
+unless a test moves it), refusing an older `since_id` or `start_time`, and a query is at most
+512 characters."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 from local_server import serve
+from source_testing import NOW
 
 TOKEN = "fake-bearer-token"
 
 
 MAX_QUERY = 512  # X: a recent-search query below Enterprise access is at most 512 characters
+REACH = 7 * 86_400.0  # X: recent search covers the last 7 days; an older since_id/start_time: 400
+SNOWFLAKE_EPOCH_MS = 1_288_834_974_657  # X's ids: milliseconds since this, shifted 22 bits
 
 
-def invalid(message: str) -> web.Response:
-    """X's answer to a request with a parameter it refuses: 400 "Invalid Request"."""
-    return web.json_response(
-        {"title": "Invalid Request", "type": "https://api.twitter.com/2/problems/invalid-request",
-         "detail": "One or more parameters to your request was invalid.",
-         "errors": [{"message": message}]}, status=400,
-    )  # fmt: skip
+def snowflake_time(tweet_id: str) -> float:
+    """When the tweet of a (snowflake) id was posted, in seconds since the epoch."""
+    return ((int(tweet_id) >> 22) + SNOWFLAKE_EPOCH_MS) / 1000
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _time(text: str) -> datetime:
@@ -54,8 +60,10 @@ class FakeX:
     faults: list[Fault] = field(default_factory=list)
     rules: list[dict[str, str]] = field(default_factory=list)
     searches: list[dict[str, str]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # why each request X would refuse was
     url: str = ""
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1_900_000_000_000))
+    clock: Callable[[], float] = lambda: NOW  # the present, for the 7 days search reaches back
+    _last_id: int = 0
     _listeners: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
 
@@ -92,8 +100,10 @@ class FakeX:
         return user_id
 
     def tweet(self, text: str, *, author: str, created: str, reply_to: str | None = None) -> str:
+        posted_ms = round(_time(created).timestamp() * 1000)
+        self._last_id = max(self._last_id + 1, (posted_ms - SNOWFLAKE_EPOCH_MS) << 22)
         tweet: dict[str, Any] = {
-            "id": str(next(self._ids)), "text": text, "author_id": author, "created_at": created,
+            "id": str(self._last_id), "text": text, "author_id": author, "created_at": created,
             "lang": "en", "public_metrics": {"like_count": 3, "retweet_count": 1,
             "reply_count": 2, "quote_count": 0, "impression_count": 500},
         }  # fmt: skip
@@ -144,7 +154,18 @@ class FakeX:
         query = dict(request.query)
         self.searches.append(query)
         if len(query.get("query", "")) > MAX_QUERY:
-            return invalid(f"'query' must be at most {MAX_QUERY} characters")
+            return self._invalid(f"'query' must be at most {MAX_QUERY} characters")
+        earliest = self.clock() - REACH
+        if "since_id" in query and snowflake_time(query["since_id"]) < earliest:
+            return self._invalid(
+                f"Invalid 'since_id':'{query['since_id']}'. 'since_id' must be a tweet id "
+                f"created after {_iso(earliest)}."
+            )
+        if "start_time" in query and _time(query["start_time"]).timestamp() < earliest:
+            return self._invalid(
+                f"Invalid 'start_time':'{query['start_time']}'. 'start_time' must be on or "
+                f"after {_iso(earliest)}"
+            )
         found = [t for t in reversed(self.tweets)]  # newest first
         if "since_id" in query:
             found = [t for t in found if int(t["id"]) > int(query["since_id"])]
@@ -163,6 +184,15 @@ class FakeX:
             body.update(data=page, includes=self._includes(page))
         headers = {"x-rate-limit-remaining": "100", "x-rate-limit-reset": "0"}
         return web.json_response(body, headers=headers)
+
+    def _invalid(self, message: str) -> web.Response:
+        """X's answer to a request with a parameter it refuses: 400 "Invalid Request"."""
+        self.refused.append(message)
+        return web.json_response(
+            {"title": "Invalid Request", "type": "https://api.twitter.com/2/problems/invalid-request",
+             "detail": "One or more parameters to your request was invalid.",
+             "errors": [{"message": message}]}, status=400,
+        )  # fmt: skip
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         if (faulted := await self._fault(request)) is not None:

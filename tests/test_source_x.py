@@ -154,6 +154,34 @@ class TestRecentSearch:
         assert health.last_error is not None and "search:other" in health.last_error
         assert "injected" in health.last_error
 
+    async def test_a_cursor_older_than_x_s_week_searches_from_a_time(
+        self, fake: FakeX, tmp_path: Path
+    ) -> None:
+        """X refuses a `since_id` older than 7 days. After a quiet week (or a week stopped) the
+        cursor's tweet is that old (its id says when it was posted), so the search asks from a
+        time instead, 6.5 days back, and the new tweets arrive; a backfill set longer than X
+        reaches is held to the same 6.5 days."""
+        alice = fake.user("alice")
+        first_tweet = fake.tweet("acme bank hello", author=alice, created=iso(NOW - 30))
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        fake.clock = clock
+        try:
+            first = await take(source(fake, store, clock, backfill="10d"), 1)
+            clock.now += 8 * 86_400
+            asked_before = len(fake.searches)
+            crisis = [fake.tweet(f"acme bank stole {n}", author=alice, created=iso(clock.now - 5))
+                      for n in range(3)]  # fmt: skip
+            second = await take(source(fake, store, clock), 3)
+        finally:
+            await store.close()
+        assert [m.id for m in first] == [first_tweet]
+        assert sorted(m.id for m in second) == sorted(crisis)
+        assert fake.refused == []
+        assert fake.searches[0]["start_time"] == iso(NOW - 6.5 * 86_400).replace(".000", "")
+        after_the_week = fake.searches[asked_before]
+        assert "since_id" not in after_the_week and "start_time" in after_the_week
+
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
         """A search answered after the timeout is an error like any other: it backs off and asks
         again from its cursor; every tweet arrives once; health shows the failure, then not."""

@@ -47,6 +47,8 @@ REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
 RULE_TAG = "crisiswatch:"
 MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
+REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 400), less a margin
+SNOWFLAKE_EPOCH = 1_288_834_974.657  # X's ids are milliseconds since this, shifted 22 bits
 INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
 FIELDS: dict[str, Any] = {
     "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
@@ -132,6 +134,11 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
     )
 
 
+def posted_at(tweet_id: str) -> float:
+    """When a tweet was posted (seconds since the epoch), read from its snowflake id."""
+    return (int(tweet_id) >> 22) / 1000 + SNOWFLAKE_EPOCH
+
+
 def _number(mention: Mention) -> int:
     """The tweet id of a mention from X, as a number (ids grow with time)."""
     return int(mention.id.removeprefix("x:"))
@@ -190,6 +197,7 @@ class XSource(LiveSource):
         self.queries = {b.id: x_query(b, retweets=settings.retweets) for b in brands}
         self.request_timeout = request_timeout
         self._token = bearer_token
+        self._expired: set[str] = set()  # cursors too old for X, told once
         too_long = [
             f"brand {brand!r}: its X query is {len(query)} characters, over X's {MAX_QUERY}"
             for brand, query in self.queries.items()
@@ -269,12 +277,7 @@ class XSource(LiveSource):
 
     async def _pages(self, client: Any, query: str, since: str) -> AsyncIterator[Mention]:
         """The tweets of every page of one search after `since` (none: the backfill)."""
-        params: dict[str, Any] = {"max_results": 100, **FIELDS}
-        if since:
-            params["since_id"] = since
-        else:
-            start = datetime.fromtimestamp(self.clock(), UTC) - self.settings.backfill
-            params["start_time"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        params: dict[str, Any] = {"max_results": 100, **FIELDS, **self._window(since)}
         while True:
             body = await self._get(client.search_recent_tweets, query, **params)
             includes = body.get("includes", {})
@@ -284,6 +287,21 @@ class XSource(LiveSource):
             if not token:
                 return
             params["next_token"] = token
+
+    def _window(self, since: str) -> dict[str, str]:
+        """Where a search starts: after `since` while X takes it, else at a time (a first
+        start's backfill), never further back than `REACH`. A cursor whose tweet is older (a
+        quiet week, or a week stopped: it moves only when something is found) is searched from
+        `REACH` ago, as X would refuse it on every poll; what came between is out of reach."""
+        now = self.clock()
+        if since and posted_at(since) > now - REACH:
+            return {"since_id": since}
+        if since and since not in self._expired:
+            self._expired.add(since)
+            log.warning("x.cursor_expired", since_id=since, searching_from_days_ago=REACH / 86_400)
+        back = REACH if since else min(self.settings.backfill.total_seconds(), REACH)
+        start = datetime.fromtimestamp(now - back, UTC)
+        return {"start_time": start.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     async def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
         """One API call, paced by its rate-limit headers; 429 → `RateLimited` until the reset."""
