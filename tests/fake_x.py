@@ -9,7 +9,7 @@ unless a test moves it), refusing an older `since_id` or `start_time`, and a que
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,19 @@ def snowflake_time(tweet_id: str) -> float:
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+LONG_POST = 280  # X: a longer post's `text` is its first 280 characters; the whole is in
+# `note_tweet.text`, sent only when tweet.fields asks for `note_tweet`
+
+
+def _listed(query: Mapping[str, str], name: str) -> list[str]:
+    """A comma-separated parameter's values."""
+    return [value for value in query.get(name, "").split(",") if value]
+
+
+def _only(thing: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
+    return {key: value for key, value in thing.items() if key in fields}
 
 
 def _time(text: str) -> datetime:
@@ -99,24 +112,63 @@ class FakeX:
                                "public_metrics": {"followers_count": followers}}  # fmt: skip
         return user_id
 
-    def tweet(self, text: str, *, author: str, created: str, reply_to: str | None = None) -> str:
+    def tweet(
+        self,
+        text: str,
+        *,
+        author: str,
+        created: str,
+        reply_to: str | None = None,
+        quoting: str | None = None,
+    ) -> str:
+        """Post a tweet (`quoting`: the id, `x:…`, of the tweet it quotes); its mention id."""
         posted_ms = round(_time(created).timestamp() * 1000)
         self._last_id = max(self._last_id + 1, (posted_ms - SNOWFLAKE_EPOCH_MS) << 22)
         tweet: dict[str, Any] = {
-            "id": str(self._last_id), "text": text, "author_id": author, "created_at": created,
-            "lang": "en", "public_metrics": {"like_count": 3, "retweet_count": 1,
-            "reply_count": 2, "quote_count": 0, "impression_count": 500},
+            "id": str(self._last_id), "text": text[:LONG_POST], "author_id": author,
+            "created_at": created, "lang": "en", "public_metrics": {"like_count": 3,
+            "retweet_count": 1, "reply_count": 2, "quote_count": 0, "impression_count": 500},
         }  # fmt: skip
+        if len(text) > LONG_POST:
+            tweet["note_tweet"] = {"text": text}
         if reply_to:
             tweet["in_reply_to_user_id"] = reply_to
+        if quoting:
+            tweet["referenced_tweets"] = [{"type": "quoted", "id": quoting.removeprefix("x:")}]
         self.tweets.append(tweet)
         for listener in self._listeners:
             listener.put_nowait(tweet)
         return f"x:{tweet['id']}"
 
-    def _includes(self, tweets: list[dict[str, Any]]) -> dict[str, Any]:
-        ids = {t["author_id"] for t in tweets} | {t.get("in_reply_to_user_id") for t in tweets}
-        return {"users": [self.users[i] for i in sorted(ids - {None}) if i in self.users]}
+    def _shaped(
+        self, tweets: list[dict[str, Any]], query: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """`data` and `includes` as X answers them: only the default fields and those asked for
+        (`note_tweet`, the whole text of a long post, among them); in `includes`, users for the
+        author, replied-to and referenced tweets' author expansions, and the referenced tweets
+        themselves only for `referenced_tweets.id`."""
+        tweet_fields = {"id", "text", "edit_history_tweet_ids", *_listed(query, "tweet.fields")}
+        user_fields = {"id", "name", "username", *_listed(query, "user.fields")}
+        expansions = set(_listed(query, "expansions"))
+        by_id = {t["id"]: t for t in self.tweets}
+        referenced = [
+            by_id[ref["id"]] for t in tweets for ref in t.get("referenced_tweets", ())
+            if ref["id"] in by_id
+        ]  # fmt: skip
+        authors: set[str | None] = set()
+        if "author_id" in expansions:
+            authors |= {t["author_id"] for t in tweets}
+        if "in_reply_to_user_id" in expansions:
+            authors |= {t.get("in_reply_to_user_id") for t in tweets}
+        if "referenced_tweets.id.author_id" in expansions:
+            authors |= {t["author_id"] for t in referenced}
+        includes: dict[str, Any] = {
+            "users": [_only(self.users[i], user_fields) for i in sorted(authors - {None})
+                      if i in self.users],
+        }  # fmt: skip
+        if "referenced_tweets.id" in expansions:
+            includes["tweets"] = [_only(t, tweet_fields) for t in referenced]
+        return [_only(t, tweet_fields) for t in tweets], includes
 
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -181,7 +233,8 @@ class FakeX:
             meta["next_token"] = str(start + self.page_size)
         body: dict[str, Any] = {"meta": meta}
         if page:
-            body.update(data=page, includes=self._includes(page))
+            data, includes = self._shaped(page, request.query)
+            body.update(data=data, includes=includes)
         headers = {"x-rate-limit-remaining": "100", "x-rate-limit-reset": "0"}
         return web.json_response(body, headers=headers)
 
@@ -204,7 +257,8 @@ class FakeX:
         try:
             await response.write(b"\r\n")  # keep-alive
             while (tweet := await listener.get()) is not None:
-                line = {"data": tweet, "includes": self._includes([tweet])}
+                (data,), includes = self._shaped([tweet], request.query)
+                line = {"data": data, "includes": includes}
                 await response.write(orjson.dumps(line) + b"\r\n")
             if request.transport is not None:
                 request.transport.close()  # dropped mid-stream

@@ -182,6 +182,22 @@ class TestRecentSearch:
         after_the_week = fake.searches[asked_before]
         assert "since_id" not in after_the_week and "start_time" in after_the_week
 
+    async def test_long_posts_whole_and_quotes_of_the_brand_answer_it(self, fake: FakeX) -> None:
+        """A long post comes whole (X's `text` stops at 280 characters, `note_tweet` has the
+        rest), so a brand named late in it is attributed; a quote of the brand's own post is
+        recognised as answering the brand (the quoted tweet comes in includes.tweets)."""
+        alice, brand_account = fake.user("alice"), fake.user("AcmeBank", 90_000)
+        long_text = "I have been a customer for twenty years and this week was a nightmare. " * 5
+        long_text += "Acme Bank froze my account and nobody answers."
+        long_post = fake.tweet(long_text, author=alice, created=CREATED)
+        brand_post = fake.tweet("We love our customers!", author=brand_account, created=CREATED)
+        quote = fake.tweet("this is how they treat us", author=alice, created=CREATED,
+                           quoting=brand_post)  # fmt: skip
+        got = {m.id: m for m in await take(source(fake, None, Clock()), 3)}
+        assert got[long_post].text == long_text
+        assert counted([got[long_post]], [BRAND]).mentions == 1
+        assert got[quote].in_reply_to_author == "AcmeBank"
+
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
         """A search answered after the timeout is an error like any other: it backs off and asks
         again from its cursor; every tweet arrives once; health shows the failure, then not."""

@@ -51,10 +51,15 @@ REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 40
 SNOWFLAKE_EPOCH = 1_288_834_974.657  # X's ids are milliseconds since this, shifted 22 bits
 INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
 FIELDS: dict[str, Any] = {
-    "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
+    # referenced_tweets.id puts a quoted post in includes.tweets (whose author it answers)
+    "expansions": [
+        "author_id", "in_reply_to_user_id", "referenced_tweets.id",
+        "referenced_tweets.id.author_id",
+    ],
+    # note_tweet: a long post's whole text (its `text` stops at 280 characters)
     "tweet_fields": [
         "created_at", "lang", "public_metrics", "author_id", "in_reply_to_user_id",
-        "referenced_tweets", "conversation_id",
+        "referenced_tweets", "conversation_id", "note_tweet",
     ],
     "user_fields": ["username", "public_metrics"],
 }  # fmt: skip
@@ -120,7 +125,7 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
         id=f"x:{tweet_id}",
         source="x",
         created_at=parse_time(tweet["created_at"]),
-        text=str(tweet.get("text", ""))[:MAX_TEXT],
+        text=str(tweet.get("note_tweet", {}).get("text") or tweet.get("text", ""))[:MAX_TEXT],
         author=username,
         author_followers=int(author.get("public_metrics", {}).get("followers_count", 0)),
         url=f"https://x.com/{username or 'i'}/status/{tweet_id}",
