@@ -115,6 +115,27 @@ class TestRedditSource:
         assert comment.in_reply_to_author == "alice" and comment.author == "bob"
         assert comment.url and comment.url.startswith("https://www.reddit.com/r/brand/")
 
+    @pytest.mark.parametrize("existing", [0, 1])
+    async def test_a_first_start_that_fails_early_loses_no_post(
+        self, fake: FakeReddit, existing: int
+    ) -> None:
+        """On a first start what already exists is not new: its newest post (or, in an empty
+        subreddit, the start of it) is the stream's position at once, so when a listing fails
+        before any post has been yielded, the restarted stream still delivers what was posted
+        since the first listing."""
+        for n in range(existing):
+            fake.post(f"existed before the first start {n}", created=NOW - 600)
+        expected: list[str] = []
+
+        async def traffic() -> None:
+            await fake.listening("/r/brand/new")  # the first listing: what exists is known
+            fake.fail("/r/brand/new", status=429)  # the next one is rate limited...
+            expected.append(fake.post("acme bank took my money", created=NOW + 5))  # meanwhile
+
+        got = await take(source(fake, None, Clock()), 1, traffic)
+        assert [m.id for m in got] == expected
+        assert fake.faults[0].times == 0
+
     async def test_search_finds_brand_posts_site_wide(self, fake: FakeReddit) -> None:
         """Search polls find posts anywhere, each once, though every poll sees them again."""
         clock = Clock()

@@ -43,6 +43,7 @@ REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 KARMA_KEPT = 10_000  # authors whose karma is remembered
 KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
 KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
+NEWEST_FIRST = {"submissions": "new", "comments": "comments"}  # the listing under each stream
 
 
 class _Requestor(Requestor):
@@ -73,7 +74,7 @@ def reddit_client(
 
 
 def _number(fullname: str) -> int:
-    """The ordinal of a Reddit id: `t3_1abc` → int('1abc', 36)."""
+    """The ordinal of a Reddit id: `t3_1abc` → int('1abc', 36); "" (before everything) → 0."""
     return int(fullname.partition("_")[2] or "0", 36)
 
 
@@ -136,18 +137,25 @@ class RedditSource(LiveSource):
         return loops
 
     async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found]:
-        """New posts or comments of the subreddits, oldest first, after the cursor."""
-        after = self.position.get(kind)
+        """New posts or comments of the subreddits, oldest first, after the cursor. On a first
+        start what exists is not new: its newest item ("" if none) is the cursor at once, so a
+        listing that fails before anything new was yielded restarts from there, skipping
+        nothing posted since."""
         with self._errors():
             subreddit = await reddit.subreddit("+".join(self.settings.subreddits))
+            if kind not in self.position:
+                newest = [t async for t in getattr(subreddit, NEWEST_FIRST[kind])(limit=1)]
+                self.position[kind] = newest[0].fullname if newest else ""
+                yield None, kind, self.position[kind]
+            after = self.position[kind]
             listing = getattr(subreddit.stream, kind)
-            stream = listing(pause_after=-1, continue_after_id=after, skip_existing=after is None)
+            stream = listing(pause_after=-1, continue_after_id=after or None)
             async for thing in stream:
                 if thing is None:  # one listing fetched
                     self._health.success()
                     await self.sleep(self.poll_every)
                     continue
-                if after is not None and _number(thing.fullname) <= _number(after):
+                if _number(thing.fullname) <= _number(after):
                     continue
                 after = self.position[kind] = thing.fullname
                 yield await self._mention(reddit, thing), kind, after
