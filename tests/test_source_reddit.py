@@ -13,9 +13,11 @@ import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
 from source_testing import NOW, Clock, take
+from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.retry import Backoff
+from crisiswatch.sources import reddit
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
 from crisiswatch.store import Store
 
@@ -135,6 +137,46 @@ class TestRedditSource:
         got = await take(source(fake, None, Clock()), 1, traffic)
         assert [m.id for m in got] == expected
         assert fake.faults[0].times == 0
+
+    async def test_a_restart_whose_cursor_post_was_removed_pages_back_to_it(
+        self, fake: FakeReddit, tmp_path: Path
+    ) -> None:
+        """Reddit lists nothing after a removed post. When the stream's saved position was
+        removed while crisiswatch was down, what came after it is paged for backwards from the
+        newest, so the 150 posts of the downtime all arrive, not just the newest 100."""
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+
+        async def one_post() -> None:
+            await fake.listening()
+            fake.post("acme bank is down", created=NOW)
+
+        try:
+            first = await take(source(fake, store, clock), 1, one_post)
+            fake.things = [t for t in fake.things if f"reddit:{t['data']['name']}" != first[0].id]
+            posted = [fake.post(f"outage {n}", created=NOW + 60 + n) for n in range(150)]
+            second = await take(source(fake, store, clock), 150)
+        finally:
+            await store.close()
+        assert [m.id for m in second] == posted
+
+    async def test_paging_back_stops_at_its_bound_and_says_so(
+        self, fake: FakeReddit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Paging back stops after `CATCH_UP` items (Reddit lists about 1,000 back at most),
+        and the log says what may be missing."""
+        monkeypatch.setattr(reddit, "CATCH_UP", 120)
+        store = await Store.open(tmp_path / "s.db")
+        try:
+            await store.save_cursors("reddit", {"submissions": "t3_zz", "comments": "t1_zz"})
+            posted = [fake.post(f"outage {n}", created=NOW + n) for n in range(150)]
+            with capture_logs() as logs:
+                got = await take(source(fake, store, Clock()), 120)
+        finally:
+            await store.close()
+        assert [m.id for m in got] == posted[-120:]
+        assert any(e["event"] == "reddit.catch_up_limit" and e["stream"] == "submissions"
+                   for e in logs)  # fmt: skip
 
     async def test_search_finds_brand_posts_site_wide(self, fake: FakeReddit) -> None:
         """Search polls find posts anywhere, each once, though every poll sees them again."""

@@ -4,7 +4,9 @@ for the brands' terms, through asyncpraw with a read-only app.
 asyncpraw's streams end on the first error, and a 429 is raised, not retried: each stream here
 asks for one listing at a time (`pause_after=-1`), waits between listings itself, and on an error
 is started again by `supervise` from where it stopped (`continue_after_id`). Reddit's ids grow
-with time, so a post at or before a stream's cursor is never yielded again. Every request must be
+with time, so a post at or before a stream's cursor is never yielded again; and Reddit lists
+nothing after a removed post, so when the first listing after a cursor is empty, what is newer
+than it is paged for backwards (a restart whose last post was removed meanwhile loses nothing). Every request must be
 answered within a timeout; a timeout is an error like any other.
 
 A mention's reach is its author's karma (link + comment), looked up once a day per author and at
@@ -44,6 +46,7 @@ KARMA_KEPT = 10_000  # authors whose karma is remembered
 KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
 KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
 NEWEST_FIRST = {"submissions": "new", "comments": "comments"}  # the listing under each stream
+CATCH_UP = 1_000  # items paged back for a removed cursor at most (Reddit lists ~1,000 back)
 
 
 class _Requestor(Requestor):
@@ -148,9 +151,7 @@ class RedditSource(LiveSource):
                 self.position[kind] = newest[0].fullname if newest else ""
                 yield None, kind, self.position[kind]
             after = self.position[kind]
-            listing = getattr(subreddit.stream, kind)
-            stream = listing(pause_after=-1, continue_after_id=after or None)
-            async for thing in stream:
+            async for thing in self._listed(subreddit, kind, after):
                 if thing is None:  # one listing fetched
                     self._health.success()
                     await self.sleep(self.poll_every)
@@ -159,6 +160,32 @@ class RedditSource(LiveSource):
                     continue
                 after = self.position[kind] = thing.fullname
                 yield await self._mention(reddit, thing), kind, after
+
+    async def _listed(self, subreddit: Any, kind: str, after: str) -> AsyncIterator[Any]:
+        """asyncpraw's stream after `after`: each listing's new items oldest first, then None.
+        Reddit lists nothing after a removed post, so when the first listing after a cursor
+        comes back empty, what is newer than it is paged for backwards instead."""
+        stream = getattr(subreddit.stream, kind)(pause_after=-1, continue_after_id=after or None)
+        first = bool(after)
+        async for thing in stream:
+            if first and thing is None:  # nothing new, or the cursor's post was removed
+                for missed in await self._newer_than(subreddit, kind, after):
+                    yield missed
+            first = False
+            yield thing
+
+    async def _newer_than(self, subreddit: Any, kind: str, after: str) -> list[Any]:
+        """The items newer than `after`, oldest first, paged back (`after=`) from the newest
+        until one at or before it; at most `CATCH_UP`, and the log says when that stopped it."""
+        found: list[Any] = []
+        async for thing in getattr(subreddit, NEWEST_FIRST[kind])(limit=CATCH_UP):
+            if _number(thing.fullname) <= _number(after):
+                return found[::-1]
+            found.append(thing)
+        if len(found) == CATCH_UP:
+            # any older items after the cursor are beyond reach
+            log.warning("reddit.catch_up_limit", stream=kind, cursor=after, items=CATCH_UP)
+        return found[::-1]
 
     async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found]:
         """Site-wide search for the brand, newest posts, every `search_every`."""
