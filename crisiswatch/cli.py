@@ -355,7 +355,7 @@ def _sentiment_predict(args: argparse.Namespace) -> int:
     from crisiswatch.enrich.sentiment import SentimentModel
 
     model = SentimentModel.load_default()
-    return predict_stream(sys.stdin, sys.stdout, sys.stderr, not args.no_learn, model)
+    return predict_stream(sys.stdin.buffer, sys.stdout, sys.stderr, not args.no_learn, model)
 
 
 def _rules_check(args: argparse.Namespace) -> int:
