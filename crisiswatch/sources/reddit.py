@@ -6,8 +6,8 @@ asks for one listing at a time (`pause_after=-1`), waits between listings itself
 is started again by `supervise` from where it stopped (`continue_after_id`). Reddit's ids grow
 with time, so a post at or before a stream's cursor is never yielded again; and Reddit lists
 nothing after a removed post, so when the first listing after a cursor is empty, what is newer
-than it is paged for backwards (a restart whose last post was removed meanwhile loses nothing). Every request must be
-answered within a timeout; a timeout is an error like any other.
+than it is paged for backwards (a restart whose last post was removed meanwhile loses nothing).
+Every request must be answered within a timeout; a timeout is an error like any other.
 
 A mention's reach is its author's karma (link + comment), looked up once a day per author and at
 most `karma_per_minute` times a minute; when the lookup fails, is slow or over that budget, the
