@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 import tempfile
@@ -311,18 +312,19 @@ def _backtest(args: argparse.Namespace) -> int:
 def _detect_series(args: argparse.Namespace) -> int:
     from crisiswatch.detect.series import detect_series
 
-    if str(args.csv) == "-":
-        return detect_series(sys.stdin, sys.stdout, sys.stderr)
+    stdin = str(args.csv) == "-"
     try:
-        handle = args.csv.open(newline="", encoding="utf-8")
+        raw = sys.stdin.buffer if stdin else args.csv.open("rb")
     except OSError as exc:
         print(f"detect-series: cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
         return 2
-    with handle:
+    # UTF-8 whatever the locale; utf-8-sig reads past the byte-order mark Excel writes
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
         try:
             return detect_series(handle, sys.stdout, sys.stderr)
         except UnicodeDecodeError:
-            print(f"detect-series: {args.csv} is not UTF-8 text", file=sys.stderr)
+            name = "stdin" if stdin else args.csv
+            print(f"detect-series: {name} is not UTF-8 text", file=sys.stderr)
             return 2
 
 
