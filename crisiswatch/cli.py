@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     pipeline_bench.add_argument("--brands", type=_positive(int), default=1)
     pipeline_bench.add_argument("--file", type=Path, help="mention JSON lines instead")
     pipeline_bench.add_argument(
+        "--config",
+        type=Path,
+        help="with --file: measure it with this deployment's brands and rules (default: the "
+        "benchmark's made-up brands, which a real stream is not about)",
+    )
+    pipeline_bench.add_argument(
         "--rate",
         type=_positive(float),
         help="generated mentions per second of event time (default 6,000, the X firehose's "
@@ -341,15 +347,23 @@ def _bench_sentiment(args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    from crisiswatch.bench.pipeline import FIREHOSE_RATE, bench_pipeline
+    from crisiswatch.bench.pipeline import FIREHOSE_RATE, BenchInputError, bench_pipeline
 
-    return bench_pipeline(
-        sys.stdout,
-        mentions=args.mentions,
-        brands=args.brands,
-        path=args.file,
-        rate=args.rate or FIREHOSE_RATE,
-    )
+    if args.config is not None and args.file is None:
+        print("crisiswatch bench pipeline: --config goes with --file", file=sys.stderr)
+        return 2
+    try:
+        return bench_pipeline(
+            sys.stdout,
+            mentions=args.mentions,
+            brands=args.brands,
+            path=args.file,
+            rate=args.rate or FIREHOSE_RATE,
+            settings=load_settings(args.config) if args.config else None,
+        )
+    except BenchInputError as exc:
+        print(f"crisiswatch bench pipeline: {exc}", file=sys.stderr)
+        return 1
 
 
 def _sentiment_predict(args: argparse.Namespace) -> int:
