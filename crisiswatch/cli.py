@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 import tempfile
@@ -139,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     pipeline_bench.add_argument("--mentions", type=_positive(int), default=200_000)
     pipeline_bench.add_argument("--brands", type=_positive(int), default=1)
     pipeline_bench.add_argument("--file", type=Path, help="mention JSON lines instead")
+    pipeline_bench.add_argument(
+        "--config",
+        type=Path,
+        help="with --file: measure it with this deployment's brands and rules (default: the "
+        "benchmark's made-up brands, which a real stream is not about)",
+    )
     pipeline_bench.add_argument(
         "--rate",
         type=_positive(float),
@@ -311,18 +318,19 @@ def _backtest(args: argparse.Namespace) -> int:
 def _detect_series(args: argparse.Namespace) -> int:
     from crisiswatch.detect.series import detect_series
 
-    if str(args.csv) == "-":
-        return detect_series(sys.stdin, sys.stdout, sys.stderr)
+    stdin = str(args.csv) == "-"
     try:
-        handle = args.csv.open(newline="", encoding="utf-8")
+        raw = sys.stdin.buffer if stdin else args.csv.open("rb")
     except OSError as exc:
         print(f"detect-series: cannot read {args.csv}: {exc.strerror}", file=sys.stderr)
         return 2
-    with handle:
+    # UTF-8 whatever the locale; utf-8-sig reads past the byte-order mark Excel writes
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
         try:
             return detect_series(handle, sys.stdout, sys.stderr)
         except UnicodeDecodeError:
-            print(f"detect-series: {args.csv} is not UTF-8 text", file=sys.stderr)
+            name = "stdin" if stdin else args.csv
+            print(f"detect-series: {name} is not UTF-8 text", file=sys.stderr)
             return 2
 
 
@@ -339,15 +347,23 @@ def _bench_sentiment(args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    from crisiswatch.bench.pipeline import FIREHOSE_RATE, bench_pipeline
+    from crisiswatch.bench.pipeline import FIREHOSE_RATE, BenchInputError, bench_pipeline
 
-    return bench_pipeline(
-        sys.stdout,
-        mentions=args.mentions,
-        brands=args.brands,
-        path=args.file,
-        rate=args.rate or FIREHOSE_RATE,
-    )
+    if args.config is not None and args.file is None:
+        print("crisiswatch bench pipeline: --config goes with --file", file=sys.stderr)
+        return 2
+    try:
+        return bench_pipeline(
+            sys.stdout,
+            mentions=args.mentions,
+            brands=args.brands,
+            path=args.file,
+            rate=args.rate or FIREHOSE_RATE,
+            settings=load_settings(args.config) if args.config else None,
+        )
+    except BenchInputError as exc:
+        print(f"crisiswatch bench pipeline: {exc}", file=sys.stderr)
+        return 1
 
 
 def _sentiment_predict(args: argparse.Namespace) -> int:
@@ -355,7 +371,7 @@ def _sentiment_predict(args: argparse.Namespace) -> int:
     from crisiswatch.enrich.sentiment import SentimentModel
 
     model = SentimentModel.load_default()
-    return predict_stream(sys.stdin, sys.stdout, sys.stderr, not args.no_learn, model)
+    return predict_stream(sys.stdin.buffer, sys.stdout, sys.stderr, not args.no_learn, model)
 
 
 def _rules_check(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import orjson
 
 from crisiswatch.config import load_settings, state_dir
 from crisiswatch.enrich.sentiment import LABELS
+from crisiswatch.mentions import MAX_TEXT
 from crisiswatch.store import STORE_FILE, with_store
 
 
@@ -38,7 +39,7 @@ def _feedback(args: argparse.Namespace) -> int:
         if args.text is None or args.label is None:
             problems.append("--text and --label go together")
         else:
-            items.append((args.text, args.label))
+            _add(items, problems, "--text", (args.text, args.label))
     if args.file is not None:
         try:
             handle = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
@@ -52,7 +53,7 @@ def _feedback(args: argparse.Namespace) -> int:
                     if isinstance(item, str):
                         problems.append(f"line {number}: {item}")
                     else:
-                        items.append(item)
+                        _add(items, problems, f"line {number}", item)
     if not items and not problems:
         problems.append("give --text and --label, or --file")
     for problem in problems:
@@ -66,6 +67,35 @@ def _feedback(args: argparse.Namespace) -> int:
     )
     print(f"queued {count} labelled text(s) for the sentiment model")
     return 0
+
+
+def _add(
+    items: list[tuple[str, str]], problems: list[str], where: str, item: tuple[str, str]
+) -> None:
+    """Queue a labelled text, or say why it cannot be learned: empty, or not Unicode (a lone
+    surrogate is what Python makes of arguments that are not UTF-8 under another locale). A
+    text over a post's cap is cut to it, as the daemon cuts posts, with a note."""
+    text, label = item
+    if not text.strip():
+        problems.append(f"{where}: the text is empty")
+    elif not _encodable(text):
+        problems.append(f"{where}: the text is not valid UTF-8 (is the terminal's encoding UTF-8?)")
+    else:
+        if len(text) > MAX_TEXT:
+            print(
+                f"crisiswatch feedback: {where}: the text is cut to its first {MAX_TEXT:,} "
+                "characters, as the daemon cuts posts",
+                file=sys.stderr,
+            )
+        items.append((text[:MAX_TEXT], label))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _item(line: bytes) -> tuple[str, str] | str:

@@ -1,7 +1,7 @@
 """A fake Reddit (OAuth token endpoint, listing API and users' about pages) on 127.0.0.1 for the
-real asyncpraw client: submissions and comments in id order, `before` listings like Reddit's,
-site-wide search, authors' karma, and faults on demand (429 with or without rate-limit headers,
-5xx, malformed JSON, slow replies, dropped connections, expired tokens)."""
+real asyncpraw client: submissions and comments in id order, `before` listings and `after` pages
+like Reddit's, site-wide search, authors' karma, and faults on demand (429 with or without
+rate-limit headers, 5xx, malformed JSON, slow replies, dropped connections, expired tokens)."""
 
 from __future__ import annotations
 
@@ -190,15 +190,21 @@ class FakeReddit:
             for t in self.things
             if t["kind"] == kind and ("all" in subs or t["data"]["subreddit"].lower() in subs)
         ]
-        limit = int(request.query.get("limit", "25"))
-        before = request.query.get("before")
+        # Reddit: at most 100 items a request, newest first; `before` lists those just newer
+        # than an item, `after` those just older (the answer's `after` names the next page's
+        # anchor while older ones remain); an anchor that is gone (removed) lists nothing
+        limit = min(int(request.query.get("limit", "25")), 100)
+        names = [t["data"]["name"] for t in things]
+        before, after = request.query.get("before"), request.query.get("after")
+        more = None
         if before:
-            names = [t["data"]["name"] for t in things]
             start = names.index(before) + 1 if before in names else len(things)
             page = things[start : start + limit]
         else:
-            page = things[-limit:]
-        body = {"kind": "Listing", "data": {"after": None, "before": None,
+            end = (names.index(after) if after in names else 0) if after else len(things)
+            page = things[max(0, end - limit) : end]
+            more = page[0]["data"]["name"] if page and end - limit > 0 else None
+        body = {"kind": "Listing", "data": {"after": more, "before": None,
                                             "children": list(reversed(page))}}  # fmt: skip
         self.listed.append(request.path)
         return web.Response(body=orjson.dumps(body), content_type="application/json")

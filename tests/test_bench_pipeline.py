@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from crisiswatch.bench.pipeline import bench_pipeline, generate
-from crisiswatch.cli import main
+from crisiswatch.cli import DEMO_DIR, main
 from crisiswatch.enrich.attribution import tokenize
 from crisiswatch.mentions import parse_mention
 
@@ -52,6 +54,60 @@ def test_an_empty_file_is_a_clear_message_not_a_traceback(tmp_path: Path) -> Non
     out = io.StringIO()
     assert bench_pipeline(out, mentions=1, brands=1, path=empty) == 1
     assert "no mentions" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("missing.jsonl", None),
+        ("fake.jsonl", b"\x1f\x8bnot gzip\n"),
+        ("truncated.jsonl.gz", gzip.compress(b'{"id": "x:1"}\n' * 1_000)[:40]),
+    ],
+)
+def test_an_unreadable_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes | None
+) -> None:
+    """A missing file, a file that only looks gzipped and a truncated gzip: one line on
+    stderr naming the file (exit 1), no traceback."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["bench", "pipeline", "--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"crisiswatch bench pipeline: cannot read {path}: ")
+    assert len(err.splitlines()) == 1
+
+
+def demo_slice(tmp_path: Path, count: int) -> Path:
+    """The demo's first `count` lines, and a malformed line and a blank one."""
+    with gzip.open(DEMO_DIR / "demo_mentions.jsonl.gz") as demo:
+        lines = [next(demo) for _ in range(count)]
+    path = tmp_path / "demo.jsonl"
+    path.write_bytes(b"".join(lines[:10]) + b"not json\n\n" + b"".join(lines[10:]))
+    return path
+
+
+def test_a_file_s_report_says_what_was_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report of a file says how many lines were malformed (and not measured as
+    mentions), how many mentions were counted and how many were about none of the brands;
+    with the benchmark's made-up brands a real stream is unattributed, and it says to give
+    `--config`, which runs the file with that deployment's brands and rules."""
+    path = demo_slice(tmp_path, 400)
+    assert main(["bench", "pipeline", "--file", str(path)]) == 0
+    made_up = capsys.readouterr().out
+    assert made_up.startswith("pipeline: 399 mentions")  # the demo's line 244 is malformed
+    assert "3 malformed lines skipped" in made_up
+    unattributed = re.search(r"([\d,]+) about none of the brands", made_up)
+    assert unattributed is not None and int(unattributed.group(1).replace(",", "")) > 300
+    assert "--config" in made_up
+    config = str(DEMO_DIR / "config.yaml")
+    assert main(["bench", "pipeline", "--file", str(path), "--config", config]) == 0
+    deployed = capsys.readouterr().out
+    counted = re.search(r"([\d,]+) counted", deployed)
+    assert counted is not None and int(counted.group(1).replace(",", "")) > 300
+    assert "1 brands, 4 series" in deployed and "--config" not in deployed
 
 
 def test_bench_numbers_must_be_above_zero(capsys: pytest.CaptureFixture[str]) -> None:

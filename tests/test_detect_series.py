@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from crisiswatch.cli import main
 from crisiswatch.detect.series import bucket_seconds, detect_series
 
 
@@ -55,6 +58,8 @@ class TestBadInput:
             ("timestamp,value\nyesterday,3\n", "line 2"),
             ("timestamp,value\n2015-03-02 00:05:00,1\n2015-03-02 00:00:00,2\n", "line 3"),
             ("timestamp,value\n2015-03-02 00:05:00,1\n2015-03-02 00:05:00,2\n", "not after"),
+            ("timestamp,value\n9999-12-31 23:50:00,1\n9999-12-31 23:55:00,1\n", "years"),
+            ("timestamp,value\n1899-12-31 23:50:00,1\n", "line 2"),
         ],
     )
     def test_clear_error(self, text: str, message: str) -> None:
@@ -71,3 +76,42 @@ class TestBadInput:
         assert code == 0
         assert "skipped 3 row(s)" in err and "line 3" in err
         assert len(out.splitlines()) == 2
+
+    def test_an_absurd_value_is_a_counted_skip(self) -> None:
+        """A value no bucket of mentions could hold (over 10^12: 1e160 would overflow the
+        detector's arithmetic) is skipped and counted like a bad value."""
+        text = series_csv([5, 5, 5, 5]).replace(",5\n", ",1e160\n", 1)
+        code, out, err = run(text.replace(",5\n", ",1000000000001\n", 1))
+        assert code == 0 and "Traceback" not in err
+        assert "skipped 2 row(s)" in err and "line 2" in err
+        assert len(out.splitlines()) == 3
+
+
+class TestCommand:
+    """`crisiswatch detect-series FILE` and `-` (stdin): bytes as a spreadsheet exports them."""
+
+    def test_a_byte_order_mark_is_read_past(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A CSV saved by Excel starts with a UTF-8 byte-order mark: the header still counts."""
+        path = tmp_path / "excel.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + series_csv([3, 4]).encode())
+        assert main(["detect-series", str(path)]) == 0
+        assert capsys.readouterr().out.startswith("timestamp,value,anomaly_score,alert\n")
+
+    @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+    def test_stdin_is_read_as_utf8_whatever_the_locale(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bom: bytes
+    ) -> None:
+        """stdin is decoded as UTF-8 (a byte-order mark read past), whatever the locale says,
+        and bytes that are not UTF-8 are a one-line error (exit 2), not a traceback."""
+        good = bom + series_csv([3, 4]).encode()
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(good), encoding="ascii"))
+        assert main(["detect-series", "-"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 3
+        bad = good + b"2015-03-03 00:00:00,\xff\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(bad), encoding="utf-8"))
+        assert main(["detect-series", "-"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == "detect-series: stdin is not UTF-8 text\n"

@@ -53,6 +53,46 @@ class TestFeedbackCommand:
         assert main(["feedback", "--file", str(tmp_path / "missing.jsonl")]) == 1
         assert "cannot read" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            ("caf\udce9 awful", "--text: the text is not valid UTF-8"),  # a Latin-1 terminal
+            ("   ", "--text: the text is empty"),
+        ],
+    )
+    def test_a_text_it_cannot_learn_is_refused(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        text: str,
+        problem: str,
+    ) -> None:
+        """A text with a lone surrogate (what Python makes of non-UTF-8 bytes in the arguments
+        under a non-UTF-8 locale) or with nothing in it is a clear error; nothing is queued."""
+        monkeypatch.chdir(tmp_path)
+        assert main(["feedback", "--text", text, "--label", "negative"]) == 1
+        assert problem in capsys.readouterr().err
+        assert not (tmp_path / "var").exists()
+
+    async def test_an_empty_text_in_a_file_is_refused_and_a_long_one_cut(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file's empty text is refused by line; a text over a post's 10,000 characters is cut
+        to them, as the daemon cuts posts, and says so."""
+        monkeypatch.chdir(tmp_path)
+        empty, long = tmp_path / "empty.jsonl", tmp_path / "long.jsonl"
+        empty.write_text('{"text": "ok", "label": "neutral"}\n{"text": "", "label": "neutral"}\n')
+        long.write_text(f'{{"text": "{"awful " * 2_000}", "label": "negative"}}\n')
+        assert await asyncio.to_thread(main, ["feedback", "--file", str(empty)]) == 1
+        assert "line 2: the text is empty" in capsys.readouterr().err
+        assert await asyncio.to_thread(main, ["feedback", "--file", str(long)]) == 0
+        assert "line 1: the text is cut to its first 10,000 characters" in capsys.readouterr().err
+        store = await Store.open(tmp_path / "var" / "crisiswatch.sqlite3")
+        pending = await store.pending_feedback()
+        await store.close()
+        assert [(len(text), label) for _, text, label in pending] == [(10_000, "negative")]
+
 
 class TestDaemonLearns:
     async def test_the_running_daemon_learns_queued_labels(self, tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ import dataclasses
 import io
 import math
 import pickle
+import sys
 
 import pytest
 
 from crisiswatch.bench.sentiment import prequential, scores, shift_stream
+from crisiswatch.cli import main
 from crisiswatch.enrich import train_sentiment
 from crisiswatch.enrich.predict_cli import predict_stream
 from crisiswatch.enrich.sentiment import LABELS, SentimentModel, SentimentScore, features, tokens
@@ -193,7 +195,7 @@ class TestTraining:
 class TestPredictStream:
     def _run(self, lines: list[str], learn: bool = True) -> tuple[list[str], str, int]:
         out, err = io.StringIO(), io.StringIO()
-        inp = io.StringIO("".join(line + "\n" for line in lines))
+        inp = io.BytesIO("".join(line + "\n" for line in lines).encode())
         status = predict_stream(inp, out, err, learn, SentimentModel.load_default())
         return out.getvalue().splitlines(), err.getvalue(), status
 
@@ -223,6 +225,21 @@ class TestPredictStream:
         assert status == 1
         for number in range(1, 6):
             assert f"line {number}:" in err
+
+    def test_a_line_that_is_not_utf8_is_a_bad_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`sentiment predict` reads bytes: a line that is not UTF-8 (a Latin-1 export, say)
+        is `null` and an error naming it, in its place; the lines around it are scored, and
+        stdin's own decoding (strict in a UTF-8 locale) never stops the command."""
+        data = b'{"text": "good"}\n{"text": "caf\xe9 awful"}\n{"text": "good"}\n'
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        assert main(["sentiment", "predict"]) == 1
+        captured = capsys.readouterr()
+        outputs = captured.out.splitlines()
+        assert len(outputs) == 3 and outputs[1] == "null"
+        assert outputs[0].startswith('{"label": ') and outputs[2] == outputs[0]
+        assert captured.err == "line 2: not UTF-8 text\n"
 
     def test_scores_are_json(self) -> None:
         """The output of a line parses as the documented object."""

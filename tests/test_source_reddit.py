@@ -13,9 +13,11 @@ import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
 from source_testing import NOW, Clock, take
+from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.retry import Backoff
+from crisiswatch.sources import reddit
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
 from crisiswatch.store import Store
 
@@ -114,6 +116,67 @@ class TestRedditSource:
         comment = next(m for m in first if m.id.startswith("reddit:t1_"))
         assert comment.in_reply_to_author == "alice" and comment.author == "bob"
         assert comment.url and comment.url.startswith("https://www.reddit.com/r/brand/")
+
+    @pytest.mark.parametrize("existing", [0, 1])
+    async def test_a_first_start_that_fails_early_loses_no_post(
+        self, fake: FakeReddit, existing: int
+    ) -> None:
+        """On a first start what already exists is not new: its newest post (or, in an empty
+        subreddit, the start of it) is the stream's position at once, so when a listing fails
+        before any post has been yielded, the restarted stream still delivers what was posted
+        since the first listing."""
+        for n in range(existing):
+            fake.post(f"existed before the first start {n}", created=NOW - 600)
+        expected: list[str] = []
+
+        async def traffic() -> None:
+            await fake.listening("/r/brand/new")  # the first listing: what exists is known
+            fake.fail("/r/brand/new", status=429)  # the next one is rate limited...
+            expected.append(fake.post("acme bank took my money", created=NOW + 5))  # meanwhile
+
+        got = await take(source(fake, None, Clock()), 1, traffic)
+        assert [m.id for m in got] == expected
+        assert fake.faults[0].times == 0
+
+    async def test_a_restart_whose_cursor_post_was_removed_pages_back_to_it(
+        self, fake: FakeReddit, tmp_path: Path
+    ) -> None:
+        """Reddit lists nothing after a removed post. When the stream's saved position was
+        removed while crisiswatch was down, what came after it is paged for backwards from the
+        newest, so the 150 posts of the downtime all arrive, not just the newest 100."""
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+
+        async def one_post() -> None:
+            await fake.listening()
+            fake.post("acme bank is down", created=NOW)
+
+        try:
+            first = await take(source(fake, store, clock), 1, one_post)
+            fake.things = [t for t in fake.things if f"reddit:{t['data']['name']}" != first[0].id]
+            posted = [fake.post(f"outage {n}", created=NOW + 60 + n) for n in range(150)]
+            second = await take(source(fake, store, clock), 150)
+        finally:
+            await store.close()
+        assert [m.id for m in second] == posted
+
+    async def test_paging_back_stops_at_its_bound_and_says_so(
+        self, fake: FakeReddit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Paging back stops after `CATCH_UP` items (Reddit lists about 1,000 back at most),
+        and the log says what may be missing."""
+        monkeypatch.setattr(reddit, "CATCH_UP", 120)
+        store = await Store.open(tmp_path / "s.db")
+        try:
+            await store.save_cursors("reddit", {"submissions": "t3_zz", "comments": "t1_zz"})
+            posted = [fake.post(f"outage {n}", created=NOW + n) for n in range(150)]
+            with capture_logs() as logs:
+                got = await take(source(fake, store, Clock()), 120)
+        finally:
+            await store.close()
+        assert [m.id for m in got] == posted[-120:]
+        assert any(e["event"] == "reddit.catch_up_limit" and e["stream"] == "submissions"
+                   for e in logs)  # fmt: skip
 
     async def test_search_finds_brand_posts_site_wide(self, fake: FakeReddit) -> None:
         """Search polls find posts anywhere, each once, though every poll sees them again."""

@@ -6,7 +6,8 @@ authors and replies; the filtered stream reconnects and fills the gap from searc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ import pytest
 from fake_x import TOKEN, FakeX
 from source_testing import NOW, Clock, take
 
-from crisiswatch.config import Brand, XSettings
+from crisiswatch.config import Brand, Settings, XSettings
+from crisiswatch.domain import Mention
+from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.retry import Backoff
+from crisiswatch.sources.resilience import SourceSetupError
 from crisiswatch.sources.x import RULE_TAG, XSource
 from crisiswatch.store import Store
 
@@ -32,14 +36,38 @@ async def fake() -> AsyncIterator[FakeX]:
 
 
 def source(
-    fake: FakeX, store: Store | None, clock: Clock, *, request_timeout: float = 5.0, **settings: Any
+    fake: FakeX,
+    store: Store | None,
+    clock: Clock,
+    *,
+    request_timeout: float = 5.0,
+    brands: Sequence[Brand] = (BRAND,),
+    **settings: Any,
 ) -> XSource:
     made = XSource(
-        XSettings(api_url=fake.url, search_every="30s", **settings), [BRAND], store,
+        XSettings(api_url=fake.url, search_every="30s", **settings), brands, store,
         bearer_token=TOKEN, clock=clock, sleep=clock.sleep, rand=lambda: 0.5,
         request_timeout=request_timeout,
     )  # fmt: skip
     return made
+
+
+def iso(seconds: float) -> str:
+    """A time as X writes `created_at`."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class Calm:
+    def negative_one(self, text: str) -> float:
+        return 0.1
+
+
+def counted(mentions: Sequence[Mention], brands: Sequence[Brand]) -> PipelineStats:
+    """What the pipeline makes of `mentions` fed in the order the source yielded them."""
+    pipeline = Pipeline(Settings(brands=list(brands), rules=[]), [], Calm())
+    for mention in mentions:
+        pipeline.feed(mention)
+    return pipeline.stats
 
 
 class TestRecentSearch:
@@ -89,6 +117,98 @@ class TestRecentSearch:
         got = await take(source(fake, None, clock), 1)
         assert [m.id for m in got] == [expected] and fake.faults[0].times == 0
         assert clock.sleeps[:4] == [1.0, 2.0, 4.0, 8.0]
+
+    async def test_backfill_and_catch_up_come_oldest_first_across_brands(
+        self, fake: FakeX, tmp_path: Path
+    ) -> None:
+        """X answers newest first, and the pipeline's watermark follows the newest mention: the
+        first start's backfill and a restart's catch-up come oldest first (all pages of every
+        brand gathered first), so none is late, even when a quieter brand's newest tweet is
+        found beside a busy brand's older ones."""
+        other = Brand(id="other", keywords=["other bank"])
+        alice = fake.user("alice")
+        for k in range(10):  # a tweet a minute over the 10 minutes of the first start's backfill
+            fake.tweet(f"acme bank {k}", author=alice, created=iso(NOW - 590 + 60 * k))
+        fake.tweet("other bank news", author=alice, created=iso(NOW - 5))
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        try:
+            first = await take(source(fake, store, clock, brands=[BRAND, other]), 11)
+            for k in range(30):  # down for 15 minutes, a tweet every 30 s meanwhile
+                fake.tweet(f"acme bank {k}", author=alice, created=iso(clock.now + 30 * k))
+            fake.tweet("other bank again", author=alice, created=iso(clock.now + 890))
+            clock.now += 900
+            second = await take(source(fake, store, clock, brands=[BRAND, other]), 31)
+        finally:
+            await store.close()
+        got = first + second
+        assert len(got) == 42 and len({m.id for m in got}) == 42
+        assert [m.created_at for m in got] == sorted(m.created_at for m in got)
+        stats = counted(got, [BRAND, other])
+        assert (stats.mentions, stats.late) == (42, 0)
+
+    async def test_a_brand_whose_search_x_refuses_is_reported_while_the_others_flow(
+        self, fake: FakeX
+    ) -> None:
+        """All brands are searched in one poll, yet a query X refuses (400) stops only its own
+        brand: the others' tweets flow, and the refusal keeps the source failing (so it shows
+        stalled and ops are told) with X's reason."""
+        other = Brand(id="other", keywords=["other bank"])
+        alice = fake.user("alice")
+        expected = [fake.tweet(f"acme bank {n}", author=alice, created=CREATED) for n in range(3)]
+        fake.fail("/2/tweets/search/recent", status=400, query="other bank", times=1_000)
+        clock = Clock()
+        src = source(fake, None, clock, brands=[BRAND, other])
+        got = await take(src, 3)
+        assert sorted(m.id for m in got) == sorted(expected)
+        health = src.health()
+        assert health.last_success is None and health.consecutive_failures >= 1
+        assert health.last_error is not None and "search:other" in health.last_error
+        assert "injected" in health.last_error
+
+    async def test_a_cursor_older_than_x_s_week_searches_from_a_time(
+        self, fake: FakeX, tmp_path: Path
+    ) -> None:
+        """X refuses a `since_id` older than 7 days. After a quiet week (or a week stopped) the
+        cursor's tweet is that old (its id says when it was posted), so the search asks from a
+        time instead, 6.5 days back, and the new tweets arrive; a backfill set longer than X
+        reaches is held to the same 6.5 days."""
+        alice = fake.user("alice")
+        first_tweet = fake.tweet("acme bank hello", author=alice, created=iso(NOW - 30))
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+        fake.clock = clock
+        try:
+            first = await take(source(fake, store, clock, backfill="10d"), 1)
+            clock.now += 8 * 86_400
+            asked_before = len(fake.searches)
+            crisis = [fake.tweet(f"acme bank stole {n}", author=alice, created=iso(clock.now - 5))
+                      for n in range(3)]  # fmt: skip
+            second = await take(source(fake, store, clock), 3)
+        finally:
+            await store.close()
+        assert [m.id for m in first] == [first_tweet]
+        assert sorted(m.id for m in second) == sorted(crisis)
+        assert fake.refused == []
+        assert fake.searches[0]["start_time"] == iso(NOW - 6.5 * 86_400).replace(".000", "")
+        after_the_week = fake.searches[asked_before]
+        assert "since_id" not in after_the_week and "start_time" in after_the_week
+
+    async def test_long_posts_whole_and_quotes_of_the_brand_answer_it(self, fake: FakeX) -> None:
+        """A long post comes whole (X's `text` stops at 280 characters, `note_tweet` has the
+        rest), so a brand named late in it is attributed; a quote of the brand's own post is
+        recognised as answering the brand (the quoted tweet comes in includes.tweets)."""
+        alice, brand_account = fake.user("alice"), fake.user("AcmeBank", 90_000)
+        long_text = "I have been a customer for twenty years and this week was a nightmare. " * 5
+        long_text += "Acme Bank froze my account and nobody answers."
+        long_post = fake.tweet(long_text, author=alice, created=CREATED)
+        brand_post = fake.tweet("We love our customers!", author=brand_account, created=CREATED)
+        quote = fake.tweet("this is how they treat us", author=alice, created=CREATED,
+                           quoting=brand_post)  # fmt: skip
+        got = {m.id: m for m in await take(source(fake, None, Clock()), 3)}
+        assert got[long_post].text == long_text
+        assert counted([got[long_post]], [BRAND]).mentions == 1
+        assert got[quote].in_reply_to_author == "AcmeBank"
 
     async def test_a_slow_search_times_out_and_is_asked_again(self, fake: FakeX) -> None:
         """A search answered after the timeout is an error like any other: it backs off and asks
@@ -149,3 +269,58 @@ class TestFilteredStream:
         assert [r["tag"] for r in fake.rules] == [f"{RULE_TAG}acme"]
         last_error = src.health().last_error
         assert last_error is not None and "stream" in last_error  # the drop was seen
+
+    async def test_many_brands_catch_up_brand_by_brand(self, fake: FakeX) -> None:
+        """Brands whose queries joined pass X's 512 characters (4 of these) are caught up one
+        query each after a connect: X never refuses the catch-up, and the stream's tweets and
+        the missed ones all arrive."""
+        brands = [wordy_brand(n) for n in range(4)]
+        alice = fake.user("alice")
+        missed = fake.tweet("brand1 bank before the connect", author=alice, created=CREATED)
+        clock = Clock()
+        src = source(fake, None, clock, mode="stream", brands=brands)
+        expected = [missed]
+
+        async def traffic() -> None:
+            await fake.listening()
+            for n in range(3):
+                expected.append(fake.tweet(f"brand2 app {n}", author=alice, created=CREATED))
+
+        got = await take(src, 4, traffic)
+        assert sorted(m.id for m in got) == sorted(expected)
+        assert fake.searches and all(len(q["query"]) <= 512 for q in fake.searches)
+        assert src.health().consecutive_failures == 0
+
+    async def test_a_failing_catch_up_backs_off_and_is_no_success(self, fake: FakeX) -> None:
+        """A connect is no success until its catch-up search has worked: while it fails the
+        source is failing and the waits between reconnects grow, rather than a storm of
+        reconnects each resetting the back-off."""
+        alice = fake.user("alice")
+        expected = fake.tweet("acme bank", author=alice, created=CREATED)
+        fake.fail("/2/tweets/search/recent", status=503, times=4)
+        clock = Clock()
+        src = source(fake, None, clock, mode="stream")
+        got = await take(src, 1)
+        assert [m.id for m in got] == [expected]
+        backoffs = [s for s in clock.sleeps if s > 0]
+        assert len(backoffs) == 4 and backoffs == sorted(backoffs) and backoffs[0] < backoffs[-1]
+
+
+def wordy_brand(n: int) -> Brand:
+    """A brand with a realistic number of terms: its X query is about 160 characters."""
+    return Brand(
+        id=f"b{n}",
+        keywords=[f"brand{n} bank", f"brand{n}bank", f"brand{n} app", f"brand{n} card"],
+        hashtags=[f"#Brand{n}Bank"],
+        handles=[f"@Brand{n}Bank", f"@Brand{n}Help"],
+        exclusions=["#birding", f"brand{n} falcon", f"brand{n} bird"],
+    )
+
+
+def test_a_brand_query_over_x_s_limit_cannot_start() -> None:
+    """A brand whose own query is over X's 512 characters is a configuration error at start,
+    naming the brand, rather than a search X refuses on every poll."""
+    huge = Brand(id="huge", keywords=[f"keyword number {n}" for n in range(40)])
+    settings = XSettings(api_url="http://127.0.0.1:9")
+    with pytest.raises(SourceSetupError, match=r"brand 'huge'.*512"):
+        XSource(settings, [BRAND, huge], None, bearer_token=TOKEN)

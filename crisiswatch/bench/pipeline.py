@@ -9,6 +9,11 @@ pipeline, then (not timed as pipeline) just parsed, and the parsed texts just sc
 sentiment: the pipeline's cost is shown as a ratio of reading its input, and the sentiment
 model's share of it.
 
+A file is measured with the benchmark's made-up brands (so a real stream is mostly about none
+of them, and attributed no further) unless a deployment's settings are given (`--config`). Its
+malformed lines are skipped and not measured as mentions; the report says how many, and how many
+mentions were counted, about none of the brands, duplicates or too late.
+
 Printed: a progress line every million mentions (throughput so far, peak memory), then
 mentions per second, CPU seconds per million, the parse-only ratio, the sentiment share, how
 long a mention waits for its bucket's decision, how long closing and judging a bucket takes (its
@@ -22,6 +27,7 @@ import random
 import resource
 import statistics
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +42,7 @@ from crisiswatch.domain import Bucket, Mention, Page
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import MentionError, open_lines, parse_mention
 from crisiswatch.notify.render import render_text
-from crisiswatch.pipeline import Pipeline, settle
+from crisiswatch.pipeline import Pipeline, PipelineStats, settle
 from crisiswatch.rules.loader import load_rules
 
 TOPICS = {
@@ -114,11 +120,16 @@ def settings_for(brands: int) -> Settings:
     )
 
 
+class BenchInputError(Exception):
+    """The file to measure cannot be read; the message says which and why."""
+
+
 @dataclass(slots=True)
 class _Tally:
     """What one run measured."""
 
-    count: int = 0
+    lines: int = 0
+    malformed: int = 0  # lines that are no mention: skipped, not measured as mentions
     cpu: float = 0.0  # the pipeline's CPU seconds
     wall: float = 0.0
     parse: float = 0.0  # CPU seconds to only parse the same lines
@@ -126,6 +137,11 @@ class _Tally:
     pages: int = 0
     waits: list[float] = field(default_factory=list)  # pipeline CPU s, first arrival → decision
     judging: list[float] = field(default_factory=list)  # CPU s per bucket close, to its pages
+
+    @property
+    def count(self) -> int:
+        """The mentions measured: parsed and fed to the pipeline."""
+        return self.lines - self.malformed
 
 
 def bench_pipeline(
@@ -135,23 +151,34 @@ def bench_pipeline(
     brands: int,
     path: Path | None = None,
     rate: float = FIREHOSE_RATE,
+    settings: Settings | None = None,
 ) -> int:
-    settings = settings_for(brands)
+    """Measure; `settings`: a deployment's, for a file (default: `brands` made-up brands).
+    Raises `BenchInputError` when the file cannot be read."""
+    settings = settings or settings_for(brands)
     pipeline = Pipeline(
         settings, load_rules(settings.rules, settings), SentimentModel.load_default()
     )
     settle()  # as the daemon does once started
     tally = _Tally()
-    if path is None:
-        _run(pipeline, generate(mentions, brands, rate), tally, out)
-    else:
-        with open_lines(path) as lines:
-            _run(pipeline, lines, tally, out)
+    lines = generate(mentions, brands, rate) if path is None else _read(path)
+    _run(pipeline, lines, tally, out)
     if tally.count == 0:
-        out.write("pipeline: no mentions to measure (the file is empty)\n")
+        out.write(f"pipeline: no mentions to measure ({tally.malformed:,} malformed lines)\n")
         return 1
-    _report(out, tally, brands, rate if path is None else None, pipeline.stats.buckets)
+    _report(out, tally, settings, rate if path is None else None, pipeline.stats)
     return 0
+
+
+def _read(path: Path) -> Iterator[bytes]:
+    """The lines of a mention file, gunzipped if need be; one that cannot be read (missing, a
+    corrupt or truncated gzip) raises `BenchInputError`."""
+    try:
+        with open_lines(path) as lines:
+            yield from lines
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise BenchInputError(f"cannot read {path}: {reason}") from None
 
 
 def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: TextIO) -> None:
@@ -202,6 +229,7 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             try:
                 mention = parse_mention(line)
             except MentionError:
+                tally.malformed += 1
                 continue
             index = int(mention.created_at.timestamp()) // width
             if index >= decided[0] and index not in arrivals:
@@ -209,8 +237,8 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             feed(mention)
         tally.cpu += time.process_time() - chunk_started
         tally.wall += time.perf_counter() - wall_started
-        tally.count += len(chunk)
-        if tally.count % PROGRESS == 0:
+        tally.lines += len(chunk)
+        if tally.lines % PROGRESS == 0:
             progress.write(
                 f"  after {tally.count:,} mentions: {tally.count / tally.cpu:,.0f} mentions/s, "
                 f"peak RSS {_peak_mb():.0f} MB\n"
@@ -241,16 +269,28 @@ def _parse_only(chunk: Sequence[bytes]) -> list[Mention]:
 
 
 def _report(
-    out: TextIO, tally: _Tally, brands: int, rate: float | None, series_buckets: int
+    out: TextIO, tally: _Tally, settings: Settings, rate: float | None, stats: PipelineStats
 ) -> None:
     count, cpu = tally.count, tally.cpu
     peak_mb = _peak_mb()
-    out.write(f"pipeline: {count:,} mentions, {brands} brands × 6 series, {tally.pages} pages\n")
+    series = sum(1 + len(brand.topics) for brand in settings.brands)
+    out.write(
+        f"pipeline: {count:,} mentions, {len(settings.brands)} brands, {series:,} series, "
+        f"{tally.pages} pages\n"
+        f"  {stats.mentions:,} counted, {stats.unattributed:,} about none of the brands, "
+        f"{stats.duplicates:,} duplicates, {stats.late:,} too late; "
+        f"{tally.malformed:,} malformed lines skipped\n"
+    )
+    if stats.unattributed > count / 2:
+        out.write(
+            "  most mentions are about none of the brands, so they were measured only up to "
+            "attribution: give --config with the deployment the file comes from\n"
+        )
     if rate is not None:
         span = count / rate
         out.write(
             f"  event time: {rate:,.2f} mentions/s, {span / 86_400:.2f} days, "
-            f"{series_buckets:,} series-buckets judged ({series_buckets / max(count, 1):.3f} "
+            f"{stats.buckets:,} series-buckets judged ({stats.buckets / max(count, 1):.3f} "
             f"per mention)\n"
         )
     out.write(f"  mentions per second (CPU)       {count / cpu:>12,.0f}\n")

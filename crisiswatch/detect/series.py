@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +14,12 @@ from crisiswatch.detect.signals import SignalDetector
 from crisiswatch.detect.volume import DEFAULT_QUIET
 from crisiswatch.domain import Bucket, PageKind, SeriesKey
 from crisiswatch.incidents import IncidentManager
+from crisiswatch.mentions import EARLIEST, LATEST
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.schema import Rule
 
 DEFAULT_BUCKET_SECONDS = 300
+MAX_VALUE = 1e12  # no bucket of mentions holds more; far larger overflows the detector's sums
 
 
 class SeriesError(ValueError):
@@ -41,6 +42,10 @@ def _parse_time(text: str, line: int) -> datetime:
         at = datetime.fromisoformat(text.strip())
     except ValueError:
         raise SeriesError(f"line {line}: timestamp {text!r} is not an ISO 8601 time") from None
+    if not EARLIEST <= at.year <= LATEST:  # as for a mention: beyond, time arithmetic breaks
+        raise SeriesError(
+            f"line {line}: timestamp {text!r} is outside the years {EARLIEST}–{LATEST}"
+        )
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -49,7 +54,7 @@ def _parse_value(text: str) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= 0.0 else None
+    return value if 0.0 <= value <= MAX_VALUE else None  # NaN compares false
 
 
 def read_rows(inp: TextIO) -> tuple[list[Row], list[int]]:
@@ -122,8 +127,8 @@ def detect_series(inp: TextIO, out: TextIO, err: TextIO) -> int:
         return 2
     if skipped:
         print(
-            f"detect-series: skipped {len(skipped)} row(s) with a missing, non-numeric or "
-            f"negative value (first at line {skipped[0]})",
+            f"detect-series: skipped {len(skipped)} row(s) with a missing, non-numeric, "
+            f"negative or absurd (over {MAX_VALUE:.0e}) value (first at line {skipped[0]})",
             file=err,
         )
     results = score_series([r.at for r in rows], [r.value for r in rows])

@@ -2,12 +2,14 @@
 
 Each input line is `{"text": "...", "label": "negative|neutral|positive"}` (label optional); each
 output line is `{"label": "...", "negative": 0.93}`, or `null` for a line that could not be read
-(with an error naming the line on stderr). A line's prediction is made before its label is learned.
+(with an error naming the line on stderr): not UTF-8 text, not JSON, or not such an object. Input
+is read as bytes, so no line stops the stream. A line's prediction is made before its label is
+learned.
 """
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import orjson
 
@@ -18,10 +20,12 @@ class BadLine(ValueError):
     """An input line that is not a usable JSON object."""
 
 
-def parse_line(line: str) -> tuple[str, str | None]:
+def parse_line(line: bytes) -> tuple[str, str | None]:
     """The text and optional label of one input line."""
     try:
-        doc: Any = orjson.loads(line)
+        doc: Any = orjson.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadLine("not UTF-8 text") from None
     except orjson.JSONDecodeError as exc:
         raise BadLine(f"not JSON ({exc})") from None
     if not isinstance(doc, dict):
@@ -36,7 +40,7 @@ def parse_line(line: str) -> tuple[str, str | None]:
 
 
 def predict_stream(
-    inp: TextIO, out: TextIO, err: TextIO, learn: bool, model: SentimentModel
+    inp: IO[bytes], out: TextIO, err: TextIO, learn: bool, model: SentimentModel
 ) -> int:
     """Score every line of `inp` into `out`; 0 if every line was good, else 1."""
     status = 0

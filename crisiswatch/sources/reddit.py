@@ -4,8 +4,10 @@ for the brands' terms, through asyncpraw with a read-only app.
 asyncpraw's streams end on the first error, and a 429 is raised, not retried: each stream here
 asks for one listing at a time (`pause_after=-1`), waits between listings itself, and on an error
 is started again by `supervise` from where it stopped (`continue_after_id`). Reddit's ids grow
-with time, so a post at or before a stream's cursor is never yielded again. Every request must be
-answered within a timeout; a timeout is an error like any other.
+with time, so a post at or before a stream's cursor is never yielded again; and Reddit lists
+nothing after a removed post, so when the first listing after a cursor is empty, what is newer
+than it is paged for backwards (a restart whose last post was removed meanwhile loses nothing).
+Every request must be answered within a timeout; a timeout is an error like any other.
 
 A mention's reach is its author's karma (link + comment), looked up once a day per author and at
 most `karma_per_minute` times a minute; when the lookup fails, is slow or over that budget, the
@@ -43,6 +45,8 @@ REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 KARMA_KEPT = 10_000  # authors whose karma is remembered
 KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
 KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
+NEWEST_FIRST = {"submissions": "new", "comments": "comments"}  # the listing under each stream
+CATCH_UP = 1_000  # items paged back for a removed cursor at most (Reddit lists ~1,000 back)
 
 
 class _Requestor(Requestor):
@@ -73,7 +77,7 @@ def reddit_client(
 
 
 def _number(fullname: str) -> int:
-    """The ordinal of a Reddit id: `t3_1abc` → int('1abc', 36)."""
+    """The ordinal of a Reddit id: `t3_1abc` → int('1abc', 36); "" (before everything) → 0."""
     return int(fullname.partition("_")[2] or "0", 36)
 
 
@@ -136,21 +140,52 @@ class RedditSource(LiveSource):
         return loops
 
     async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found]:
-        """New posts or comments of the subreddits, oldest first, after the cursor."""
-        after = self.position.get(kind)
+        """New posts or comments of the subreddits, oldest first, after the cursor. On a first
+        start what exists is not new: its newest item ("" if none) is the cursor at once, so a
+        listing that fails before anything new was yielded restarts from there, skipping
+        nothing posted since."""
         with self._errors():
             subreddit = await reddit.subreddit("+".join(self.settings.subreddits))
-            listing = getattr(subreddit.stream, kind)
-            stream = listing(pause_after=-1, continue_after_id=after, skip_existing=after is None)
-            async for thing in stream:
+            if kind not in self.position:
+                newest = [t async for t in getattr(subreddit, NEWEST_FIRST[kind])(limit=1)]
+                self.position[kind] = newest[0].fullname if newest else ""
+                yield None, kind, self.position[kind]
+            after = self.position[kind]
+            async for thing in self._listed(subreddit, kind, after):
                 if thing is None:  # one listing fetched
                     self._health.success()
                     await self.sleep(self.poll_every)
                     continue
-                if after is not None and _number(thing.fullname) <= _number(after):
+                if _number(thing.fullname) <= _number(after):
                     continue
                 after = self.position[kind] = thing.fullname
                 yield await self._mention(reddit, thing), kind, after
+
+    async def _listed(self, subreddit: Any, kind: str, after: str) -> AsyncIterator[Any]:
+        """asyncpraw's stream after `after`: each listing's new items oldest first, then None.
+        Reddit lists nothing after a removed post, so when the first listing after a cursor
+        comes back empty, what is newer than it is paged for backwards instead."""
+        stream = getattr(subreddit.stream, kind)(pause_after=-1, continue_after_id=after or None)
+        first = bool(after)
+        async for thing in stream:
+            if first and thing is None:  # nothing new, or the cursor's post was removed
+                for missed in await self._newer_than(subreddit, kind, after):
+                    yield missed
+            first = False
+            yield thing
+
+    async def _newer_than(self, subreddit: Any, kind: str, after: str) -> list[Any]:
+        """The items newer than `after`, oldest first, paged back (`after=`) from the newest
+        until one at or before it; at most `CATCH_UP`, and the log says when that stopped it."""
+        found: list[Any] = []
+        async for thing in getattr(subreddit, NEWEST_FIRST[kind])(limit=CATCH_UP):
+            if _number(thing.fullname) <= _number(after):
+                return found[::-1]
+            found.append(thing)
+        if len(found) == CATCH_UP:
+            # any older items after the cursor are beyond reach
+            log.warning("reddit.catch_up_limit", stream=kind, cursor=after, items=CATCH_UP)
+        return found[::-1]
 
     async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found]:
         """Site-wide search for the brand, newest posts, every `search_every`."""

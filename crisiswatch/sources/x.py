@@ -1,6 +1,11 @@
 """X (Twitter API v2): recent search polled with `since_id` for each brand, or the filtered
 stream (a config switch, for accounts with that access), through tweepy's async client.
 
+X answers a search newest first, but the pipeline's watermark follows the newest mention it has
+seen, so a poll (a backfill, or the catch-up after a restart or a reconnect) gathers every page
+of every brand's search first and hands the tweets over oldest first, by id (X's ids grow with
+time): in X's order all but the newest few minutes would be too late to count.
+
 tweepy's own waiting is not used: `wait_on_rate_limit` retries at once when the reset header is
 missing, and its stream sleeps and retries on its own and ends on a callback's error. Here every
 request is paced from `x-rate-limit-remaining`/`x-rate-limit-reset`, a 429 waits for the reset,
@@ -22,9 +27,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from tweepy import StreamRule
 from tweepy.asynchronous import AsyncClient, AsyncStreamingClient
-from tweepy.errors import TooManyRequests
+from tweepy.errors import BadRequest, TooManyRequests
 
 from crisiswatch.config import Brand, XSettings
 from crisiswatch.domain import Mention
@@ -32,19 +38,28 @@ from crisiswatch.mentions import MAX_TEXT, parse_time
 from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Found, LiveSource
 from crisiswatch.sources.queries import x_query
-from crisiswatch.sources.resilience import RateLimited
+from crisiswatch.sources.resilience import RateLimited, SourceSetupError
 from crisiswatch.store import Store
 
+log = structlog.get_logger(__name__)
 API = "https://api.twitter.com"
 REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
 RULE_TAG = "crisiswatch:"
+MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
+REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 400), less a margin
+SNOWFLAKE_EPOCH = 1_288_834_974.657  # X's ids are milliseconds since this, shifted 22 bits
 INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
 FIELDS: dict[str, Any] = {
-    "expansions": ["author_id", "in_reply_to_user_id", "referenced_tweets.id.author_id"],
+    # referenced_tweets.id puts a quoted post in includes.tweets (whose author it answers)
+    "expansions": [
+        "author_id", "in_reply_to_user_id", "referenced_tweets.id",
+        "referenced_tweets.id.author_id",
+    ],
+    # note_tweet: a long post's whole text (its `text` stops at 280 characters)
     "tweet_fields": [
         "created_at", "lang", "public_metrics", "author_id", "in_reply_to_user_id",
-        "referenced_tweets", "conversation_id",
+        "referenced_tweets", "conversation_id", "note_tweet",
     ],
     "user_fields": ["username", "public_metrics"],
 }  # fmt: skip
@@ -110,7 +125,7 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
         id=f"x:{tweet_id}",
         source="x",
         created_at=parse_time(tweet["created_at"]),
-        text=str(tweet.get("text", ""))[:MAX_TEXT],
+        text=str(tweet.get("note_tweet", {}).get("text") or tweet.get("text", ""))[:MAX_TEXT],
         author=username,
         author_followers=int(author.get("public_metrics", {}).get("followers_count", 0)),
         url=f"https://x.com/{username or 'i'}/status/{tweet_id}",
@@ -122,6 +137,16 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
             if name in INTERACTIONS
         ),
     )
+
+
+def posted_at(tweet_id: str) -> float:
+    """When a tweet was posted (seconds since the epoch), read from its snowflake id."""
+    return (int(tweet_id) >> 22) / 1000 + SNOWFLAKE_EPOCH
+
+
+def _number(mention: Mention) -> int:
+    """The tweet id of a mention from X, as a number (ids grow with time)."""
+    return int(mention.id.removeprefix("x:"))
 
 
 class _Connection(AsyncStreamingClient):  # type: ignore[misc]
@@ -174,9 +199,20 @@ class XSource(LiveSource):
     ) -> None:
         super().__init__("x", store, stall_after=stall_after, **timing)
         self.settings = settings
-        self.brands = list(brands)
+        self.queries = {b.id: x_query(b, retweets=settings.retweets) for b in brands}
         self.request_timeout = request_timeout
         self._token = bearer_token
+        self._expired: set[str] = set()  # cursors too old for X, told once
+        too_long = [
+            f"brand {brand!r}: its X query is {len(query)} characters, over X's {MAX_QUERY}"
+            for brand, query in self.queries.items()
+            if len(query) > MAX_QUERY
+        ]
+        if too_long:
+            raise SourceSetupError(
+                f"sources.x: {'; '.join(too_long)} (use fewer or shorter keywords, hashtags, "
+                "handles or exclusions)"
+            )
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
@@ -192,40 +228,85 @@ class XSource(LiveSource):
     def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
         if self.settings.mode == "stream":
             return [lambda: self._stream(client)]
-        return [partial(self._poll, client, brand) for brand in self.brands]
+        return [partial(self._poll, client)]
 
-    async def _poll(self, client: Any, brand: Brand) -> AsyncIterator[Found]:
-        key = f"search:{brand.id}"
+    async def _poll(self, client: Any) -> AsyncIterator[Found]:
+        """Every brand's search, one poll for all (so that all come in time order), forever."""
+        searches = [(query, f"search:{brand}") for brand, query in self.queries.items()]
         while True:
-            async for found in self._search(
-                client, x_query(brand, retweets=self.settings.retweets), key
-            ):
+            async for found in self._search(client, searches):
                 yield found
             await self.sleep(self.settings.search_every.total_seconds())
 
-    async def _search(self, client: Any, query: str, key: str) -> AsyncIterator[Found]:
-        """Every tweet after the cursor of `key` (all pages), then the cursor moves on."""
-        since = self.position.get(key) or None
-        params: dict[str, Any] = {"max_results": 100, **FIELDS}
-        if since:
-            params["since_id"] = since
-        else:
-            start = datetime.fromtimestamp(self.clock(), UTC) - self.settings.backfill
-            params["start_time"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        newest: str | None = None
+    async def _search(
+        self, client: Any, searches: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[Found]:
+        """One poll: for each (query, cursor key), every tweet after that key's cursor (all
+        pages); then every tweet found, once, oldest first; then each cursor moves to the newest
+        its queries found. Cursors move only once the tweets before them are handed over."""
+        since = {key: self.position.get(key, "") for _, key in searches}
+        found: dict[int, tuple[Mention, str]] = {}
+        newest: dict[str, int] = {}
+        refused: dict[str, str] = {}  # key → why X refused one of its queries
+        for query, key in searches:
+            try:
+                mentions = [m async for m in self._pages(client, query, since[key])]
+            except BadRequest as exc:  # this query's own fault: the others go on
+                refused[key] = "; ".join(map(str, exc.api_messages)) or str(exc)
+                continue
+            for mention in mentions:
+                number = _number(mention)
+                found.setdefault(number, (mention, key))
+                newest[key] = max(newest.get(key, 0), number)
+        self._report(refused)
+        for number in sorted(found):
+            mention, key = found[number]
+            yield mention, key, since[key]
+        for key, number in newest.items():
+            if key not in refused:
+                self.position[key] = str(number)
+                yield None, key, str(number)
+
+    def _report(self, refused: Mapping[str, str]) -> None:
+        """A poll is a success only when X took every query; a refused one (400: it will not
+        pass on its own) is logged and keeps the source failing, so it shows stalled and ops
+        are told, while the other brands' tweets still flow."""
+        if not refused:
+            self._health.success()
+            return
+        for key, why in refused.items():
+            log.error("x.search_refused", search=key, error=why)
+        self._health.failure(
+            "X refused the search for " + "; ".join(f"{k} ({why})" for k, why in refused.items())
+        )
+
+    async def _pages(self, client: Any, query: str, since: str) -> AsyncIterator[Mention]:
+        """The tweets of every page of one search after `since` (none: the backfill)."""
+        params: dict[str, Any] = {"max_results": 100, **FIELDS, **self._window(since)}
         while True:
             body = await self._get(client.search_recent_tweets, query, **params)
-            meta = body.get("meta", {})
-            newest = newest or meta.get("newest_id")
             includes = body.get("includes", {})
             for tweet in body.get("data", ()):
-                yield to_mention(tweet, includes), key, since or ""
-            if not meta.get("next_token"):
-                break
-            params["next_token"] = meta["next_token"]
-        if newest:
-            self.position[key] = newest
-            yield None, key, newest
+                yield to_mention(tweet, includes)
+            token = body.get("meta", {}).get("next_token")
+            if not token:
+                return
+            params["next_token"] = token
+
+    def _window(self, since: str) -> dict[str, str]:
+        """Where a search starts: after `since` while X takes it, else at a time (a first
+        start's backfill), never further back than `REACH`. A cursor whose tweet is older (a
+        quiet week, or a week stopped: it moves only when something is found) is searched from
+        `REACH` ago, as X would refuse it on every poll; what came between is out of reach."""
+        now = self.clock()
+        if since and posted_at(since) > now - REACH:
+            return {"since_id": since}
+        if since and since not in self._expired:
+            self._expired.add(since)
+            log.warning("x.cursor_expired", since_id=since, searching_from_days_ago=REACH / 86_400)
+        back = REACH if since else min(self.settings.backfill.total_seconds(), REACH)
+        start = datetime.fromtimestamp(now - back, UTC)
+        return {"start_time": start.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     async def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
         """One API call, paced by its rate-limit headers; 429 → `RateLimited` until the reset."""
@@ -239,7 +320,6 @@ class XSource(LiveSource):
         body = await response.json(loads=orjson.loads)
         if not isinstance(body, dict):
             raise ValueError("X answered with something other than a JSON object")
-        self._health.success()
         if response.headers.get("x-rate-limit-remaining") == "0":
             wait = retry_after({"x-rate-limit-reset": response.headers.get(
                 "x-rate-limit-reset", "")}, self.clock())  # fmt: skip
@@ -247,7 +327,9 @@ class XSource(LiveSource):
         return body
 
     async def _stream(self, client: Any) -> AsyncIterator[Found]:
-        """The filtered stream; after each connect, search fills in what was missed."""
+        """The filtered stream; after each connect, search fills in what was missed (a search
+        per brand: their queries joined would pass X's length limit), and only then is the
+        connect a success, so a failing catch-up backs off and shows."""
         await self._sync_rules()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1_000)
         session = http_session(self.settings.api_url, STREAM_SILENCE, stream=True)
@@ -255,11 +337,8 @@ class XSource(LiveSource):
         task = connection.filter(**FIELDS)
         try:
             await connection.connected.wait()
-            self._health.success()
-            query = " OR ".join(
-                f"({x_query(b, retweets=self.settings.retweets)})" for b in self.brands
-            )
-            async for found in self._search(client, query, "stream"):
+            catch_up = [(query, "stream") for query in self.queries.values()]
+            async for found in self._search(client, catch_up):
                 yield found
             while (line := await lines.get()) is not None:
                 self._health.success()
@@ -279,10 +358,9 @@ class XSource(LiveSource):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             self._health.failure(f"a stream line could not be read: {type(exc).__name__}")
             return None
-        tweet_id = mention.id.removeprefix("x:")
         current = self.position.get("stream")
-        if current is None or int(tweet_id) > int(current):
-            self.position["stream"] = tweet_id
+        if current is None or _number(mention) > int(current):
+            self.position["stream"] = str(_number(mention))
         return mention, "stream", self.position["stream"]
 
     async def _sync_rules(self) -> None:
@@ -291,10 +369,7 @@ class XSource(LiveSource):
         rules = AsyncStreamingClient(self._token, return_type=dict)
         rules.session = session
         try:
-            wanted = {
-                f"{RULE_TAG}{b.id}": x_query(b, retweets=self.settings.retweets)
-                for b in self.brands
-            }
+            wanted = {f"{RULE_TAG}{brand}": query for brand, query in self.queries.items()}
             existing = (await rules.get_rules()).get("data", [])
             ours = [r for r in existing if str(r.get("tag", "")).startswith(RULE_TAG)]
             stale = [r["id"] for r in ours if wanted.get(r["tag"]) != r["value"]]
