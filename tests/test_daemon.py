@@ -205,7 +205,7 @@ def live_daemon(
     tmp_path: Path,
     store: Store,
     feed: LiveFeed,
-    clock: Callable[[], datetime] | None = None,
+    pipeline_clock: Callable[[], datetime] | None = None,
     **options: Any,
 ) -> Daemon:
     config = tmp_path / "config.yaml"
@@ -214,7 +214,8 @@ def live_daemon(
         "pipeline: {dedupe_capacity: 1000}\n"
     )
     settings = load_settings(config)
-    pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer(), clock)
+    rules = load_rules(settings.rules, settings)
+    pipeline = Pipeline(settings, rules, AngryScorer(), pipeline_clock)
     return Daemon(pipeline, [feed], [], store, queue_size=100, checkpoint_dir=tmp_path,
                   tick_seconds=0, **options)  # fmt: skip
 
@@ -234,7 +235,7 @@ class TestSeenIdsWithCheckpoints:
     ) -> None:
         """Its corrected resend must count after a restart too, so only the real post's id
         reaches the store."""
-        daemon = live_daemon(tmp_path, store, AheadFeed(0), clock=lambda: T0)
+        daemon = live_daemon(tmp_path, store, AheadFeed(0), pipeline_clock=lambda: T0)
         run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
         await until(lambda: daemon.pipeline.stats.mentions == 1)
         daemon.stopping.set()
