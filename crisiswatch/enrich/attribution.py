@@ -18,7 +18,9 @@ from crisiswatch.config import Brand
 from crisiswatch.domain import Mention
 
 BREAKS = frozenset(".,;:!?…")  # sentence and list punctuation: a phrase does not span it
-_TOKEN = re.compile(r"[#@]?\w+|[.,;:!?…]")  # linear: no nested quantifiers
+# A word, #hashtag or @handle, or a break: one of BREAKS before a space or the end (the "." of
+# "booking.com" or "j.p." is inside a name). Linear: no nested quantifiers.
+_TOKEN = re.compile(rf"[#@]?\w+|[{re.escape(''.join(sorted(BREAKS)))}](?!\S)")
 MAX_CHARS = 10_000  # characters read of a post: a mention's text is capped at this anyway
 MAX_TOKENS = 2_000  # tokens kept: a long post's words (~1,700), not 5,000 one-letter ones
 V = TypeVar("V", bound=Hashable)
@@ -59,7 +61,13 @@ class TermIndex(Generic[V]):
         self._phrase_keys: set[str] = set()
 
     def add(self, term: str, value: V, *, plurals: bool = True) -> None:
-        words = [word for word in tokenize(term) if word not in BREAKS]  # "Yahoo!" is yahoo
+        """Index a term, spelt with its breaks and without them ("Mr. Cooper" is found in
+        "Mr. Cooper foreclosed" and in "mr cooper"; "Yahoo!" in "yahoo is down")."""
+        words = tokenize(term)
+        for spelling in dict.fromkeys((tuple(words), tuple(w for w in words if w not in BREAKS))):
+            self._add_words(list(spelling), value, plurals)
+
+    def _add_words(self, words: list[str], value: V, plurals: bool) -> None:
         if not words:
             return
         if len(words) > 1:
