@@ -210,7 +210,6 @@ class Page:
     kind: PageKind
     at: datetime
     changes: tuple[str, ...] = ()
-    moved_from: str | None = None  # an escalation that moved the incident: the route it left
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,8 +189,7 @@ class IncidentManager:
         self.open[key] = merged
         changes = tuple(_changes(previous, merged))
         if worse:
-            moved = previous.route if merged.route != previous.route else None
-            return Page(merged, PageKind.ESCALATED, now, changes, moved_from=moved)
+            return Page(merged, PageKind.ESCALATED, now, changes)
         return Page(merged, PageKind.UPDATED, now, changes) if changes else None
 
     def _stage(self, key: str, incident: Incident, alert_stage: Stage) -> Stage:

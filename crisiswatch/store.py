@@ -53,7 +53,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (notifier, status, seq);
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id);
 CREATE TABLE IF NOT EXISTS messages (
     incident_id TEXT NOT NULL, notifier TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL,
-    posted_at TEXT NOT NULL, PRIMARY KEY (incident_id, notifier)
+    posted_at TEXT NOT NULL, route TEXT, PRIMARY KEY (incident_id, notifier)
 );
 CREATE TABLE IF NOT EXISTS posting (
     incident_id TEXT NOT NULL, notifier TEXT NOT NULL, at TEXT NOT NULL,
@@ -401,10 +401,16 @@ class Store:
 
         return await self._run(read)
 
-    async def save_message(self, incident_id: str, notifier: str, channel: str, ts: str) -> None:
-        """Remember the message that stands for an incident, so later pages edit it."""
-        sql = "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)"
-        row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat())
+    async def save_message(
+        self, incident_id: str, notifier: str, channel: str, ts: str, route: str
+    ) -> None:
+        """Remember the message that stands for an incident, and the route it was posted for,
+        so later pages edit it (or, when the incident moved to another route, leave it)."""
+        sql = (
+            "INSERT OR REPLACE INTO messages (incident_id, notifier, channel, ts, posted_at, route)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat(), route)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(sql, row)
@@ -440,6 +446,13 @@ class Store:
         sql = "SELECT channel, ts FROM messages WHERE incident_id = ? AND notifier = ?"
         row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
         return None if row is None else (row[0], row[1])
+
+    async def message_route(self, incident_id: str, notifier: str) -> str | None:
+        """The route the incident's message was posted for (None: none posted, or posted by a
+        version that did not record it)."""
+        sql = "SELECT route FROM messages WHERE incident_id = ? AND notifier = ?"
+        row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
+        return None if row is None else row[0]
 
     async def save_samples(self, incident_id: str, samples: Iterable[tuple[str, str]]) -> None:
         """Keep the (mention id, text) of posts shown on a page, for feedback on them."""
@@ -693,6 +706,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    if "route" not in {column[1] for column in db.execute("PRAGMA table_info(messages)")}:
+        db.execute("ALTER TABLE messages ADD COLUMN route TEXT")  # a store from before it
     found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if found is None:
         db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

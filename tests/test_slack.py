@@ -83,6 +83,35 @@ def notifier(
     )
 
 
+TWO_ROUTES = {
+    "default": Route(channel="C0SOCIAL"),
+    "exec": Route(channel="C0EXEC", mention={"critical": ["U0ONCALL"]}),
+}
+
+
+def moving_life(make_page: PageFactory) -> list[Page]:
+    """`life`, where the escalation brings a critical rule's own route (exec)."""
+    opened, worse, resolved = life(make_page)
+    return [
+        replace(opened, incident=replace(opened.incident, route="default")),
+        replace(worse, incident=replace(worse.incident, route="exec")),
+        replace(resolved, incident=replace(resolved.incident, route="exec")),
+    ]
+
+
+def channels_and_threads(
+    fake: FakeSlack,
+) -> tuple[list[tuple[tuple[str, str], dict[str, Any]]], list[list[str]]]:
+    """The top-level messages in posting order, and each one's thread replies' texts."""
+    posted = sorted(fake.messages.items(), key=lambda item: item[0][1])  # by ts
+    top = [(where, m) for where, m in posted if not m.get("thread_ts")]
+    threads = [
+        [str(m["text"]) for (c, _), m in posted if c == channel and m.get("thread_ts") == ts]
+        for (channel, ts), _ in top
+    ]
+    return top, threads
+
+
 def life(make_page: PageFactory) -> list[Page]:
     """An incident opened, escalated, then resolved."""
     opened = make_page(PageKind.OPENED, severity=Severity.WARNING, stage=Stage.SPARK)
@@ -231,31 +260,37 @@ class TestIncidentLife:
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:
         """A critical rule with a route of its own joins a warning incident: the escalation is
-        posted in that route's channel, calling its people; the old thread says where it went;
-        the resolution edits the new message; a retry of the escalation does not move it again."""
-        routes = {
-            "default": Route(channel="C0SOCIAL"),
-            "exec": Route(channel="C0EXEC", mention={"critical": ["U0ONCALL"]}),
-        }
-        slack = notifier(fake, store, routes=routes)
-        opened, worse, resolved = life(make_page)
-        opened = replace(opened, incident=replace(opened.incident, route="default"))
-        moved = replace(worse, incident=replace(worse.incident, route="exec"), moved_from="default")
-        resolved = replace(resolved, incident=replace(resolved.incident, route="exec"))
+        posted in that route's channel, calling its people; the old message becomes a pointer
+        without buttons and its thread says where the incident went; the resolution edits the
+        new message; sending the escalation again does not move it again."""
+        slack = notifier(fake, store, routes=TWO_ROUTES)
+        opened, moved, resolved = moving_life(make_page)
         for page in (opened, moved, moved, resolved):
             await slack.send(page)
-        posted = sorted(fake.messages.items(), key=lambda item: item[0][1])  # by ts
-        top = [(where, m) for where, m in posted if not m.get("thread_ts")]
+        top, (old, new) = channels_and_threads(fake)
         assert [channel for (channel, _), _ in top] == ["C0SOCIAL", "C0EXEC"]
-        old, new = (
-            [str(m["text"]) for (c, _), m in posted if c == channel and m.get("thread_ts") == ts]
-            for (channel, ts), _ in top
-        )
         assert old == ["⤴️ Now critical: this incident is followed in <#C0EXEC> from here on"]
         assert "<@U0ONCALL>" in new[0] and "Resolved" in new[-1] and len(new) == 2
         assert "Resolved" in top[1][1]["blocks"][0]["text"]["text"]
         assert [block["type"] for block in top[0][1]["blocks"]] == ["section"]  # no buttons
         assert "followed in <#C0EXEC>" in top[0][1]["text"]
+
+    async def test_a_move_survives_a_failed_attempt_and_a_deleted_old_message(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The move is made by whichever attempt succeeds: a 500 on the first does not leave
+        the escalation in the old channel, and an old message deleted in Slack is let go."""
+        dispatcher = Dispatcher([notifier(fake, store, routes=TWO_ROUTES)], store)
+        opened, moved, _ = moving_life(make_page)
+        await dispatcher.dispatch(opened)
+        fake.fail("chat.update", status=500, error="internal_error")
+        await dispatcher.dispatch(moved)
+        assert await store.pending("slack") == 1
+        fake.messages.clear()  # and meanwhile someone deleted the old message
+        await dispatcher.flush()
+        assert await store.pending("slack") == 0 and dispatcher.sent == 2
+        top, _ = channels_and_threads(fake)
+        assert [channel for (channel, _), _ in top] == ["C0EXEC"]
 
     async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
@@ -356,7 +391,7 @@ class TestPostingMarks:
         store = await Store.open(tmp_path / "state.db")
         for key in (opened.incident.id, page_key(worse), page_key(resolved)):
             await store.mark_posting(key, "slack")
-        await store.save_message(opened.incident.id, "slack", "C1", "1.1")
+        await store.save_message(opened.incident.id, "slack", "C1", "1.1", "default")
         await store.record_sent(worse, "slack")
         await store.close()
         await Store.open(tmp_path / "state.db")  # the sweep runs on open

@@ -187,7 +187,7 @@ class TestPrune:
             assert isinstance(row["seq"], int)
             await store.outbox_sent(row["seq"], page, "slack")
         await store.save_samples(incident.id, [("x:1", "a post")])
-        await store.save_message(incident.id, "slack", "C1", incident.id)
+        await store.save_message(incident.id, "slack", "C1", incident.id, "default")
         await store.record_click(incident.id, "snooze_1h", "U1", T0, None)
 
     async def test_old_state_goes_and_what_is_needed_stays(

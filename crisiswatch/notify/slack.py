@@ -154,9 +154,9 @@ class SlackNotifier:
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
-        if page.moved_from is not None:
+        if await self._moved(page):
             await self._leave_old_message(page, route)
-        posted = await self._recorded(incident.id, route.channel)
+        posted = await self._recorded(incident.id, incident.route, route.channel)
         if posted is not None and await self._edited(incident.id, posted, text, blocks):
             return posted
         response = await self.client.chat_postMessage(
@@ -169,38 +169,48 @@ class SlackNotifier:
             metadata=_metadata(incident.id),
         )
         channel, ts = str(response["channel"]), str(response["ts"])
-        await self.store.save_message(incident.id, self.name, channel, ts)
+        await self.store.save_message(incident.id, self.name, channel, ts, incident.route)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
 
+    async def _moved(self, page: Page) -> bool:
+        """Whether the incident's message was posted for another route than the incident's
+        now (a worse rule brought its own): whichever page comes first after the move, so a
+        held, superseded or silenced escalation does not keep it in the old channel."""
+        posted_for = await self.store.message_route(page.incident.id, self.name)
+        return posted_for is not None and posted_for != page.incident.route
+
     async def _leave_old_message(self, page: Page, route: Route) -> None:
-        """The incident moved to a worse rule's route: the old message becomes a pointer to
-        where it went (no stale state, no buttons), its thread says so too, and it is let go,
-        so this page is posted in the new route's channel, to its people. Once: a retry of the
-        page (marked by its key) finds the move made."""
+        """The old message becomes a pointer to where the incident went (no stale state, no
+        buttons), its thread says so too, and it is let go, so this page is posted in the new
+        route's channel, to its people. A message already deleted in Slack is just let go."""
         incident = page.incident
         posted = await self.store.message(incident.id, self.name)
-        if posted is None or await self.store.mark_posting(f"{page_key(page)}|moved", self.name):
+        if posted is None:
             return
         channel, ts = posted
         note = render.moved_note(incident.severity, route)
-        await self.client.chat_update(
-            channel=channel, ts=ts, text=note, blocks=render.note_blocks(note)
-        )
-        await self.client.chat_postMessage(
-            channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
-        )
+        try:
+            await self.client.chat_update(
+                channel=channel, ts=ts, text=note, blocks=render.note_blocks(note)
+            )
+            await self.client.chat_postMessage(
+                channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
+            )
+        except SlackApiError as exc:
+            if str(exc.response.get("error", "")) not in MESSAGE_GONE:
+                raise
         await self.store.forget_message(incident.id, self.name)
         log.info("slack.moved", incident=incident.id, route=incident.route)
 
-    async def _recorded(self, incident_id: str, channel: str) -> tuple[str, str] | None:
+    async def _recorded(self, incident_id: str, route: str, channel: str) -> tuple[str, str] | None:
         """The incident's message as the store has it, else (when an earlier attempt may have
-        posted it before a crash) as found in Slack; None if it was never posted."""
+        posted it before a crash) as found in `route`'s `channel`; None if never posted."""
         posted = await self.store.message(incident_id, self.name)
         if posted is None and (tried := await self.store.mark_posting(incident_id, self.name)):
             posted = await self._posted_before(incident_id, channel, tried)
             if posted is not None:
-                await self.store.save_message(incident_id, self.name, *posted)
+                await self.store.save_message(incident_id, self.name, *posted, route)
         return posted
 
     async def _edited(
