@@ -30,7 +30,7 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.render import render_line
-from crisiswatch.notify.stages import quiet_until
+from crisiswatch.notify.stages import quiet_until, superseded
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.sources.replay import ReplaySource as Replay
@@ -147,6 +147,7 @@ class Collector:
         self.pages: list[Delivered] = []
         self._routes = routes
         self._held: list[Delivered] = []  # by when they go out, then as they came
+        self._newest_sent: dict[str, datetime] = {}  # incident id -> newest page's made_at
         self._out = out
         self._json = as_json
         self._progress = progress
@@ -170,9 +171,14 @@ class Collector:
     def _release(self, now: datetime | None) -> None:
         """Send the held pages due by `now` (every one with None)."""
         while self._held and (now is None or self._held[0].page.at <= now):
-            self._deliver(self._held.pop(0))
+            held = self._held.pop(0)
+            if not superseded(held.page, held.made_at, self._newest_sent):
+                self._deliver(held)
 
     def _deliver(self, delivered: Delivered) -> None:
+        incident = delivered.page.incident.id
+        made = max(delivered.made_at, self._newest_sent.get(incident, delivered.made_at))
+        self._newest_sent[incident] = made
         self.pages.append(delivered)
         if self._out is not None:
             self._out.write((delivered.json() if self._json else delivered.line()) + "\n")

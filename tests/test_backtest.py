@@ -8,8 +8,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import PageFactory
 
+from crisiswatch.backtest import Collector
 from crisiswatch.cli import main
+from crisiswatch.config import Route
+from crisiswatch.domain import PageKind, Severity
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: inside the routes' quiet hours below
 CONFIG = """\
@@ -134,3 +138,25 @@ def test_the_report_names_the_deployment_it_ran_on(
     assert err == f"deployment: {config}\n" and "deployment" not in out
     assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 0
     assert capsys.readouterr().out.startswith(f"deployment: {config}\nbacktest of ")
+
+
+async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFactory) -> None:
+    """A warning held by quiet hours is not delivered at 07:00 after its incident's critical
+    escalation and resolution went out, as the daemon's dispatcher (and `rules test`) would not
+    send it over newer state; a held page nothing overtook still goes."""
+    route = Route.model_validate(
+        {"quiet_hours": {"start": "00:00", "end": "07:00", "min_severity": "critical"}}
+    )
+    collector = Collector({"default": route})
+    opened = make_page(PageKind.OPENED, T0 + timedelta(hours=1), severity=Severity.WARNING)
+    worse = make_page(PageKind.ESCALATED, T0 + timedelta(hours=2), severity=Severity.CRITICAL)
+    resolved = make_page(PageKind.RESOLVED, T0 + timedelta(hours=3), severity=Severity.CRITICAL)
+    other = make_page(PageKind.OPENED, T0 + timedelta(hours=1), id="b@1", severity=Severity.WARNING)
+    for page in (opened, other, worse, resolved):
+        await collector.send(page)
+    collector.finish()
+    assert [(d.page.kind, d.page.incident.id, d.held) for d in collector.pages] == [
+        (PageKind.ESCALATED, worse.incident.id, False),
+        (PageKind.RESOLVED, resolved.incident.id, False),
+        (PageKind.OPENED, "b@1", True),
+    ]

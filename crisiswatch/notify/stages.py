@@ -8,11 +8,13 @@ clock), rule tests and backtests (event time) decide the same way.
   pages), nor the resolution of an incident whose earlier page went out (its message must not
   be left firing).
 - **Quiet hours** on a route hold pages below the route's `min_severity` until the quiet hours
-  end; pages at or above it go at once.
+  end; pages at or above it go at once. A held page that a newer page of its incident overtook
+  is superseded when it comes due, not sent (it would show older state over newer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -30,6 +32,13 @@ def silenced_by(
     if page.kind is PageKind.RESOLVED and announced:
         return None
     return next((s for s in silences if s.active(at) and s.matches(page)), None)
+
+
+def superseded(page: Page, made_at: datetime, newest_sent: Mapping[str, datetime]) -> bool:
+    """Whether a page made at `made_at` (held by quiet hours) was overtaken: a page of its
+    incident made later has gone out (`newest_sent`: incident id -> when the newest page sent
+    was made)."""
+    return newest_sent.get(page.incident.id, made_at) > made_at
 
 
 def quiet_until(page: Page, route: Route | None, at: datetime) -> datetime | None:
