@@ -213,7 +213,8 @@ class Store:
         )
 
     async def announced(self, incident_id: str) -> bool:
-        """Whether a page of the incident was queued for a notifier (its opening went out)."""
+        """Whether a page of the incident was queued for a notifier (sent, or held by quiet
+        hours to go later): its people know of it, or will."""
         sql = "SELECT 1 FROM outbox WHERE incident_id = ? LIMIT 1"
         return await self._run(lambda db: db.execute(sql, (incident_id,)).fetchone() is not None)
 
