@@ -105,15 +105,17 @@ class Pipeline:
 
         Brands, rules, routes and the calendar change at once; detectors, open buckets, the
         dedupe window and open incidents carry over (a rule whose filter changed starts a new
-        view from the next mention). Bucket size, lateness and sources need a restart.
+        view from the next mention). Bucket size, lateness and sources need a restart. The new
+        parts are built before any is swapped in, so one that fails leaves the running ones.
         """
-        self.settings = settings
-        self.attributor = Attributor(settings.brands)
-        self.rule_inputs = RuleInputs(rules)
-        series = self.rule_inputs.series(settings)
-        self.aggregator.reconfigure(series, _brand_terms(settings))
+        attributor, rule_inputs = Attributor(settings.brands), RuleInputs(rules)
+        series = rule_inputs.series(settings)
+        brand_terms = _brand_terms(settings)
+        engine = self.engine.replaced(rules, settings.calendar)
+        self.settings, self.attributor, self.rule_inputs = settings, attributor, rule_inputs
+        self.aggregator.reconfigure(series, brand_terms)
         self._prepare(series)
-        self.engine = self.engine.replaced(rules, settings.calendar)
+        self.engine = engine
         self.incidents.keep_firing_for = {rule.id: rule.keep_firing_for for rule in rules}
         self.incidents.routes = dict(settings.routes)
 
