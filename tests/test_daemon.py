@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
-from crisiswatch.daemon import Daemon, RunSummary
+from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
 from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops.http import DaemonCollector
@@ -265,6 +265,7 @@ class TestSeenIdsWithCheckpoints:
             await until(lambda: daemon.pipeline.stats.mentions == 5_000)
             failed = failures()
             await until(lambda: failures() > failed)  # one more since the last mention
+            held = len(daemon._unsaved.ids)  # ids waiting in memory: at most a batch
             seen = await store.recent_seen(10_000)
             registry = CollectorRegistry()
             registry.register(DaemonCollector(daemon))
@@ -272,6 +273,7 @@ class TestSeenIdsWithCheckpoints:
             daemon.stopping.set()
             await run
         assert seen and seen[-1] == "x:4999" and len(seen) >= 1_000  # a window, up to now
+        assert held <= SEEN_BATCH
         assert feed.committed == 5_000
         assert daemon.checkpoints == 0 and failures() == daemon.checkpoint_failures
         assert not [e for e in logs if e["event"] == "store.seen_unsaved"]
