@@ -215,6 +215,25 @@ class TestDailyDigest:
         digest = DailyDigest(LiveSettings(settings()), store, SeriesHistory(300), client)
         assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 1
 
+    async def test_a_passing_failure_is_tried_again_and_the_digest_goes(
+        self, fake: FakeSlack, store: Store
+    ) -> None:
+        """A 500 from Slack is tried again within a minute (back-off with jitter: the digest of
+        a day is not lost to one bad answer); an error that needs a person is not tried again."""
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+        fake.fail("chat.postMessage", status=500, error="internal_error")
+        client = AsyncWebClient(token=TOKEN, base_url=fake.base_url)
+        digest = DailyDigest(LiveSettings(settings()), store, SeriesHistory(300), client, sleep)
+        assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 2
+        assert len(waits) == 1 and 0 < waits[0] <= 60.0
+        fake.fail("chat.postMessage", error="channel_not_found")
+        assert await digest.post(datetime(2026, 3, 3, 8, tzinfo=BERLIN)) == 1
+        assert len(waits) == 1
+
     async def test_scheduled_at_eight_in_the_route_zone_and_stops_cleanly(
         self, fake: FakeSlack, store: Store
     ) -> None:

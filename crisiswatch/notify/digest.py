@@ -6,7 +6,8 @@ how long until someone pressed Acknowledge, and the pages and precision of their
 of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
 section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
 default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
-at `digest_at` (08:00) in that zone.
+at `digest_at` (08:00) in that zone. A post Slack fails in passing is tried again twice over a few
+minutes; one whose error needs a person (an unknown channel) is not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import io
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,11 +26,14 @@ import orjson
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import SeriesKey
+from crisiswatch.notify.slack import PERMANENT
 from crisiswatch.notify.slack_blocks import (
     FIELD_CHARS,
     HEADER_CHARS,
@@ -38,10 +42,13 @@ from crisiswatch.notify.slack_blocks import (
     fit,
     untrusted,
 )
+from crisiswatch.retry import Backoff, retry_after
 from crisiswatch.store import Store
 
 log = structlog.get_logger(__name__)
 JOB = "daily-digest"
+DIGEST_TRIES = 3  # posts of one brand's digest before that day's is given up
+DIGEST_RETRY_BASE = 60.0  # seconds before the second try, doubling
 HOUR = timedelta(hours=1)
 _SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
 
@@ -360,11 +367,13 @@ class DailyDigest:
         store: Store,
         history: SeriesHistory,
         client: AsyncWebClient,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.live = live
         self.store = store
         self.history = history
         self.client = client
+        self._sleep = sleep
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduled: tuple[ZoneInfo, str | None] | None = None
         self._posting: set[asyncio.Task[Any]] = set()
@@ -431,28 +440,52 @@ class DailyDigest:
                 self._posting.discard(task)
 
     async def _send(self, digest: Digest, channel: str) -> int:
+        """Post one brand's digest, then its chart in the thread (a chart that fails is logged:
+        the digest is out)."""
+        response = await self._post(digest, channel)
+        if response is None:
+            return 0
+        log.info("digest.posted", brand=digest.brand, day=str(digest.day))
+        png = await asyncio.to_thread(render_png, digest) if digest.hours_known else None
+        if png is None:
+            return 1
         try:
-            response = await self.client.chat_postMessage(
-                channel=channel,
-                text=text(digest),
-                blocks=blocks(digest),
-                unfurl_links=False,
-                unfurl_media=False,
+            await self.client.files_upload_v2(
+                channel=str(response["channel"]),
+                thread_ts=str(response["ts"]),
+                file=png,
+                filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
+                title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
+                alt_txt=f"{digest.brand_name} mentions and negative share per hour",
             )
-            png = await asyncio.to_thread(render_png, digest) if digest.hours_known else None
-            if png is not None:
-                await self.client.files_upload_v2(
-                    channel=str(response["channel"]),
-                    thread_ts=str(response["ts"]),
-                    file=png,
-                    filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
-                    title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
-                    alt_txt=f"{digest.brand_name} mentions and negative share per hour",
-                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("digest.failed", brand=digest.brand, error=str(exc))
-            return 0
-        log.info("digest.posted", brand=digest.brand, day=str(digest.day))
+            log.warning("digest.chart_failed", brand=digest.brand, error=str(exc))
         return 1
+
+    async def _post(self, digest: Digest, channel: str) -> AsyncSlackResponse | None:
+        """The digest's message, tried `DIGEST_TRIES` times over a few minutes when Slack fails
+        in passing (a 5xx, a timeout, rate limits), once when the error needs a person."""
+        backoff = Backoff(base=DIGEST_RETRY_BASE, cap=DIGEST_RETRY_BASE * 4)
+        for attempt in range(1, DIGEST_TRIES + 1):
+            try:
+                return await self.client.chat_postMessage(
+                    channel=channel,
+                    text=text(digest),
+                    blocks=blocks(digest),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                answer = exc.response if isinstance(exc, SlackApiError) else None
+                if attempt == DIGEST_TRIES or (answer and answer.get("error") in PERMANENT):
+                    log.warning("digest.failed", brand=digest.brand, error=str(exc))
+                    return None
+                now = datetime.now(UTC).timestamp()
+                told = retry_after(answer.headers, now) if answer is not None else None
+                log.info("digest.retry", brand=digest.brand, attempt=attempt, error=str(exc))
+                await self._sleep(backoff.next(told))
+        return None
