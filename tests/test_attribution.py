@@ -124,6 +124,29 @@ class TestAttributor:
         attributor = Attributor([make_brand(id="named", keywords=[name], hashtags=[])])
         assert brands_of(attributor, make_mention(text=text)) == ["named"]
 
+    @pytest.mark.parametrize(
+        ("name", "text", "found"),
+        [
+            ("トヨタ", "トヨタの車が壊れた", True),  # Japanese: no spaces between words
+            ("丰田", "我的丰田车坏了", True),  # Chinese
+            ("โตโยต้า", "รถโตโยต้าเสียอีกแล้ว", True),  # Thai
+            ("トヨタ", "ホンダの車が壊れた", False),
+            ("トヨタ", "toyota broke down", False),
+        ],
+    )
+    def test_names_in_scripts_without_spaces(
+        self,
+        make_brand: BrandFactory,
+        make_mention: MentionFactory,
+        name: str,
+        text: str,
+        found: bool,
+    ) -> None:
+        """A name written in a script without spaces is found inside the post's words (as a
+        whole token it never was)."""
+        attributor = Attributor([make_brand(id="toyota", keywords=[name], hashtags=[])])
+        assert brands_of(attributor, make_mention(text=text)) == (["toyota"] if found else [])
+
     def test_topics_tagged(self, attributor: Attributor, make_mention: MentionFactory) -> None:
         """A mention is tagged with every topic whose terms it contains, sorted."""
         (found,) = attribute(

@@ -23,6 +23,11 @@ BREAKS = frozenset(".,;:!?…")  # sentence and list punctuation: a phrase does 
 _TOKEN = re.compile(rf"[#@]?\w+|[{re.escape(''.join(sorted(BREAKS)))}](?!\S)")
 MAX_CHARS = 10_000  # characters read of a post: a mention's text is capped at this anyway
 MAX_TOKENS = 2_000  # tokens kept: a long post's words (~1,700), not 5,000 one-letter ones
+# Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Myanmar, Khmer): a
+# token is a whole run of them, so a term in them is found inside tokens, not as one.
+_UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+)
 V = TypeVar("V", bound=Hashable)
 
 
@@ -51,7 +56,9 @@ class TermIndex(Generic[V]):
     `plurals=False` (a brand's name: "target" must not find "targets"), and a bare word finds
     its #hashtag and @handle forms ("kestrelbank" finds "#kestrelbank"): every form is a key of
     its own, so finding is one C-level set intersection with the tokens. A phrase is found only
-    within a sentence or list item ("kestrel bank" is not in "a kestrel. Bank holiday").
+    within a sentence or list item ("kestrel bank" is not in "a kestrel. Bank holiday"). A term
+    in a script written without spaces ("トヨタ") is found inside the post's text ("トヨタの車が
+    壊れた"), checked only for posts that have such characters.
     """
 
     def __init__(self) -> None:
@@ -59,6 +66,7 @@ class TermIndex(Generic[V]):
         self._word_keys: set[str] = set()
         self._phrases: dict[str, list[tuple[str, V]]] = defaultdict(list)  # first word -> …
         self._phrase_keys: set[str] = set()
+        self._unspaced: list[tuple[str, V]] = []  # terms found inside tokens
 
     def add(self, term: str, value: V, *, plurals: bool = True) -> None:
         """Index a term, spelt with its breaks and without them ("Mr. Cooper" is found in
@@ -69,6 +77,9 @@ class TermIndex(Generic[V]):
 
     def _add_words(self, words: list[str], value: V, plurals: bool) -> None:
         if not words:
+            return
+        if any(_UNSPACED.search(word) for word in words):
+            self._unspaced.append((" ".join(words), value))
             return
         if len(words) > 1:
             self._phrases[words[0]].append((f" {' '.join(words)} ", value))
@@ -83,7 +94,7 @@ class TermIndex(Generic[V]):
                 self._word_keys.add(key)
 
     def __bool__(self) -> bool:
-        return bool(self._words or self._phrases)
+        return bool(self._words or self._phrases or self._unspaced)
 
     def find(self, tokens: Sequence[str]) -> set[V]:
         """Every value whose term occurs in `tokens`."""
@@ -91,10 +102,11 @@ class TermIndex(Generic[V]):
         for key in self._word_keys.intersection(tokens):
             found.update(self._words[key])
         firsts = self._phrase_keys.intersection(tokens) if self._phrase_keys else ()
-        if firsts:
-            joined = f" {' '.join(tokens)} "
-            for first in firsts:
-                found.update(value for phrase, value in self._phrases[first] if phrase in joined)
+        joined = f" {' '.join(tokens)} " if firsts or self._unspaced else ""
+        for first in firsts:
+            found.update(value for phrase, value in self._phrases[first] if phrase in joined)
+        if self._unspaced and _UNSPACED.search(joined):
+            found.update(value for term, value in self._unspaced if term in joined)
         return found
 
 
