@@ -350,11 +350,9 @@ class Daemon:
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             else:
-                ahead = self.pipeline.stats.future
                 pages = self.pipeline.feed(item)
                 self.latency.observe(time.perf_counter() - started)
-                if self.pipeline.stats.future == ahead:  # refused as dated ahead: not seen, so
-                    self._unsaved.add(item)  # its corrected resend counts after a restart too
+                self._unsaved.add(item)
                 if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
             for page in pages:
