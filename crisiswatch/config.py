@@ -79,6 +79,11 @@ class Brand(Strict):
             check_identifier(topic)
         return topics
 
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, codes: list[str]) -> list[str]:
+        return [code.lower() for code in codes]  # as mentions carry them: pt-BR is pt-br
+
     @field_validator("hashtags")
     @classmethod
     def _hashtags(cls, tags: list[str]) -> list[str]:

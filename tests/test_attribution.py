@@ -25,8 +25,8 @@ def brands_of(attributor: Attributor, mention: Mention) -> list[str]:
 class TestTokenize:
     def test_words_hashtags_handles_lowercased(self) -> None:
         """Tokens are lowercase words, #hashtags and @handles, with the sentence and list
-        punctuation that ends a word before a space (which phrases do not span: "!!" is one);
-        other marks are dropped."""
+        punctuation not followed by a letter (which phrases do not span); other marks are
+        dropped."""
         assert tokenize("Hey @KestrelHelp, my #KestrelBank CARD!! (it's gone)") == [
             "hey",
             "@kestrelhelp",
@@ -34,6 +34,7 @@ class TestTokenize:
             "my",
             "#kestrelbank",
             "card",
+            "!",
             "!",
             "it",
             "s",
@@ -59,6 +60,12 @@ class TestTokenize:
     )
     def test_compatibility_letters_read_as_plain(self, styled: str) -> None:
         assert tokenize(styled)[:2] == ["kestrel", "bank"]
+
+    @pytest.mark.parametrize(("word", "other"), [("กสิกร", "กสุกร"), ("टाटा", "टीटी")])
+    def test_words_keep_their_combining_marks(self, word: str, other: str) -> None:
+        """Thai and Devanagari vowel signs are part of their word (\\w leaves them out, which
+        split words and made two different ones one)."""
+        assert tokenize(f"{word} {other}") == [word, other]
 
     def test_decomposed_accents_read_as_composed(self) -> None:
         assert tokenize("Cafe\u0301 Kestrel") == tokenize("Café Kestrel") == ["café", "kestrel"]
@@ -96,6 +103,9 @@ class TestAttributor:
             "kestrel",
             "an unrelated post",
             "Saw a kestrel. Bank holiday today",  # a phrase does not span sentences
+            'I quit "Kestrel." Bank holidays are next',  # a quote after the full stop
+            "kestrel!😡 bank holiday",  # an emoji after it
+            "kestrel.) Bank holiday",  # a bracket after it
             "owl, kestrel, bank swallow",  # nor list items
             "kestrelbanks of the river",  # a brand's name has no plural
         ],
@@ -146,6 +156,21 @@ class TestAttributor:
         whole token it never was)."""
         attributor = Attributor([make_brand(id="toyota", keywords=[name], hashtags=[])])
         assert brands_of(attributor, make_mention(text=text)) == (["toyota"] if found else [])
+
+    def test_a_brands_language_code_in_capitals_still_matches(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        """`languages: [pt-BR]` in the config matches a mention whose code is read as pt-br."""
+        attributor = Attributor([make_brand(languages=["pt-BR"])])
+        assert brands_of(attributor, make_mention(text="kestrel bank caiu", lang="pt-br")) == [
+            "kestrel"
+        ]
+
+    def test_a_term_of_punctuation_alone_matches_nothing(
+        self, make_brand: BrandFactory, make_mention: MentionFactory
+    ) -> None:
+        attributor = Attributor([make_brand(id="odd", keywords=["?", "!!!"], hashtags=[])])
+        assert brands_of(attributor, make_mention(text="anyone? what a day!")) == []
 
     def test_topics_tagged(self, attributor: Attributor, make_mention: MentionFactory) -> None:
         """A mention is tagged with every topic whose terms it contains, sorted."""

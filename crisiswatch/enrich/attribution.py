@@ -18,9 +18,12 @@ from crisiswatch.config import Brand
 from crisiswatch.domain import Mention
 
 BREAKS = frozenset(".,;:!?…")  # sentence and list punctuation: a phrase does not span it
-# A word, #hashtag or @handle, or a break: one of BREAKS before a space or the end (the "." of
+# Word characters: \w, plus the combining marks it leaves out, which scripts such as Devanagari,
+# Thai or Khmer write inside words (without them "กสิกร" would be two tokens).
+_LETTER = "\\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+# A word, #hashtag or @handle, or a break: one of BREAKS not followed by a letter (the "." of
 # "booking.com" or "j.p." is inside a name). Linear: no nested quantifiers.
-_TOKEN = re.compile(rf"[#@]?\w+|[{re.escape(''.join(sorted(BREAKS)))}](?!\S)")
+_TOKEN = re.compile(rf"[#@]?[{_LETTER}]+|[{re.escape(''.join(sorted(BREAKS)))}](?![{_LETTER}])")
 MAX_CHARS = 10_000  # characters read of a post: a mention's text is capped at this anyway
 MAX_TOKENS = 2_000  # tokens kept: a long post's words (~1,700), not 5,000 one-letter ones
 # Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Myanmar, Khmer): a
@@ -58,7 +61,7 @@ class TermIndex(Generic[V]):
     its own, so finding is one C-level set intersection with the tokens. A phrase is found only
     within a sentence or list item ("kestrel bank" is not in "a kestrel. Bank holiday"). A term
     in a script written without spaces ("トヨタ") is found inside the post's text ("トヨタの車が
-    壊れた"), checked only for posts that have such characters.
+    壊れた"); when such terms are configured, each post is looked at for such characters.
     """
 
     def __init__(self) -> None:
@@ -73,7 +76,8 @@ class TermIndex(Generic[V]):
         "Mr. Cooper foreclosed" and in "mr cooper"; "Yahoo!" in "yahoo is down")."""
         words = tokenize(term)
         for spelling in dict.fromkeys((tuple(words), tuple(w for w in words if w not in BREAKS))):
-            self._add_words(list(spelling), value, plurals)
+            if not BREAKS.issuperset(spelling):  # punctuation alone would match every post
+                self._add_words(list(spelling), value, plurals)
 
     def _add_words(self, words: list[str], value: V, plurals: bool) -> None:
         if not words:
