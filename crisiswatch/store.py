@@ -24,7 +24,7 @@ import orjson
 
 from crisiswatch.domain import Incident, Page, Silence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages know their route (a version 1 store is migrated at open)
 CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
 SEEN_CHUNK = 50_000  # seen ids read per query when the dedupe window is restored
 T = TypeVar("T")
@@ -448,12 +448,12 @@ class Store:
         row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
         return None if row is None else (row[0], row[1])
 
-    async def message_route(self, incident_id: str, notifier: str) -> str | None:
-        """The route the incident's message was posted for (None: none posted, or posted by a
-        version that did not record it)."""
-        sql = "SELECT route FROM messages WHERE incident_id = ? AND notifier = ?"
+    async def posted_for(self, incident_id: str, notifier: str) -> tuple[str, str | None] | None:
+        """(channel, route) of the incident's message, if one was posted; the route is None for
+        a message posted before the store recorded routes."""
+        sql = "SELECT channel, route FROM messages WHERE incident_id = ? AND notifier = ?"
         row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
-        return None if row is None else row[0]
+        return None if row is None else (row[0], row[1])
 
     async def save_samples(self, incident_id: str, samples: Iterable[tuple[str, str]]) -> None:
         """Keep the (mention id, text) of posts shown on a page, for feedback on them."""
@@ -707,12 +707,14 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
-    if "route" not in {column[1] for column in db.execute("PRAGMA table_info(messages)")}:
-        db.execute("ALTER TABLE messages ADD COLUMN route TEXT")  # a store from before it
     found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if found is None:
         db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    elif int(found[0]) != SCHEMA_VERSION:
+    elif int(found[0]) == 1:  # the previous version's: its messages gain a route (unknown)
+        if "route" not in {column[1] for column in db.execute("PRAGMA table_info(messages)")}:
+            db.execute("ALTER TABLE messages ADD COLUMN route TEXT")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+    elif int(found[0]) != SCHEMA_VERSION:  # a later version's: refused, never half-read
         raise StoreError(f"{path} has state schema {found[0]}, this version reads {SCHEMA_VERSION}")
     db.execute(_UNMARK_RECORDED)
 

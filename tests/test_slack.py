@@ -292,6 +292,35 @@ class TestIncidentLife:
         top, _ = channels_and_threads(fake)
         assert [channel for (channel, _), _ in top] == ["C0EXEC"]
 
+    async def test_a_move_of_an_incident_posted_before_routes_were_stored(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, tmp_path: Path
+    ) -> None:
+        """An incident open across the upgrade has a message with no route stored: it moves
+        when its route names another channel (by id) than the message's."""
+        dispatcher = Dispatcher([notifier(fake, store, routes=TWO_ROUTES)], store)
+        opened, moved, _ = moving_life(make_page)
+        await dispatcher.dispatch(opened)
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            db.execute("UPDATE messages SET route = NULL")
+        await dispatcher.dispatch(moved)
+        top, _ = channels_and_threads(fake)
+        assert [channel for (channel, _), _ in top] == ["C0SOCIAL", "C0EXEC"]
+
+    async def test_a_move_from_an_archived_channel_still_reaches_the_new_one(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The old route's channel was archived (or the bot removed from it): the old message
+        is let go and the incident's pages go to the new route's channel, none given up."""
+        dispatcher = Dispatcher([notifier(fake, store, routes=TWO_ROUTES)], store)
+        opened, moved, resolved = moving_life(make_page)
+        await dispatcher.dispatch(opened)
+        fake.fail("chat.update", error="is_archived")
+        await dispatcher.dispatch(moved)
+        await dispatcher.dispatch(resolved)
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+        top, _ = channels_and_threads(fake)
+        assert [channel for (channel, _), _ in top] == ["C0SOCIAL", "C0EXEC"]
+
     async def test_a_repost_slack_took_before_the_answer_was_lost_is_not_repeated(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:

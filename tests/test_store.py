@@ -290,3 +290,25 @@ class TestPersistence:
         assert str(db_path) in message
         assert f"schema {SCHEMA_VERSION + 1}" in message
         assert str(SCHEMA_VERSION) in message
+
+
+async def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
+    """A version 1 store (its messages without a route) opens: the column is added, unknown
+    for the messages already there, and the store says schema 2 from then on."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('schema', '1');"
+            "CREATE TABLE messages (incident_id TEXT NOT NULL, notifier TEXT NOT NULL,"
+            " channel TEXT NOT NULL, ts TEXT NOT NULL, posted_at TEXT NOT NULL,"
+            " PRIMARY KEY (incident_id, notifier));"
+            "INSERT INTO messages VALUES ('a@1', 'slack', 'C1', '1.1', '2026-03-02');"
+        )
+    store = await Store.open(path)
+    assert await store.posted_for("a@1", "slack") == ("C1", None)
+    await store.save_message("b@1", "slack", "C2", "2.2", "exec")
+    assert await store.posted_for("b@1", "slack") == ("C2", "exec")
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)

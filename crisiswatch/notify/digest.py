@@ -6,8 +6,9 @@ how long until someone pressed Acknowledge, and the pages and precision of their
 of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
 section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
 default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
-at `digest_at` (08:00) in that zone. A post Slack fails in passing is tried again twice over a few
-minutes; one whose error needs a person (an unknown channel) is not.
+at `digest_at` (08:00) in that zone. A post Slack fails in passing is tried again twice, within
+a few minutes; one whose error needs a person (an unknown channel, a refused token) is not. A
+timeout after Slack took the post can then post it twice: a digest twice beats none.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import SeriesKey
-from crisiswatch.notify.slack import PERMANENT
+from crisiswatch.notify.slack import PERMANENT, UNAUTHORIZED
 from crisiswatch.notify.slack_blocks import (
     FIELD_CHARS,
     HEADER_CHARS,
@@ -48,7 +49,8 @@ from crisiswatch.store import Store
 log = structlog.get_logger(__name__)
 JOB = "daily-digest"
 DIGEST_TRIES = 3  # posts of one brand's digest before that day's is given up
-DIGEST_RETRY_BASE = 60.0  # seconds before the second try, doubling
+DIGEST_RETRY_BASE = 60.0  # seconds before the second try at most (with jitter), doubling
+NEEDS_A_PERSON = PERMANENT | UNAUTHORIZED  # Slack errors that trying again cannot cure
 HOUR = timedelta(hours=1)
 _SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
 
@@ -481,7 +483,8 @@ class DailyDigest:
                 raise
             except Exception as exc:
                 answer = exc.response if isinstance(exc, SlackApiError) else None
-                if attempt == DIGEST_TRIES or (answer and answer.get("error") in PERMANENT):
+                needs_a_person = answer is not None and answer.get("error") in NEEDS_A_PERSON
+                if attempt == DIGEST_TRIES or needs_a_person:
                     log.warning("digest.failed", brand=digest.brand, error=str(exc))
                     return None
                 now = datetime.now(UTC).timestamp()

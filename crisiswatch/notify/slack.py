@@ -55,6 +55,7 @@ UNAUTHORIZED = frozenset(
 (a restart reads a new token; a scope added to the same token works at the next try)."""
 
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
+CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 """Errors for an incident's message that was deleted: a page posts a new one (see `_edited`);
 a note in its thread is given up."""
 
@@ -154,7 +155,7 @@ class SlackNotifier:
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
-        if await self._moved(page):
+        if await self._moved(page, route):
             await self._leave_old_message(page, route)
         posted = await self._recorded(incident.id, incident.route, route.channel)
         if posted is not None and await self._edited(incident.id, posted, text, blocks):
@@ -173,12 +174,19 @@ class SlackNotifier:
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
 
-    async def _moved(self, page: Page) -> bool:
+    async def _moved(self, page: Page, route: Route) -> bool:
         """Whether the incident's message was posted for another route than the incident's
         now (a worse rule brought its own): whichever page comes first after the move, so a
-        held, superseded or silenced escalation does not keep it in the old channel."""
-        posted_for = await self.store.message_route(page.incident.id, self.name)
-        return posted_for is not None and posted_for != page.incident.route
+        held, superseded or silenced escalation does not keep it in the old channel. For a
+        message posted before routes were stored, whether it is in another channel than the
+        route's (known when the route names its channel by id, as it should)."""
+        posted = await self.store.posted_for(page.incident.id, self.name)
+        if posted is None:
+            return False
+        channel, posted_route = posted
+        if posted_route is not None:
+            return posted_route != page.incident.route
+        return bool(render.CHANNEL_ID.fullmatch(route.channel)) and channel != route.channel
 
     async def _leave_old_message(self, page: Page, route: Route) -> None:
         """The old message becomes a pointer to where the incident went (no stale state, no
@@ -197,8 +205,8 @@ class SlackNotifier:
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
             )
-        except SlackApiError as exc:
-            if str(exc.response.get("error", "")) not in MESSAGE_GONE:
+        except SlackApiError as exc:  # an old message deleted, or its channel gone: let it go
+            if str(exc.response.get("error", "")) not in MESSAGE_GONE | CHANNEL_GONE:
                 raise
         await self.store.forget_message(incident.id, self.name)
         log.info("slack.moved", incident=incident.id, route=incident.route)

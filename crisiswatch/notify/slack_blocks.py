@@ -48,7 +48,7 @@ _KIND = {
 }
 _USER = re.compile(r"[UW][A-Z0-9]{2,30}")
 _GROUP = re.compile(r"S[A-Z0-9]{2,30}")
-_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,30}")  # a channel id, shown as a link to it
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,30}")  # a channel id, shown as a link to it
 _RESOLVER = re.compile(f"resolved by ({_USER.pattern})")  # pipeline.resolve's change: a user id
 _URL = re.compile(r"https?://[^\s<>|\"`]{1,500}")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
@@ -277,7 +277,7 @@ def note_blocks(text: str) -> list[Block]:
 
 def moved_note(severity: Severity, route: Route) -> str:
     """The old thread's last word when an incident moves to a worse rule's route."""
-    where = f"<#{route.channel}>" if _CHANNEL_ID.fullmatch(route.channel) else route.channel
+    where = f"<#{route.channel}>" if CHANNEL_ID.fullmatch(route.channel) else route.channel
     return f"⤴️ Now {severity.label}: this incident is followed in {where} from here on"
 
 
