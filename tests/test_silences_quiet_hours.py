@@ -14,6 +14,7 @@ from crisiswatch.domain import Page, PageKind, Severity, Silence
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.feedback import Click, snooze_silence
 from crisiswatch.notify.stages import quiet_until, silenced_by
+from crisiswatch.rules.testing import Case
 from crisiswatch.store import Store
 
 NOW = datetime(2026, 3, 3, 2, 30, tzinfo=UTC)
@@ -123,6 +124,23 @@ class TestQuietHours:
         """Quiet hours are the team's local hours: 02:30 UTC is 21:30 in New York, not quiet."""
         warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
         assert quiet_until(warning, quiet_route(zone="America/New_York"), NOW) is None
+
+    def test_rule_tests_supersede_a_held_page_as_the_daemon_does(
+        self, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`rules test` drops a warning held until 07:00 when its incident's critical
+        escalation went out at 03:00, as the dispatcher would: a held page nothing overtook
+        still comes at 07:00."""
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        worse = make_page(PageKind.ESCALATED, NOW + timedelta(minutes=30))
+        other = make_page(PageKind.OPENED, NOW, id="b@1", severity=Severity.WARNING)
+        monkeypatch.setattr(Case, "_made", lambda *_: [warning, other, worse])
+        settings = Settings(brands=[], routes={warning.incident.route: quiet_route()})
+        delivered = Case("t", NOW, [], [], None, []).pages(settings, [])
+        assert [(p.kind, p.incident.id, p.at.hour) for p in delivered] == [
+            (PageKind.ESCALATED, worse.incident.id, 3),
+            (PageKind.OPENED, "b@1", 7),
+        ]
 
     def test_unknown_time_zone_is_a_config_error(self) -> None:
         """A misspelled zone is refused with a readable message."""
