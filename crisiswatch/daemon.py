@@ -108,13 +108,27 @@ class Unsaved:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.refused: set[str] = set()  # of those, ids the pipeline refused: not to remember
         self.taken = 0
         self.newest = datetime.now(UTC)  # the newest one's time, stored with the batch
 
-    def add(self, mention: Mention) -> None:
+    def add(self, mention: Mention, *, refused: bool = False) -> None:
+        """Note a mention the pipeline took; a `refused` one (dated ahead of the clock) still
+        moves its source's cursors, but is not remembered as seen, so that its corrected resend
+        counts after a restart too."""
         self.ids.append(mention.id)
+        if refused:
+            self.refused.add(mention.id)
         self.taken += 1
         self.newest = mention.created_at
+
+    def to_remember(self, batch: list[str]) -> list[str]:
+        """The ids of a batch taken that are to be remembered as seen (not the refused)."""
+        if not self.refused:
+            return batch
+        kept = [mention_id for mention_id in batch if mention_id not in self.refused]
+        self.refused.difference_update(batch)
+        return kept
 
     def take(self, upto: int | None = None) -> list[str]:
         """Remove and return the oldest ids: those up to the `upto`-th taken, else all."""
@@ -350,9 +364,10 @@ class Daemon:
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             else:
+                ahead = self.pipeline.stats.future
                 pages = self.pipeline.feed(item)
                 self.latency.observe(time.perf_counter() - started)
-                self._unsaved.add(item)
+                self._unsaved.add(item, refused=self.pipeline.stats.future > ahead)
                 if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
             for page in pages:
@@ -423,8 +438,8 @@ class Daemon:
         comes, so ids and cursors are saved in the order taken, and each once."""
         async with self._saving:
             ids = self._unsaved.take(upto)
-            if ids:
-                await self._mark_seen(ids)
+            if remembered := self._unsaved.to_remember(ids):
+                await self._mark_seen(remembered)
             for source in self.sources:
                 if isinstance(source, Checkpointed):
                     try:

@@ -201,19 +201,50 @@ class LiveFeed:
         self.committed += len(consumed)
 
 
-def live_daemon(tmp_path: Path, store: Store, feed: LiveFeed, **options: Any) -> Daemon:
+def live_daemon(
+    tmp_path: Path,
+    store: Store,
+    feed: LiveFeed,
+    pipeline_clock: Callable[[], datetime] | None = None,
+    **options: Any,
+) -> Daemon:
     config = tmp_path / "config.yaml"
     config.write_text(
         f"rules: [{ROOT / 'rules'}]\nbrands:\n  - id: acme\n    keywords: [acme bank]\n"
         "pipeline: {dedupe_capacity: 1000}\n"
     )
     settings = load_settings(config)
-    pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+    rules = load_rules(settings.rules, settings)
+    pipeline = Pipeline(settings, rules, AngryScorer(), clock=pipeline_clock)
     return Daemon(pipeline, [feed], [], store, queue_size=100, checkpoint_dir=tmp_path,
                   tick_seconds=0, **options)  # fmt: skip
 
 
+class AheadFeed(LiveFeed):
+    """A post stamped 9 hours ahead (local time sent without its offset), then a real one."""
+
+    async def stream(self) -> AsyncIterator[Mention]:
+        yield Mention("x:ahead", "x", T0 + timedelta(hours=9), "acme bank is down")
+        yield Mention("x:real", "x", T0, "acme bank is down")
+        await asyncio.Event().wait()
+
+
 class TestSeenIdsWithCheckpoints:
+    async def test_a_mention_refused_as_dated_ahead_moves_cursors_but_is_not_seen(
+        self, tmp_path: Path, store: Store
+    ) -> None:
+        """Both ids are handed to the source's commit (its cursors move past the refused post:
+        holding that id back had stopped them for good), and only the real post's id is
+        remembered as seen, so a corrected resend counts after a restart."""
+        feed = AheadFeed(0)
+        daemon = live_daemon(tmp_path, store, feed, pipeline_clock=lambda: T0)
+        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+        await until(lambda: daemon.pipeline.stats.mentions == 1)
+        daemon.stopping.set()
+        await run
+        assert daemon.pipeline.stats.future == 1 and feed.committed == 2
+        assert await store.recent_seen(10) == ["x:real"]
+
     async def test_while_checkpoints_fail_ids_and_cursors_still_reach_the_store(
         self, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
     ) -> None:
