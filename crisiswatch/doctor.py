@@ -41,6 +41,7 @@ def doctor(config: Path, out: IO[str]) -> int:
     except ProblemsError as exc:
         problems += [str(problem) for problem in exc.problems]
     problems += _state_writable(state_dir(settings), fine)
+    problems += _x_queries(settings)
     missing = missing_secrets(settings) + _slack_secrets(settings)
     problems += missing
     problems += asyncio.run(_reachable(settings, fine, skip=" ".join(missing)))
@@ -53,6 +54,17 @@ def doctor(config: Path, out: IO[str]) -> int:
     for line in _lateness_warnings(settings):
         print(f"WARN {line}", file=out)
     return 0
+
+
+def _x_queries(settings: Settings) -> list[str]:
+    """The brands whose X query X would refuse as too long (`run` would not start X)."""
+    from crisiswatch.sources.x import overlong_queries
+
+    x = settings.sources.x
+    if x is None:
+        return []
+    queries = {b.id: x_query(b, retweets=x.retweets) for b in settings.brands}
+    return [f"sources.x: {problem}" for problem in overlong_queries(queries)]
 
 
 def _lateness_warnings(settings: Settings) -> list[str]:

@@ -71,6 +71,21 @@ class TestDoctor:
         assert "OK  x accepts the credentials" in out
         assert "WARN sources.reddit.search_lookback (10m) is longer than" in out
 
+    async def test_an_x_query_too_long_for_x_is_a_problem(
+        self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A brand whose keywords make an X query over X's 512 characters: doctor says so, as
+        `run` would refuse to start X."""
+        reddit, x = fakes
+        monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+        config = write_config(tmp_path, reddit, x)
+        words = ", ".join(f"acme product number {n}" for n in range(40))
+        text = config.read_text(encoding="utf-8").replace("[acme bank]", f"[{words}]")
+        config.write_text(text, encoding="utf-8")
+        code, out = await run_doctor(config)
+        assert code == 1
+        assert "sources.x: brand 'acme': its X query is" in out and "over X's 512" in out
+
     async def test_each_problem_on_its_own_line(
         self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

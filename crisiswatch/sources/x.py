@@ -65,6 +65,16 @@ FIELDS: dict[str, Any] = {
 }  # fmt: skip
 
 
+def overlong_queries(queries: Mapping[str, str]) -> list[str]:
+    """One line per brand whose X query (brand id -> query) X would refuse as too long."""
+    return [
+        f"brand {brand!r}: its X query is {len(query)} characters, over X's {MAX_QUERY} (use"
+        " fewer or shorter keywords, hashtags, handles or exclusions)"
+        for brand, query in queries.items()
+        if len(query) > MAX_QUERY
+    ]
+
+
 class Rebased:
     """An aiohttp session whose requests to `API` go to another base URL (the tests' fake)."""
 
@@ -203,16 +213,8 @@ class XSource(LiveSource):
         self.request_timeout = request_timeout
         self._token = bearer_token
         self._expired: set[str] = set()  # cursors too old for X, told once
-        too_long = [
-            f"brand {brand!r}: its X query is {len(query)} characters, over X's {MAX_QUERY}"
-            for brand, query in self.queries.items()
-            if len(query) > MAX_QUERY
-        ]
-        if too_long:
-            raise SourceSetupError(
-                f"sources.x: {'; '.join(too_long)} (use fewer or shorter keywords, hashtags, "
-                "handles or exclusions)"
-            )
+        if too_long := overlong_queries(self.queries):
+            raise SourceSetupError(f"sources.x: {'; '.join(too_long)}")
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[object]:
