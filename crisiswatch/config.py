@@ -25,11 +25,20 @@ from pydantic import (
     model_validator,
 )
 
-from crisiswatch.durations import parse_duration
+from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.ops.redact import remember
 from crisiswatch.yamlfile import ProblemsError, load_yaml, validate
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+def _at_least(value: timedelta, least: timedelta, default: str, why: str) -> timedelta:
+    """`value`, or a ValueError saying the least it may be, its default and why."""
+    if value < least:
+        raise ValueError(
+            f"must be at least {format_duration(least)} (the default is {default}): {why}"
+        )
+    return value
 
 
 def _duration(value: object) -> timedelta:
@@ -256,22 +265,14 @@ class Ops(Strict):
     @field_validator("checkpoint_every")
     @classmethod
     def _checkpoint_every(cls, every: timedelta) -> timedelta:
-        if every < timedelta(seconds=1):
-            raise ValueError(
-                "must be at least 1s (the default is 5m): the learned state is saved only by "
-                "checkpoints, and with none a crash would lose all it learned since the start"
-            )
-        return every
+        why = "the learned state is saved only by checkpoints, and with none a crash would lose "
+        return _at_least(every, timedelta(seconds=1), "5m", why + "all it learned since the start")
 
     @field_validator("retention")
     @classmethod
     def _retention(cls, kept: timedelta) -> timedelta:
-        if kept < timedelta(days=2):
-            raise ValueError(
-                "must be at least 2d (the default is 30d): the daily digest reads yesterday's "
-                "incidents and pages"
-            )
-        return kept
+        why = "the daily digest reads yesterday's incidents and pages"
+        return _at_least(kept, timedelta(days=2), "30d", why)
 
 
 class PlannedEvent(Strict):

@@ -424,8 +424,11 @@ class Daemon:
         mentions since the last one are read again and counted into the restored state, nothing
         lost, nothing counted twice. Without scheduled checkpoints, or while they fail, they are
         saved on their own, in batches, so that they reach the store and memory stays bounded."""
-        scheduled = self.checkpoint_dir is not None and self.checkpoint_seconds > 0
-        return scheduled and not self._checkpoint_failing
+        return self._checkpoints_scheduled and not self._checkpoint_failing
+
+    @property
+    def _checkpoints_scheduled(self) -> bool:
+        return self.checkpoint_dir is not None and self.checkpoint_seconds > 0
 
     def _held_at_most(self) -> int:
         """Taken ids kept before they are saved on their own: while they wait for checkpoints,
@@ -473,7 +476,7 @@ class Daemon:
         place, and pruning old state, first soon after the start (a daemon restarted often
         prunes too), then every `prune_seconds`."""
         scheduler = AsyncIOScheduler(timezone=UTC)
-        if self.checkpoint_dir is not None and self.checkpoint_seconds > 0:
+        if self._checkpoints_scheduled:
             scheduler.add_job(
                 self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
             )
