@@ -3,8 +3,8 @@
 Every mention of a brand counts in the brand's roll-up series and in one series per topic it was
 tagged with. A bucket closes when the watermark (the latest event time seen, less the allowed
 lateness) passes its end; every known series closes it, so a quiet series reports a zero, which
-the detectors need as much as a busy one. A mention older than the oldest open bucket is late:
-it is counted and dropped.
+the detectors need as much as a busy one. A mention whose bucket has ended by the watermark is
+late: it is counted and dropped.
 """
 
 from __future__ import annotations
@@ -152,8 +152,10 @@ class Aggregator:
         if self._next_to_close is None:
             self._next_to_close = index
         elif index < self._next_to_close:
-            self.late += 1
-            return False
+            if self._ended(index):
+                self.late += 1
+                return False
+            self._next_to_close = index  # nothing closed after it: it opens as the oldest
         series = self._open.get(index)
         if series is None:
             series = self._open[index] = {}
@@ -220,6 +222,12 @@ class Aggregator:
         if len(terms) > MAX_TERMS_PER_MENTION:
             terms = dict.fromkeys(islice(terms, MAX_TERMS_PER_MENTION))
         return terms
+
+    def _ended(self, index: int) -> bool:
+        """Whether the bucket `index` has ended (by the watermark), so may have been closed.
+        One before the oldest open bucket that has not (the first mentions of a stream came
+        out of order, or a live start holds closes while a source catches up) is still open."""
+        return self._watermark is not None and index < self.index_of(self._watermark)
 
     def move_watermark(self, moment: datetime) -> bool:
         """Move the watermark to `moment` less the lateness (never back); whether that ended

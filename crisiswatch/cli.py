@@ -265,6 +265,7 @@ async def _serve(
                 config=config,
                 tick_seconds=settings.sources.tick.total_seconds(),
                 notice_after=settings.sources.notice_after.total_seconds(),
+                catch_up_seconds=settings.sources.catch_up_wait.total_seconds(),
                 checkpoint_dir=None if finite else directory,
                 checkpoint_seconds=settings.ops.checkpoint_every.total_seconds(),
                 systemd=SystemdNotifier(),

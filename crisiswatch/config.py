@@ -185,6 +185,9 @@ class Sources(Strict):
     stall_after: Duration = timedelta(minutes=5)  # no successful fetch this long: stalled
     notice_after: Duration = timedelta(minutes=15)  # stalled this long: ops are told
     tick: Duration = timedelta(seconds=10)  # live runs close buckets by the clock this often
+    # bucket closes wait at most this long for Reddit or X to catch up (after a start or an
+    # error) before going on without it; 0s never waits
+    catch_up_wait: Duration = timedelta(minutes=5)
 
 
 SeverityName = Literal["info", "warning", "critical"]

@@ -7,12 +7,14 @@ its sources end: open buckets are closed and their pages sent.
 
 With live sources (Reddit, X, HTTP ingest) the clock also closes buckets: a tick marker goes
 through the same queue every `tick_seconds`, so pages keep their order; replay-only runs never
-tick and stay deterministic. A live source that ends or fails is started again with back-off; one
-that stays stalled is reported to ops. Sources' cursors are saved with the seen ids, once the
-pipeline has taken the mentions before them. A helper task (reload, file watch, tick, health,
-feedback, watchdog) that fails is logged, told to ops and started again with back-off; the
-pipeline's own task failing stops the daemon with its error (systemd restarts it). Checkpoints
-and the pruning of old state run on an APScheduler schedule in the same event loop.
+tick and stay deterministic. Closes wait (for at most `catch_up_seconds`) while Reddit or X is
+behind: starting, catching up or failing (`crisiswatch/frontiers.py`). A live source that ends
+or fails is started again with back-off; one that stays stalled is reported to ops. Sources'
+cursors are saved with the seen ids, once the pipeline has taken the mentions before them. A
+helper task (reload, file watch, tick, health, feedback, watchdog) that fails is logged, told to
+ops and started again with back-off; the pipeline's own task failing stops the daemon with its
+error (systemd restarts it). Checkpoints and the pruning of old state run on an APScheduler
+schedule in the same event loop.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from crisiswatch import checkpoint
 from crisiswatch.checkpoint import Checkpoint, CheckpointError
 from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Mention, Page, PageKind
+from crisiswatch.frontiers import START, Frontiers
 from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops import http as ops_http
@@ -46,7 +49,7 @@ from crisiswatch.ops.systemd import heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats, settle
 from crisiswatch.reload import Deployment, Fingerprint, Watcher, load_deployment, needs_restart
 from crisiswatch.retry import Backoff
-from crisiswatch.sources import Source
+from crisiswatch.sources import Progress, Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
 from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError, describe_error
 from crisiswatch.store import Store, StoreError
@@ -98,7 +101,7 @@ class Command:
     by: str
 
 
-Item = Mention | Tick | Command | None  # what the pipeline's task takes from its queue
+Item = Mention | Progress | Tick | Command | None  # what the pipeline's task takes from its queue
 
 
 class Unsaved:
@@ -165,6 +168,7 @@ class Daemon:
         wedged_after: float = 60.0,
         live: LiveSettings | None = None,
         prune_seconds: float = 6 * 3600.0,
+        catch_up_seconds: float = 300.0,
     ) -> None:
         self.pipeline = pipeline
         self.sources = list(sources)
@@ -189,6 +193,13 @@ class Daemon:
         self.notice_after = notice_after  # a source stalled this long is reported to ops
         self.health_seconds = health_seconds
         self.clock = clock
+        # the sources whose catch-up bucket closes wait for, and for how long at most
+        waited_for = [s.name for s in self.sources if s.reports_progress]
+        self.frontiers = Frontiers(
+            waited_for,
+            wait=timedelta(seconds=catch_up_seconds),
+            now=clock() if waited_for else START,
+        )  # a replay never reads the clock
         self._stalled_noticed: set[str] = set()
         self.checkpoint_dir = checkpoint_dir  # learned state is saved here (None: never)
         self.checkpoint_seconds = checkpoint_seconds
@@ -211,6 +222,8 @@ class Daemon:
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = self._started_at = time.monotonic()
+        if any(s.reports_progress for s in self.sources):  # before any mention
+            self.pipeline.ceiling = self.frontiers.ceiling(self.clock())
         restored = await self._restore_seen()
         self._install_signal_handlers()
         self.dispatcher.start()
@@ -343,10 +356,11 @@ class Daemon:
         waiting and closes its port) rather than when the process exits."""
         stream = source.stream()
         try:
-            async for mention in stream:
-                backoff.reset()
-                self.read_per_source[source.name] += 1
-                await self.queue.put(mention)
+            async for item in stream:
+                if isinstance(item, Mention):
+                    backoff.reset()
+                    self.read_per_source[source.name] += 1
+                await self.queue.put(item)
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
@@ -359,10 +373,13 @@ class Daemon:
             if isinstance(item, Command):
                 pages = self._apply(item)
             elif isinstance(item, Tick):
-                pages = self.pipeline.advance(item.at)
+                pages = self._advance(item.at)
                 self.latency.observe(time.perf_counter() - started)
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
+            elif isinstance(item, Progress):
+                self.frontiers.report(item, now := self.clock())
+                pages = self._advance(now)
             else:
                 ahead = self.pipeline.stats.future
                 pages = self.pipeline.feed(item)
@@ -372,6 +389,11 @@ class Daemon:
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
+
+    def _advance(self, now: datetime) -> list[Page]:
+        """Close what has ended by `now`, as far as the sources being waited for allow."""
+        self.pipeline.ceiling = self.frontiers.ceiling(now)
+        return self.pipeline.advance(now)
 
     async def resolve(self, incident_id: str, by: str) -> None:
         await self.queue.put(Command("resolve", incident_id, by))
@@ -558,10 +580,15 @@ class Daemon:
     def status(self) -> str:
         """One line for `systemctl status`."""
         stats = self.pipeline.stats
-        return (
+        line = (
             f"{stats.mentions:,} mentions, {len(self.pipeline.incidents.open)} incidents open, "
             f"{self.dispatcher.sent} pages sent, queue {self.queue.qsize()}"
         )
+        if self.pipeline.ceiling is not None and (waiting := self.frontiers.waiting_for(
+            self.clock()
+        )):  # fmt: skip
+            line += f", bucket closes wait for {', '.join(waiting)} to catch up"
+        return line
 
     async def _serve_ops(self) -> web.AppRunner | None:
         """Start /metrics, /healthz and /readyz; a port in use is logged, not fatal."""

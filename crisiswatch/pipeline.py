@@ -75,6 +75,9 @@ class Pipeline:
         bucket = settings.pipeline.bucket
         self._clock = clock
         self._horizon = datetime.min.replace(tzinfo=UTC)  # no mention after it yet is ahead
+        # How far time may move the watermark (None: no limit). The live daemon holds it while
+        # a source catches up (`crisiswatch/frontiers.py`); replays never set it.
+        self.ceiling: datetime | None = None
         self.settings = settings
         self.scorer = scorer
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
@@ -199,8 +202,10 @@ class Pipeline:
         return moment > self._horizon
 
     def advance(self, now: datetime) -> list[Page]:
-        """Let time pass (a mention's time, or a live daemon's clock): close the buckets that
-        ended and judge them."""
+        """Let time pass (a mention's time, or a live daemon's clock), up to the ceiling: close
+        the buckets that ended and judge them."""
+        if self.ceiling is not None and now > self.ceiling:
+            now = self.ceiling
         if not self.aggregator.move_watermark(now):
             return []  # the usual case: nothing has ended
         with collection_deferred():

@@ -280,3 +280,8 @@ class FakeX:
         gone = set(body.get("delete", {}).get("ids", []))
         self.rules = [r for r in self.rules if r["id"] not in gone]
         return web.json_response({"meta": {"summary": {}}})
+
+
+def iso(seconds: float) -> str:
+    """A time as X writes `created_at`."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")

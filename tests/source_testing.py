@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from crisiswatch.domain import Mention
+from crisiswatch.sources import Progress
 
 NOW = 1_772_000_000.0  # 2026-02-25T06:13:20Z, the fake APIs' present
 
@@ -43,13 +44,17 @@ async def take(
     try:
         async with asyncio.timeout(20):  # generous: a loaded CI machine is slow
             async for mention in stream:
+                if isinstance(mention, Progress):
+                    continue
                 got.append(mention)
                 await src.commit([mention.id])
                 if len(got) == count:
                     break
         try:  # as the daemon does: keep reading, so cursor moves without a mention are noted
             async with asyncio.timeout(0.1):
-                got.append(await anext(stream))
+                while isinstance(item := await anext(stream), Progress):
+                    pass
+                got.append(item)
         except TimeoutError:
             await src.commit([])
     finally:

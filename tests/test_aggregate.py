@@ -122,6 +122,19 @@ class TestAggregator:
         assert one(closed, ALL, at(0)).count == 2
         assert feeder.aggregator.late == 0
 
+    def test_an_older_first_mention_within_lateness_opens_an_earlier_bucket(
+        self, feeder: Feeder
+    ) -> None:
+        """The stream's first mentions out of order: one from the bucket before the first
+        mention's, within the lateness, counts there (it had been late: no bucket before the
+        first mention's was open)."""
+        feeder.feed(6)  # watermark 12:04: the 12:00 bucket has not ended
+        assert feeder.feed(4.5) == []
+        closed = feeder.feed(8)  # watermark 12:06: the 12:00 bucket closes with it
+        assert one(closed, ALL, at(0)).count == 1
+        assert feeder.aggregator.late == 0
+        assert one(feeder.aggregator.flush(), ALL, at(5)).count == 2
+
     def test_too_late_mention_is_counted_and_dropped(self, feeder: Feeder) -> None:
         """A mention older than the oldest open bucket is counted in `late`, not in a bucket."""
         feeder.feed(1)

@@ -187,6 +187,7 @@ class LiveFeed:
 
     name = "live"
     finite = False
+    reports_progress = False
 
     def __init__(self, count: int) -> None:
         self.count = count

@@ -39,6 +39,7 @@ class QuietFeed:
 
     name = "live"
     finite = False
+    reports_progress = False
 
     def __init__(self, mentions: list[Mention], stalled_for: float = 0.0) -> None:
         self.mentions = mentions

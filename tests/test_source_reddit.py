@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from source_testing import NOW, Clock, take
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, RedditSettings
+from crisiswatch.domain import Mention
+from crisiswatch.frontiers import START
 from crisiswatch.retry import Backoff
-from crisiswatch.sources import reddit
+from crisiswatch.sources import Progress, reddit
 from crisiswatch.sources.reddit import KARMA_FOR, RedditSource
 from crisiswatch.store import Store
 
@@ -186,6 +189,45 @@ class TestRedditSource:
         got = await take(src, 3)
         assert [m.id for m in got] == ids
 
+    async def test_it_is_behind_until_every_stream_and_search_has_fetched_once(
+        self, fake: FakeReddit
+    ) -> None:
+        """From the start the source is behind (bucket closes wait for it); only once its
+        submissions, comments and every brand's search have each fetched up to the present,
+        and handed over what they found, does it say it is current. A listing that fails makes
+        it behind again, since that stream's last listing began."""
+        found = fake.post("acme bank elsewhere", created=NOW - 60, sub="elsewhere")
+        fake.fail("/r/brand/comments", status=503, times=2)
+        clock = Clock()
+        src = source(fake, None, clock, search=True, search_every="30s")
+        stream = src.stream()
+
+        async def until_current() -> list[object]:
+            seen: list[object] = []
+            async with asyncio.timeout(10):
+                async for item in stream:
+                    seen.append(item)
+                    if item == Progress("reddit", None):
+                        return seen
+            return seen
+
+        try:
+            first = await until_current()
+            fake.fail("/r/brand/new", status=503, times=5)  # past asyncprawcore's own retries
+            listed_at = clock.now
+            again = await until_current()
+        finally:
+            await stream.aclose()
+        assert [m.id for m in first if isinstance(m, Mention)] == [found]
+        assert fake.faults[0].times == 0  # the comments listing answered 503 twice first
+        assert [p for p in first if isinstance(p, Progress)] == [
+            Progress("reddit", START),
+            Progress("reddit", None),
+        ]
+        behind = [p for p in again if isinstance(p, Progress)]
+        assert len(behind) == 2 and behind[0].behind_since is not None
+        assert START < behind[0].behind_since <= datetime.fromtimestamp(listed_at, UTC)
+
     async def test_rate_limit_waits_for_the_reset_header(self, fake: FakeReddit) -> None:
         """A 429 with `x-ratelimit-reset` waits exactly that long; without headers it backs off."""
         clock = Clock()
@@ -207,7 +249,12 @@ class TestRedditSource:
         fake.fail("/r/brand", status=503, times=1_000)
         src = source(fake, None, clock)
         stream = src.stream()
-        task = asyncio.create_task(anext(stream))
+
+        async def drain() -> None:
+            async for _ in stream:
+                pass
+
+        task = asyncio.create_task(drain())
         async with asyncio.timeout(5):
             while src.health().stalled_for < 400:  # noqa: ASYNC110 (polling a fake clock)
                 await asyncio.sleep(0.01)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_x import TOKEN, FakeX
+from fake_x import TOKEN, FakeX, iso
 from source_testing import NOW, Clock, take
 
 from crisiswatch.config import Brand, Settings, XSettings
@@ -50,11 +49,6 @@ def source(
         request_timeout=request_timeout,
     )  # fmt: skip
     return made
-
-
-def iso(seconds: float) -> str:
-    """A time as X writes `created_at`."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 class Calm:

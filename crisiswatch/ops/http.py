@@ -75,6 +75,14 @@ class DaemonCollector(Collector):
             "crisiswatch_incidents_open", "Incidents firing", len(daemon.pipeline.incidents.open)
         )
         yield CounterMetricFamily("crisiswatch_buckets_closed", "Buckets judged", stats.buckets)
+        watermark = daemon.pipeline.aggregator.watermark
+        if watermark is not None:
+            yield GaugeMetricFamily(
+                "crisiswatch_watermark_delay_seconds",
+                "Seconds the watermark that closes buckets is behind the clock (the allowed "
+                "lateness; more while closes wait for a source to catch up)",
+                (daemon.clock() - watermark).total_seconds(),
+            )
         yield CounterMetricFamily("crisiswatch_alerts", "Rule alerts", stats.alerts)
         yield HistogramMetricFamily(
             "crisiswatch_pipeline_seconds",

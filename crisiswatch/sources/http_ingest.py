@@ -32,6 +32,7 @@ STOPPING = "crisiswatch is stopping: send these lines again (mentions it already
 
 class HttpIngestSource:
     finite = False
+    reports_progress = False
 
     def __init__(
         self, settings: HttpIngestSettings, *, token: str, queue_size: int = 10_000

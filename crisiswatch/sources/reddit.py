@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -33,7 +33,7 @@ from asyncprawcore.exceptions import Forbidden, NotFound, RequestException, TooM
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.domain import Mention
 from crisiswatch.retry import retry_after
-from crisiswatch.sources.live import Found, LiveSource
+from crisiswatch.sources.live import Fetched, Found, LiveSource, Loop
 from crisiswatch.sources.queries import reddit_query
 from crisiswatch.sources.resilience import RateLimited, describe_error
 from crisiswatch.store import Store
@@ -128,8 +128,8 @@ class RedditSource(LiveSource):
     def _client(self) -> AbstractAsyncContextManager[object]:
         return self._open()
 
-    def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
-        loops: list[Callable[[], AsyncIterator[Found]]] = []
+    def _loops(self, client: object) -> list[Loop]:
+        loops: list[Loop] = []
         if self.settings.subreddits:
             loops += [
                 lambda: self._stream(client, "submissions"),
@@ -139,12 +139,13 @@ class RedditSource(LiveSource):
             loops += [partial(self._search, client, brand) for brand in self.brands]
         return loops
 
-    async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found]:
+    async def _stream(self, reddit: Any, kind: str) -> AsyncIterator[Found | Fetched]:
         """New posts or comments of the subreddits, oldest first, after the cursor. On a first
         start what exists is not new: its newest item ("" if none) is the cursor at once, so a
         listing that fails before anything new was yielded restarts from there, skipping
         nothing posted since."""
         with self._errors():
+            started = self.clock()
             subreddit = await reddit.subreddit("+".join(self.settings.subreddits))
             if kind not in self.position:
                 newest = [t async for t in getattr(subreddit, NEWEST_FIRST[kind])(limit=1)]
@@ -152,9 +153,11 @@ class RedditSource(LiveSource):
                 yield None, kind, self.position[kind]
             after = self.position[kind]
             async for thing in self._listed(subreddit, kind, after):
-                if thing is None:  # one listing fetched
+                if thing is None:  # one listing fetched (the next is fetched when asked for)
                     self._health.success()
+                    yield Fetched(started)
                     await self.sleep(self.poll_every)
+                    started = self.clock()
                     continue
                 if _number(thing.fullname) <= _number(after):
                     continue
@@ -187,7 +190,7 @@ class RedditSource(LiveSource):
             log.warning("reddit.catch_up_limit", stream=kind, cursor=after, items=CATCH_UP)
         return found[::-1]
 
-    async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found]:
+    async def _search(self, reddit: Any, brand: Brand) -> AsyncIterator[Found | Fetched]:
         """Site-wide search for the brand, newest posts, every `search_every`."""
         key = f"search:{brand.id}"
         lookback = self.settings.search_lookback.total_seconds()
@@ -196,6 +199,7 @@ class RedditSource(LiveSource):
         with self._errors():
             everywhere = await reddit.subreddit("all")
             while True:
+                started = self.clock()
                 found = [
                     post
                     async for post in everywhere.search(query, sort="new", time_filter="day")
@@ -209,6 +213,7 @@ class RedditSource(LiveSource):
                     yield await self._mention(reddit, post), key, repr(newest)
                 self.position[key] = repr(newest)
                 yield None, key, repr(newest)
+                yield Fetched(started)
                 await self.sleep(self.settings.search_every.total_seconds())
 
     @contextmanager

@@ -24,6 +24,7 @@ BATCH = 2_000  # lines read per trip to the worker thread
 
 class ReplaySource:
     finite = True
+    reports_progress = False
 
     def __init__(self, path: Path, *, speed: float = 0.0, name: str = "replay") -> None:
         self.path = path

@@ -114,10 +114,13 @@ async def supervise(
     backoff: Backoff,
     sleep: Sleep = asyncio.sleep,
     fatal: tuple[type[BaseException], ...] = (SourceSetupError,),
+    failed: T | None = None,
 ) -> AsyncIterator[T]:
     """Run `attempt()` again and again; an error waits (rate limit or back-off), never ends it.
 
     The back-off starts over once the source reports a success. Only `fatal` errors end it.
+    `failed`, when given, is yielded after each error, before the wait: the reader learns, in
+    order with what came before, that this stream has fallen behind.
     """
     while True:
         try:
@@ -141,6 +144,8 @@ async def supervise(
                 failures=health.consecutive_failures,
                 retry_in=round(delay, 3),
             )
+        if failed is not None:
+            yield failed
         await sleep(delay)
 
 

@@ -36,7 +36,7 @@ from crisiswatch.config import Brand, XSettings
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import MAX_TEXT, parse_time
 from crisiswatch.retry import retry_after
-from crisiswatch.sources.live import Found, LiveSource
+from crisiswatch.sources.live import Fetched, Found, LiveSource, Loop
 from crisiswatch.sources.queries import x_query
 from crisiswatch.sources.resilience import RateLimited, SourceSetupError
 from crisiswatch.store import Store
@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 API = "https://api.twitter.com"
 REQUEST_TIMEOUT = 20.0  # seconds for a request and its whole answer
 STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s) end the stream
+STREAM_PROGRESS = 10.0  # seconds between two words that the stream is current
 RULE_TAG = "crisiswatch:"
 MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
 REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 400), less a margin
@@ -227,17 +228,19 @@ class XSource(LiveSource):
     def _client(self) -> AbstractAsyncContextManager[object]:
         return self._open()
 
-    def _loops(self, client: object) -> list[Callable[[], AsyncIterator[Found]]]:
+    def _loops(self, client: object) -> list[Loop]:
         if self.settings.mode == "stream":
             return [lambda: self._stream(client)]
         return [partial(self._poll, client)]
 
-    async def _poll(self, client: Any) -> AsyncIterator[Found]:
+    async def _poll(self, client: Any) -> AsyncIterator[Found | Fetched]:
         """Every brand's search, one poll for all (so that all come in time order), forever."""
         searches = [(query, f"search:{brand}") for brand, query in self.queries.items()]
         while True:
+            started = self.clock()
             async for found in self._search(client, searches):
                 yield found
+            yield Fetched(started)
             await self.sleep(self.settings.search_every.total_seconds())
 
     async def _search(
@@ -328,10 +331,11 @@ class XSource(LiveSource):
             await self.sleep(wait if wait is not None else 60.0)
         return body
 
-    async def _stream(self, client: Any) -> AsyncIterator[Found]:
+    async def _stream(self, client: Any) -> AsyncIterator[Found | Fetched]:
         """The filtered stream; after each connect, search fills in what was missed (a search
         per brand: their queries joined would pass X's length limit), and only then is the
-        connect a success, so a failing catch-up backs off and shows."""
+        connect a success, so a failing catch-up backs off and shows. Once caught up, what
+        arrives (a keep-alive too) says the stream is current, every `STREAM_PROGRESS`."""
         await self._sync_rules()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1_000)
         session = http_session(self.settings.api_url, STREAM_SILENCE, stream=True)
@@ -339,11 +343,16 @@ class XSource(LiveSource):
         task = connection.filter(**FIELDS)
         try:
             await connection.connected.wait()
+            said = self.clock()  # what is posted from now on comes by the stream
             catch_up = [(query, "stream") for query in self.queries.values()]
             async for found in self._search(client, catch_up):
                 yield found
+            yield Fetched(said)
             while (line := await lines.get()) is not None:
                 self._health.success()
+                if (now := self.clock()) - said >= STREAM_PROGRESS:
+                    said = now
+                    yield Fetched(now)
                 if line:
                     found_line = self._line(line)
                     if found_line is not None:
