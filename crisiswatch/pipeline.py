@@ -205,6 +205,8 @@ class Pipeline:
         """Let time pass (a mention's time, or a live daemon's clock), up to the ceiling: close
         the buckets that ended and judge them."""
         if self.ceiling is not None and now > self.ceiling:
+            if self.aggregator.watermark is None:
+                return []  # held from the start: no watermark yet, so every bucket stays open
             now = self.ceiling
         if not self.aggregator.move_watermark(now):
             return []  # the usual case: nothing has ended

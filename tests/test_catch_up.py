@@ -159,13 +159,16 @@ def deployment(tmp_path: Path) -> Settings:
     return load_settings(config)
 
 
-async def restart_after_downtime(tmp_path: Path, fake: FakeX, catch_up_seconds: float) -> Pipeline:
+async def restart_after_downtime(
+    tmp_path: Path, fake: FakeX, catch_up_seconds: float, *, first_start: bool = False
+) -> Pipeline:
     """The daemon was down for half an hour: its state saw a mention before, X has a tweet a
     minute since, and a pushed source delivers a mention of the present at once, while the
-    clock ticks at the present."""
+    clock ticks at the present. (`first_start`: no state, X's backfill fetches the half hour.)"""
     pipeline = Pipeline(deployment(tmp_path), [], Calm())
-    before = Mention(id="x:before", source="x", created_at=at(NOW - 1800), text="acme bank")
-    pipeline.feed(before)  # the state as it was saved before the downtime
+    if not first_start:
+        before = Mention(id="x:before", source="x", created_at=at(NOW - 1800), text="acme bank")
+        pipeline.feed(before)  # the state as it was saved before the downtime
     for minute in range(30):  # each by its own author (one author's burst is capped)
         author = fake.user(f"user{minute}")
         fake.tweet(f"acme bank {minute}", author=author, created=iso(NOW - 1790 + 60 * minute))
@@ -179,7 +182,7 @@ async def restart_after_downtime(tmp_path: Path, fake: FakeX, catch_up_seconds: 
         )  # fmt: skip
         task = asyncio.create_task(daemon.run(exit_when_sources_end=False))
         async with asyncio.timeout(10):
-            while pipeline.stats.mentions + pipeline.stats.late < 32:  # noqa: ASYNC110
+            while pipeline.stats.mentions + pipeline.stats.late < 32 - first_start:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # ticks after the catch-up close the downtime's buckets
         daemon.stopping.set()
@@ -203,6 +206,15 @@ class TestRestartAfterDowntime:
         starts = [window.start.timestamp() + 300 * k for k in range(len(window.count))]
         expected = [sum(s <= t < s + 300 for t in posted) for s in starts]
         assert [int(c) for c in window.count[1:]] == expected[1:] and sum(expected) == 28
+
+    async def test_a_first_start_s_backfill_counts_though_the_present_comes_first(
+        self, tmp_path: Path, fake: FakeX
+    ) -> None:
+        """No state yet: nothing closes (and no watermark is set) until X's backfill is in, so
+        the present's mention, first to arrive, does not make the backfill late."""
+        pipeline = await restart_after_downtime(tmp_path, fake, 300, first_start=True)
+        assert (pipeline.stats.mentions, pipeline.stats.late) == (31, 0)
+        assert pipeline.aggregator.watermark == PRESENT - timedelta(minutes=2)
 
     async def test_without_waiting_the_catch_up_is_late(self, tmp_path: Path, fake: FakeX) -> None:
         """What happened before: the clock and the present's mention closed the downtime's
