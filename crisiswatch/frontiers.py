@@ -37,13 +37,15 @@ class Frontiers:
         self.wait = wait
         # source → (behind since, when it fell behind): every source is behind at the start
         self._behind: dict[str, tuple[datetime, datetime]] = {
-            name: (START, now) for name in sources
+            name: (START, now) for name in sources if wait > timedelta(0)
         }
         self._given_up: set[str] = set()
 
     def report(self, progress: Progress, now: datetime) -> None:
         """A source's word, taken after the mentions before it in its stream."""
         name = progress.source
+        if self.wait <= timedelta(0):
+            return  # never waited for: nothing to keep, nothing to log
         if progress.behind_since is None:
             self._behind.pop(name, None)
             if name in self._given_up:

@@ -74,8 +74,16 @@ class TestFrontiers:
         frontiers.report(Progress("x", PRESENT + WAIT), PRESENT + WAIT)  # fails again: waits anew
         assert frontiers.ceiling(PRESENT + WAIT) == PRESENT + WAIT
 
-    def test_no_wait_never_holds(self) -> None:
-        assert Frontiers(["x"], wait=timedelta(0), now=PRESENT).ceiling(PRESENT) is None
+    def test_no_wait_never_holds_nor_logs(self) -> None:
+        """`catch_up_wait: 0s` turns waiting off: no hold, and no 'stopped waiting' warning at
+        every start and every error."""
+        frontiers = Frontiers(["x"], wait=timedelta(0), now=PRESENT)
+        with capture_logs() as logs:
+            assert frontiers.ceiling(PRESENT) is None
+            frontiers.report(Progress("x", PRESENT), PRESENT)
+            assert frontiers.ceiling(PRESENT) is None
+            frontiers.report(Progress("x", None), PRESENT)
+        assert logs == [] and frontiers.waiting_for(PRESENT) == []
 
 
 async def progress_until(stream: AsyncIterator[Mention | Progress], count: int) -> list[Progress]:

@@ -163,6 +163,37 @@ class TestRedditSource:
             await store.close()
         assert [m.id for m in second] == posted
 
+    async def test_a_catch_up_of_several_listings_is_current_only_after_the_last(
+        self, fake: FakeReddit, tmp_path: Path
+    ) -> None:
+        """A listing after the cursor holds at most 100 items, the oldest first: after a
+        downtime with 250 posts the stream is still behind after the first listing (bucket
+        closes would release and the other 150 come too late); it says it is current only
+        once a listing came back short, after every post of the downtime."""
+        store = await Store.open(tmp_path / "s.db")
+        clock = Clock()
+
+        async def one_post() -> None:
+            await fake.listening()
+            fake.post("acme bank is fine", created=NOW)
+
+        try:
+            await take(source(fake, store, clock), 1, one_post)
+            posted = [fake.post(f"outage {n}", created=NOW + 60 + n) for n in range(250)]
+            stream = source(fake, store, clock).stream()
+            seen: list[object] = []
+            try:
+                async with asyncio.timeout(10):
+                    async for item in stream:
+                        seen.append(item)
+                        if item == Progress("reddit", None):
+                            break
+            finally:
+                await stream.aclose()
+        finally:
+            await store.close()
+        assert [m.id for m in seen if isinstance(m, Mention)] == posted
+
     async def test_paging_back_stops_at_its_bound_and_says_so(
         self, fake: FakeReddit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -299,6 +299,23 @@ class TestFilteredStream:
         backoffs = [s for s in clock.sleeps if s > 0]
         assert len(backoffs) == 4 and backoffs == sorted(backoffs) and backoffs[0] < backoffs[-1]
 
+    async def test_a_refused_connect_fails_and_backs_off_rather_than_waiting(
+        self, fake: FakeX
+    ) -> None:
+        """X refusing the stream's connect (a 503, or too many connections) ends tweepy's
+        stream before it connects: that is a failure (backed off, shown in health), not a wait
+        for a connect that never comes; the next connect catches up."""
+        alice = fake.user("alice")
+        expected = fake.tweet("acme bank", author=alice, created=CREATED)
+        fake.fail("/2/tweets/search/stream", status=503, times=1)
+        clock = Clock()
+        src = source(fake, None, clock, mode="stream")
+        got = await take(src, 1)
+        assert [m.id for m in got] == [expected] and fake.faults[0].times == 0
+        health = src.health()
+        assert health.last_error is not None and "503" in health.last_error
+        assert Backoff(rand=lambda: 0.5).wait(1) in clock.sleeps
+
 
 def wordy_brand(n: int) -> Brand:
     """A brand with a realistic number of terms: its X query is about 160 characters."""

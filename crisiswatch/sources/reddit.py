@@ -47,6 +47,7 @@ KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
 KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
 NEWEST_FIRST = {"submissions": "new", "comments": "comments"}  # the listing under each stream
 CATCH_UP = 1_000  # items paged back for a removed cursor at most (Reddit lists ~1,000 back)
+LISTING = 100  # items asyncpraw's stream asks for a listing: a full one may have more after it
 
 
 class _Requestor(Requestor):
@@ -151,14 +152,16 @@ class RedditSource(LiveSource):
                 newest = [t async for t in getattr(subreddit, NEWEST_FIRST[kind])(limit=1)]
                 self.position[kind] = newest[0].fullname if newest else ""
                 yield None, kind, self.position[kind]
-            after = self.position[kind]
+            after, listed = self.position[kind], 0
             async for thing in self._listed(subreddit, kind, after):
                 if thing is None:  # one listing fetched (the next is fetched when asked for)
                     self._health.success()
-                    yield Fetched(started)
+                    if listed < LISTING:  # not a full one: nothing more was waiting after it
+                        yield Fetched(started)
                     await self.sleep(self.poll_every)
-                    started = self.clock()
+                    started, listed = self.clock(), 0
                     continue
+                listed += 1
                 if _number(thing.fullname) <= _number(after):
                     continue
                 after = self.position[kind] = thing.fullname

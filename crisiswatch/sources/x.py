@@ -342,7 +342,7 @@ class XSource(LiveSource):
         connection = _Connection(self._token, session, lines)
         task = connection.filter(**FIELDS)
         try:
-            await connection.connected.wait()
+            await self._connected(connection, task)
             said = self.clock()  # what is posted from now on comes by the stream
             catch_up = [(query, "stream") for query in self.queries.values()]
             async for found in self._search(client, catch_up):
@@ -361,6 +361,19 @@ class XSource(LiveSource):
         finally:
             connection.disconnect()
             await asyncio.gather(task, return_exceptions=True)
+
+    @staticmethod
+    async def _connected(connection: _Connection, task: asyncio.Task[None]) -> None:
+        """Until the stream is connected; a connect X refuses (the stream task ends first, its
+        error noted) raises, so the source backs off and shows failing rather than waiting for
+        ever."""
+        connected = asyncio.ensure_future(connection.connected.wait())
+        try:
+            await asyncio.wait({connected, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if not connection.connected.is_set():
+            raise ConnectionError(connection.error or "the stream ended before it connected")
 
     def _line(self, line: bytes) -> Found | None:
         try:
