@@ -84,7 +84,8 @@ class RunSummary:
         return (
             f"{s.mentions:,} mentions counted, {s.duplicates:,} duplicates dropped, "
             f"{self.malformed:,} malformed lines skipped, {s.unattributed:,} not about a watched "
-            f"brand, {s.late:,} too late, {s.future:,} dated ahead of the clock; "
+            f"brand, {s.own:,} by the brands' own accounts, {s.late:,} too late, "
+            f"{s.future:,} dated ahead of the clock; "
             f"{s.buckets:,} buckets closed, {s.alerts:,} alerts → "
             f"{self.incidents_opened} incidents ({self.incidents_open_at_end} still open), "
             f"{self.pages_sent} pages sent, {self.pages_failed} failed, in {self.seconds:.1f}s"

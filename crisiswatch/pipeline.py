@@ -46,6 +46,7 @@ class PipelineStats:
     mentions: int = 0  # accepted, attributed and counted
     duplicates: int = 0
     unattributed: int = 0  # about none of the configured brands
+    own: int = 0  # posted by a brand's own account: the brand speaking, not a mention of it
     late: int = 0
     future: int = 0  # dated more than MAX_AHEAD ahead of the daemon's clock
     buckets: int = 0
@@ -175,7 +176,10 @@ class Pipeline:
         tokens = tokenize(mention.text)
         attributions = self.attributor.attribute(mention, tokens)
         if not attributions:
-            self.stats.unattributed += 1
+            if self.attributor.own_post(mention):
+                self.stats.own += 1
+            else:
+                self.stats.unattributed += 1
             return []
         negative = self.scorer.negative_one(mention.text)
         bursts = self.rule_inputs.bursts.find(tokens)

@@ -116,6 +116,21 @@ class TestAttributor:
         """Only whole words and whole phrases attribute a mention."""
         assert attribute(attributor, make_mention(text=text)) == []
 
+    @pytest.mark.parametrize("author", ["KestrelHelp", "@kestrelhelp", "KESTRELHELP"])
+    def test_the_brand_s_own_accounts_do_not_mention_it(
+        self, attributor: Attributor, make_mention: MentionFactory, author: str
+    ) -> None:
+        """A post by one of the brand's handles is the brand speaking (an apology, a support
+        reply), not a mention of it: it must not count as volume, nor as a complaint (an
+        apology reads as negative), even when an export already tagged it with the brand. The
+        customer it answers still counts, and is a reply to the brand."""
+        own = make_mention(text="We're sorry, Kestrel Bank's app is down", author=author)
+        tagged = make_mention(text="Please DM us", author=author, brand="kestrel")
+        assert attribute(attributor, own) == [] and attribute(attributor, tagged) == []
+        assert attributor.own_post(own) and not attributor.own_post(make_mention(author="amy"))
+        answer = make_mention(text="@KestrelHelp still waiting", in_reply_to_author="KestrelHelp")
+        assert attribute(attributor, answer) == [Attribution("kestrel", (), True)]
+
     @pytest.mark.parametrize(
         ("name", "text"),
         [

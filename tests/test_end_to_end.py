@@ -71,6 +71,13 @@ class TestDemo:
         assert summary.startswith("demo finished:")
         assert "3 malformed lines skipped" in summary
         assert "176 duplicates dropped" in summary
+        assert "83 by the brands' own accounts" in summary
+
+    def test_the_brand_s_own_posts_are_never_shown_as_complaints(self, demo_run: str) -> None:
+        """The brand's apology and its support team's replies (a sorry reads as negative) are
+        not mentions of it: no page shows them among its posts."""
+        authors = re.findall(r"^(?:  posts |           )\s*(\S+) \(", demo_run, re.M)
+        assert authors and not {"KestrelBank", "KestrelHelp"} & set(authors)
 
     def test_pages_carry_the_context_to_act(self, demo_run: str) -> None:
         """An opening page says who it is for, why in numbers, and shows posts."""

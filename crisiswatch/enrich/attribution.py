@@ -159,11 +159,12 @@ class Attributor:
             if mention.brand not in self._brands:
                 return []
             named.add(mention.brand)
-        if mention.in_reply_to_author is not None:
-            parent = "@" + mention.in_reply_to_author.lower().lstrip("@")
-            named.update(self._handle_brands.get(parent, ()))  # a reply to the brand's own post
+        if mention.in_reply_to_author is not None:  # a reply to the brand's own post
+            named.update(self._handle_brands.get(_handle(mention.in_reply_to_author), ()))
         found = []
         for brand_id in sorted(named) if len(named) > 1 else named:
+            if self._own_post(brand_id, mention):
+                continue  # the brand speaking (an apology, support replies), not a mention of it
             kinds = self._details[brand_id].find(tokens)
             if _EXCLUSION in kinds:
                 if mention.brand is None:
@@ -176,11 +177,23 @@ class Attributor:
             found.append(Attribution(brand_id, topics, self._replies_to(brand_id, mention, tokens)))
         return found
 
+    def own_post(self, mention: Mention) -> bool:
+        """Whether one of the configured brands' own accounts posted the mention."""
+        return mention.author is not None and _handle(mention.author) in self._handle_brands
+
+    def _own_post(self, brand_id: str, mention: Mention) -> bool:
+        return mention.author is not None and _handle(mention.author) in self._handles[brand_id]
+
     def _replies_to(self, brand_id: str, mention: Mention, tokens: Sequence[str]) -> bool:
         handles = self._handles[brand_id]
         parent = mention.in_reply_to_author
         if parent is not None:
-            return ("@" + parent.lower().lstrip("@")) in handles
+            return _handle(parent) in handles
         # Sources that do not say (exports, HTTP ingest) keep X's convention: a reply starts
         # with the handle it answers.
         return bool(tokens) and tokens[0] in handles and mention.text.lstrip().startswith("@")
+
+
+def _handle(author: str) -> str:
+    """An account name as the brands' handles are kept: "@" and lowercase."""
+    return "@" + author.lower().lstrip("@")

@@ -39,6 +39,7 @@ class DaemonCollector(Collector):
             ("counted", stats.mentions),
             ("duplicate", stats.duplicates),
             ("unattributed", stats.unattributed),
+            ("own", stats.own),
             ("late", stats.late),
             ("future", stats.future),
         ):
