@@ -59,6 +59,7 @@ log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
 HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
 WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
+FAILING_IN_A_ROW = 20  # mentions the pipeline raises on in a row before it counts as broken
 PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
 
 
@@ -85,7 +86,7 @@ class RunSummary:
             f"{s.mentions:,} mentions counted, {s.duplicates:,} duplicates dropped, "
             f"{self.malformed:,} malformed lines skipped, {s.unattributed:,} not about a watched "
             f"brand, {s.own:,} by the brands' own accounts, {s.late:,} too late, "
-            f"{s.future:,} dated ahead of the clock; "
+            f"{s.future:,} dated ahead of the clock, {s.failed:,} failed in the pipeline; "
             f"{s.buckets:,} buckets closed, {s.alerts:,} alerts → "
             f"{self.incidents_opened} incidents ({self.incidents_open_at_end} still open), "
             f"{self.pages_sent} pages sent, {self.pages_failed} failed, in {self.seconds:.1f}s"
@@ -220,6 +221,7 @@ class Daemon:
         self._consumer: asyncio.Task[None] | None = None
         self.wedged_after = wedged_after  # one item held this long while others wait: wedged
         self._took_at = time.monotonic()  # when the pipeline last took an item
+        self._failing = 0  # mentions in a row the pipeline raised on
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = self._started_at = time.monotonic()
@@ -383,13 +385,31 @@ class Daemon:
                 pages = self._advance(now)
             else:
                 ahead = self.pipeline.stats.future
-                pages = self.pipeline.feed(item)
+                pages = self._feed(item)
                 self.latency.observe(time.perf_counter() - started)
                 self._unsaved.add(item, refused=self.pipeline.stats.future > ahead)
                 if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
+
+    def _feed(self, mention: Mention) -> list[Page]:
+        """One mention through the pipeline. One it raises on (a bug its content sets off) is
+        logged and dropped: were the daemon to stop, systemd would restart it, its source
+        would send the same mention again, and it would stop again, for good. A pipeline that
+        fails on `FAILING_IN_A_ROW` mentions in a row is broken, not fed a bad mention: the
+        error then stops the daemon."""
+        try:
+            pages = self.pipeline.feed(mention)
+        except Exception:
+            self.pipeline.stats.failed += 1
+            self._failing += 1
+            if self._failing >= FAILING_IN_A_ROW:
+                raise
+            log.exception("pipeline.mention_failed", mention=mention.id[:80], source=mention.source)
+            return []
+        self._failing = 0
+        return pages
 
     def _advance(self, now: datetime) -> list[Page]:
         """Close what has ended by `now`, as far as the sources being waited for allow."""

@@ -21,6 +21,7 @@ from crisiswatch.domain import Mention
 
 MAX_TEXT = 10_000  # characters kept of a post; the rest is cut, never the daemon
 MAX_FIELD = 512  # characters of an id, author, url, lang, source or brand
+MAX_COUNT = 10_000_000_000  # followers or engagement of one post at most (more than people exist)
 EARLIEST, LATEST = 2000, 2200  # years a post's time may have: beyond, event time would break
 
 
@@ -101,9 +102,24 @@ def _count(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MentionError(f"{key!r} must be a whole number ≥ 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise MentionError(f"{key!r} must be a whole number from 0 to {MAX_COUNT:,}")
     return value
+
+
+def plausible_count(value: object) -> int:
+    """A count from an API's payload, read leniently: a number from 0 to `MAX_COUNT` (a float
+    cut to a whole one), else 0. A follower count that is missing, null, "12k" or 1e20 says
+    nothing usable; it must not cost the post, nor overflow a bucket's sums."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if 0 <= value <= MAX_COUNT else 0
+
+
+def text_or_none(value: object, limit: int = MAX_FIELD) -> str | None:
+    """A string field from an API's payload: cut to `limit`, or None when it is not a string
+    (a numeric username, a null)."""
+    return value[:limit] or None if isinstance(value, str) else None
 
 
 def _optional_str(obj: dict[str, Any], key: str) -> str | None:

@@ -49,6 +49,7 @@ class PipelineStats:
     own: int = 0  # posted by a brand's own account: the brand speaking, not a mention of it
     late: int = 0
     future: int = 0  # dated more than MAX_AHEAD ahead of the daemon's clock
+    failed: int = 0  # the pipeline raised on it (a bug, logged with its id): dropped
     buckets: int = 0
     alerts: int = 0
     pages: int = 0

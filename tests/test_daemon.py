@@ -230,6 +230,33 @@ class AheadFeed(LiveFeed):
         await asyncio.Event().wait()
 
 
+class TestAMentionThePipelineFailsOn:
+    async def test_is_logged_and_dropped_and_the_daemon_goes_on(
+        self, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mention whose content sets off a bug in the pipeline is logged (its id) and
+        dropped; the mentions after it count. Before, the daemon stopped, and systemd's
+        restart met the same mention again from its source: it stopped for good."""
+        feed = LiveFeed(3)
+        daemon = live_daemon(tmp_path, store, feed)
+        attribute = daemon.pipeline.attributor.attribute
+
+        def buggy(mention: Mention, tokens: Sequence[str]) -> Any:
+            if mention.id == "x:1":
+                raise AttributeError("'int' object has no attribute 'lower'")
+            return attribute(mention, tokens)
+
+        monkeypatch.setattr(daemon.pipeline.attributor, "attribute", buggy)
+        with capture_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await until(lambda: daemon.pipeline.stats.mentions == 2)
+            daemon.stopping.set()
+            summary = await run
+        assert daemon.pipeline.stats.failed == 1 and "1 failed in the pipeline" in str(summary)
+        failed = [e for e in logs if e["event"] == "pipeline.mention_failed"]
+        assert [e["mention"] for e in failed] == ["x:1"]
+
+
 class TestSeenIdsWithCheckpoints:
     async def test_a_mention_refused_as_dated_ahead_moves_cursors_but_is_not_seen(
         self, tmp_path: Path, store: Store
@@ -473,7 +500,8 @@ class TestPipelineFailure:
     async def test_a_crashing_pipeline_stops_the_daemon_instead_of_hanging(
         self, tmp_path: Path
     ) -> None:
-        """A bug in the pipeline ends the run with the error (systemd restarts it)."""
+        """A pipeline that fails on every mention (a bug, not one bad mention) ends the run
+        with the error (systemd restarts it)."""
         stream = tmp_path / "m.jsonl"
         write_stream(stream, hours=1)
         settings = settings_for(tmp_path, stream)

@@ -13,6 +13,7 @@ import pytest
 
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import (
+    MAX_COUNT,
     MAX_FIELD,
     MAX_TEXT,
     BadLine,
@@ -21,6 +22,7 @@ from crisiswatch.mentions import (
     mention_to_dict,
     open_lines,
     parse_mention,
+    plausible_count,
     read_mentions,
 )
 
@@ -115,9 +117,10 @@ class TestParseMention:
         assert words in str(caught.value)
 
     @pytest.mark.parametrize("key", ["author_followers", "engagement"])
-    @pytest.mark.parametrize("count", [True, False, "120", 1.5, -1, [1]])
+    @pytest.mark.parametrize("count", [True, False, "120", 1.5, -1, [1], 10**10 + 1, 2**64 - 1])
     def test_bad_counts(self, key: str, count: object) -> None:
-        """Followers and engagement must be whole numbers ≥ 0; a bool is not one."""
+        """Followers and engagement must be whole numbers from 0 to ten billion (more would
+        overflow a bucket's sums, and no account has them); a bool is not one."""
         with pytest.raises(MentionError, match=key):
             parse_mention(line(id="a", created_at="2015-02-24T19:35:52Z", text="t", **{key: count}))
 
@@ -279,3 +282,14 @@ def test_a_language_code_is_read_lowercase() -> None:
         {"id": "a", "created_at": "2026-03-02T12:00:00Z", "text": "t", "lang": "pt-BR"}
     )
     assert parse_mention(line).lang == "pt-br"
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [(120, 120), (120.9, 120), (0, 0), (None, 0), ("12k", 0), (True, 0), (-5, 0), (1e20, 0),
+     (float("nan"), 0), (MAX_COUNT, MAX_COUNT), ({"n": 1}, 0)],
+)  # fmt: skip
+def test_counts_from_an_api_are_read_leniently(value: object, read: int) -> None:
+    """A source's follower or engagement count of the wrong shape reads as 0: it must cost
+    neither the post nor, at 1e20, the daemon (a bucket's reach overflowed the page's JSON)."""
+    assert plausible_count(value) == read

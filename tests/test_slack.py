@@ -25,7 +25,7 @@ from crisiswatch.config import Brand, LiveSettings, Notify, QuietHours, Route, S
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.notify import chart
-from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.notify.dispatch import BROKEN_TRIES, Dispatcher
 from crisiswatch.notify.slack import CLOCK_SLACK, UNAUTHORIZED, SlackNotifier
 from crisiswatch.notify.slack_blocks import escape, fit, page_blocks, ping, thread_reply
 from crisiswatch.store import Store, page_key
@@ -431,6 +431,63 @@ def posting_marks(folder: Path) -> list[str]:
     """The keys of the posting marks in the store file, read beside the open store."""
     with contextlib.closing(sqlite3.connect(folder / "state.db")) as db:
         return [row[0] for row in db.execute("SELECT incident_id FROM posting ORDER BY at")]
+
+
+class Breaks:
+    """A notifier our code fails on for one incident's pages (a bug its data sets off)."""
+
+    name = "breaks"
+    pages_people = False
+
+    def __init__(self, broken: str) -> None:
+        self.broken = broken
+        self.sent: list[str] = []
+        self.tries = 0
+
+    async def send(self, page: Page) -> None:
+        if page.incident.id == self.broken:
+            self.tries += 1
+            raise TypeError("'int' object is not subscriptable")
+        self.sent.append(page.incident.id)
+
+
+class TestPagesOurCodeFailsOn:
+    async def test_are_given_up_after_a_few_tries_and_the_pages_behind_go(
+        self, store: Store, make_page: PageFactory
+    ) -> None:
+        """A page whose rendering raises a programming error is no passing outage: after
+        `BROKEN_TRIES` it is given up (logged with its traceback), where it had been retried
+        for ever at the head of the outbox and every later page of every incident waited."""
+        breaks, sleeps = Breaks("kestrel@1"), Sleeps()
+        dispatcher = Dispatcher([breaks], store, sleep=sleeps, rng=lambda: 1.0)
+        dispatcher.start()
+        with capture_logs() as logs:
+            await dispatcher.dispatch(make_page(id="kestrel@1"))
+            await dispatcher.dispatch(make_page(id="acme@1", key="acme", brand="acme"))
+            await dispatcher.close(deadline=5)
+        assert breaks.tries == BROKEN_TRIES and breaks.sent == ["acme@1"]
+        assert dispatcher.failed == 1
+        assert [e["page"].split("|")[0] for e in logs if e["event"] == "page.given_up"] == [
+            "kestrel@1"
+        ]
+
+    async def test_a_page_that_cannot_be_encoded_is_lost_not_the_daemon(
+        self, store: Store, make_page: PageFactory
+    ) -> None:
+        """A page the outbox cannot encode (a number past 64 bits) is logged and counted as
+        failed; dispatching it no longer raises into the pipeline's task, which had stopped
+        the daemon."""
+        page = make_page()
+        bucket = replace(page.incident.latest.bucket, reach=2**70)
+        latest = replace(page.incident.latest, bucket=bucket)
+        broken = replace(page, incident=replace(page.incident, latest=latest))
+        dispatcher = Dispatcher([Breaks("none")], store)
+        with capture_logs() as logs:
+            await dispatcher.dispatch(broken)
+        assert dispatcher.failed == 1
+        assert [e["event"] for e in logs if e["event"] == "page.unencodable"] == [
+            "page.unencodable"
+        ]
 
 
 class TestDelivery:

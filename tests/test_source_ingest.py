@@ -20,7 +20,7 @@ from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Mention
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
-from crisiswatch.sources.http_ingest import HttpIngestSource
+from crisiswatch.sources.http_ingest import REASONS_TOLD, HttpIngestSource
 from crisiswatch.store import Store
 
 TOKEN = "ingest-secret"
@@ -74,6 +74,19 @@ class TestHttpIngest:
         await asyncio.sleep(0.01)
         assert [m.id for m in got] == ["t:1", "t:2"] and got[0].source == "http"
         assert source.malformed == 2 and source.health().last_success is not None
+
+    async def test_a_body_of_many_bad_lines_gets_a_short_answer(
+        self, ingest: tuple[HttpIngestSource, str, list[Mention]]
+    ) -> None:
+        """The reasons of the first `REASONS_TOLD` rejected lines, then only how many: a body
+        of bad lines had been answered with every reason, 35 times its own size."""
+        source, url, _ = ingest
+        status, answer = await post(url, b"\n".join([b"[", GOOD, *[b"1"] * 300]))
+        rejected = answer["rejected"]
+        assert status == 200 and answer["accepted"] == 1
+        assert isinstance(rejected, list) and len(rejected) == REASONS_TOLD
+        assert rejected[0]["line"] == 1 and rejected[1]["line"] == 3
+        assert answer["rejected_lines"] == 301 and source.malformed == 301
 
     @pytest.mark.parametrize("token", [None, "wrong"])
     async def test_refuses_without_the_right_token(

@@ -220,6 +220,30 @@ class TestRedditSource:
         got = await take(src, 3)
         assert [m.id for m in got] == ids
 
+    async def test_malformed_fields_read_as_absent_and_an_unreadable_post_is_skipped(
+        self, fake: FakeReddit
+    ) -> None:
+        """A score of "lots" or 1e20, a body that is no string: read as absent; a post without a
+        creation time is skipped, logged, and the stream goes on past it (it had failed the
+        listing on every retry, so nothing after it ever came)."""
+        ids: list[str] = []
+
+        async def traffic() -> None:
+            await fake.listening()
+            ids.extend(fake.post(f"acme bank {n}", created=NOW + n) for n in range(4))
+            data = [thing["data"] for thing in fake.things[-4:]]
+            data[0]["score"] = "lots"
+            data[1].update(score=1e20, selftext=["no", "string"])
+            data[2]["created_utc"] = None
+
+        with capture_logs() as logs:
+            got = await take(source(fake, None, Clock()), 3, traffic)
+        assert [m.id for m in got] == [ids[0], ids[1], ids[3]]
+        assert [m.engagement for m in got] == [4, 4, 16]
+        assert got[1].text == "acme bank 1"
+        skipped = [e["item"] for e in logs if e["event"] == "reddit.item_unreadable"]
+        assert skipped == [ids[2].removeprefix("reddit:")]
+
     async def test_it_is_behind_until_every_stream_and_search_has_fetched_once(
         self, fake: FakeReddit
     ) -> None:

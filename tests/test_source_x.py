@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fake_x import TOKEN, FakeX, iso
 from source_testing import NOW, Clock, take
+from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, Settings, XSettings
 from crisiswatch.domain import Mention
@@ -99,6 +100,34 @@ class TestRecentSearch:
         assert reply.author_followers == 321 and reply.lang == "en"
         assert reply.engagement == 6  # likes, reposts, replies and quotes; not impressions
         assert reply.url == f"https://x.com/alice/status/{reply.id.removeprefix('x:')}"
+
+    async def test_malformed_fields_read_as_absent_and_an_unreadable_tweet_is_skipped(
+        self, fake: FakeX
+    ) -> None:
+        """X's payload is untrusted too: followers "12k" or 1e20, a numeric username, a null
+        `public_metrics`, a `note_tweet` that is a string read as absent, and a tweet without a
+        usable time is skipped (logged). Before, each of them failed the whole poll on every
+        retry, so no tweet of any brand came through again."""
+        odd = fake.user("odd")
+        fake.users[odd]["public_metrics"] = {"followers_count": "12k"}
+        huge = fake.user("huge")
+        fake.users[huge]["public_metrics"]["followers_count"] = 1e20
+        numeric = fake.user("numeric")
+        fake.users[numeric]["username"] = 4242
+        first = fake.tweet("acme bank one", author=odd, created=CREATED)
+        second = fake.tweet("acme bank two", author=huge, created=CREATED)
+        fake.tweets[-1].update(public_metrics=None, note_tweet="not an object")
+        third = fake.tweet("acme bank three", author=numeric, created=CREATED)
+        last = fake.tweet("acme bank four", author=odd, created=CREATED)
+        broken = fake.tweet("acme bank broken", author=odd, created="2300-01-01T00:00:00.000Z")
+        with capture_logs() as logs:
+            got = await take(source(fake, None, Clock()), 4)
+        assert [m.id for m in got] == [first, second, third, last]
+        assert [m.author_followers for m in got] == [0, 0, 10, 0]
+        assert got[1].text == "acme bank two" and got[1].engagement == 0
+        assert got[2].author is None and got[2].url is not None
+        skipped = [e for e in logs if e["event"] == "x.tweet_unreadable"]
+        assert [e["tweet"] for e in skipped] == [broken.removeprefix("x:")]
 
     async def test_a_rate_limit_reset_already_past_backs_off(self, fake: FakeX) -> None:
         """429s whose reset time is already past by our clock (clock skew) wait the back-off,

@@ -45,6 +45,7 @@ Sleep = Callable[[float], Awaitable[None]]
 UNAUTHORIZED_FIRST = 60.0  # seconds before trying refused credentials again, doubling …
 UNAUTHORIZED_CAP = 900.0  # … up to this
 UNRECORDED_KEPT = 10_000  # per notifier: pages delivered that the store could not record yet
+BROKEN_TRIES = 3  # a page failing this often with a programming error is given up
 
 
 class Dispatcher:
@@ -109,7 +110,13 @@ class Dispatcher:
         if held:
             log.info("page.held_for_quiet_hours", page=page_key(page), until=str(until))
         try:
-            added = await self.store.enqueue(page, dump_page(page), names, held)
+            encoded = dump_page(page)
+        except (TypeError, ValueError) as exc:  # a bug of ours: lose this page, not the daemon
+            self.failed += 1
+            log.error("page.unencodable", page=page_key(page), error=repr(exc))
+            return
+        try:
+            added = await self.store.enqueue(page, encoded, names, held)
         except StoreError as exc:  # no outbox: send now rather than lose the page
             log.error("page.unqueued", page=page_key(page), error=str(exc))
             await self._send_unqueued(page)
@@ -230,6 +237,14 @@ class Dispatcher:
             await self._record_failure(item, str(exc), final=False)
             return False, self._refused[notifier.name].next()
         except Exception as exc:
+            if _ours(exc) and item.attempts + 1 >= BROKEN_TRIES:
+                self.failed += 1
+                log.error("page.given_up", page=key, notifier=notifier.name, exc_info=True,
+                          reason=f"failed {BROKEN_TRIES} times with a programming error (a bug "
+                          "of crisiswatch's, not the service's): it would block every later "
+                          "page")  # fmt: skip
+                await self._record_failure(item, f"{type(exc).__name__}: {exc}", final=True)
+                return True, None
             told = exc.retry_after if isinstance(exc, RetryLater) else None
             log.warning(
                 "page.retry",
@@ -326,6 +341,12 @@ class Dispatcher:
             await self.store.save_incident(page.incident)
         except StoreError as exc:
             log.error("incident.unsaved", incident=page.incident.id, error=str(exc))
+
+
+def _ours(exc: Exception) -> bool:
+    """Whether an error is a programming error (rendering a page its data breaks), which no
+    retry cures, rather than the service's or the network's, which pass."""
+    return isinstance(exc, TypeError | AttributeError | LookupError | ArithmeticError)
 
 
 def _pages_people(notifier: Notifier) -> bool:

@@ -42,6 +42,7 @@ class DaemonCollector(Collector):
             ("own", stats.own),
             ("late", stats.late),
             ("future", stats.future),
+            ("failed", stats.failed),
         ):
             mentions.add_metric([outcome], value)
         yield mentions

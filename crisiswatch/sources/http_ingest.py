@@ -28,6 +28,8 @@ from crisiswatch.sources.resilience import Health, HealthSnapshot
 log = structlog.get_logger(__name__)
 SHUTDOWN_GRACE = 5.0  # seconds a request still being read may take once the source stops
 STOPPING = "crisiswatch is stopping: send these lines again (mentions it already has count once)"
+REASONS_TOLD = 100  # rejected lines answered with their reason; past it, only how many
+YIELD_EVERY = 2_000  # lines parsed between two turns of the event loop
 
 
 class HttpIngestSource:
@@ -89,20 +91,28 @@ class HttpIngestSource:
             return _too_large(self.settings.max_bytes)
         accepted: list[Mention] = []
         rejected: list[dict[str, object]] = []
+        refused = 0
         for number, line in enumerate(body.splitlines(), start=1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a big body must not hold up the sources and Slack
             if not line.strip():
                 continue
             try:
                 accepted.append(parse_mention(line, default_source="http"))
             except MentionError as exc:
-                rejected.append({"line": number, "reason": str(exc)})
-        self.malformed += len(rejected)
+                refused += 1
+                if len(rejected) < REASONS_TOLD:
+                    rejected.append({"line": number, "reason": str(exc)})
+        self.malformed += refused
         self._health.success()
         if rejected:
-            log.warning("http_ingest.rejected", lines=len(rejected), first=rejected[0])
+            log.warning("http_ingest.rejected", lines=refused, first=rejected[0])
         if not await self._hand_over(accepted):
             return web.json_response({"error": STOPPING}, status=503, headers={"Retry-After": "10"})
-        return web.json_response({"accepted": len(accepted), "rejected": rejected})
+        answer: dict[str, object] = {"accepted": len(accepted), "rejected": rejected}
+        if refused > len(rejected):
+            answer["rejected_lines"] = refused  # the reasons above are the first ones only
+        return web.json_response(answer)
 
     async def _hand_over(self, accepted: list[Mention]) -> bool:
         """Queue the mentions and wait until the reader has taken the last of them; False when

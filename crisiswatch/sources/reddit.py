@@ -32,6 +32,7 @@ from asyncprawcore.exceptions import Forbidden, NotFound, RequestException, TooM
 
 from crisiswatch.config import Brand, RedditSettings
 from crisiswatch.domain import Mention
+from crisiswatch.mentions import MAX_FIELD, MAX_TEXT, plausible_count, text_or_none
 from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Fetched, Found, LiveSource, Loop
 from crisiswatch.sources.queries import reddit_query
@@ -46,6 +47,7 @@ KARMA_KEPT = 10_000  # authors whose karma is remembered
 KARMA_FOR = 86_400.0  # seconds an author's karma is trusted
 KARMA_TIMEOUT = 3.0  # seconds a mention may wait for its author's karma
 NEWEST_FIRST = {"submissions": "new", "comments": "comments"}  # the listing under each stream
+LATEST_POST = 7_258_118_400  # 2200-01-01 in seconds: a later creation time is no real one
 CATCH_UP = 1_000  # items paged back for a removed cursor at most (Reddit lists ~1,000 back)
 LISTING = 100  # items asyncpraw's stream asks for a listing: a full one may have more after it
 
@@ -87,8 +89,15 @@ def _field(thing: object, name: str) -> Any:
     return vars(thing).get(name)
 
 
+def _created(thing: object) -> float:
+    """When a post or comment was made (seconds since the epoch); 0 when it does not say."""
+    created = _field(thing, "created_utc")
+    plausible = isinstance(created, int | float) and 0 < created < LATEST_POST
+    return float(created) if plausible else 0.0
+
+
 def _name(author: object) -> str | None:
-    return None if author is None else str(author)
+    return None if author is None else str(author)[:MAX_FIELD]
 
 
 class RedditSource(LiveSource):
@@ -165,7 +174,7 @@ class RedditSource(LiveSource):
                 if _number(thing.fullname) <= _number(after):
                     continue
                 after = self.position[kind] = thing.fullname
-                yield await self._mention(reddit, thing), kind, after
+                yield await self._readable(reddit, thing), kind, after
 
     async def _listed(self, subreddit: Any, kind: str, after: str) -> AsyncIterator[Any]:
         """asyncpraw's stream after `after`: each listing's new items oldest first, then None.
@@ -206,14 +215,14 @@ class RedditSource(LiveSource):
                 found = [
                     post
                     async for post in everywhere.search(query, sort="new", time_filter="day")
-                    if float(_field(post, "created_utc") or 0) >= newest - lookback
+                    if _created(post) >= newest - lookback
                 ]
                 self._health.success()
-                found.sort(key=lambda post: (_field(post, "created_utc"), _number(post.fullname)))
+                found.sort(key=lambda post: (_created(post), _number(post.fullname)))
                 for post in found:
-                    newest = max(newest, float(_field(post, "created_utc")))
+                    newest = max(newest, _created(post))
                     self.position[key] = repr(newest)
-                    yield await self._mention(reddit, post), key, repr(newest)
+                    yield await self._readable(reddit, post), key, repr(newest)
                 self.position[key] = repr(newest)
                 yield None, key, repr(newest)
                 yield Fetched(started)
@@ -264,7 +273,7 @@ class RedditSource(LiveSource):
                 redditor = await reddit.redditor(author, fetch=True)
             link, comment = _field(redditor, "link_karma"), _field(redditor, "comment_karma")
             if link is not None or comment is not None:  # a suspended account shows none
-                karma = max(0, int(link or 0) + int(comment or 0))
+                karma = plausible_count(plausible_count(link) + plausible_count(comment))
         except (NotFound, Forbidden) as exc:
             log.debug("reddit.karma_unknown", author=author, error=describe_error(exc))
         except Exception as exc:
@@ -277,12 +286,22 @@ class RedditSource(LiveSource):
             self._karma.popitem(last=False)
         return score if karma is None else karma
 
+    async def _readable(self, reddit: Any, thing: Any) -> Mention | None:
+        """The post or comment as a mention; None, logged, when it cannot be read (one such
+        item must not stop its listing, which would fetch it again on every retry)."""
+        try:
+            return await self._mention(reddit, thing)
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            log.warning("reddit.item_unreadable", item=str(getattr(thing, "fullname", "?"))[:40],
+                        error=describe_error(exc))  # fmt: skip
+            return None
+
     async def _mention(self, reddit: Any, thing: Any) -> Mention:
         fullname: str = thing.fullname
         author = _name(_field(thing, "author"))
         if fullname.startswith("t1_"):
-            text = _field(thing, "body") or ""
-            parent = _field(thing, "parent_id") or ""
+            text = text_or_none(_field(thing, "body"), MAX_TEXT) or ""
+            parent = text_or_none(_field(thing, "parent_id")) or ""
             replied = (
                 _field(thing, "link_author")
                 if parent.startswith("t3_")
@@ -292,18 +311,22 @@ class RedditSource(LiveSource):
             if len(self._authors) > AUTHORS_KEPT:
                 self._authors.popitem(last=False)
         else:
-            title, body = _field(thing, "title") or "", _field(thing, "selftext") or ""
+            title = text_or_none(_field(thing, "title"), MAX_TEXT) or ""
+            body = text_or_none(_field(thing, "selftext"), MAX_TEXT) or ""
             text, replied = f"{title}\n\n{body}".strip(), None
-        permalink = _field(thing, "permalink")
-        score = max(0, int(_field(thing, "score") or 0))
+        permalink = text_or_none(_field(thing, "permalink"))
+        score = plausible_count(_field(thing, "score"))
+        created = _created(thing)
+        if not created:
+            raise ValueError("no creation time")
         return Mention(
             id=f"reddit:{fullname}",
             source="reddit",
-            created_at=datetime.fromtimestamp(float(_field(thing, "created_utc") or 0), UTC),
-            text=text[:10_000],
+            created_at=datetime.fromtimestamp(created, UTC),
+            text=text[:MAX_TEXT],
             author=author,
             author_followers=await self._reach(reddit, author, score),
             url=f"{SITE}{permalink}" if permalink else None,
             in_reply_to_author=replied if replied not in (None, "[deleted]") else None,
-            engagement=score + max(0, int(_field(thing, "num_comments") or 0)),
+            engagement=plausible_count(score + plausible_count(_field(thing, "num_comments"))),
         )

@@ -34,7 +34,8 @@ from tweepy.errors import BadRequest, TooManyRequests
 
 from crisiswatch.config import Brand, XSettings
 from crisiswatch.domain import Mention
-from crisiswatch.mentions import MAX_TEXT, parse_time
+from crisiswatch.ingest import Deduper
+from crisiswatch.mentions import MAX_TEXT, parse_time, plausible_count, text_or_none
 from crisiswatch.retry import retry_after
 from crisiswatch.sources.live import Fetched, Found, LiveSource, Loop
 from crisiswatch.sources.queries import x_query
@@ -48,6 +49,7 @@ STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s
 STREAM_PROGRESS = 10.0  # seconds between two words that the stream is current
 RULE_TAG = "crisiswatch:"
 MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
+UNREADABLE_TOLD = 1_000  # ids of unreadable tweets remembered, so that each is logged once
 REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 400), less a margin
 SNOWFLAKE_EPOCH = 1_288_834_974.657  # X's ids are milliseconds since this, shifted 22 bits
 INTERACTIONS = frozenset({"like_count", "retweet_count", "reply_count", "quote_count"})
@@ -120,34 +122,55 @@ def x_client(bearer_token: str, session: Any) -> AsyncClient:
 
 
 def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention:
-    """A tweet of API v2 with its `includes` (users, referenced tweets) as a `Mention`."""
-    users = {u["id"]: u for u in includes.get("users", ())}
-    tweets = {t["id"]: t for t in includes.get("tweets", ())}
-    author = users.get(tweet.get("author_id"), {})
-    username = author.get("username")
+    """A tweet of API v2 with its `includes` (users, referenced tweets) as a `Mention`.
+
+    Only the id and the time are required (a `ValueError` without them); any other field of
+    the wrong shape (a null, a numeric username, "12k" followers) reads as absent."""
+    users = {u.get("id"): u for u in _objects(includes.get("users"))}
+    tweets = {t.get("id"): t for t in _objects(includes.get("tweets"))}
+    author = _object(users.get(tweet.get("author_id")))
+    username = text_or_none(author.get("username"))
     replied_id = tweet.get("in_reply_to_user_id")
     if replied_id is None:  # a quote answers the quoted post's author too
-        for ref in tweet.get("referenced_tweets", ()):
+        for ref in _objects(tweet.get("referenced_tweets")):
             if ref.get("type") == "quoted":
-                replied_id = tweets.get(ref.get("id"), {}).get("author_id")
-    replied = users.get(replied_id, {}).get("username") if replied_id else None
-    tweet_id = str(tweet["id"])
+                replied_id = _object(tweets.get(ref.get("id"))).get("author_id")
+    replied = text_or_none(_object(users.get(replied_id)).get("username")) if replied_id else None
+    tweet_id, created = tweet.get("id"), tweet.get("created_at")
+    if not isinstance(tweet_id, str | int) or not str(tweet_id).isdigit():
+        raise ValueError("a tweet without a numeric id")
+    if not isinstance(created, str):
+        raise ValueError(f"tweet {tweet_id} has no created_at")
+    lang = text_or_none(tweet.get("lang"))
+    text = text_or_none(_object(tweet.get("note_tweet")).get("text"), MAX_TEXT)
     return Mention(
         id=f"x:{tweet_id}",
         source="x",
-        created_at=parse_time(tweet["created_at"]),
-        text=str(tweet.get("note_tweet", {}).get("text") or tweet.get("text", ""))[:MAX_TEXT],
+        created_at=parse_time(created),
+        text=text or text_or_none(tweet.get("text"), MAX_TEXT) or "",
         author=username,
-        author_followers=int(author.get("public_metrics", {}).get("followers_count", 0)),
+        author_followers=plausible_count(
+            _object(author.get("public_metrics")).get("followers_count")
+        ),
         url=f"https://x.com/{username or 'i'}/status/{tweet_id}",
-        lang=tweet.get("lang"),
+        lang=lang.lower() if lang else None,
         in_reply_to_author=replied,
         engagement=sum(
-            int(count or 0)
-            for name, count in tweet.get("public_metrics", {}).items()
+            plausible_count(count)
+            for name, count in _object(tweet.get("public_metrics")).items()
             if name in INTERACTIONS
         ),
     )
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    """A JSON object of the payload, or an empty one when it is anything else."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _objects(value: object) -> list[Mapping[str, Any]]:
+    """The JSON objects of a payload's list (none when it is not a list)."""
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
 
 
 def posted_at(tweet_id: str) -> float:
@@ -214,6 +237,7 @@ class XSource(LiveSource):
         self.request_timeout = request_timeout
         self._token = bearer_token
         self._expired: set[str] = set()  # cursors too old for X, told once
+        self._unreadable = Deduper(UNREADABLE_TOLD)  # tweets skipped, told once each
         if too_long := overlong_queries(self.queries):
             raise SourceSetupError(f"sources.x: {'; '.join(too_long)}")
 
@@ -290,13 +314,25 @@ class XSource(LiveSource):
         params: dict[str, Any] = {"max_results": 100, **FIELDS, **self._window(since)}
         while True:
             body = await self._get(client.search_recent_tweets, query, **params)
-            includes = body.get("includes", {})
-            for tweet in body.get("data", ()):
-                yield to_mention(tweet, includes)
+            includes = _object(body.get("includes"))
+            for tweet in _objects(body.get("data")):
+                if (mention := self._readable(tweet, includes)) is not None:
+                    yield mention
             token = body.get("meta", {}).get("next_token")
             if not token:
                 return
             params["next_token"] = token
+
+    def _readable(self, tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention | None:
+        """The tweet as a mention; None when it has no usable id or time (one such tweet must
+        not stop the poll or the stream), logged once though every poll finds it again."""
+        try:
+            return to_mention(tweet, includes)
+        except ValueError as exc:
+            tweet_id = str(tweet.get("id"))[:40]
+            if self._unreadable.first_time(tweet_id):
+                log.warning("x.tweet_unreadable", tweet=tweet_id, error=str(exc)[:200])
+            return None
 
     def _window(self, since: str) -> dict[str, str]:
         """Where a search starts: after `since` while X takes it, else at a time (a first
@@ -377,10 +413,16 @@ class XSource(LiveSource):
 
     def _line(self, line: bytes) -> Found | None:
         try:
-            body = orjson.loads(line)
-            mention = to_mention(body["data"], body.get("includes", {}))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            body = _object(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
             self._health.failure(f"a stream line could not be read: {type(exc).__name__}")
+            return None
+        data = body.get("data")
+        if not isinstance(data, Mapping):  # an error or notice of X's, not a tweet
+            self._health.failure("a stream line carried no tweet")
+            return None
+        mention = self._readable(data, _object(body.get("includes")))
+        if mention is None:
             return None
         current = self.position.get("stream")
         if current is None or _number(mention) > int(current):
