@@ -134,7 +134,7 @@ class Signal:
     bucket: Bucket
     volume_score: float  # in [0, 1]: how surprising the volume is
     volume_expected: float  # the count the volume detector expected
-    volume_upper: float  # upper edge of the expected band
+    volume_upper: float  # the alert level: the count that would score the balanced threshold
     negative_score: float  # in [0, 1]: how surprising the negative share is
     negative_expected: float  # the usual negative share
     previous_count: int  # the count of the bucket before, to tell how fast it rises
@@ -210,6 +210,7 @@ class Page:
     kind: PageKind
     at: datetime
     changes: tuple[str, ...] = ()
+    held_until: datetime | None = None  # quiet hours held it (for those who are paged) till then
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,13 +177,14 @@ class IncidentManager:
             updated_at=now,
             last_alert_at=now,
             peak_count=max(previous.peak_count, *(a.signal.bucket.count for a in alerts)),
+            # what is happening now, for whichever page goes next (an update, a reminder, a
+            # held page): not the numbers of the bucket that last made it worse
+            summary=worst.summary,
+            reasons=worst.reasons,
+            latest=worst.signal,
         )
         merged = replace(merged, stage=self._stage(key, merged, worst.stage))
         worse = (merged.severity, merged.stage) > (previous.severity, previous.stage)
-        if worse:
-            merged = replace(
-                merged, summary=worst.summary, reasons=worst.reasons, latest=worst.signal
-            )
         if worst.severity > previous.severity:  # the worse rule's route: its channel, its people
             merged = replace(merged, route=worst.route)
         self.open[key] = merged

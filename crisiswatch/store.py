@@ -506,6 +506,24 @@ class Store:
         rows = await self._run(lambda db: db.execute(sql, (incident_id,)).fetchall())
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def acknowledged(self, incident_id: str) -> tuple[str, datetime] | None:
+        """(user, when) of the first acknowledgement of an incident, if any."""
+        sql = (
+            "SELECT user, at FROM clicks WHERE incident_id = ? AND action = 'acknowledge'"
+            " ORDER BY seq LIMIT 1"
+        )
+        row = await self._run(lambda db: db.execute(sql, (incident_id,)).fetchone())
+        return None if row is None else (str(row[0]), datetime.fromisoformat(row[1]))
+
+    async def last_sent(self, incident_id: str, notifier: str) -> bytes | None:
+        """The newest page about an incident that `notifier` delivered, as the outbox keeps it."""
+        sql = (
+            "SELECT page FROM outbox WHERE incident_id = ? AND notifier = ? AND status = 'sent'"
+            " ORDER BY seq DESC LIMIT 1"
+        )
+        row = await self._run(lambda db: db.execute(sql, (incident_id, notifier)).fetchone())
+        return None if row is None else bytes(row[0])
+
     async def unacknowledged(self, notifier: str) -> list[tuple[str, str, datetime, datetime]]:
         """(incident id, route, posted at, last snoozed at or posted at) of each firing incident
         with a message that nobody acknowledged, closed or escalated yet (nor failed to escalate

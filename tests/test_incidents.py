@@ -76,6 +76,18 @@ class TestIncidentManager:
         assert page.kind is PageKind.ESCALATED
         assert page.changes == ("severity warning → critical",)
 
+    def test_every_page_shows_the_latest_alerting_bucket(self) -> None:
+        """An update (spreading to reddit), held back pages and reminders carry the numbers of
+        the bucket that alerted last, not of the one that opened or last escalated it (an
+        hour-old "40 mentions" under a page sent now)."""
+        incidents = manager()
+        incidents.update([alert(T0, severity=Severity.CRITICAL)], T0)
+        later = T0 + STEP
+        (page,) = incidents.update([alert(later, sources=(("x", 70), ("reddit", 30)))], later)
+        assert page.kind is PageKind.UPDATED and page.changes == ("now also on reddit",)
+        assert page.incident.latest.bucket.end == later and page.incident.latest.bucket.count == 100
+        assert page.incident.severity is Severity.CRITICAL and page.incident.peak_count == 100
+
     def test_a_worse_rule_brings_its_route(self) -> None:
         """A critical rule joining a warning incident moves the incident to its route (its
         channel, its people), and a later warning of the first rule does not move it back."""

@@ -266,7 +266,7 @@ class TestEngine:
         (alert,) = RuleEngine([rule]).evaluate(signal())
         assert (
             len(alert.reasons) == 2
-            and "volume 50 vs 8.0 expected (band up to 15)" in alert.reasons[0]
+            and "volume 50 vs 8.0 expected (alert level 15)" in alert.reasons[0]
         )
         assert RuleEngine([rule]).evaluate(signal(count=10, negative=5)) == []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -184,7 +185,8 @@ class TestDispatcherStages:
     async def test_quiet_hours_hold_in_the_outbox_until_due(
         self, tmp_path: Path, make_page: PageFactory
     ) -> None:
-        """A held page stays queued (surviving a restart) and goes out once its time comes."""
+        """A held page stays queued (surviving a restart) and goes out once its time comes,
+        saying until when it was held (decided at 02:30, it would otherwise read as fresh)."""
         store = await Store.open(tmp_path / "s.db")
         warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
         phone = Recorder()
@@ -196,7 +198,8 @@ class TestDispatcherStages:
         assert phone.pages == [] and await store.pending(phone.name) == 1
         clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)
         await dispatcher.flush()
-        assert phone.pages == [warning]
+        held_until = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+        assert phone.pages == [replace(warning, held_until=held_until)]
         await store.close()
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,8 @@ class TestIncidentLife:
         assert "severity warning → critical" in rest[1].args["text"]
         assert "<@U0CRISIS> <!subteam^S0COMMS>" in rest[1].args["text"]  # worse: call people
         assert "Resolved" in rest[2].args["blocks"][0]["text"]["text"]
-        assert not any(b["type"] == "actions" for b in rest[2].args["blocks"])
+        actions = [b for b in rest[2].args["blocks"] if b["type"] == "actions"]
+        assert [e["action_id"] for a in actions for e in a["elements"]] == ["false_alarm"]
         assert dispatcher.sent == 3 and dispatcher.failed == 0
 
     async def test_opening_page_carries_the_context_to_act(
@@ -715,6 +716,16 @@ class TestUntrustedText:
         assert thread_reply(page, None) == "✅ *Resolved*: resolved by <@U0123ABCD>"
         inert = thread_reply(make_page(PageKind.RESOLVED, at, (change,)), None)
         assert "<@" not in inert and "<!" not in inert
+
+    def test_a_page_held_by_quiet_hours_says_so(self, make_page: PageFactory) -> None:
+        """Decided at 02:20, sent at 07:00: the page says it was held and since when it was
+        decided, so it does not read as fresh news."""
+        page = make_page(PageKind.OPENED, datetime(2024, 3, 2, 2, 20, tzinfo=UTC))
+        held = replace(page, held_until=datetime(2024, 3, 2, 7, 0, tzinfo=UTC))
+        text = page_blocks(held, "Kestrel", None)[1]["text"]["text"]
+        assert "⏸ Held by the route's quiet hours: decided Sat 02 Mar 02:20 UTC" in text
+        assert "(Sat 02 Mar 07:00 UTC)" in text
+        assert "Held" not in page_blocks(page, "Kestrel", None)[1]["text"]["text"]
 
     def test_escape_and_fit(self) -> None:
         """Escaping neutralises Slack's control sequences; cutting never splits an entity."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from structlog.testing import capture_logs
 
 from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
-from crisiswatch.domain import Mention, Page, ScoredMention
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.feedback import Click, Escalator, Feedback, clicks_of
@@ -114,6 +115,36 @@ class TestClicks:
             ("not_negative", "U0BOB"),
         ]
         assert len([c for c in fake.calls if c.args.get("thread_ts")]) == 1  # one note
+
+    async def test_acknowledge_puts_who_is_on_it_on_the_message_and_it_stays(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Acknowledge edits the incident's message at once: it names who took it (the button
+        goes) rather than leaving that to a note in the thread; the next page's edit and the
+        resolution still say so. A second press changes nothing."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        feedback = Feedback(store, None, slack)
+        await feedback.payload(block_actions("acknowledge", page.incident.id, pressed="1.1"))
+        await feedback.payload(block_actions("acknowledge", page.incident.id, "U0BOB", "2.2"))
+        edits = [c.args["blocks"] for c in fake.calls if c.method == "chat.update"]
+        assert len(edits) == 1
+
+        def said(blocks: list[dict[str, Any]]) -> tuple[bool, list[str]]:
+            text = orjson.dumps(blocks).decode()
+            buttons = [e["action_id"] for b in blocks if b["type"] == "actions"
+                       for e in b["elements"]]  # fmt: skip
+            return "Acknowledged by <@U0ALICE>" in text, buttons
+
+        assert said(edits[0]) == (True, ["snooze_1h", "resolve", "false_alarm"])
+        later = replace(page, kind=PageKind.UPDATED, at=page.at + timedelta(minutes=5),
+                        changes=("now also on reddit",))  # fmt: skip
+        resolved = replace(page, kind=PageKind.RESOLVED, at=page.at + timedelta(hours=1))
+        for next_page in (later, resolved):
+            await Dispatcher([slack], store).dispatch(next_page)
+        edits = [c.args["blocks"] for c in fake.calls if c.method == "chat.update"]
+        assert said(edits[1]) == (True, ["snooze_1h", "resolve", "false_alarm"])
+        assert said(edits[2]) == (True, ["false_alarm"])
 
     async def test_not_negative_teaches_the_model(
         self, fake: FakeSlack, store: Store, make_page: PageFactory

@@ -93,7 +93,7 @@ class TestSocketMode:
             ("not_negative", "U0ALICE", "x:9"),
         ]
         assert model.negative_one(ANGRY) < before
-        assert found[0] == "✔️ Acknowledged by <@U0ALICE>"
+        assert "✔️ Acknowledged by <@U0ALICE>" in found  # the clicks are handled side by side
         assert fake.ok_calls("apps.connections.open") and fake.connections == 1
 
     async def test_other_envelopes_are_acknowledged_and_ignored(

@@ -1,6 +1,6 @@
 """Recent history per series: a bounded ring buffer of the last days' signals, for charts.
 
-Each series keeps four compact arrays (count, negative count, expected, upper edge of the band)
+Each series keeps four compact arrays (count, negative count, expected, alert level)
 with one slot per bucket over `days` days; a slot is overwritten when its bucket comes round
 again, so memory stays fixed however long the daemon runs.
 """

@@ -1,8 +1,8 @@
 """A page's chart: the series' last 24 h against the same hours a week earlier, as a PNG.
 
-Volume with its expected band shaded, negative share below, the alert marked. Drawn with
-matplotlib's object API (no pyplot, no global state), so it may run in a worker thread; without
-matplotlib there is no chart.
+Volume with what stays below its alert level shaded, negative share below, the alert marked.
+Drawn with matplotlib's object API (no pyplot, no global state), so it may run in a worker
+thread; without matplotlib there is no chart.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def render_png(current: Window, week_ago: Window, alert_at: datetime, title: str
     volume, negative = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     upper = [0.0 if math.isnan(u) else u for u in current.upper]
     volume.fill_between(times, 0, upper, color="#9ecae1", alpha=0.5, step="post",
-                        label="expected band")  # fmt: skip
+                        label="below the alert level")  # fmt: skip
     volume.plot(times, current.expected, color="#3182bd", linewidth=1, label="expected")
     if week_ago.known:
         volume.plot(times, week_ago.count, color="grey", linestyle="--", linewidth=1,

@@ -28,6 +28,7 @@ import asyncio
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -109,6 +110,7 @@ class Dispatcher:
         held = {n.name: until for n in self.notifiers if until and _pages_people(n)}
         if held:
             log.info("page.held_for_quiet_hours", page=page_key(page), until=str(until))
+            page = replace(page, held_until=until)  # the page says so when it goes
         try:
             encoded = dump_page(page)
         except (TypeError, ValueError) as exc:  # a bug of ours: lose this page, not the daemon

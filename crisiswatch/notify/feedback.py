@@ -172,6 +172,8 @@ class Feedback:
                 self.learner.learn_one(text, "neutral")
         if self.slack is not None:
             try:
+                if click.action == ACK and not earlier:  # the message says who is on it
+                    await self.slack.show_acknowledged(click.incident_id)
                 await self.slack.reply(
                     click.incident_id, _NOTES[click.action].format(user=ping(click.user))
                 )

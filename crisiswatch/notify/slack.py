@@ -34,6 +34,7 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify import slack_blocks as render
+from crisiswatch.notify.codec import load_page
 from crisiswatch.retry import Backoff, retry_after
 from crisiswatch.store import Store, page_key
 
@@ -151,7 +152,7 @@ class SlackNotifier:
         brand = render.brand_name(self.live.current, incident.brand)
         people = render.people_for(route, incident.severity)
         text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
-        blocks = render.page_blocks(page, brand, route)
+        blocks = render.page_blocks(page, brand, route, await self.store.acknowledged(incident.id))
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
@@ -267,6 +268,23 @@ class SlackNotifier:
             unfurl_media=False,
             metadata=_metadata(page.incident.id, page=key),
         )
+
+    async def show_acknowledged(self, incident_id: str) -> bool:
+        """Edit the incident's message to say who acknowledged it (its Acknowledge button goes),
+        as of the last page sent; False when there is no such message or page."""
+        posted = await self.store.message(incident_id, self.name)
+        raw = await self.store.last_sent(incident_id, self.name)
+        if posted is None or raw is None:
+            return False
+        page = load_page(raw)
+        route = self.live.current.routes.get(page.incident.route)
+        brand = render.brand_name(self.live.current, page.incident.brand)
+        ack = await self.store.acknowledged(incident_id)
+        blocks = render.page_blocks(page, brand, route, ack)
+        try:
+            return await self._edited(incident_id, posted, render.fallback(page, brand, []), blocks)
+        except SlackApiError as exc:
+            raise await self._sorted(exc, posted[0]) from exc
 
     async def reply(self, incident_id: str, text: str) -> bool:
         """A note in an incident's thread (acknowledgements, escalations); False if none.

@@ -29,6 +29,7 @@ FALLBACK_CHARS = 3000
 POSTS = 5
 
 Block = dict[str, Any]
+Acknowledged = tuple[str, datetime]  # (the Slack user id of who acknowledged, when)
 
 ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE = (
     "acknowledge",
@@ -170,7 +171,8 @@ def fallback(page: Page, brand_name: str, people: Sequence[str]) -> str:
 
 
 def numbers(incident: Incident) -> list[str]:
-    """The why in numbers: volume against its band, negative share against usual, the rise."""
+    """The why in numbers: volume against its alert level, negative share against usual, the
+    rise."""
     signal = incident.latest
     bucket = signal.bucket
     width = _ago(bucket.end - bucket.start).replace(" min", "m")
@@ -180,7 +182,7 @@ def numbers(incident: Incident) -> list[str]:
     rate = f" ({rise / signal.previous_count:+.0%})" if signal.previous_count else ""
     return [
         f"*Volume*\n{bucket.count:,} in {width} vs {signal.volume_expected:,.1f} expected "
-        f"(band up to {signal.volume_upper:,.0f}){usual}",
+        f"(alert level {signal.volume_upper:,.0f}){usual}",
         f"*Negative*\n{bucket.negative_share:.0%} vs usual {signal.negative_expected:.0%} "
         f"({bucket.negative_count:,} posts)",
         f"*Rising*\n{signal.previous_count:,} → {bucket.count:,} in the last {width}{rate}",
@@ -206,25 +208,37 @@ def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
     return block
 
 
-def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]:
-    """The message that stands for an incident, as of this page."""
+def page_blocks(
+    page: Page, brand_name: str, route: Route | None, acknowledged: Acknowledged | None = None
+) -> list[Block]:
+    """The message that stands for an incident, as of this page, saying who acknowledged it."""
     incident = page.incident
     bucket = incident.latest.bucket
     blocks: list[Block] = [{"type": "header", "text": _plain(headline(page, brand_name), 150)}]
     since = f"since {_time(incident.started_at)} (for {_ago(page.at - incident.started_at)})"
     who = pings(people_for(route, incident.severity)) if page.kind is PageKind.OPENED else ""
-    blocks.append(
-        _section(
-            f"{who + chr(10) if who else ''}*{untrusted(incident.summary, 600)}*\n"
-            f"{_where(incident)} · {since}"
+    lines = [f"*{untrusted(incident.summary, 600)}*", f"{_where(incident)} · {since}"]
+    if page.held_until is not None:
+        lines.append(
+            f"⏸ Held by the route's quiet hours: decided {_time(page.at)}, sent as they ended "
+            f"({_time(page.held_until)})"
         )
-    )
+    if acknowledged is not None:
+        lines.append(f"✔️ Acknowledged by {ping(acknowledged[0])} {_time(acknowledged[1])}")
+    blocks.append(_section("\n".join([who, *lines] if who else lines)))
     if page.kind is PageKind.RESOLVED:
         blocks.append(
             _section(
                 f"Resolved {_time(page.at)}; peak {incident.peak_count:,} mentions per bucket. "
                 f"{changes(page, 500)}"
             )
+        )
+        # wrong all along? said after the resolution too, it still teaches the detectors
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [_button("False alarm", FALSE_ALARM, incident.id, "danger")],
+            }
         )
     else:
         fields = [{"type": "mrkdwn", "text": fit(f, FIELD_CHARS)} for f in numbers(incident)]
@@ -241,17 +255,13 @@ def page_blocks(page: Page, brand_name: str, route: Route | None) -> list[Block]
         if samples:
             blocks.append({"type": "divider"})
             blocks.extend(post_block(incident.id, n, s) for n, s in enumerate(samples))
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    _button("Acknowledge", ACK, incident.id, "primary"),
-                    _button("Snooze 1 h", SNOOZE, incident.id),
-                    _button("Resolve", RESOLVE, incident.id),
-                    _button("False alarm", FALSE_ALARM, incident.id, "danger"),
-                ],
-            }
-        )
+        buttons = [] if acknowledged else [_button("Acknowledge", ACK, incident.id, "primary")]
+        buttons += [
+            _button("Snooze 1 h", SNOOZE, incident.id),
+            _button("Resolve", RESOLVE, incident.id),
+            _button("False alarm", FALSE_ALARM, incident.id, "danger"),
+        ]
+        blocks.append({"type": "actions", "elements": buttons})
     blocks.append(
         {
             "type": "context",

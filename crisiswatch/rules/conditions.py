@@ -81,12 +81,12 @@ class VolumeSpike(_Scored):
             if count < factor * signal.volume_upper:
                 return None  # a planned event explains this much volume
             return (
-                f"volume {count} above ×{factor:g} the usual band "
-                f"(planned event; band up to {count_text(signal.volume_upper)})"
+                f"volume {count} above ×{factor:g} its alert level "
+                f"(planned event; alert level {count_text(signal.volume_upper)})"
             )
         return (
             f"volume {count} vs {count_text(signal.volume_expected)} expected "
-            f"(band up to {count_text(signal.volume_upper)}), score {signal.volume_score:.3f}"
+            f"(alert level {count_text(signal.volume_upper)}), score {signal.volume_score:.3f}"
         )
 
 
