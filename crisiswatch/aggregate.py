@@ -36,6 +36,7 @@ TOP_TERMS = 30  # terms kept per bucket: shown on pages, and watched for new one
 TERM_COUNTERS = 128  # per series-bucket: exact term counts up to this many distinct terms
 AUTHOR_COUNTERS = 512  # per brand-bucket: exact per-author caps up to this many authors
 AUTHOR_SAMPLE = 64  # per series-bucket: exact unique authors and reach up to this many
+SOURCES_SAMPLED = 8  # per series-bucket: sources whose best complaint joins the samples
 REACH_TOP = 8  # per series-bucket: the authors with most followers, whose reach is kept exactly
 _HASH_SPACE = 1 << 64
 
@@ -65,11 +66,14 @@ class _Accumulator:
     negative_sources: dict[str, int] = field(default_factory=dict)
     bursts: dict[str, int] = field(default_factory=dict)
     loudest: ScoredMention | None = None  # the negative post of the most-followed author
+    # per source, its most representative negative post (Reddit's authors reach fewer than
+    # X's, so a complaint cited on Reddit may have none among the samples)
+    source_best: dict[str, _Sample] = field(default_factory=dict)
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         """Restore from a checkpoint (pickle's slots state), including one saved before
-        `loudest` existed: it starts empty."""
-        self.loudest = None
+        `loudest` or `source_best` existed: they start empty."""
+        self.loudest, self.source_best = None, {}
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -195,6 +199,12 @@ class Aggregator:
                     loudest = acc.loudest
                     if loudest is None or followers > loudest.mention.author_followers:
                         acc.loudest = scored
+                    best = acc.source_best.get(source)
+                    if best is None:
+                        if len(acc.source_best) < SOURCES_SAMPLED:
+                            acc.source_best[source] = sample
+                    elif sample > best:
+                        acc.source_best[source] = sample
                 if scored.replies_to_brand:
                     acc.brand_replies += 1
                     acc.brand_reply_negative += negative
@@ -393,11 +403,16 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
     if acc is None:
         return Bucket(key, start, end, 0, 0, 0, 0, 0, (), (), ())
     samples = tuple(entry[2] for entry in sorted(acc.samples, reverse=True))
-    loudest = acc.loudest
-    if loudest is not None and not any(post is loudest for post in samples):
-        # the most-followed complaint is always shown (and seen by high_reach_negative), in
-        # place of the least representative sample: a few big neutral accounts must not hide it
-        samples = (*samples[: len(samples) - 1], loudest)
+    # the most-followed complaint (seen by high_reach_negative, and always shown) and each
+    # source's best complaint join the samples, if the reach-weighted ranking left them out
+    extra = [best[2] for best in sorted(acc.source_best.values(), reverse=True)]
+    if acc.loudest is not None:
+        extra.append(acc.loudest)
+    kept = {id(post) for post in samples}
+    for post in extra:
+        if id(post) not in kept:
+            kept.add(id(post))
+            samples = (*samples, post)
     unique, reach = _authors_and_reach(acc)
     return Bucket(
         series=key,

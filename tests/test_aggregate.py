@@ -302,14 +302,22 @@ class TestAggregator:
         assert all(s.mention.author_followers != 0 for s in bucket.samples)
 
     def test_the_most_followed_complaint_is_always_a_sample(self, feeder: Feeder) -> None:
-        """Big neutral accounts outweigh a 250k-follower complaint as samples, yet it is shown
-        (and high_reach_negative, which reads the samples, sees it), in place of the least
-        representative sample."""
+        """Big neutral accounts outweigh a 250k-follower complaint as samples, yet it joins them
+        (pages show it, and high_reach_negative, which reads the samples, sees it)."""
         happy = [feeder.add(n / 10, negative=0.1, author_followers=10_000_000) for n in range(6)]
         complaint = feeder.add(1, negative=0.9, author_followers=250_000)
         feeder.add(1.5, negative=0.6, author_followers=1_000)
         bucket = one(feeder.aggregator.flush(), ALL)
-        assert list(bucket.samples) == [*happy[:4], complaint]
+        assert list(bucket.samples) == [*happy[:5], complaint]
+
+    def test_each_source_s_best_complaint_is_a_sample(self, feeder: Feeder) -> None:
+        """Reddit's authors reach fewer than X's: a bucket whose complaints are cited on both
+        still holds Reddit's most representative one (and only the best of each source)."""
+        x_posts = [feeder.add(n / 10, negative=0.9, author_followers=5_000) for n in range(6)]
+        feeder.add(1, negative=0.7, author_followers=3, source="reddit")
+        reddit = feeder.add(1.2, negative=0.95, author_followers=40, source="reddit")
+        bucket = one(feeder.aggregator.flush(), ALL)
+        assert list(bucket.samples) == [*x_posts[:5], reddit]
 
     def test_an_open_bucket_from_an_older_checkpoint_restores(self, feeder: Feeder) -> None:
         """A bucket saved before the most-followed complaint was tracked restores without it."""
@@ -318,10 +326,11 @@ class TestAggregator:
         accumulator = aggregator._open[aggregator.index_of(at(1))][(ALL.brand, ALL.topic, "")]
         assert accumulator.loudest is not None
         _, slots = accumulator.__reduce_ex__(5)[2]
-        older = {name: value for name, value in slots.items() if name != "loudest"}
+        older = {k: v for k, v in slots.items() if k not in ("loudest", "source_best")}
         restored = pickle.loads(pickle.dumps(accumulator))
         restored.__setstate__((None, older))
-        assert restored.loudest is None and restored.count == accumulator.count == 1
+        assert restored.loudest is None and restored.source_best == {}
+        assert restored.count == accumulator.count == 1
 
     def test_equal_samples_first_come_first(self, make_mention: MentionFactory) -> None:
         """Among equally weighted posts, the earliest are kept."""

@@ -6,11 +6,19 @@ import sys
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
-from crisiswatch.notify.render import POST_CHARS, clean_text, headline, render_line, render_text
+from crisiswatch.notify.render import (
+    POST_CHARS,
+    clean_text,
+    headline,
+    render_line,
+    render_text,
+    representative,
+)
 
 MentionFactory = Callable[..., Mention]
 PageFactory = Callable[..., Page]
@@ -145,9 +153,48 @@ class TestRenderText:
         self, make_page: PageFactory, make_mention: MentionFactory
     ) -> None:
         """At most three sample posts are shown, in the bucket's order."""
-        posts = tuple(scored(make_mention(author=f"user{n}", id=f"x:{n}")) for n in range(5))
+        posts = tuple(
+            scored(make_mention(author=f"user{n}", id=f"x:{n}", text=f"post {n}")) for n in range(5)
+        )
         text = render_text(make_page(samples=posts))
         assert [n for n in range(5) if f"user{n} (" in text] == [0, 1, 2]
+
+
+class TestRepresentativePosts:
+    def post(
+        self, make_mention: MentionFactory, n: int, text: str, negative: float = 0.9, **fields: Any
+    ) -> ScoredMention:
+        return scored(make_mention(id=f"x:{n}", author=f"user{n}", text=text, **fields), negative)
+
+    def test_a_text_is_shown_once_and_complaints_come_first(
+        self, make_mention: MentionFactory
+    ) -> None:
+        """A retweet repeats its post's words: shown once. A question from a big account that
+        the samples rank first comes after the complaints."""
+        samples = [
+            self.post(make_mention, 0, "Is the app down?", 0.4, author_followers=90_000),
+            self.post(make_mention, 1, "The ATM ate my card", author_followers=500),
+            self.post(make_mention, 2, "RT @user1: the atm  ate my card", author_followers=400),
+            self.post(make_mention, 3, "still no card, no answer", 0.97, author_followers=300),
+        ]
+        shown = representative(samples, 3)
+        assert [s.mention.id for s in shown] == ["x:1", "x:3", "x:0"]
+
+    def test_the_loudest_complaint_and_every_source_s_best_are_shown(
+        self, make_mention: MentionFactory
+    ) -> None:
+        """Reddit's authors reach fewer than X's, so a crisis cited on Reddit showed no Reddit
+        post; and the most-followed complaint, kept last of the samples, fell off the page."""
+        samples = [
+            *(
+                self.post(make_mention, n, f"x complaint {n}", author_followers=5_000 - n)
+                for n in range(6)
+            ),
+            self.post(make_mention, 6, "reddit complaint", source="reddit", author_followers=40),
+            self.post(make_mention, 7, "huge account complaint", author_followers=2_000_000),
+        ]
+        shown = [s.mention.id for s in representative(samples, 3)]
+        assert shown == ["x:0", "x:6", "x:7"]
 
     def test_post_without_author_or_url(
         self, make_page: PageFactory, make_mention: MentionFactory

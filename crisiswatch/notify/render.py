@@ -8,6 +8,7 @@ whitespace collapsed and length capped before they are shown.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
@@ -27,7 +28,9 @@ _LOOSE_JOINER = re.compile(
     r"(?<![^\s\u200c\u200d])[\u200c\u200d]|[\u200c\u200d](?![^\s\u200c\u200d])"
 )
 _SPACES = re.compile(r"\s+")
+_REPOST = re.compile(r"rt @\w{1,50}: ")  # X's retweet prefix: the same words as the post it repeats
 POST_CHARS = 160
+CONSOLE_POSTS = 3
 
 
 def clean_text(text: str, limit: int = POST_CHARS) -> str:
@@ -71,10 +74,42 @@ def render_text(page: Page, to: str = "") -> str:
         terms = ", ".join(term for term, _ in bucket.top_terms[:6])
         if terms:
             lines.append(f"  terms    {clean_text(terms, 120)}")
-        for number, scored in enumerate(bucket.samples[:3]):
+        for number, scored in enumerate(representative(bucket.samples, CONSOLE_POSTS)):
             lines.append(f"  {'posts' if number == 0 else '':<8} {post_line(scored)}")
     lines.append(f"  incident {incident.id}")
     return "\n".join(lines)
+
+
+def representative(samples: Sequence[ScoredMention], count: int) -> list[ScoredMention]:
+    """The `count` posts to show of a bucket's samples (most representative first): each text
+    once (a retweet repeats its post); the most-followed complaint and the best complaint of
+    each source first (a crisis cited on Reddit shows a Reddit post, though Reddit's authors
+    reach fewer than X's), then the other complaints, then the rest, as the samples rank
+    them; shown complaints first."""
+    posts = list(_distinct(samples).values())
+    complaints = [s for s in posts if s.is_negative]
+    first: list[ScoredMention] = []
+    if complaints:
+        first.append(max(complaints, key=lambda s: s.mention.author_followers))
+        for source in dict.fromkeys(s.mention.source for s in complaints):
+            first.append(next(s for s in complaints if s.mention.source == source))
+    chosen: dict[int, ScoredMention] = {}
+    for scored in (*first, *complaints, *posts):
+        if len(chosen) == count:
+            break
+        chosen.setdefault(id(scored), scored)
+    rank = {id(s): n for n, s in enumerate(posts)}
+    return sorted(chosen.values(), key=lambda s: (not s.is_negative, rank[id(s)]))
+
+
+def _distinct(samples: Sequence[ScoredMention]) -> dict[str, ScoredMention]:
+    """The samples by their words (case, spacing and a retweet's prefix aside), the first of
+    each kept."""
+    found: dict[str, ScoredMention] = {}
+    for scored in samples:
+        words = _SPACES.sub(" ", scored.mention.text.casefold()).strip()
+        found.setdefault(_REPOST.sub("", words, count=1), scored)
+    return found
 
 
 def interactions(mention: Mention) -> str:

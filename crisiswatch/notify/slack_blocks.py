@@ -18,7 +18,7 @@ import orjson
 
 from crisiswatch.config import Route, Settings
 from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
-from crisiswatch.notify.render import clean_text, interactions
+from crisiswatch.notify.render import clean_text, interactions, representative
 
 SECTION_CHARS = 3000
 FIELD_CHARS = 2000
@@ -251,7 +251,7 @@ def page_blocks(
                 + (f"\n*Top terms* {terms}" if terms else "")
             )
         )
-        samples = bucket.samples[:POSTS]
+        samples = representative(bucket.samples, POSTS)
         if samples:
             blocks.append({"type": "divider"})
             blocks.extend(post_block(incident.id, n, s) for n, s in enumerate(samples))
