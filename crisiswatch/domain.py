@@ -190,6 +190,23 @@ class Incident:
     peak_count: int
     latest: Signal  # the signal of the most recent alert
     id: str = field(default="")  # stable id: key plus the start time (see `incident_id`)
+    brand_wide: bool = False  # a rule alerted on all the brand's mentions, not only a topic's
+
+    @property
+    def platforms(self) -> str:
+        """Where it is happening now: each source's share of the latest alerting bucket, most
+        first ("x 83%, reddit 17%"), the few biggest."""
+        bucket = self.latest.bucket
+        shares = [f"{name} {n / bucket.count:.0%}" for name, n in bucket.sources[:4] if n]
+        return ", ".join(shares) or "-"
+
+    @property
+    def scope(self) -> str:
+        """Which of the brand's mentions it is about: all, or some topics (or all, with topics
+        that alerted on their own too)."""
+        return ", ".join(("all topics", *self.topics) if self.brand_wide else self.topics) or (
+            "all topics"
+        )
 
 
 def incident_id(key: str, started_at: datetime) -> str:

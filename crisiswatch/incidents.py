@@ -32,7 +32,7 @@ from crisiswatch.domain import (
 
 SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
 RECENT = 500  # resolved incidents remembered for feedback that comes after the resolution
-SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket is "where it happens"
+SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket: it spreads there
 
 
 @dataclass(slots=True)
@@ -141,6 +141,7 @@ class IncidentManager:
         worst = max(alerts, key=lambda a: (a.severity, a.stage, a.signal.bucket.count))
         rules = {a.rule_id for a in alerts}
         topics = {a.signal.series.topic for a in alerts} - {ALL_TOPICS}
+        brand_wide = any(a.signal.series.topic == ALL_TOPICS for a in alerts)
         sources = {s for a in alerts for s in _main_sources(a)}
         self._last_alert.setdefault(key, {}).update(dict.fromkeys(rules, now))
         self._alerting_buckets[key] = self._alerting_buckets.get(key, 0) + 1
@@ -164,6 +165,7 @@ class IncidentManager:
                 reasons=worst.reasons,
                 peak_count=max(a.signal.bucket.count for a in alerts),
                 latest=worst.signal,
+                brand_wide=brand_wide,
             )
             incident = replace(incident, id=incident_id(key, incident.started_at))
             self.open[key] = incident
@@ -173,6 +175,7 @@ class IncidentManager:
             severity=max(previous.severity, worst.severity),
             rules=tuple(sorted(rules | set(previous.rules))),
             topics=tuple(sorted(topics | set(previous.topics))),
+            brand_wide=previous.brand_wide or brand_wide,
             sources=tuple(sorted(sources | set(previous.sources))),
             updated_at=now,
             last_alert_at=now,

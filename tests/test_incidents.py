@@ -88,6 +88,17 @@ class TestIncidentManager:
         assert page.incident.latest.bucket.end == later and page.incident.latest.bucket.count == 100
         assert page.incident.severity is Severity.CRITICAL and page.incident.peak_count == 100
 
+    def test_a_brand_wide_incident_keeps_all_topics_when_a_topic_joins(self) -> None:
+        """Opened by all the brand's mentions, then a topic alerting too: about all topics and
+        that one; an incident of topics alone is about those."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        (page,) = incidents.update([alert(T0 + STEP, topic="cards")], T0 + STEP)
+        assert page.changes == ("now also about cards",)
+        assert page.incident.scope == "all topics, cards"
+        (other,) = manager().update([alert(T0, topic="cards")], T0)
+        assert other.incident.scope == "cards"
+
     def test_a_worse_rule_brings_its_route(self) -> None:
         """A critical rule joining a warning incident moves the incident to its route (its
         channel, its people), and a later warning of the first rule does not move it back."""

@@ -130,7 +130,7 @@ class TestRenderText:
         text = render_text(make_page(samples=(scored(post),)))
         assert text.splitlines()[0].startswith("── OPENED · kestrel · CRITICAL · flame ")
         assert "2024-03-01 12:00 UTC  (since 2024-03-01 11:55 UTC)" in text
-        assert "x · cards" in text
+        assert "where    x 75%, reddit 25% · cards" in text  # the latest bucket's platforms
         assert "kestrel: 40 mentions in 5m (8 expected), 75% negative" in text
         assert "why      volume 40 vs 8 expected (alert level 15), score 0.999" in text
         assert "rules    angry-surge" in text
@@ -141,6 +141,12 @@ class TestRenderText:
             'swallowed by the ATM, awful" https://x.example/status/1'
         ) in text
         assert "incident kestrel@20240301T1155Z" in text
+
+    def test_a_brand_wide_incident_stays_about_all_topics(self, make_page: PageFactory) -> None:
+        """A crisis of all the brand's mentions that a topic's alert joins is about all topics
+        and that one (it had turned into an incident about the topic alone)."""
+        assert "· all topics, cards" in render_text(make_page(brand_wide=True))
+        assert "· all topics\n" in render_text(make_page(brand_wide=True, topics=()))
 
     def test_every_reason_on_its_own_line(self, make_page: PageFactory) -> None:
         """Each reason gets a line; only the first is labelled."""

@@ -61,9 +61,8 @@ def render_text(page: Page, to: str = "") -> str:
     if to:
         lines.append(f"  to       {to}")
     lines.append(f"  when     {_time(page.at)}  (since {_time(incident.started_at)})")
-    where = clean_text(", ".join(incident.sources), 200) or "-"  # source names come from posts
-    topics = ", ".join(incident.topics) or "all topics"
-    lines.append(f"  where    {where} · {topics}")
+    where = clean_text(incident.platforms, 200)  # source names come from posts
+    lines.append(f"  where    {where} · {clean_text(incident.scope, 200)}")
     lines.append(f"  what     {clean_text(incident.summary, 200)}")
     if page.changes:
         lines.append(f"  changed  {clean_text('; '.join(page.changes), 400)}")

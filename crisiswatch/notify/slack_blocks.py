@@ -143,9 +143,7 @@ def _ago(span: timedelta) -> str:
 
 
 def _where(incident: Incident) -> str:
-    topics = ", ".join(incident.topics) or "all topics"
-    sources = ", ".join(incident.sources) or "-"
-    return untrusted(f"{topics} · on {sources}", 300)
+    return untrusted(f"{incident.scope} · on {incident.platforms}", 300)
 
 
 def headline(page: Page, brand_name: str) -> str:
