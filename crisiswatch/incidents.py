@@ -25,6 +25,7 @@ from crisiswatch.domain import (
     IncidentStatus,
     Page,
     PageKind,
+    Severity,
     Stage,
     incident_id,
     incident_key,
@@ -61,6 +62,14 @@ class IncidentManager:
         self._alerting_buckets: dict[str, int] = {}
         self._paces: dict[str, _Pace] = {}
         self.recent: dict[str, Incident] = {}  # resolved, by id, for late feedback (bounded)
+        # resolved by a person while still alerting: key -> (its severity, last alert, quiet
+        # after); the same alerts do not open it again until quiet, only a worse one does
+        self._settled: dict[str, tuple[Severity, datetime, timedelta]] = {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore from a checkpoint, including one saved before `_settled` existed."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_settled", {})
 
     def key_of(self, alert: Alert) -> str:
         labels = {"brand": alert.signal.series.brand, "topic": alert.signal.series.topic}
@@ -74,10 +83,14 @@ class IncidentManager:
         for alert in alerts:
             grouped.setdefault(self.key_of(alert), []).append(alert)
         for key, group in grouped.items():
-            pages.append(self._apply(key, group, now))
+            if not self._still_settled(key, group, now):
+                pages.append(self._apply(key, group, now))
         for key in [k for k in self.open if k not in grouped]:
             if self._quiet(key, now):
                 pages.append(self._resolve(key, now))
+        for key, (_, last, quiet_after) in list(self._settled.items()):
+            if key not in grouped and now - last >= quiet_after:
+                del self._settled[key]  # quiet at last: the next alert opens a new incident
         return self._pace([page for page in pages if page is not None], now)
 
     def _timers(self, incident: Incident) -> tuple[timedelta, timedelta, timedelta | None]:
@@ -220,11 +233,29 @@ class IncidentManager:
         return Page(incident, PageKind.RESOLVED, now, (quiet,))
 
     def resolve_now(self, key: str, now: datetime, why: str) -> list[Page]:
-        """A person resolved the incident (Slack's Resolve): close it at once."""
-        if key not in self.open:
+        """A person resolved the incident (Slack's Resolve): close it at once. Alerts that go
+        on as before do not open it again (and page everyone anew) until they have been quiet
+        for their rules' `keep_firing_for`; a worse one does."""
+        incident = self.open.get(key)
+        if incident is None:
             return []
+        quiet_after = max(self.keep_firing_for.get(r, timedelta(hours=1)) for r in incident.rules)
+        self._settled[key] = (incident.severity, incident.last_alert_at, quiet_after)
         page = self._resolve(key, now)
         return self._pace([replace(page, changes=(why,))], now)
+
+    def _still_settled(self, key: str, alerts: list[Alert], now: datetime) -> bool:
+        """Whether these alerts continue an incident a person resolved (no worse than it was):
+        they are taken as its tail, not a new incident."""
+        settled = self._settled.get(key)
+        if settled is None:
+            return False
+        severity, _, quiet_after = settled
+        if max(a.severity for a in alerts) > severity:
+            del self._settled[key]  # worse than what was resolved: a new incident pages
+            return False
+        self._settled[key] = (severity, now, quiet_after)
+        return True
 
     def find(self, wanted: str) -> Incident | None:
         """An open or recently resolved incident by its id."""

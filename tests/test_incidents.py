@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 from crisiswatch.config import Route
@@ -98,6 +99,42 @@ class TestIncidentManager:
         assert page.incident.scope == "all topics, cards"
         (other,) = manager().update([alert(T0, topic="cards")], T0)
         assert other.incident.scope == "cards"
+
+    def test_resolved_by_a_person_while_firing_it_does_not_reopen_until_quiet(self) -> None:
+        """Resolve while the rules still alert: the same alerts five minutes on do not open a
+        new incident (which had paged everyone again, lost the acknowledgement and reset
+        "since"); once they have been quiet for `keep_firing_for`, a new alert opens one."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        (resolved,) = incidents.resolve_now("brand=acme", T0 + STEP, "resolved by U1")
+        assert resolved.kind is PageKind.RESOLVED
+        for n in range(2, 6):
+            assert incidents.update([alert(T0 + n * STEP)], T0 + n * STEP) == []
+        quiet = T0 + 5 * STEP + timedelta(hours=1)
+        assert incidents.update([], quiet) == []
+        (page,) = incidents.update([alert(quiet + STEP)], quiet + STEP)
+        assert page.kind is PageKind.OPENED and page.incident.started_at == quiet
+
+    def test_resolved_by_a_person_a_worse_alert_opens_a_new_incident(self) -> None:
+        """What was resolved was a warning: a critical alert of the same brand still pages."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        incidents.resolve_now("brand=acme", T0 + STEP, "resolved by U1")
+        assert incidents.update([alert(T0 + 2 * STEP)], T0 + 2 * STEP) == []
+        later = T0 + 3 * STEP
+        (page,) = incidents.update([alert(later, severity=Severity.CRITICAL)], later)
+        assert page.kind is PageKind.OPENED and page.incident.severity is Severity.CRITICAL
+
+    def test_a_manager_from_an_older_checkpoint_restores(self) -> None:
+        """A manager pickled before incidents resolved by hand were remembered restores with
+        none, and works."""
+        incidents = manager()
+        incidents.update([alert(T0)], T0)
+        state = {k: v for k, v in pickle.loads(pickle.dumps(incidents)).__dict__.items()
+                 if k != "_settled"}  # fmt: skip
+        restored = IncidentManager.__new__(IncidentManager)
+        restored.__setstate__(state)
+        assert restored.resolve_now("brand=acme", T0 + STEP, "resolved by U1")
 
     def test_a_worse_rule_brings_its_route(self) -> None:
         """A critical rule joining a warning incident moves the incident to its route (its
