@@ -148,6 +148,7 @@ class Collector:
         self._routes = routes
         self._held: list[Delivered] = []  # by when they go out, then as they came
         self._newest_sent: dict[str, datetime] = {}  # incident id -> newest page's made_at
+        self.superseded = 0  # held pages a newer page of their incident overtook: not sent
         self._out = out
         self._json = as_json
         self._progress = progress
@@ -172,7 +173,9 @@ class Collector:
         """Send the held pages due by `now` (every one with None)."""
         while self._held and (now is None or self._held[0].page.at <= now):
             held = self._held.pop(0)
-            if not superseded(held.page, held.made_at, self._newest_sent):
+            if superseded(held.page, held.made_at, self._newest_sent):
+                self.superseded += 1
+            else:
                 self._deliver(held)
 
     def _deliver(self, delivered: Delivered) -> None:
@@ -190,6 +193,7 @@ class Backtest:
     rules: list[Rule]
     pages: list[Delivered]  # in the order they would have gone out
     summary: RunSummary
+    superseded: int = 0  # held by quiet hours, then overtaken by a newer page: never sent
 
 
 def replay(
@@ -233,7 +237,7 @@ def replay(
         summary = asyncio.run(run())
     collector.finish()
     label = ", ".join(str(p) for p in rule_paths)
-    return Backtest(label, rules, collector.pages, summary)
+    return Backtest(label, rules, collector.pages, summary, collector.superseded)
 
 
 def backtest(
@@ -301,9 +305,15 @@ def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: Te
 def report(result: Backtest, out: TextIO) -> None:
     """The counts after the pages: incidents opened and pages per rule, then the run summary."""
     held = sum(delivered.held for delivered in result.pages)
+    overtaken = (
+        f" ({result.superseded} more held, then overtaken by a newer page of their incident: "
+        "not sent)"
+        if result.superseded
+        else ""
+    )
     print(
-        f"\n{len(result.pages)} pages, {held} held by quiet hours; "
-        "per rule (incidents opened / pages):",
+        f"\n{len(result.pages)} pages, {held} of them held by quiet hours{overtaken}; "
+        "per rule (incidents opened / pages of the incidents it alerted in):",
         file=out,
     )
     opened: Counter[str] = Counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,10 +11,12 @@ import orjson
 import pytest
 from conftest import PageFactory
 
-from crisiswatch.backtest import Collector
+from crisiswatch.backtest import Backtest, Collector, report
 from crisiswatch.cli import main
 from crisiswatch.config import Route
+from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import PageKind, Severity
+from crisiswatch.pipeline import PipelineStats
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: inside the routes' quiet hours below
 CONFIG = """\
@@ -94,7 +97,7 @@ def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
         "2026-03-02 07:00 UTC  opened    warning  spark acme         acme-busy  acme: 30 mentions, "
         "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
     ) in out
-    assert "\n4 pages, 2 held by quiet hours; per rule (incidents opened / pages):\n" in out
+    assert "\n4 pages, 2 of them held by quiet hours; per rule (incidents opened / pages of " in out
 
 
 def test_a_file_not_in_time_order_is_an_error_with_the_count_too_late(
@@ -140,6 +143,9 @@ def test_the_report_names_the_deployment_it_ran_on(
     assert capsys.readouterr().out.startswith(f"deployment: {config}\nbacktest of ")
 
 
+SUMMARY = RunSummary(PipelineStats(), 0, 0, 0, 0, 0, 0.0)
+
+
 async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFactory) -> None:
     """A warning held by quiet hours is not delivered at 07:00 after its incident's critical
     escalation and resolution went out, as the daemon's dispatcher (and `rules test`) would not
@@ -160,3 +166,10 @@ async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFac
         (PageKind.RESOLVED, resolved.incident.id, False),
         (PageKind.OPENED, "b@1", True),
     ]
+    assert collector.superseded == 1
+    out = io.StringIO()
+    report(Backtest("rules", [], collector.pages, SUMMARY, collector.superseded), out)
+    assert out.getvalue().startswith(
+        "\n3 pages, 1 of them held by quiet hours (1 more held, then overtaken by a newer page "
+        "of their incident: not sent); per rule"
+    )

@@ -118,7 +118,7 @@ class TestBuild:
             "1 of 2 · median 7 min",
             "opened 10:10 · acknowledged after 7 min · 2 pages",
             "*not acknowledged* · 1 page · marked a false alarm",
-            "turn — 3 pages · precision 75% (1 false alarm in 4 incidents so far)",
+            "turn — in incidents of 3 pages · precision 75% (1 false alarm in 4 incidents so far)",
             "Europe/Berlin",
         ):
             assert part in body, part
@@ -184,7 +184,7 @@ class TestSeveralBrands:
             "Daily digest for zeta, Mon 02 Mar: 0 mentions, - negative, 0 incidents opened",
         ]
         bodies = [str(c.args["blocks"]) for c in fake.ok_calls("chat.postMessage")]
-        assert "turn — 0 pages · precision 75% (1 false alarm in 4 incidents so far)" in bodies[1]
+        assert "turn — in incidents of 0 pages · precision 75%" in bodies[1]
         assert "Rules that paged" not in bodies[2]
 
 

@@ -225,7 +225,8 @@ def _incident_line(incident: IncidentDay, zone: ZoneInfo) -> str:
 
 def _rule_line(rule: RuleDay) -> str:
     return (
-        f"• {untrusted(rule.rule, 80)} — {rule.pages} page{'s' * (rule.pages != 1)} · "
+        f"• {untrusted(rule.rule, 80)} — in incidents of {rule.pages} "
+        f"page{'s' * (rule.pages != 1)} · "
         f"precision {rule.precision:.0%} ({rule.false_alarms} false alarm"
         f"{'s' * (rule.false_alarms != 1)} in {rule.incidents} incidents so far)"
     )
@@ -284,7 +285,7 @@ def blocks(digest: Digest) -> list[Block]:
     lines = [_incident_line(i, zone) for i in digest.incidents] or ["No incident opened."]
     result.append(_listing("*Incidents*", lines))
     if digest.rules:
-        result.append(_listing("*Rules that paged*", list(map(_rule_line, digest.rules))))
+        result.append(_listing("*Rules that alerted*", list(map(_rule_line, digest.rules))))
     result.append(
         {
             "type": "context",
