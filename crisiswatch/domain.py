@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 ALL_TOPICS = "*"
@@ -191,6 +191,14 @@ class Incident:
     latest: Signal  # the signal of the most recent alert
     id: str = field(default="")  # stable id: key plus the start time (see `incident_id`)
     brand_wide: bool = False  # a rule alerted on all the brand's mentions, not only a topic's
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Restore from a checkpoint, including one saved before a field was added at the end
+        (`brand_wide`): it takes its default. (Restored field by field, an older incident had
+        no such attribute, and reading it failed every tick and every checkpoint after.)"""
+        for position, spec in enumerate(fields(self)):
+            value = state[position] if position < len(state) else spec.default
+            object.__setattr__(self, spec.name, value)
 
     @property
     def platforms(self) -> str:

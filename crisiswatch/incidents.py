@@ -37,6 +37,16 @@ SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket: it spr
 
 
 @dataclass(slots=True)
+class _Settled:
+    """An incident a person resolved, as far as the alerts after it are concerned."""
+
+    severity: Severity
+    rules: frozenset[str]
+    last_alert: datetime  # the last alert of it, or of its tail
+    quiet_after: timedelta  # quiet this long, its rules may open a new incident
+
+
+@dataclass(slots=True)
 class _Pace:
     """How an incident's pages are being paced."""
 
@@ -62,9 +72,9 @@ class IncidentManager:
         self._alerting_buckets: dict[str, int] = {}
         self._paces: dict[str, _Pace] = {}
         self.recent: dict[str, Incident] = {}  # resolved, by id, for late feedback (bounded)
-        # resolved by a person while still alerting: key -> (its severity, last alert, quiet
-        # after); the same alerts do not open it again until quiet, only a worse one does
-        self._settled: dict[str, tuple[Severity, datetime, timedelta]] = {}
+        # resolved by a person: key -> what was resolved; the same alerts going on do not open
+        # it again until quiet, only a worse one or another rule's does
+        self._settled: dict[str, _Settled] = {}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Restore from a checkpoint, including one saved before `_settled` existed."""
@@ -88,8 +98,8 @@ class IncidentManager:
         for key in [k for k in self.open if k not in grouped]:
             if self._quiet(key, now):
                 pages.append(self._resolve(key, now))
-        for key, (_, last, quiet_after) in list(self._settled.items()):
-            if key not in grouped and now - last >= quiet_after:
+        for key, settled in list(self._settled.items()):
+            if key not in grouped and now - settled.last_alert >= settled.quiet_after:
                 del self._settled[key]  # quiet at last: the next alert opens a new incident
         return self._pace([page for page in pages if page is not None], now)
 
@@ -240,21 +250,23 @@ class IncidentManager:
         if incident is None:
             return []
         quiet_after = max(self.keep_firing_for.get(r, timedelta(hours=1)) for r in incident.rules)
-        self._settled[key] = (incident.severity, incident.last_alert_at, quiet_after)
+        self._settled[key] = _Settled(
+            incident.severity, frozenset(incident.rules), incident.last_alert_at, quiet_after
+        )
         page = self._resolve(key, now)
         return self._pace([replace(page, changes=(why,))], now)
 
     def _still_settled(self, key: str, alerts: list[Alert], now: datetime) -> bool:
-        """Whether these alerts continue an incident a person resolved (no worse than it was):
-        they are taken as its tail, not a new incident."""
+        """Whether these alerts continue an incident a person resolved (its rules, no worse
+        than it was): they are taken as its tail, not a new incident."""
         settled = self._settled.get(key)
         if settled is None:
             return False
-        severity, _, quiet_after = settled
-        if max(a.severity for a in alerts) > severity:
-            del self._settled[key]  # worse than what was resolved: a new incident pages
+        worse = max(a.severity for a in alerts) > settled.severity
+        if worse or not {a.rule_id for a in alerts} <= settled.rules:
+            del self._settled[key]  # worse, or something else: a new incident pages
             return False
-        self._settled[key] = (severity, now, quiet_after)
+        settled.last_alert = now
         return True
 
     def find(self, wanted: str) -> Incident | None:

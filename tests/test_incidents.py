@@ -125,6 +125,27 @@ class TestIncidentManager:
         (page,) = incidents.update([alert(later, severity=Severity.CRITICAL)], later)
         assert page.kind is PageKind.OPENED and page.incident.severity is Severity.CRITICAL
 
+    def test_resolved_by_a_person_another_rule_opens_a_new_incident(self) -> None:
+        """Only the resolved incident's own rules are taken as its tail: another rule of the
+        brand (an outage on the app, where a complaint surge was resolved) pages at once."""
+        incidents = IncidentManager({"a": timedelta(hours=1), "b": timedelta(hours=1)})
+        incidents.update([alert(T0, rule="a")], T0)
+        incidents.resolve_now("brand=acme", T0 + STEP, "resolved by U1")
+        assert incidents.update([alert(T0 + 2 * STEP, rule="a")], T0 + 2 * STEP) == []
+        later = T0 + 3 * STEP
+        (page,) = incidents.update([alert(later, rule="b", topic="app")], later)
+        assert page.kind is PageKind.OPENED and page.incident.rules == ("b",)
+
+    def test_an_incident_from_an_older_checkpoint_restores(self) -> None:
+        """An incident pickled before `brand_wide` existed restores with it False (restored
+        field by field, it had no such attribute, and every tick and checkpoint failed)."""
+        (page,) = manager().update([alert(T0)], T0)
+        state = page.incident.__getstate__()
+        older = type(page.incident).__new__(type(page.incident))
+        older.__setstate__(state[:-1])
+        assert older.brand_wide is False and older.key == page.incident.key
+        assert pickle.loads(pickle.dumps(page.incident)) == page.incident
+
     def test_a_manager_from_an_older_checkpoint_restores(self) -> None:
         """A manager pickled before incidents resolved by hand were remembered restores with
         none, and works."""

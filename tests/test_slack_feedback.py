@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,6 +145,54 @@ class TestClicks:
         edits = [c.args["blocks"] for c in fake.calls if c.method == "chat.update"]
         assert said(edits[1]) == (True, ["snooze_1h", "resolve", "false_alarm"])
         assert said(edits[2]) == (True, ["false_alarm"])
+
+    @pytest.mark.parametrize("moment", ["posting", "recording"])
+    async def test_acknowledge_during_a_page_shows_that_page_acknowledged(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, moment: str
+    ) -> None:
+        """Acknowledge pressed while a newer page is being posted (its edit under way, or
+        taken by Slack but not yet recorded as sent): the message ends showing the newer page
+        and who acknowledged it, where the page's edit had dropped the acknowledgement, or the
+        acknowledgement's edit had put back the page before."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        gate, reached = asyncio.Event(), asyncio.Event()
+
+        def held(real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def slow(*args: Any, **kwargs: Any) -> Any:
+                reached.set()
+                await gate.wait()
+                return await real(*args, **kwargs)
+
+            return slow
+
+        if moment == "posting":
+            slack.client.chat_update = held(slack.client.chat_update)  # type: ignore[method-assign]
+        else:
+            store.outbox_sent = held(store.outbox_sent)  # type: ignore[method-assign]
+        newer = replace(page, kind=PageKind.ESCALATED, at=page.at + timedelta(minutes=5),
+                        incident=replace(page.incident, summary="worse now"))  # fmt: skip
+        sending = asyncio.create_task(Dispatcher([slack], store).dispatch(newer))
+        await reached.wait()
+        click = block_actions("acknowledge", page.incident.id, pressed="1.1")
+        clicked = asyncio.create_task(Feedback(store, None, slack).payload(click))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(sending, clicked)
+        [message] = [m for m in fake.messages.values() if not m.get("thread_ts")]
+        shown = orjson.dumps(message["blocks"]).decode()
+        assert "worse now" in shown and "Acknowledged by <@U0ALICE>" in shown
+
+    async def test_an_acknowledge_whose_edit_fails_still_notes_it_in_the_thread(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The thread's note is posted whatever the message's edit does."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        fake.fail(method="chat.update", error="cant_update_message", times=5)
+        await Feedback(store, None, slack).payload(block_actions("acknowledge", page.incident.id))
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes == ["✔️ Acknowledged by <@U0ALICE>"]
 
     async def test_not_negative_teaches_the_model(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
@@ -331,7 +379,8 @@ class TestHttpEndpoint:
         assert statuses == [401, 200]
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("acknowledge", "U0ALICE")
-        assert fake.calls[-1].args["text"] == "✔️ Acknowledged by <@U0ALICE>"
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes == ["✔️ Acknowledged by <@U0ALICE>"]
 
     async def test_a_replayed_request_is_applied_once(
         self, fake: FakeSlack, store: Store, make_page: PageFactory

@@ -20,7 +20,7 @@ from crisiswatch.domain import Mention
 from crisiswatch.pipeline import Pipeline, PipelineStats
 from crisiswatch.retry import Backoff
 from crisiswatch.sources.resilience import SourceSetupError
-from crisiswatch.sources.x import RULE_TAG, XSource
+from crisiswatch.sources.x import RULE_TAG, XSource, to_mention
 from crisiswatch.store import Store
 
 CREATED = "2026-02-25T06:13:00.000Z"
@@ -344,6 +344,34 @@ class TestFilteredStream:
         health = src.health()
         assert health.last_error is not None and "503" in health.last_error
         assert Backoff(rand=lambda: 0.5).wait(1) in clock.sleeps
+
+
+USER_7 = {"id": "7", "username": "a"}
+
+
+@pytest.mark.parametrize(
+    ("tweet", "includes", "author"),
+    [
+        ({"author_id": "7"}, {"users": [{"id": ["7"], "username": "a"}, {"id": "8"}]}, None),
+        ({"author_id": ["7"]}, {"users": [USER_7]}, None),
+        ({"author_id": "7", "in_reply_to_user_id": {"a": 1}}, {"users": [USER_7]}, "a"),
+        ({"author_id": "7"}, {"users": "none"}, None),
+    ],
+)  # fmt: skip
+def test_ids_of_the_wrong_shape_read_as_unknown(
+    tweet: dict[str, Any], includes: dict[str, Any], author: str | None
+) -> None:
+    """A list or an object where an id goes names no one; it does not fail the tweet (nor, in
+    `includes`, every tweet of the page)."""
+    mention = to_mention({"id": "1", "created_at": CREATED, "text": "acme bank", **tweet}, includes)
+    assert mention.author == author and mention.in_reply_to_author is None
+
+
+@pytest.mark.parametrize("tweet_id", ["²", "12a", "", "1" * 30, None, 1.5])
+def test_a_tweet_id_that_is_no_number_is_refused(tweet_id: object) -> None:
+    """A tweet's id must be ASCII digits ("²" passes `str.isdigit` and then fails `int`)."""
+    with pytest.raises(ValueError, match="numeric id"):
+        to_mention({"id": tweet_id, "created_at": CREATED, "text": "acme bank"}, {})
 
 
 def wordy_brand(n: int) -> Brand:

@@ -171,16 +171,21 @@ class Feedback:
             if text is not None:
                 self.learner.learn_one(text, "neutral")
         if self.slack is not None:
-            try:
-                if click.action == ACK and not earlier:  # the message says who is on it
-                    await self.slack.show_acknowledged(click.incident_id)
-                await self.slack.reply(
-                    click.incident_id, _NOTES[click.action].format(user=ping(click.user))
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("feedback.note_failed", incident=click.incident_id, error=str(exc))
+            note = _NOTES[click.action].format(user=ping(click.user))
+            await self._tell(click, "feedback.note_failed", self.slack.reply, note)
+            if click.action == ACK and not earlier:  # the message says who is on it
+                await self._tell(click, "feedback.edit_failed", self.slack.show_acknowledged)
+
+    async def _tell(
+        self, click: Click, failed: str, say: Callable[..., Awaitable[bool]], *args: str
+    ) -> None:
+        """One of a click's messages in Slack; one that fails is logged, not the click's end."""
+        try:
+            await say(click.incident_id, *args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(failed, incident=click.incident_id, error=str(exc))
 
 
 class Escalator:

@@ -100,6 +100,7 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
 
 METADATA_EVENT = "crisiswatch_incident"  # marks our messages, with the incident id in the payload
 HISTORY_LOOKBACK = 100  # messages searched, since the first attempt, for one we may have posted
+SHOWN_KEPT = 1_000  # incidents whose message's page is remembered (for an Acknowledge's edit)
 CLOCK_SLACK = timedelta(minutes=5)  # our clock against Slack's, at most
 
 
@@ -131,6 +132,8 @@ class SlackNotifier:
             retry_handlers=[RateLimitRetry(sleep)],
         )
         self._told_ops: set[str] = set()
+        self._rendering = asyncio.Lock()  # one render-and-post or edit of a message at a time
+        self._shown: dict[str, Page] = {}  # incident id -> the page its message shows now
 
     async def send(self, page: Page) -> None:
         incident = page.incident
@@ -138,7 +141,11 @@ class SlackNotifier:
         if route is None:
             raise PermanentError(f"route {incident.route!r} is not configured")
         try:
-            channel, ts = await self._message(page, route)
+            async with self._rendering:  # an Acknowledge edit waits, then re-renders this page
+                channel, ts = await self._message(page, route)
+                self._shown[incident.id] = page
+                while len(self._shown) > SHOWN_KEPT:
+                    del self._shown[next(iter(self._shown))]
             if page.kind is not PageKind.OPENED:
                 await self._thread_reply(page, route, channel, ts)
         except SlackApiError as exc:
@@ -271,20 +278,25 @@ class SlackNotifier:
 
     async def show_acknowledged(self, incident_id: str) -> bool:
         """Edit the incident's message to say who acknowledged it (its Acknowledge button goes),
-        as of the last page sent; False when there is no such message or page."""
-        posted = await self.store.message(incident_id, self.name)
-        raw = await self.store.last_sent(incident_id, self.name)
-        if posted is None or raw is None:
-            return False
-        page = load_page(raw)
-        route = self.live.current.routes.get(page.incident.route)
-        brand = render.brand_name(self.live.current, page.incident.brand)
-        ack = await self.store.acknowledged(incident_id)
-        blocks = render.page_blocks(page, brand, route, ack)
-        try:
-            return await self._edited(incident_id, posted, render.fallback(page, brand, []), blocks)
-        except SlackApiError as exc:
-            raise await self._sorted(exc, posted[0]) from exc
+        as of the page it shows (after a page being posted now, which reads the acknowledgement
+        itself); False when there is no such message or page."""
+        async with self._rendering:
+            posted = await self.store.message(incident_id, self.name)
+            page = self._shown.get(incident_id)
+            if page is None:  # not sent since the start: the newest page recorded as sent
+                raw = await self.store.last_sent(incident_id, self.name)
+                page = None if raw is None else load_page(raw)
+            if posted is None or page is None:
+                return False
+            route = self.live.current.routes.get(page.incident.route)
+            brand = render.brand_name(self.live.current, page.incident.brand)
+            ack = await self.store.acknowledged(incident_id)
+            blocks = render.page_blocks(page, brand, route, ack)
+            text = render.fallback(page, brand, [])
+            try:
+                return await self._edited(incident_id, posted, text, blocks)
+            except SlackApiError as exc:
+                raise await self._sorted(exc, posted[0]) from exc
 
     async def reply(self, incident_id: str, text: str) -> bool:
         """A note in an incident's thread (acknowledgements, escalations); False if none.

@@ -19,6 +19,7 @@ another; either timing out is an error like any other.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ STREAM_SILENCE = 60.0  # seconds without a byte (X sends a keep-alive every 20 s
 STREAM_PROGRESS = 10.0  # seconds between two words that the stream is current
 RULE_TAG = "crisiswatch:"
 MAX_QUERY = 512  # characters of a recent-search query below Enterprise access (a stream rule: more)
+_DIGITS = re.compile(r"[0-9]{1,25}")  # a tweet's id: ASCII digits (str.isdigit takes "²")
 UNREADABLE_TOLD = 1_000  # ids of unreadable tweets remembered, so that each is logged once
 REACH = 6.5 * 86_400.0  # seconds back a search may start: X's 7 days (older: 400), less a margin
 SNOWFLAKE_EPOCH = 1_288_834_974.657  # X's ids are milliseconds since this, shifted 22 bits
@@ -126,18 +128,18 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
 
     Only the id and the time are required (a `ValueError` without them); any other field of
     the wrong shape (a null, a numeric username, "12k" followers) reads as absent."""
-    users = {u.get("id"): u for u in _objects(includes.get("users"))}
-    tweets = {t.get("id"): t for t in _objects(includes.get("tweets"))}
-    author = _object(users.get(tweet.get("author_id")))
+    users = _by_id(includes.get("users"))
+    tweets = _by_id(includes.get("tweets"))
+    author = _found(users, tweet.get("author_id"))
     username = text_or_none(author.get("username"))
     replied_id = tweet.get("in_reply_to_user_id")
     if replied_id is None:  # a quote answers the quoted post's author too
         for ref in _objects(tweet.get("referenced_tweets")):
             if ref.get("type") == "quoted":
-                replied_id = _object(tweets.get(ref.get("id"))).get("author_id")
-    replied = text_or_none(_object(users.get(replied_id)).get("username")) if replied_id else None
+                replied_id = _found(tweets, ref.get("id")).get("author_id")
+    replied = text_or_none(_found(users, replied_id).get("username"))
     tweet_id, created = tweet.get("id"), tweet.get("created_at")
-    if not isinstance(tweet_id, str | int) or not str(tweet_id).isdigit():
+    if not isinstance(tweet_id, str | int) or not _DIGITS.fullmatch(str(tweet_id)):
         raise ValueError("a tweet without a numeric id")
     if not isinstance(created, str):
         raise ValueError(f"tweet {tweet_id} has no created_at")
@@ -166,6 +168,17 @@ def to_mention(tweet: Mapping[str, Any], includes: Mapping[str, Any]) -> Mention
 def _object(value: object) -> Mapping[str, Any]:
     """A JSON object of the payload, or an empty one when it is anything else."""
     return value if isinstance(value, Mapping) else {}
+
+
+def _by_id(value: object) -> dict[str, Mapping[str, Any]]:
+    """The objects of an `includes` list by their ids (those without a string id left out)."""
+    return {o["id"]: o for o in _objects(value) if isinstance(o.get("id"), str)}
+
+
+def _found(table: Mapping[str, Mapping[str, Any]], key: object) -> Mapping[str, Any]:
+    """The object of `table` under `key`, or an empty one (no such key, or a key of the wrong
+    shape, a list say)."""
+    return table.get(key, {}) if isinstance(key, str) else {}
 
 
 def _objects(value: object) -> list[Mapping[str, Any]]:
@@ -328,7 +341,7 @@ class XSource(LiveSource):
         not stop the poll or the stream), logged once though every poll finds it again."""
         try:
             return to_mention(tweet, includes)
-        except ValueError as exc:
+        except (ValueError, TypeError, LookupError) as exc:  # e.g. a list where an id goes
             tweet_id = str(tweet.get("id"))[:40]
             if self._unreadable.first_time(tweet_id):
                 log.warning("x.tweet_unreadable", tweet=tweet_id, error=str(exc)[:200])
