@@ -243,9 +243,9 @@ class IncidentManager:
         return Page(incident, PageKind.RESOLVED, now, (quiet,))
 
     def resolve_now(self, key: str, now: datetime, why: str) -> list[Page]:
-        """A person resolved the incident (Slack's Resolve): close it at once. Alerts that go
-        on as before do not open it again (and page everyone anew) until they have been quiet
-        for their rules' `keep_firing_for`; a worse one does."""
+        """A person resolved the incident (Slack's Resolve): close it at once. Its rules'
+        alerts going on as before do not open it again (and page everyone anew) until they
+        have been quiet for their `keep_firing_for`; a worse one, or another rule's, does."""
         incident = self.open.get(key)
         if incident is None:
             return []

@@ -185,6 +185,11 @@ class TestRepresentativePosts:
         ]
         shown = representative(samples, 3)
         assert [s.mention.id for s in shown] == ["x:1", "x:3", "x:0"]
+        louder = self.post(
+            make_mention, 4, "RT @user1: The ATM ate my card", author_followers=900_000
+        )
+        shown = representative([*samples, louder], 3)
+        assert [s.mention.id for s in shown] == ["x:4", "x:3", "x:0"]  # its most-followed copy
 
     def test_the_loudest_complaint_and_every_source_s_best_are_shown(
         self, make_mention: MentionFactory

@@ -102,12 +102,15 @@ def representative(samples: Sequence[ScoredMention], count: int) -> list[ScoredM
 
 
 def _distinct(samples: Sequence[ScoredMention]) -> dict[str, ScoredMention]:
-    """The samples by their words (case, spacing and a retweet's prefix aside), the first of
-    each kept."""
+    """The samples by their words (case, spacing and a retweet's prefix aside): of the same
+    words, the post of the most-followed author, in the place of the first."""
     found: dict[str, ScoredMention] = {}
     for scored in samples:
         words = _SPACES.sub(" ", scored.mention.text.casefold()).strip()
-        found.setdefault(_REPOST.sub("", words, count=1), scored)
+        key = _REPOST.sub("", words, count=1)
+        kept = found.get(key)
+        if kept is None or scored.mention.author_followers > kept.mention.author_followers:
+            found[key] = scored
     return found
 
 
