@@ -34,6 +34,7 @@ from crisiswatch.domain import (
 SUSTAINED_BUCKETS = 3  # alerting this many buckets makes a spark a flame
 RECENT = 500  # resolved incidents remembered for feedback that comes after the resolution
 SOURCE_SHARE = 0.2  # a source carrying this share of an alerting bucket: it spreads there
+SEVERITY_ROSE = "severity "  # how a page's change that the severity rose begins
 
 
 @dataclass(slots=True)
@@ -288,7 +289,7 @@ def _main_sources(alert: Alert) -> list[str]:
 def _changes(before: Incident, after: Incident) -> list[str]:
     changes = []
     if after.severity > before.severity:
-        changes.append(f"severity {before.severity.label} → {after.severity.label}")
+        changes.append(f"{SEVERITY_ROSE}{before.severity.label} → {after.severity.label}")
     if after.stage > before.stage:
         changes.append(f"stage {before.stage.label} → {after.stage.label}")
     if after.route != before.route:

@@ -717,6 +717,20 @@ class TestUntrustedText:
         inert = thread_reply(make_page(PageKind.RESOLVED, at, (change,)), None)
         assert "<@" not in inert and "<!" not in inert
 
+    def test_a_stage_escalation_after_an_acknowledgement_calls_who_is_on_it(
+        self, make_page: PageFactory
+    ) -> None:
+        """Alice acknowledged; the incident then grows from flame to fire: the thread calls
+        her, not the whole on-call again. A more severe one (other people may be wanted) and
+        any escalation nobody acknowledged still call the route's people."""
+        route, alice = ROUTES["default"], ("U0ALICE", T0)
+        stage = make_page(PageKind.ESCALATED, changes=("stage flame → fire",))
+        severer = make_page(PageKind.ESCALATED, changes=("severity warning → critical",))
+        assert thread_reply(stage, route, alice).endswith("\ncc <@U0ALICE>")
+        assert "<@U0CRISIS>" not in thread_reply(stage, route, alice)
+        assert thread_reply(severer, route, alice).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
+        assert thread_reply(stage, route).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
+
     def test_a_page_held_by_quiet_hours_says_so(self, make_page: PageFactory) -> None:
         """Decided at 02:20, sent at 07:00: the page says it was held and since when it was
         decided, so it does not read as fresh news."""

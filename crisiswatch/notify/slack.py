@@ -270,7 +270,7 @@ class SlackNotifier:
         await self.client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
-            text=render.thread_reply(page, route),
+            text=render.thread_reply(page, route, await self.store.acknowledged(page.incident.id)),
             unfurl_links=False,
             unfurl_media=False,
             metadata=_metadata(page.incident.id, page=key),

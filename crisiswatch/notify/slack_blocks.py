@@ -18,6 +18,7 @@ import orjson
 
 from crisiswatch.config import Route, Settings
 from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
+from crisiswatch.incidents import SEVERITY_ROSE
 from crisiswatch.notify.render import clean_text, interactions, representative
 
 SECTION_CHARS = 3000
@@ -289,13 +290,19 @@ def moved_note(severity: Severity, route: Route) -> str:
     return f"⤴️ Now {severity.label}: this incident is followed in {where} from here on"
 
 
-def thread_reply(page: Page, route: Route | None) -> str:
-    """The short threaded note of what changed; a page that got worse calls its people."""
+def thread_reply(page: Page, route: Route | None, acknowledged: Acknowledged | None = None) -> str:
+    """The short threaded note of what changed; a page that got worse calls its people, or,
+    when someone has acknowledged and only the stage grew (no more severe, same people), that
+    person alone rather than the whole on-call again."""
     incident = page.incident
     changed = changes(page, 1500) or "no change in severity or stage"
     who = ""
     if page.kind is PageKind.ESCALATED:
-        who = pings(people_for(route, incident.severity))
+        severer = any(change.startswith(SEVERITY_ROSE) for change in page.changes)
+        if acknowledged is not None and not severer:
+            who = f"cc {ping(acknowledged[0])}"
+        else:
+            who = pings(people_for(route, incident.severity))
     lines = [f"{_KIND[page.kind]}: {changed}"]
     if page.kind is not PageKind.RESOLVED:
         lines.append(
