@@ -731,6 +731,23 @@ class TestUntrustedText:
         assert thread_reply(severer, route, alice).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
         assert thread_reply(stage, route).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
 
+    def test_times_are_also_in_the_zone_of_the_route_s_people(self, make_page: PageFactory) -> None:
+        """A route whose quiet hours are in Europe/London shows its times in UTC and in
+        British Summer Time when that differs; a route in UTC, or with no quiet hours, UTC
+        alone."""
+        london = Route.model_validate(
+            {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe/London"}}
+        )
+        summer = make_page(started_at=datetime(2024, 7, 1, 1, 55, tzinfo=UTC))
+        text = page_blocks(summer, "Kestrel", london)[1]["text"]["text"]
+        assert "since Mon 01 Jul 01:55 UTC (02:55 BST)" in text
+        winter = page_blocks(make_page(), "Kestrel", london)[1]["text"]["text"]
+        assert "since Fri 01 Mar 11:55 UTC (for" in winter  # GMT is UTC's time: said once
+        assert (
+            "since Mon 01 Jul 01:55 UTC (for"
+            in page_blocks(summer, "Kestrel", None)[1]["text"]["text"]
+        )
+
     def test_a_page_held_by_quiet_hours_says_so(self, make_page: PageFactory) -> None:
         """Decided at 02:20, sent at 07:00: the page says it was held and since when it was
         decided, so it does not read as fresh news."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -134,8 +135,20 @@ def _button(text: str, action: str, value: str, style: str | None = None) -> dic
     return button
 
 
-def _time(moment: datetime) -> str:
-    return f"{moment:%a %d %b %H:%M} UTC"
+def _time(moment: datetime, zone: ZoneInfo | None = None) -> str:
+    """A time in UTC, and in `zone` too (the route's quiet-hours zone, where its people are)
+    when that is another."""
+    utc = f"{moment:%a %d %b %H:%M} UTC"
+    if zone is None or moment.astimezone(zone).utcoffset() == timedelta(0):
+        return utc
+    local = moment.astimezone(zone)
+    return f"{utc} ({local:%H:%M} {local.tzname()})"
+
+
+def local_zone(route: Route | None) -> ZoneInfo | None:
+    """Where the route's people are, as far as the config says: its quiet hours' zone."""
+    quiet = route.quiet_hours if route is not None else None
+    return ZoneInfo(quiet.timezone) if quiet is not None else None
 
 
 def _ago(span: timedelta) -> str:
@@ -214,22 +227,23 @@ def page_blocks(
     incident = page.incident
     bucket = incident.latest.bucket
     blocks: list[Block] = [{"type": "header", "text": _plain(headline(page, brand_name), 150)}]
-    since = f"since {_time(incident.started_at)} (for {_ago(page.at - incident.started_at)})"
+    zone = local_zone(route)
+    since = f"since {_time(incident.started_at, zone)} (for {_ago(page.at - incident.started_at)})"
     who = pings(people_for(route, incident.severity)) if page.kind is PageKind.OPENED else ""
     lines = [f"*{untrusted(incident.summary, 600)}*", f"{_where(incident)} · {since}"]
     if page.held_until is not None:
         lines.append(
-            f"⏸ Held by the route's quiet hours: decided {_time(page.at)}, sent as they ended "
-            f"({_time(page.held_until)})"
+            f"⏸ Held by the route's quiet hours: decided {_time(page.at, zone)}, sent as they "
+            f"ended ({_time(page.held_until, zone)})"
         )
     if acknowledged is not None:
-        lines.append(f"✔️ Acknowledged by {ping(acknowledged[0])} {_time(acknowledged[1])}")
+        lines.append(f"✔️ Acknowledged by {ping(acknowledged[0])} {_time(acknowledged[1], zone)}")
     blocks.append(_section("\n".join([who, *lines] if who else lines)))
     if page.kind is PageKind.RESOLVED:
         blocks.append(
             _section(
-                f"Resolved {_time(page.at)}; peak {incident.peak_count:,} mentions per bucket. "
-                f"{changes(page, 500)}"
+                f"Resolved {_time(page.at, zone)}; peak {incident.peak_count:,} mentions per "
+                f"bucket. {changes(page, 500)}"
             )
         )
         # wrong all along? said after the resolution too, it still teaches the detectors
