@@ -748,6 +748,13 @@ class TestUntrustedText:
             in page_blocks(summer, "Kestrel", None)[1]["text"]["text"]
         )
 
+    def test_a_count_that_fell_is_not_called_rising(self, make_page: PageFactory) -> None:
+        page = make_page()
+        fell = replace(page.incident.latest, previous_count=51)
+        page = replace(page, incident=replace(page.incident, latest=fell))
+        fields = orjson.dumps(page_blocks(page, "Kestrel", None)[2]).decode()
+        assert "*Falling*\\n51 → 40 in the last 5m (-22%)" in fields
+
     def test_a_page_held_by_quiet_hours_says_so(self, make_page: PageFactory) -> None:
         """Decided at 02:20, sent at 07:00: the page says it was held and since when it was
         decided, so it does not read as fresh news."""
