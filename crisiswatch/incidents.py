@@ -80,7 +80,9 @@ class IncidentManager:
     def __setstate__(self, state: dict[str, object]) -> None:
         """Restore from a checkpoint, including one saved before `_settled` existed."""
         self.__dict__.update(state)
-        self.__dict__.setdefault("_settled", {})
+        settled = state.get("_settled")
+        kept = settled.items() if isinstance(settled, dict) else ()
+        self._settled = {k: v for k, v in kept if isinstance(v, _Settled)}  # drop other shapes
 
     def key_of(self, alert: Alert) -> str:
         labels = {"brand": alert.signal.series.brand, "topic": alert.signal.series.topic}

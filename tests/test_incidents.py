@@ -156,6 +156,9 @@ class TestIncidentManager:
         restored = IncidentManager.__new__(IncidentManager)
         restored.__setstate__(state)
         assert restored.resolve_now("brand=acme", T0 + STEP, "resolved by U1")
+        odd = IncidentManager.__new__(IncidentManager)  # an entry of another shape is let go
+        odd.__setstate__({**state, "_settled": {"brand=beta": ("warning", T0)}})
+        assert odd.update([alert(T0 + STEP, brand="beta")], T0 + STEP)
 
     def test_a_worse_rule_brings_its_route(self) -> None:
         """A critical rule joining a warning incident moves the incident to its route (its

@@ -730,6 +730,8 @@ class TestUntrustedText:
         assert "<@U0CRISIS>" not in thread_reply(stage, route, alice)
         assert thread_reply(severer, route, alice).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
         assert thread_reply(stage, route).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
+        unknown = ("unknown", T0)  # a click without a user: nobody to cc, so the people
+        assert thread_reply(stage, route, unknown).endswith("\n<@U0CRISIS> <!subteam^S0COMMS>")
 
     def test_times_are_also_in_the_zone_of_the_route_s_people(self, make_page: PageFactory) -> None:
         """A route whose quiet hours are in Europe/London shows its times in UTC and in
@@ -741,6 +743,14 @@ class TestUntrustedText:
         summer = make_page(started_at=datetime(2024, 7, 1, 1, 55, tzinfo=UTC))
         text = page_blocks(summer, "Kestrel", london)[1]["text"]["text"]
         assert "since Mon 01 Jul 01:55 UTC (02:55 BST)" in text
+        tokyo = Route.model_validate(
+            {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Asia/Tokyo"}}
+        )
+        late = make_page(started_at=datetime(2024, 7, 1, 20, 0, tzinfo=UTC))
+        assert (
+            "since Mon 01 Jul 20:00 UTC (Tue 05:00 JST)"
+            in page_blocks(late, "K", tokyo)[1]["text"]["text"]
+        )  # another day there: said
         winter = page_blocks(make_page(), "Kestrel", london)[1]["text"]["text"]
         assert "since Fri 01 Mar 11:55 UTC (for" in winter  # GMT is UTC's time: said once
         assert (

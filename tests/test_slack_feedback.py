@@ -19,7 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from structlog.testing import capture_logs
 
 from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
-from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.feedback import Click, Escalator, Feedback, clicks_of
@@ -30,6 +30,7 @@ from crisiswatch.store import Store
 PageFactory = Callable[..., Page]
 SECRET = "signing-secret"
 ANGRY = "the kestrel atm swallowed my card, worst night ever"
+T1 = datetime(2024, 3, 1, 12, 10, tzinfo=UTC)
 ROUTES = {
     "default": Route(
         channel="#crisis", escalate_after=timedelta(minutes=10), escalate_to=["S0ONCALL"]
@@ -182,6 +183,56 @@ class TestClicks:
         [message] = [m for m in fake.messages.values() if not m.get("thread_ts")]
         shown = orjson.dumps(message["blocks"]).decode()
         assert "worse now" in shown and "Acknowledged by <@U0ALICE>" in shown
+
+    async def test_an_acknowledge_edit_waiting_on_slack_holds_up_no_other_incident(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Its edit waiting (Slack's rate limit, say) holds up that incident's message only:
+        another incident's page is posted meanwhile."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        gate, reached = asyncio.Event(), asyncio.Event()
+        real = slack.client.chat_update
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            reached.set()
+            await gate.wait()
+            return await real(*args, **kwargs)
+
+        slack.client.chat_update = slow  # type: ignore[method-assign]
+        click = block_actions("acknowledge", page.incident.id)
+        clicked = asyncio.create_task(Feedback(store, None, slack).payload(click))
+        await reached.wait()
+        other = make_page(id="acme@1", key="acme", brand="acme")
+        async with asyncio.timeout(5):
+            await Dispatcher([slack], store).dispatch(other)
+        posts = [
+            c for c in fake.calls if c.method == "chat.postMessage" and "thread_ts" not in c.args
+        ]
+        assert len(posts) == 2 and "acme" in posts[-1].args["text"]
+        gate.set()
+        await clicked
+
+    @pytest.mark.parametrize(("opened_as", "calls"), [("critical", "cc"), ("warning", "people")])
+    async def test_after_an_acknowledgement_a_stage_escalation_cc_s_only_once_people_were_called(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, opened_as: str, calls: str
+    ) -> None:
+        """Acknowledged, then the stage grows: the acknowledger is cc'd when the message already
+        showed this severity (its people were called); when the rise to it never reached Slack
+        (a silenced page), its people are called now."""
+        route = Route(channel="#crisis", mention={"critical": ["S0LEAD"]})
+        notify = Notify(slack=Slack(enabled=True, base_url=fake.base_url))
+        live = LiveSettings(Settings(brands=[], routes={"default": route}, notify=notify))
+        slack = SlackNotifier(live, store, token=TOKEN)
+        severity = Severity.CRITICAL if opened_as == "critical" else Severity.WARNING
+        opened = make_page(severity=severity)
+        await Dispatcher([slack], store).dispatch(opened)
+        await store.record_click(opened.incident.id, "acknowledge", "U0ALICE", T1, None)
+        stage = make_page(PageKind.ESCALATED, T1, ("stage flame → fire",), stage=Stage.FIRE)
+        await Dispatcher([slack], store).dispatch(stage)
+        [reply] = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        expected = "cc <@U0ALICE>" if calls == "cc" else "<!subteam^S0LEAD>"
+        assert reply.endswith("\n" + expected)
 
     async def test_an_acknowledge_whose_edit_fails_still_notes_it_in_the_thread(
         self, fake: FakeSlack, store: Store, make_page: PageFactory

@@ -356,6 +356,7 @@ USER_7 = {"id": "7", "username": "a"}
         ({"author_id": ["7"]}, {"users": [USER_7]}, None),
         ({"author_id": "7", "in_reply_to_user_id": {"a": 1}}, {"users": [USER_7]}, "a"),
         ({"author_id": "7"}, {"users": "none"}, None),
+        ({"author_id": 7}, {"users": [{"id": 7, "username": "a"}]}, "a"),  # numbers as ids
     ],
 )  # fmt: skip
 def test_ids_of_the_wrong_shape_read_as_unknown(

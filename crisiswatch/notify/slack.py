@@ -132,7 +132,7 @@ class SlackNotifier:
             retry_handlers=[RateLimitRetry(sleep)],
         )
         self._told_ops: set[str] = set()
-        self._rendering = asyncio.Lock()  # one render-and-post or edit of a message at a time
+        self._locks: dict[str, asyncio.Lock] = {}  # incident id -> one render-and-post at a time
         self._shown: dict[str, Page] = {}  # incident id -> the page its message shows now
 
     async def send(self, page: Page) -> None:
@@ -141,13 +141,17 @@ class SlackNotifier:
         if route is None:
             raise PermanentError(f"route {incident.route!r} is not configured")
         try:
-            async with self._rendering:  # an Acknowledge edit waits, then re-renders this page
+            async with self._lock(incident.id):  # an Acknowledge edit waits, then shows this page
+                before = await self._showing(incident.id)
                 channel, ts = await self._message(page, route)
                 self._shown[incident.id] = page
                 while len(self._shown) > SHOWN_KEPT:
                     del self._shown[next(iter(self._shown))]
             if page.kind is not PageKind.OPENED:
-                await self._thread_reply(page, route, channel, ts)
+                # who acknowledged counts only once this severity's people have been called
+                called = before is not None and before.incident.severity == incident.severity
+                acked = await self.store.acknowledged(incident.id) if called else None
+                await self._thread_reply(page, route, channel, ts, acked)
         except SlackApiError as exc:
             raise await self._sorted(exc, route.channel) from exc
         if page.kind in (PageKind.OPENED, PageKind.ESCALATED):
@@ -247,7 +251,14 @@ class SlackNotifier:
             return False
         return True
 
-    async def _thread_reply(self, page: Page, route: Route, channel: str, ts: str) -> None:
+    async def _thread_reply(
+        self,
+        page: Page,
+        route: Route,
+        channel: str,
+        ts: str,
+        acknowledged: render.Acknowledged | None,
+    ) -> None:
         """Say in the incident's thread what this page changed, once: a retry after a crash
         first looks in the thread for the reply an earlier attempt may have posted."""
         key = page_key(page)
@@ -270,7 +281,7 @@ class SlackNotifier:
         await self.client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
-            text=render.thread_reply(page, route, await self.store.acknowledged(page.incident.id)),
+            text=render.thread_reply(page, route, acknowledged),
             unfurl_links=False,
             unfurl_media=False,
             metadata=_metadata(page.incident.id, page=key),
@@ -280,12 +291,9 @@ class SlackNotifier:
         """Edit the incident's message to say who acknowledged it (its Acknowledge button goes),
         as of the page it shows (after a page being posted now, which reads the acknowledgement
         itself); False when there is no such message or page."""
-        async with self._rendering:
+        async with self._lock(incident_id):
             posted = await self.store.message(incident_id, self.name)
-            page = self._shown.get(incident_id)
-            if page is None:  # not sent since the start: the newest page recorded as sent
-                raw = await self.store.last_sent(incident_id, self.name)
-                page = None if raw is None else load_page(raw)
+            page = await self._showing(incident_id)
             if posted is None or page is None:
                 return False
             route = self.live.current.routes.get(page.incident.route)
@@ -297,6 +305,26 @@ class SlackNotifier:
                 return await self._edited(incident_id, posted, text, blocks)
             except SlackApiError as exc:
                 raise await self._sorted(exc, posted[0]) from exc
+
+    def _lock(self, incident_id: str) -> asyncio.Lock:
+        """The incident's own lock: one message's edits wait for each other, not every page of
+        every incident for one that waits out Slack's rate limit. Unheld locks are let go once
+        there are many."""
+        lock = self._locks.get(incident_id)
+        if lock is None:
+            if len(self._locks) >= SHOWN_KEPT:
+                self._locks = {k: held for k, held in self._locks.items() if held.locked()}
+            lock = self._locks[incident_id] = asyncio.Lock()
+        return lock
+
+    async def _showing(self, incident_id: str) -> Page | None:
+        """The page the incident's message shows: the last this notifier posted, or after a
+        restart the newest recorded as sent."""
+        page = self._shown.get(incident_id)
+        if page is None:
+            raw = await self.store.last_sent(incident_id, self.name)
+            page = None if raw is None else load_page(raw)
+        return page
 
     async def reply(self, incident_id: str, text: str) -> bool:
         """A note in an incident's thread (acknowledgements, escalations); False if none.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -142,7 +142,8 @@ def _time(moment: datetime, zone: ZoneInfo | None = None) -> str:
     if zone is None or moment.astimezone(zone).utcoffset() == timedelta(0):
         return utc
     local = moment.astimezone(zone)
-    return f"{utc} ({local:%H:%M} {local.tzname()})"
+    day = "" if local.date() == moment.astimezone(UTC).date() else f"{local:%a} "
+    return f"{utc} ({day}{local:%H:%M} {local.tzname()})"
 
 
 def local_zone(route: Route | None) -> ZoneInfo | None:
@@ -307,14 +308,15 @@ def moved_note(severity: Severity, route: Route) -> str:
 
 def thread_reply(page: Page, route: Route | None, acknowledged: Acknowledged | None = None) -> str:
     """The short threaded note of what changed; a page that got worse calls its people, or,
-    when someone has acknowledged and only the stage grew (no more severe, same people), that
-    person alone rather than the whole on-call again."""
+    when someone has acknowledged (given only when the message already showed this severity,
+    so its people were called) and only the stage grew, that person alone rather than the
+    whole on-call again."""
     incident = page.incident
     changed = changes(page, 1500) or "no change in severity or stage"
     who = ""
     if page.kind is PageKind.ESCALATED:
         severer = any(change.startswith(SEVERITY_ROSE) for change in page.changes)
-        if acknowledged is not None and not severer:
+        if acknowledged is not None and not severer and _USER.fullmatch(acknowledged[0]):
             who = f"cc {ping(acknowledged[0])}"
         else:
             who = pings(people_for(route, incident.severity))

@@ -171,14 +171,22 @@ def _object(value: object) -> Mapping[str, Any]:
 
 
 def _by_id(value: object) -> dict[str, Mapping[str, Any]]:
-    """The objects of an `includes` list by their ids (those without a string id left out)."""
-    return {o["id"]: o for o in _objects(value) if isinstance(o.get("id"), str)}
+    """The objects of an `includes` list by their ids (those without an id left out)."""
+    return {key: o for o in _objects(value) if (key := _id(o.get("id"))) is not None}
 
 
 def _found(table: Mapping[str, Mapping[str, Any]], key: object) -> Mapping[str, Any]:
     """The object of `table` under `key`, or an empty one (no such key, or a key of the wrong
     shape, a list say)."""
-    return table.get(key, {}) if isinstance(key, str) else {}
+    found = _id(key)
+    return table.get(found, {}) if found is not None else {}
+
+
+def _id(value: object) -> str | None:
+    """An id as X writes it (a string of digits; a number read as one), else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value)
 
 
 def _objects(value: object) -> list[Mapping[str, Any]]:
