@@ -379,14 +379,14 @@ def _most_common(counts: dict[str, int], n: int | None = None) -> tuple[tuple[st
     return tuple(sorted(counts.items(), key=itemgetter(1), reverse=True)[:n])
 
 
-def _authors_and_reach(acc: _Accumulator) -> tuple[int, int]:
+def _authors_and_reach(acc: _Accumulator) -> tuple[int, int, bool]:
     """Unique authors and the sum of their followers: exact while the author sample holds
     every author; past that, a k-minimum-values estimate of the authors (about 13 % off, kept
     between the sample's size and the mentions counted), and reach as the biggest authors'
     followers exactly plus the others' estimated from the sample."""
     keys, followers = acc.sample_keys, acc.sample_followers
     if acc.sample_below == _HASH_SPACE:
-        return len(keys), sum(followers)
+        return len(keys), sum(followers), True
     estimate = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
     unique = min(max(round(estimate), AUTHOR_SAMPLE + 1), acc.count)
     top = acc.top
@@ -396,7 +396,7 @@ def _authors_and_reach(acc: _Accumulator) -> tuple[int, int]:
         if at < len(keys) and keys[at] == author:
             others, others_sum = others - 1, others_sum - followers[at]
     rest = others_sum / others * max(unique - len(top), 0) if others else 0.0
-    return unique, sum(top.values()) + round(rest)
+    return unique, sum(top.values()) + round(rest), False
 
 
 def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | None) -> Bucket:
@@ -413,7 +413,7 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         if id(post) not in kept:
             kept.add(id(post))
             samples = (*samples, post)
-    unique, reach = _authors_and_reach(acc)
+    unique, reach, exact = _authors_and_reach(acc)
     return Bucket(
         series=key,
         start=start,
@@ -430,4 +430,5 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         brand_reply_negative=acc.brand_reply_negative,
         negative_sources=_most_common(acc.negative_sources),
         bursts=tuple(sorted(acc.bursts.items())),
+        exact_reach=exact,
     )

@@ -121,6 +121,10 @@ class Bucket:
     brand_reply_negative: int = 0  # … of which negative
     negative_sources: tuple[tuple[str, int], ...] = ()  # (source, negative count), most first
     bursts: tuple[tuple[str, int], ...] = ()  # (watched term set, mentions with its terms)
+    exact_reach: bool = True  # False: unique authors and reach are estimated (too many authors)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        _restore_fields(self, state)
 
     @property
     def negative_share(self) -> float:
@@ -193,12 +197,7 @@ class Incident:
     brand_wide: bool = False  # a rule alerted on all the brand's mentions, not only a topic's
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        """Restore from a checkpoint, including one saved before a field was added at the end
-        (`brand_wide`): it takes its default. (Restored field by field, an older incident had
-        no such attribute, and reading it failed every tick and every checkpoint after.)"""
-        for position, spec in enumerate(fields(self)):
-            value = state[position] if position < len(state) else spec.default
-            object.__setattr__(self, spec.name, value)
+        _restore_fields(self, state)
 
     @property
     def platforms(self) -> str:
@@ -215,6 +214,15 @@ class Incident:
         return ", ".join(("all topics", *self.topics) if self.brand_wide else self.topics) or (
             "all topics"
         )
+
+
+def _restore_fields(obj: object, state: tuple[object, ...]) -> None:
+    """A frozen dataclass from a checkpoint, including one saved before a field was added at
+    its end: that field takes its default. (Restored field by field, as pickle does by itself,
+    an older object had no such attribute, and reading it failed every tick and checkpoint.)"""
+    for position, spec in enumerate(fields(obj)):  # type: ignore[arg-type]
+        value = state[position] if position < len(state) else spec.default
+        object.__setattr__(obj, spec.name, value)
 
 
 def incident_id(key: str, started_at: datetime) -> str:

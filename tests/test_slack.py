@@ -758,6 +758,25 @@ class TestUntrustedText:
             in page_blocks(summer, "Kestrel", None)[1]["text"]["text"]
         )
 
+    def test_estimated_reach_and_authors_are_marked(self, make_page: PageFactory) -> None:
+        """Past the sample of authors, reach and unique authors are estimates: shown with ≈."""
+        page = make_page()
+        exact = orjson.dumps(page_blocks(page, "Kestrel", None)[2]).decode()
+        assert "125,000 followers · 38 authors" in exact
+        bucket = replace(page.incident.latest.bucket, exact_reach=False)
+        latest = replace(page.incident.latest, bucket=bucket)
+        estimated = replace(page, incident=replace(page.incident, latest=latest))
+        text = orjson.dumps(page_blocks(estimated, "Kestrel", None)[2]).decode()
+        assert "≈125,000 followers · ≈38 authors" in text
+
+    def test_a_bucket_from_an_older_checkpoint_restores_as_exact(
+        self, make_page: PageFactory
+    ) -> None:
+        bucket = make_page().incident.latest.bucket
+        older = type(bucket).__new__(type(bucket))
+        older.__setstate__(bucket.__getstate__()[:-1])
+        assert older.exact_reach is True and older.count == bucket.count
+
     def test_a_count_that_fell_is_not_called_rising(self, make_page: PageFactory) -> None:
         page = make_page()
         fell = replace(page.incident.latest, previous_count=51)

@@ -194,13 +194,14 @@ def numbers(incident: Incident) -> list[str]:
     rise = bucket.count - signal.previous_count
     rate = f" ({rise / signal.previous_count:+.0%})" if signal.previous_count else ""
     trend = "Rising" if rise >= 0 else "Falling"
+    about = "" if bucket.exact_reach else "≈"  # estimated from a sample of the authors
     return [
         f"*Volume*\n{bucket.count:,} in {width} vs {signal.volume_expected:,.1f} expected "
         f"(alert level {signal.volume_upper:,.0f}){usual}",
         f"*Negative*\n{bucket.negative_share:.0%} vs usual {signal.negative_expected:.0%} "
         f"({bucket.negative_count:,} posts)",
         f"*{trend}*\n{signal.previous_count:,} → {bucket.count:,} in the last {width}{rate}",
-        f"*Reach*\n{bucket.reach:,} followers · {bucket.unique_authors:,} authors",
+        f"*Reach*\n{about}{bucket.reach:,} followers · {about}{bucket.unique_authors:,} authors",
     ]
 
 
