@@ -60,7 +60,7 @@ class Frontiers:
         behind source may still deliver from, among those not waited for too long."""
         limit: datetime | None = None
         for name, (since, fell_behind) in self._behind.items():
-            if now - fell_behind < self.wait:
+            if self._waits(fell_behind, now):
                 limit = since if limit is None else min(limit, since)
             elif name not in self._given_up:
                 self._given_up.add(name)
@@ -74,4 +74,8 @@ class Frontiers:
 
     def waiting_for(self, now: datetime) -> list[str]:
         """The sources bucket closes are waiting for now."""
-        return sorted(n for n, (_, fell) in self._behind.items() if now - fell < self.wait)
+        return sorted(n for n, (_, fell) in self._behind.items() if self._waits(fell, now))
+
+    def _waits(self, fell_behind: datetime, now: datetime) -> bool:
+        """Whether a source that fell behind then is still waited for."""
+        return now - fell_behind < self.wait

@@ -64,3 +64,14 @@ async def take(
         if task:
             await task
     return got
+
+
+async def until_current(stream: AsyncIterator[Mention | Progress]) -> list[Mention | Progress]:
+    """What a live source's stream yields, up to and with its word that it is current."""
+    seen: list[Mention | Progress] = []
+    async with asyncio.timeout(10):
+        async for item in stream:
+            seen.append(item)
+            if isinstance(item, Progress) and item.behind_since is None:
+                break
+    return seen

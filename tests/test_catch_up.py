@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fake_x import TOKEN, FakeX, iso
 from prometheus_client import CollectorRegistry, generate_latest
-from source_testing import NOW, Clock
+from source_testing import NOW, Clock, until_current
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, Settings, XSettings, load_settings
@@ -128,13 +128,8 @@ class TestSourcesSayHowFarBehind:
         missed = fake.tweet("acme bank missed", author=alice, created=iso(NOW - 120))
         clock = Clock()
         stream = x_source(fake, clock, mode="stream").stream()
-        seen: list[Mention | Progress] = []
         try:
-            async with asyncio.timeout(10):
-                async for item in stream:
-                    seen.append(item)
-                    if item == Progress("x", None):
-                        break
+            seen = await until_current(stream)
         finally:
             await stream.aclose()
         assert seen[0] == Progress("x", START)

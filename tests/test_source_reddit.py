@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
-from source_testing import NOW, Clock, take
+from source_testing import NOW, Clock, take, until_current
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, RedditSettings
@@ -181,13 +181,8 @@ class TestRedditSource:
             await take(source(fake, store, clock), 1, one_post)
             posted = [fake.post(f"outage {n}", created=NOW + 60 + n) for n in range(250)]
             stream = source(fake, store, clock).stream()
-            seen: list[object] = []
             try:
-                async with asyncio.timeout(10):
-                    async for item in stream:
-                        seen.append(item)
-                        if item == Progress("reddit", None):
-                            break
+                seen = await until_current(stream)
             finally:
                 await stream.aclose()
         finally:
@@ -256,21 +251,11 @@ class TestRedditSource:
         clock = Clock()
         src = source(fake, None, clock, search=True, search_every="30s")
         stream = src.stream()
-
-        async def until_current() -> list[object]:
-            seen: list[object] = []
-            async with asyncio.timeout(10):
-                async for item in stream:
-                    seen.append(item)
-                    if item == Progress("reddit", None):
-                        return seen
-            return seen
-
         try:
-            first = await until_current()
+            first = await until_current(stream)
             fake.fail("/r/brand/new", status=503, times=5)  # past asyncprawcore's own retries
             listed_at = clock.now
-            again = await until_current()
+            again = await until_current(stream)
         finally:
             await stream.aclose()
         assert [m.id for m in first if isinstance(m, Mention)] == [found]

@@ -142,28 +142,31 @@ class SlackNotifier:
             raise PermanentError(f"route {incident.route!r} is not configured")
         try:
             async with self._lock(incident.id):  # an Acknowledge edit waits, then shows this page
-                before = await self._showing(incident.id)
-                channel, ts = await self._message(page, route)
+                opened = page.kind is PageKind.OPENED
+                before = None if opened else await self._showing(incident.id)
+                acked = await self.store.acknowledged(incident.id)
+                channel, ts = await self._message(page, route, acked)
                 self._shown[incident.id] = page
                 while len(self._shown) > SHOWN_KEPT:
                     del self._shown[next(iter(self._shown))]
-            if page.kind is not PageKind.OPENED:
+            if not opened:
                 # who acknowledged counts only once this severity's people have been called
                 called = before is not None and before.incident.severity == incident.severity
-                acked = await self.store.acknowledged(incident.id) if called else None
-                await self._thread_reply(page, route, channel, ts, acked)
+                await self._thread_reply(page, route, channel, ts, acked if called else None)
         except SlackApiError as exc:
             raise await self._sorted(exc, route.channel) from exc
         if page.kind in (PageKind.OPENED, PageKind.ESCALATED):
             await self._chart(page, channel, ts)
 
-    async def _message(self, page: Page, route: Route) -> tuple[str, str]:
+    async def _message(
+        self, page: Page, route: Route, acknowledged: render.Acknowledged | None
+    ) -> tuple[str, str]:
         """Post the incident's message, or edit it if it was posted; its (channel, ts)."""
         incident = page.incident
         brand = render.brand_name(self.live.current, incident.brand)
         people = render.people_for(route, incident.severity)
         text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
-        blocks = render.page_blocks(page, brand, route, await self.store.acknowledged(incident.id))
+        blocks = render.page_blocks(page, brand, route, acknowledged)
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )

@@ -251,7 +251,6 @@ Leaf = (
     | EmergingTerm
     | CrossPlatform
 )
-VOLUME_CONDITIONS = ("volume_spike",)  # what a planned event's expected volume mutes
 _GROUPS = ("all", "any", "min_count")  # the keys of a condition that are not a leaf
 
 
