@@ -124,7 +124,7 @@ def life(make_page: PageFactory) -> list[Page]:
     return [opened, worse, resolved]
 
 
-def sample(text: str, n: int = 0, **mention: Any) -> ScoredMention:
+def sample(text: str, n: int = 0, negative: float = 0.92, **mention: Any) -> ScoredMention:
     fields: dict[str, Any] = {
         "id": f"x:{n}",
         "source": "x",
@@ -135,7 +135,7 @@ def sample(text: str, n: int = 0, **mention: Any) -> ScoredMention:
         "url": f"https://x.com/user{n}/status/{n}",
     }
     fields.update(mention)
-    return ScoredMention(Mention(**fields), "kestrel", ("cards",), 0.92)
+    return ScoredMention(Mention(**fields), "kestrel", ("cards",), negative)
 
 
 class TestIncidentLife:
@@ -171,7 +171,11 @@ class TestIncidentLife:
     ) -> None:
         """Headline, numbers, terms, posts with links and buttons, and the route's people."""
         page = make_page(
-            samples=(sample("the atm ate my card", 1, engagement=85), sample("still no card", 2))
+            samples=(
+                sample("the atm ate my card", 1, engagement=85),
+                sample("still no card", 2),
+                sample("is the kestrel app down for anyone?", 3, negative=0.3),
+            )
         )
         await Dispatcher([notifier(fake, store)], store).dispatch(page)
         post = fake.calls[0].args
@@ -193,7 +197,13 @@ class TestIncidentLife:
             "False alarm",
         ]
         posts = [b for b in blocks if "accessory" in b]
-        assert [b["accessory"]["text"]["text"] for b in posts] == ["Not negative"] * 2
+        # a post scored negative can be corrected as not negative, any other as a complaint
+        assert [b["accessory"]["text"]["text"] for b in posts] == [
+            "Not negative",
+            "Not negative",
+            "Complaint",
+        ]
+        assert posts[2]["accessory"]["action_id"] == "complaint:2"
         assert orjson.loads(posts[0]["accessory"]["value"]) == {
             "incident": page.incident.id,
             "mention": "x:1",

@@ -88,6 +88,9 @@ class TestClicks:
         assert clicks_of(block_actions("not_negative:2", value), at) == [
             Click("not_negative", "i@1", "U0ALICE", at, "x:9")
         ]
+        assert clicks_of(block_actions("complaint:0", value), at) == [
+            Click("complaint", "i@1", "U0ALICE", at, "x:9")
+        ]
         assert clicks_of(block_actions("acknowledge", "i@1"), at) == [
             Click("acknowledge", "i@1", "U0ALICE", at)
         ]
@@ -259,6 +262,29 @@ class TestClicks:
         notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
         assert notes == [
             "🙂 <@U0ALICE> says a post is not negative; the sentiment model learns from it"
+        ]
+
+    async def test_complaint_teaches_the_model(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A Complaint click on a post the model did not call negative raises its P(negative)
+        for that text, once per post, and says so in the thread."""
+        text = "is the kestrel app down for anyone else? cant log in"
+        mention = Mention("x:7", "x", datetime(2024, 3, 1, tzinfo=UTC), text, author="ola")
+        page = make_page(samples=(ScoredMention(mention, "kestrel", (), 0.3),))
+        slack = await posted(fake, store, page)
+        model = SentimentModel.load_default()
+        before = model.negative_one(text)
+        value = orjson.dumps({"incident": page.incident.id, "mention": "x:7"}).decode()
+        feedback = Feedback(store, model, slack)
+        await feedback.payload(block_actions("complaint:0", value, pressed="1.1"))
+        after = model.negative_one(text)
+        assert after > before
+        await feedback.payload(block_actions("complaint:0", value, "U0BOB", pressed="2.2"))
+        assert model.negative_one(text) == after  # learned once per post of an incident
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes == [
+            "😠 <@U0ALICE> says a post is a complaint; the sentiment model learns from it"
         ]
 
     async def test_false_alarm_counts_against_each_rule(

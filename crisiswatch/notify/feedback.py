@@ -2,8 +2,9 @@
 
 Every click is recorded (who, when, what, which incident) and applied once: a press that Slack
 delivers again, or a replayed request, is known by its action's time. Acknowledge stops
-escalation (the response clock starts at the click); Snooze 1 h delays it; Not negative teaches
-the sentiment model that the post is neutral (once per post of an incident); False alarm is
+escalation (the response clock starts at the click); Snooze 1 h delays it; a post's Not negative
+or Complaint teaches the sentiment model that the post is neutral or negative (once per post of
+an incident); False alarm is
 counted against each rule of the incident, which gives each rule's precision. An incident nobody
 acknowledged within its route's `escalate_after` is re-paged once in its thread, calling
 `escalate_to`; one incident that cannot be escalated never holds up the others.
@@ -28,8 +29,10 @@ from crisiswatch.notify import PermanentError, Unauthorized
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_blocks import (
     ACK,
+    COMPLAINT,
     FALSE_ALARM,
     NOT_NEGATIVE,
+    POST_LABELS,
     RESOLVE,
     SNOOZE,
     ping,
@@ -48,6 +51,7 @@ _NOTES = {
     RESOLVE: "✅ Marked resolved by {user}",
     FALSE_ALARM: "🙅 Marked a false alarm by {user}",
     NOT_NEGATIVE: "🙂 {user} says a post is not negative; the sentiment model learns from it",
+    COMPLAINT: "😠 {user} says a post is a complaint; the sentiment model learns from it",
 }
 
 
@@ -79,7 +83,7 @@ def clicks_of(payload: Mapping[str, Any], at: datetime) -> list[Click]:
         value = str(action.get("value", ""))
         stamp = action.get("action_ts")
         key = f"{action_id}|{user}|{stamp}" if stamp else None
-        if kind == NOT_NEGATIVE:
+        if kind in POST_LABELS:
             try:
                 ids = orjson.loads(value)
                 incident, mention = str(ids["incident"]), str(ids["mention"])
@@ -149,7 +153,7 @@ class Feedback:
 
     async def handle(self, click: Click) -> None:
         """Record and apply a click once, however often Slack delivers it; a post is learned
-        as not negative once per incident, however often its button is pressed."""
+        once per incident, however often its button is pressed."""
         earlier = await self.store.record_click(
             click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
         )
@@ -157,7 +161,8 @@ class Feedback:
             log.info("feedback.repeated", action=click.action, incident=click.incident_id)
             return
         log.info("feedback.click", action=click.action, incident=click.incident_id)
-        if click.action == NOT_NEGATIVE and earlier:
+        label = POST_LABELS.get(click.action)
+        if label is not None and earlier:
             log.info("feedback.already_learned", incident=click.incident_id)
             return
         if click.action == SNOOZE:
@@ -166,10 +171,10 @@ class Feedback:
             await self.control.resolve(click.incident_id, click.user)
         if self.control is not None and click.action == FALSE_ALARM:
             await self.control.false_alarm(click.incident_id, click.user)
-        if click.action == NOT_NEGATIVE and self.learner is not None and click.mention_id:
+        if label is not None and self.learner is not None and click.mention_id:
             text = await self.store.sample_text(click.incident_id, click.mention_id)
             if text is not None:
-                self.learner.learn_one(text, "neutral")
+                self.learner.learn_one(text, label)
         if self.slack is not None:
             note = _NOTES[click.action].format(user=ping(click.user))
             await self._tell(click, "feedback.note_failed", self.slack.reply, note)

@@ -33,13 +33,16 @@ POSTS = 5
 Block = dict[str, Any]
 Acknowledged = tuple[str, datetime]  # (the Slack user id of who acknowledged, when)
 
-ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE = (
+ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE, COMPLAINT = (
     "acknowledge",
     "snooze_1h",
     "resolve",
     "false_alarm",
     "not_negative",
+    "complaint",
 )
+POST_LABELS = {NOT_NEGATIVE: "neutral", COMPLAINT: "negative"}
+"""A post's button, and the label the sentiment model learns for the post when it is pressed."""
 _SEVERITY = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
 _STAGE = {Stage.SPARK: "🟡", Stage.FLAME: "🟠", Stage.FIRE: "🔴"}
 _KIND = {
@@ -206,7 +209,8 @@ def numbers(incident: Incident) -> list[str]:
 
 
 def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
-    """One sample post: who, how far it reaches, what it says, a link, and a Not negative button."""
+    """One sample post: who, how far it reaches, what it says, a link, and a button to correct
+    its sentiment: Not negative on a post scored negative, Complaint on one that is not."""
     mention = scored.mention
     author = untrusted(mention.author or "unknown", 60)
     link = _link(mention.url, "open post")
@@ -219,7 +223,10 @@ def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
     block = _section(text)
     value = orjson.dumps({"incident": incident_id, "mention": mention.id}).decode()
     if len(value) <= VALUE_CHARS:
-        block["accessory"] = _button("Not negative", f"{NOT_NEGATIVE}:{number}", value)
+        label, action = (
+            ("Not negative", NOT_NEGATIVE) if scored.is_negative else ("Complaint", COMPLAINT)
+        )
+        block["accessory"] = _button(label, f"{action}:{number}", value)
     return block
 
 
