@@ -106,7 +106,9 @@ def _incident(samples: tuple[ScoredMention, ...] = (), **overrides: Any) -> Inci
         sources=("x",),
         route="default",
         summary="kestrel: 40 mentions in 5m (8 expected), 75% negative",
-        reasons=("volume 40 vs 8 expected (alert level 15), score 0.999",),
+        reasons=(
+            "volume 40 vs 8 expected (alert level 15), seen less than once a year in this series",
+        ),
         peak_count=40,
         latest=signal,
         id="kestrel@20240301T1155Z",

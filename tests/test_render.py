@@ -132,7 +132,10 @@ class TestRenderText:
         assert "2024-03-01 12:00 UTC  (since 2024-03-01 11:55 UTC)" in text
         assert "where    x 75%, reddit 25% · cards" in text  # the latest bucket's platforms
         assert "kestrel: 40 mentions in 5m (8 expected), 75% negative" in text
-        assert "why      volume 40 vs 8 expected (alert level 15), score 0.999" in text
+        assert (
+            "why      volume 40 vs 8 expected (alert level 15), seen less than once a year in "
+            "this series" in text
+        )
         assert "rules    angry-surge" in text
         assert "terms    atm, swallowed" in text
         assert (

@@ -13,8 +13,9 @@ from conftest import MentionFactory
 
 from crisiswatch.cli import main
 from crisiswatch.config import PlannedEvent, load_settings
+from crisiswatch.detect.volume import recurrence
 from crisiswatch.domain import Bucket, ScoredMention, SeriesKey, Signal
-from crisiswatch.rules.conditions import Condition, Context, KeywordBurst
+from crisiswatch.rules.conditions import Condition, Context, KeywordBurst, how_often
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -269,6 +270,27 @@ class TestEngine:
             and "volume 50 vs 8.0 expected (alert level 15)" in alert.reasons[0]
         )
         assert RuleEngine([rule]).evaluate(signal(count=10, negative=5)) == []
+
+    def test_volume_reason_says_how_rare_in_words(self) -> None:
+        """A volume alert says how often the series sees such a bucket, not a bare score: the
+        calibration makes 0.5 once a week, so a lower score is more often and a higher rarer,
+        and anything past a year (extrapolated) is said as such."""
+        rule = self.rule({"volume_spike": {"min_score": 0.3}})
+        reasons = {
+            score: RuleEngine([rule]).evaluate(signal(volume_score=score))[0].reasons[0]
+            for score in (0.45, 0.5, 0.55, 0.6, 0.99)
+        }
+        assert reasons[0.5] == (
+            "volume 50 vs 8.0 expected (alert level 15), seen about once a week in this series"
+        )
+        assert reasons[0.45].endswith("seen about once in 2 days in this series")
+        assert reasons[0.55].endswith("seen about once a month in this series")
+        assert reasons[0.6].endswith("seen about once in 10 months in this series")
+        assert reasons[0.99].endswith("seen less than once a year in this series")
+        hourly = timedelta(hours=1)  # a week is fewer buckets: the same score is more often
+        assert how_often(recurrence(0.6, hourly)) == "about once in 3 months"
+        assert how_often(recurrence(0.0, hourly)) == "about once an hour"
+        assert how_often(timedelta(minutes=5)) == "more than once an hour"
 
     def test_any_holds_when_one_part_holds(self) -> None:
         """`any` holds on the first part that holds."""

@@ -39,9 +39,11 @@ ELEVATED = math.log10(20.0)
 """A bucket is above its usual range when its count alone has p < 5 % (surprise > 1.3)."""
 
 SENSITIVITY: dict[str, float] = {"low": 0.6, "balanced": 0.5, "high": 0.4}
-"""Thresholds on `VolumeScore.score`: 0.5 means rarer than one bucket a week (calibrated);
-0.6 rarer than about one a year; 0.4 rarer than about one a day."""
+"""Thresholds on `VolumeScore.score`, which is calibrated (`recurrence`): 0.5 is a bucket the
+series sees once a week; with five-minute buckets 0.6 about once in 10 months, 0.4 about once in
+13 hours."""
 
+LONGEST_PERIOD = timedelta(days=365)  # `recurrence` says no more: beyond, it extrapolates
 LN10 = math.log(10.0)
 MIN_MEAN = 0.05
 TAIL_BASE = 2.0  # surprises above -log10 p = 2 feed the calibration tail
@@ -60,6 +62,20 @@ class VolumeScore:
     score: float  # anomaly score in [0, 1]
     expected: float  # expected count for this bucket
     upper: float  # the count that would reach the balanced threshold
+
+
+def recurrence(score: float, bucket: timedelta) -> timedelta:
+    """How often a series sees a bucket of this score, by the calibration that scores are
+    (`SENSITIVITY`): 0.5 once a week; 0.6 about once a year with five-minute buckets (at most
+    `LONGEST_PERIOD`). A score s is a surprise of s / (1 - s) weeks' worth of buckets' rarity."""
+    per_week = timedelta(days=7) / bucket
+    if score <= 0.0:
+        return bucket
+    weeks_exponent = score / (1.0 - score) if score < 1.0 else math.inf
+    longest = math.log(LONGEST_PERIOD / bucket)
+    if weeks_exponent * math.log(per_week) >= longest:
+        return LONGEST_PERIOD
+    return bucket * math.pow(per_week, weeks_exponent)
 
 
 def _rate(halflife_steps: float) -> float:

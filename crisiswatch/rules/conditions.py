@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from crisiswatch.config import Strict
+from crisiswatch.detect.volume import LONGEST_PERIOD, recurrence
 from crisiswatch.detect.volume import SENSITIVITY as VOLUME_SENSITIVITY
 from crisiswatch.domain import Signal
 
@@ -33,6 +35,20 @@ class Context:
 def count_text(expected: float) -> str:
     """An expected count as people read it: 0.4, 3.2, 57."""
     return f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
+
+
+def how_often(period: timedelta) -> str:
+    """How often something happens, as people say it: 'about once in 3 months'."""
+    if period >= LONGEST_PERIOD:
+        return "less than once a year"
+    days = period / timedelta(days=1)
+    for unit, length in (("month", 30.4), ("week", 7.0), ("day", 1.0), ("hour", 1 / 24)):
+        if days >= length * 0.95:  # 6.7 days is about once a week
+            n = round(days / length)
+            if n > 1:
+                return f"about once in {n} {unit}s"
+            return f"about once {'an' if unit == 'hour' else 'a'} {unit}"
+    return "more than once an hour"
 
 
 class _Scored(Strict):
@@ -86,7 +102,9 @@ class VolumeSpike(_Scored):
             )
         return (
             f"volume {count} vs {count_text(signal.volume_expected)} expected "
-            f"(alert level {count_text(signal.volume_upper)}), score {signal.volume_score:.3f}"
+            f"(alert level {count_text(signal.volume_upper)}), seen "
+            f"{how_often(recurrence(signal.volume_score, signal.bucket.end - signal.bucket.start))}"
+            f" in this series"
         )
 
 
