@@ -297,6 +297,9 @@ class TestEngine:
         rule = self.rule({"any": [{"min_count": 100}, {"negative_share": {"above": 0.5}}]})
         (alert,) = RuleEngine([rule]).evaluate(signal(count=50, negative=30))
         assert alert.reasons == ("negative share 60% (at least 50%) of 50 mentions",)
+        rule = self.rule({"min_count": 40})
+        (alert,) = RuleEngine([rule]).evaluate(signal(count=50))
+        assert alert.reasons == ("50 mentions (at least 40)",)
 
     def test_sensitivity_presets_are_ordered(self) -> None:
         """`high` fires on scores that `low` ignores."""

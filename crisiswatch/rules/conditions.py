@@ -349,7 +349,9 @@ class Condition(Strict):
         if self.min_count is not None:
             count = signal.bucket.count
             return (
-                [f"{count} mentions (floor {self.min_count})"] if count >= self.min_count else None
+                [f"{count} mentions (at least {self.min_count})"]
+                if count >= self.min_count
+                else None
             )
         return None
 
