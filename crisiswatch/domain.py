@@ -173,6 +173,19 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class Totals:
+    """All the brand's mentions over an incident so far: its roll-up series' closed buckets."""
+
+    since: datetime  # the start of the first bucket counted (the incident's, if remembered)
+    count: int
+    negative: int
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """Alerts grouped under one key, with a life: firing until quiet, then resolved."""
 
@@ -195,6 +208,7 @@ class Incident:
     latest: Signal  # the signal of the most recent alert
     id: str = field(default="")  # stable id: key plus the start time (see `incident_id`)
     brand_wide: bool = False  # a rule alerted on all the brand's mentions, not only a topic's
+    totals: Totals | None = None  # set on each page as it leaves the pipeline
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
         _restore_fields(self, state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ from crisiswatch.aggregate import Aggregator
 from crisiswatch.config import Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.detect.signals import SignalDetector
-from crisiswatch.domain import Bucket, Mention, Page, ScoredMention, SeriesKey
+from crisiswatch.domain import Bucket, Incident, Mention, Page, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import Attributor, tokenize
 from crisiswatch.incidents import IncidentManager
 from crisiswatch.ingest import Deduper
@@ -157,7 +157,7 @@ class Pipeline:
         if incident is None or self.incidents.open.get(incident.key) is not incident:
             return []
         now = max(filter(None, (incident.updated_at, self.aggregator.watermark)))
-        return self._count(self.incidents.resolve_now(incident.key, now, f"resolved by {by}"))
+        return self._out(self.incidents.resolve_now(incident.key, now, f"resolved by {by}"))
 
     def false_alarm(self, incident_id: str) -> bool:
         """A person said an incident was no crisis: its volume is learned as normal."""
@@ -224,7 +224,7 @@ class Pipeline:
             closed = self.aggregator.flush()
             pages = self.decide(closed)
         if closed:
-            pages.extend(self._count(self.incidents.resolve_all(closed[-1].end)))
+            pages.extend(self._out(self.incidents.resolve_all(closed[-1].end)))
         return pages
 
     def decide(self, closed: list[Bucket]) -> list[Page]:
@@ -241,11 +241,17 @@ class Pipeline:
                 alerts.extend(self.engine.evaluate(signal))
             self.stats.alerts += len(alerts)
             pages.extend(self.incidents.update(alerts, end))
-        return self._count(pages)
+        return self._out(pages)
 
-    def _count(self, pages: list[Page]) -> list[Page]:
+    def _out(self, pages: list[Page]) -> list[Page]:
+        """Pages as they leave the pipeline: counted, and each incident with its totals so far
+        (all the brand's mentions since it began, which a page's latest bucket does not say)."""
         self.stats.pages += len(pages)
-        return pages
+        return [replace(page, incident=self._with_totals(page.incident, page.at)) for page in pages]
+
+    def _with_totals(self, incident: Incident, now: datetime) -> Incident:
+        totals = self.history.totals(SeriesKey(incident.brand), incident.started_at, now)
+        return replace(incident, totals=totals)
 
 
 def _brand_terms(settings: Settings) -> dict[str, frozenset[str]]:

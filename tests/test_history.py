@@ -11,9 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crisiswatch.bench.pipeline import settings_for
+from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
+from crisiswatch.config import load_settings
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
+from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey, Signal, Totals
 from crisiswatch.enrich.sentiment import SentimentModel
+from crisiswatch.mentions import open_lines, read_mentions
 from crisiswatch.pipeline import YOUNG_COLLECTION, Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 
@@ -47,6 +50,54 @@ def test_a_prepared_ring_reads_like_one_made_at_first_record() -> None:
     assert [c if not math.isnan(c) else None for c in got.count] == [
         c if not math.isnan(c) else None for c in want.count
     ]
+
+
+def test_totals_sum_the_known_buckets_and_say_from_when() -> None:
+    """An incident's totals: the counts of the buckets that start in [start, end), gaps left
+    out; from the first bucket held when the ring no longer holds the start; None if none."""
+    history = SeriesHistory(300)
+    for n, (count, negative) in enumerate(((4, 1), (7, 3), (0, 0), (9, 6))):
+        start = T0 + n * STEP
+        bucket = Bucket(KEY, start, start + STEP, count, count, negative, 0, 0, (), (), ())
+        history.record(Signal(bucket, 0.1, 1.0, 2.0, 0.1, 0.2, 0))
+    assert history.totals(KEY, T0, T0 + 4 * STEP) == Totals(T0, 20, 10)
+    assert history.totals(KEY, T0 + STEP, T0 + 3 * STEP) == Totals(T0 + STEP, 7, 3)
+    earlier = T0 - timedelta(hours=1)  # before the first bucket recorded
+    assert history.totals(KEY, earlier, T0 + 2 * STEP) == Totals(T0, 11, 4)
+    assert history.totals(KEY, T0 - STEP, T0) is None
+    assert history.totals(SeriesKey("other"), T0, T0 + STEP) is None
+    assert Totals(T0, 20, 10).negative_share == 0.5 and Totals(T0, 0, 0).negative_share == 0.0
+
+
+def test_pages_carry_the_brand_s_totals_since_the_incident_began() -> None:
+    """Every page leaves the pipeline with the incident's totals: the brand's roll-up buckets
+    closed from its start to the page (alerting or not), summed."""
+    settings = load_settings(DEMO_CONFIG)
+    model = SentimentModel.load_default()
+    pipeline = Pipeline(settings, load_rules(settings.rules, settings), model)
+    rollups: list[Bucket] = []
+    decide = pipeline.decide
+
+    def kept(closed: list[Bucket]) -> list[Page]:
+        rollups.extend(b for b in closed if b.series == SeriesKey("kestrel"))
+        return decide(closed)
+
+    pipeline.decide = kept  # type: ignore[method-assign]
+    with open_lines(DEMO_DIR / "demo_mentions.jsonl.gz") as handle:
+        mentions = [m for m in read_mentions(handle) if isinstance(m, Mention)]
+    pages = [page for mention in mentions for page in pipeline.feed(mention)]
+    pages += pipeline.finish()
+    assert len(pages) > 5
+    for page in pages:
+        incident = page.incident
+        counted = [b for b in rollups if incident.started_at <= b.start < page.at]
+        assert incident.totals == Totals(
+            incident.started_at,
+            sum(b.count for b in counted),
+            sum(b.negative_count for b in counted),
+        )
+    resolved = [p for p in pages if p.kind is PageKind.RESOLVED]
+    assert resolved and all(p.incident.totals.count > p.incident.peak_count for p in resolved)
 
 
 def test_the_pipeline_sets_up_every_configured_series_at_start() -> None:

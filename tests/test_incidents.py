@@ -137,13 +137,16 @@ class TestIncidentManager:
         assert page.kind is PageKind.OPENED and page.incident.rules == ("b",)
 
     def test_an_incident_from_an_older_checkpoint_restores(self) -> None:
-        """An incident pickled before `brand_wide` existed restores with it False (restored
-        field by field, it had no such attribute, and every tick and checkpoint failed)."""
+        """An incident pickled before `brand_wide` or `totals` existed restores with them at
+        their defaults (restored field by field, it had no such attribute, and every tick and
+        checkpoint failed)."""
         (page,) = manager().update([alert(T0)], T0)
         state = page.incident.__getstate__()
-        older = type(page.incident).__new__(type(page.incident))
+        older, oldest = (type(page.incident).__new__(type(page.incident)) for _ in range(2))
         older.__setstate__(state[:-1])
-        assert older.brand_wide is False and older.key == page.incident.key
+        assert older.totals is None and older.brand_wide is page.incident.brand_wide is True
+        oldest.__setstate__(state[:-2])
+        assert oldest.brand_wide is False and oldest.key == page.incident.key
         assert pickle.loads(pickle.dumps(page.incident)) == page.incident
 
     def test_a_manager_from_an_older_checkpoint_restores(self) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Totals
 from crisiswatch.notify.render import (
     POST_CHARS,
     clean_text,
@@ -232,6 +233,25 @@ class TestRepresentativePosts:
         assert "changed  quiet since 2024-03-01 13:00 UTC" in text
         assert "why" not in text
         assert "someone" not in text
+
+    def test_totals_so_far_and_in_all(self, make_page: PageFactory) -> None:
+        """A page says how many of the brand's mentions the incident has had so far (the
+        resolution: in all), and from when if the oldest buckets are no longer held; nothing
+        when not known or no more than the latest bucket, which the page already shows."""
+        latest = make_page().incident.latest.bucket.start
+        started = latest - timedelta(minutes=20)
+        totals = Totals(started, 1240, 756)
+        assert "so far" not in render_text(make_page(started_at=started))
+        one_bucket = make_page(totals=replace(totals, since=latest), started_at=latest)
+        assert "so far" not in render_text(one_bucket)
+        text = render_text(make_page(totals=totals, started_at=started))
+        assert "  so far   1,240 mentions of the brand, 61% negative" in text
+        resolved = make_page(kind=PageKind.RESOLVED, totals=totals, started_at=started)
+        assert "  in all   1,240 mentions of the brand, 61% negative" in render_text(resolved)
+        clipped = replace(totals, since=started + timedelta(minutes=10))
+        assert "mentions of the brand since 2024-03-01 11:45 UTC, 61%" in render_text(
+            make_page(totals=clipped, started_at=started)
+        )
 
     def test_changes_listed(self, make_page: PageFactory) -> None:
         """An escalation lists its changes on one line."""

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, LiveSettings, Notify, QuietHours, Route, Settings, Slack
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
+from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage, Totals
 from crisiswatch.notify import chart
 from crisiswatch.notify.dispatch import BROKEN_TRIES, Dispatcher
 from crisiswatch.notify.slack import CLOCK_SLACK, UNAUTHORIZED, SlackNotifier
@@ -726,6 +726,23 @@ class TestUntrustedText:
         assert thread_reply(page, None) == "✅ *Resolved*: resolved by <@U0123ABCD>"
         inert = thread_reply(make_page(PageKind.RESOLVED, at, (change,)), None)
         assert "<@" not in inert and "<!" not in inert
+
+    def test_the_incident_s_totals_are_on_its_pages(self, make_page: PageFactory) -> None:
+        """A page has the brand's mentions so far beside the latest bucket's numbers; the
+        resolution says them in all."""
+        started = make_page().incident.started_at - timedelta(minutes=20)
+        totals = Totals(started, 1240, 756)
+        blocks = page_blocks(make_page(totals=totals, started_at=started), "Kestrel", None)
+        fields = [f["text"] for b in blocks for f in b.get("fields", ())]
+        assert fields[-1] == "*So far*\n1,240 mentions of the brand, 61% negative"
+        at = T0 + timedelta(hours=2)
+        resolved = make_page(PageKind.RESOLVED, at, totals=totals, started_at=started)
+        assert (
+            "per bucket; in all 1,240 mentions of the brand, 61% negative."
+            in (page_blocks(resolved, "Kestrel", None)[2]["text"]["text"])
+        )
+        unknown = page_blocks(make_page(), "Kestrel", None)
+        assert not any("So far" in f["text"] for b in unknown for f in b.get("fields", ()))
 
     def test_a_stage_escalation_after_an_acknowledgement_calls_who_is_on_it(
         self, make_page: PageFactory

@@ -8,10 +8,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
-from crisiswatch.domain import Incident, IncidentStatus, Page, PageKind, Severity, Stage
-from crisiswatch.notify.codec import dump_page
+from crisiswatch.domain import (
+    Incident,
+    IncidentStatus,
+    Page,
+    PageKind,
+    Severity,
+    Stage,
+    Totals,
+)
+from crisiswatch.notify.codec import dump_page, load_page
 from crisiswatch.store import CLICK_KEYS_KEPT, SCHEMA_VERSION, Store, StoreError, page_key
 
 IncidentFactory = Callable[..., Incident]
@@ -174,6 +183,19 @@ def rows(path: Path, table: str) -> list[str]:
     column = "id" if table == "incidents" else "incident_id"
     with sqlite3.connect(path) as db:
         return sorted(row[0] for row in db.execute(f"SELECT {column} FROM {table}"))
+
+
+class TestCodec:
+    def test_a_page_with_totals_round_trips_and_an_older_row_has_none(
+        self, make_page: PageFactory
+    ) -> None:
+        """The outbox keeps a page's incident totals; a page queued by the previous release
+        (no totals) reads back with none."""
+        page = make_page(totals=Totals(T0, 1240, 756))
+        assert load_page(dump_page(page)) == page
+        older = orjson.loads(dump_page(page))
+        del older["incident"]["totals"]
+        assert load_page(orjson.dumps(older)).incident.totals is None
 
 
 class TestPrune:

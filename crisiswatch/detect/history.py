@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from crisiswatch.domain import SeriesKey, Signal
+from crisiswatch.domain import SeriesKey, Signal, Totals
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -97,6 +97,20 @@ class SeriesHistory:
         slot = index % self.size
         ring.count[slot], ring.negative[slot] = count, neg
         ring.expected[slot], ring.upper[slot] = exp, up
+
+    def totals(self, series: SeriesKey, start: datetime, end: datetime) -> Totals | None:
+        """The mentions and negative mentions of `series` in its known buckets that start in
+        [start, end), from the first of them (the ring may no longer hold the oldest); None if
+        none is known."""
+        window = self.window(series, end, end - start)
+        known = [n for n, count in enumerate(window.count) if not math.isnan(count)]
+        if not known:
+            return None
+        return Totals(
+            since=window.start + known[0] * window.bucket,
+            count=round(sum(window.count[n] for n in known)),
+            negative=round(sum(window.negative[n] for n in known)),
+        )
 
     def window(self, series: SeriesKey, end: datetime, span: timedelta) -> Window:
         """The buckets of `series` that start in [end - span, end); NaN where not known."""

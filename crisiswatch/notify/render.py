@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from crisiswatch.domain import Mention, Page, PageKind, ScoredMention
+from crisiswatch.domain import Incident, Mention, Page, PageKind, ScoredMention
 
 # Controls, direction marks and overrides, and the zero-width space stand between words: a space.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
@@ -53,6 +53,17 @@ def headline(page: Page) -> str:
     )
 
 
+def totals_text(incident: Incident) -> str | None:
+    """All the brand's mentions over the incident so far ('1,240 mentions of the brand, 61%
+    negative'), with since when if the oldest of its buckets are no longer held; None when not
+    known or no more than its latest bucket (the page's other numbers say that)."""
+    totals = incident.totals
+    if totals is None or not totals.count or totals.since >= incident.latest.bucket.start:
+        return None
+    since = f" since {_time(totals.since)}" if totals.since > incident.started_at else ""
+    return f"{totals.count:,} mentions of the brand{since}, {totals.negative_share:.0%} negative"
+
+
 def render_text(page: Page, to: str = "") -> str:
     """The page as a plain-text block for a terminal or a log; `to` says who it is for."""
     incident = page.incident
@@ -64,6 +75,9 @@ def render_text(page: Page, to: str = "") -> str:
     where = clean_text(incident.platforms, 200)  # source names come from posts
     lines.append(f"  where    {where} · {clean_text(incident.scope, 200)}")
     lines.append(f"  what     {clean_text(incident.summary, 200)}")
+    total = totals_text(incident)
+    if total:
+        lines.append(f"  {'in all' if page.kind is PageKind.RESOLVED else 'so far':<8} {total}")
     if page.changes:
         lines.append(f"  changed  {clean_text('; '.join(page.changes), 400)}")
     if page.kind is not PageKind.RESOLVED:

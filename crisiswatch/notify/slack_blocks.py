@@ -20,7 +20,7 @@ import orjson
 from crisiswatch.config import Route, Settings
 from crisiswatch.domain import Incident, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.incidents import SEVERITY_ROSE
-from crisiswatch.notify.render import clean_text, interactions, representative
+from crisiswatch.notify.render import clean_text, interactions, representative, totals_text
 
 SECTION_CHARS = 3000
 FIELD_CHARS = 2000
@@ -188,7 +188,7 @@ def fallback(page: Page, brand_name: str, people: Sequence[str]) -> str:
 
 def numbers(incident: Incident) -> list[str]:
     """The why in numbers: volume against its alert level, negative share against usual, the
-    rise."""
+    rise, reach, and the incident's totals so far."""
     signal = incident.latest
     bucket = signal.bucket
     width = _ago(bucket.end - bucket.start).replace(" min", "m")
@@ -205,6 +205,7 @@ def numbers(incident: Incident) -> list[str]:
         f"({bucket.negative_count:,} posts)",
         f"*{trend}*\n{signal.previous_count:,} → {bucket.count:,} in the last {width}{rate}",
         f"*Reach*\n{about}{bucket.reach:,} followers · {about}{bucket.unique_authors:,} authors",
+        *([f"*So far*\n{total}"] if (total := totals_text(incident)) else []),
     ]
 
 
@@ -253,7 +254,8 @@ def page_blocks(
         blocks.append(
             _section(
                 f"Resolved {_time(page.at, zone)}; peak {incident.peak_count:,} mentions per "
-                f"bucket. {changes(page, 500)}"
+                f"bucket{'; in all ' + total if (total := totals_text(incident)) else ''}. "
+                f"{changes(page, 500)}"
             )
         )
         # wrong all along? said after the resolution too, it still teaches the detectors
