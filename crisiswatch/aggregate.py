@@ -4,7 +4,7 @@ Every mention of a brand counts in the brand's roll-up series and in one series 
 tagged with. A bucket closes when the watermark (the latest event time seen, less the allowed
 lateness) passes its end; every known series closes it, so a quiet series reports a zero, which
 the detectors need as much as a busy one. A mention whose bucket has ended by the watermark is
-late: it is counted and dropped.
+late: `add` refuses it (the pipeline counts it as late).
 """
 
 from __future__ import annotations
@@ -121,7 +121,6 @@ class Aggregator:
         self._watermark: datetime | None = None
         self._next_end = (-1, datetime.min)  # (a bucket index, the end of that bucket)
         self._sequence = 0  # tie-breaker for samples of equal weight: first come first
-        self.late = 0
 
     def reconfigure(
         self, series: Iterable[SeriesKey], brand_terms: dict[str, frozenset[str]]
@@ -157,7 +156,6 @@ class Aggregator:
             self._next_to_close = index
         elif index < self._next_to_close:
             if self._ended(index):
-                self.late += 1
                 return False
             self._next_to_close = index  # nothing closed after it: it opens as the oldest
         series = self._open.get(index)

@@ -1,6 +1,7 @@
 """Every command. Thin: parse the arguments, call the library, set the exit code.
 
-Exit codes: 0 success, 1 a check failed or input was invalid, 2 a usage error.
+Exit codes: 0 success; 1 a check failed or input was invalid; 2 the command could not run as
+asked: a usage error, an unknown brand or rule, or an input it cannot read (detect-series).
 """
 
 from __future__ import annotations

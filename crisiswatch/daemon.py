@@ -190,7 +190,7 @@ class Daemon:
         self.config = config  # reloaded on SIGHUP and when it or its rule files change
         self.watch_seconds = watch_seconds
         self.reload_wanted = asyncio.Event()
-        self.reloads = 0  # successful reloads, for tests and status
+        self.reloads = 0  # successful reloads (tests wait on it)
         self.tick_seconds = tick_seconds  # live runs: how often the clock closes buckets
         self.notice_after = notice_after  # a source stalled this long is reported to ops
         self.health_seconds = health_seconds

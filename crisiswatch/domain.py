@@ -165,11 +165,6 @@ class Alert:
     summary: str
     reasons: tuple[str, ...]  # readable sentences with the numbers, one per condition that held
     route: str = "default"
-    labels: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def at(self) -> datetime:
-        return self.signal.at
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,21 +207,11 @@ class Store:
 
         return await self._run(read)
 
-    async def was_sent(self, key: str, notifier: str) -> bool:
-        return await self._run(
-            lambda db: db.execute(_WAS_SENT, (key, notifier)).fetchone() is not None
-        )
-
     async def announced(self, incident_id: str) -> bool:
         """Whether a page of the incident was queued for a notifier (sent, or held by quiet
         hours to go later): its people know of it, or will."""
         sql = "SELECT 1 FROM outbox WHERE incident_id = ? LIMIT 1"
         return await self._run(lambda db: db.execute(sql, (incident_id,)).fetchone() is not None)
-
-    async def record_sent(self, page: Page, notifier: str) -> None:
-        """Log a page as sent: only after the notifier succeeded (a crash repeats, never loses)."""
-        row = _sent_row(page, notifier, datetime.now(UTC).isoformat())
-        await self._run(lambda db: db.execute(_LOG_SENT, row))
 
     async def enqueue(
         self,

@@ -28,7 +28,8 @@ from crisiswatch.domain import (
     Signal,
     Stage,
 )
-from crisiswatch.store import Store
+from crisiswatch.notify.codec import dump_page
+from crisiswatch.store import Store, page_key
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 """A round moment (on a bucket boundary for any bucket size that divides a day)."""
@@ -187,3 +188,14 @@ def capture_all_logs() -> Iterator[list[MutableMapping[str, Any]]]:
             yield logs
     finally:
         structlog.configure(**saved)
+
+
+async def mark_sent(store: Store, page: Page, notifier: str) -> None:
+    """Have `notifier` send `page` as the dispatcher does: queued in the outbox, then marked sent
+    (which logs it, so it is never queued for that notifier again)."""
+    await store.enqueue(page, dump_page(page), [notifier])
+    key = page_key(page)
+    for row in await store.outbox():
+        if (row["page_key"], row["notifier"], row["status"]) == (key, notifier, "pending"):
+            assert isinstance(row["seq"], int)
+            await store.outbox_sent(row["seq"], page, notifier)

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import mark_sent
 from fake_slack import TOKEN, FakeSlack
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -64,10 +65,10 @@ async def day_of_incidents(store: Store, make_incident: IncidentFactory) -> None
     other = make_incident(id="acme@A", brand="acme", started_at=utc(2, 10), rules=("turn",))
     for incident in (first, second, before, other):
         await store.save_incident(incident)
-    await store.record_sent(Page(first, PageKind.OPENED, utc(2, 9, 10)), "slack")
-    await store.record_sent(Page(first, PageKind.ESCALATED, utc(2, 9, 20)), "slack")
-    await store.record_sent(Page(first, PageKind.ESCALATED, utc(2, 9, 20)), "console")
-    await store.record_sent(Page(second, PageKind.OPENED, utc(2, 15, 5)), "slack")
+    await mark_sent(store, Page(first, PageKind.OPENED, utc(2, 9, 10)), "slack")
+    await mark_sent(store, Page(first, PageKind.ESCALATED, utc(2, 9, 20)), "slack")
+    await mark_sent(store, Page(first, PageKind.ESCALATED, utc(2, 9, 20)), "console")
+    await mark_sent(store, Page(second, PageKind.OPENED, utc(2, 15, 5)), "slack")
     await store.record_click("kestrel@A", "acknowledge", "U1", utc(2, 9, 17), None)
     await store.record_click("kestrel@A", "acknowledge", "U2", utc(2, 9, 30), None)
     await store.record_click("kestrel@B", "false_alarm", "U1", utc(2, 15, 20), None)

@@ -1,1 +1,2 @@
-"""Benchmarks that print numbers: detection scores on labeled public data."""
+"""Benchmarks that print numbers: detection quality on labeled public data (NAB volume, TweetEval
+sentiment) and the pipeline's speed and memory on a generated firehose."""

@@ -66,8 +66,8 @@ class VolumeScore:
 
 def recurrence(score: float, bucket: timedelta) -> timedelta:
     """How often a series sees a bucket of this score, by the calibration that scores are
-    (`SENSITIVITY`): 0.5 once a week; 0.6 about once a year with five-minute buckets (at most
-    `LONGEST_PERIOD`). A score s is a surprise of s / (1 - s) weeks' worth of buckets' rarity."""
+    (`SENSITIVITY`): 0.5 once a week; with five-minute buckets 0.6 about once in 10 months (at
+    most `LONGEST_PERIOD`). A score s is a surprise of s / (1 - s) weeks' worth of buckets."""
     per_week = timedelta(days=7) / bucket
     if score <= 0.0:
         return bucket

@@ -1,1 +1,2 @@
-"""Operations: logging, and (later) metrics, health and systemd notification."""
+"""Operations: logging and redaction, the health and metrics endpoint, latency tracking, and
+systemd's notify protocol (readiness, status, watchdog)."""

@@ -80,7 +80,6 @@ class RuleEngine:
                     summary=rule.render_summary(signal),
                     reasons=tuple(reasons),
                     route=rule.route,
-                    labels=tuple(sorted(rule.labels.items())),
                 )
             )
         return alerts
