@@ -31,9 +31,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Page, PageKind
-from crisiswatch.notify import PermanentError, RetryLater, Unauthorized
+from crisiswatch.notify import PermanentError, RetryLater, Unauthorized, slack_blocks
 from crisiswatch.notify import chart as charts
-from crisiswatch.notify import slack_blocks as render
 from crisiswatch.notify.codec import load_page
 from crisiswatch.retry import Backoff, retry_after
 from crisiswatch.store import Store, page_key
@@ -159,14 +158,14 @@ class SlackNotifier:
             await self._chart(page, channel, ts)
 
     async def _message(
-        self, page: Page, route: Route, acknowledged: render.Acknowledged | None
+        self, page: Page, route: Route, acknowledged: slack_blocks.Acknowledged | None
     ) -> tuple[str, str]:
         """Post the incident's message, or edit it if it was posted; its (channel, ts)."""
         incident = page.incident
-        brand = render.brand_name(self.live.current, incident.brand)
-        people = render.people_for(route, incident.severity)
-        text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
-        blocks = render.page_blocks(page, brand, route, acknowledged)
+        brand = slack_blocks.brand_name(self.live.current, incident.brand)
+        people = slack_blocks.people_for(route, incident.severity)
+        text = slack_blocks.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
+        blocks = slack_blocks.page_blocks(page, brand, route, acknowledged)
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
@@ -201,7 +200,7 @@ class SlackNotifier:
         channel, posted_route = posted
         if posted_route is not None:
             return posted_route != page.incident.route
-        return bool(render.CHANNEL_ID.fullmatch(route.channel)) and channel != route.channel
+        return bool(slack_blocks.CHANNEL_ID.fullmatch(route.channel)) and channel != route.channel
 
     async def _leave_old_message(self, page: Page, route: Route) -> None:
         """The old message becomes a pointer to where the incident went (no stale state, no
@@ -212,10 +211,10 @@ class SlackNotifier:
         if posted is None:
             return
         channel, ts = posted
-        note = render.moved_note(incident.severity, route)
+        note = slack_blocks.moved_note(incident.severity, route)
         try:
             await self.client.chat_update(
-                channel=channel, ts=ts, text=note, blocks=render.note_blocks(note)
+                channel=channel, ts=ts, text=note, blocks=slack_blocks.note_blocks(note)
             )
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
@@ -237,7 +236,7 @@ class SlackNotifier:
         return posted
 
     async def _edited(
-        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[render.Block]
+        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[slack_blocks.Block]
     ) -> bool:
         """Edit the incident's message; False when it is gone (deleted in Slack): it is then
         forgotten, and marked as being posted anew (see `mark_posting`)."""
@@ -260,7 +259,7 @@ class SlackNotifier:
         route: Route,
         channel: str,
         ts: str,
-        acknowledged: render.Acknowledged | None,
+        acknowledged: slack_blocks.Acknowledged | None,
     ) -> None:
         """Say in the incident's thread what this page changed, once: a retry after a crash
         first looks in the thread for the reply an earlier attempt may have posted."""
@@ -284,7 +283,7 @@ class SlackNotifier:
         await self.client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
-            text=render.thread_reply(page, route, acknowledged),
+            text=slack_blocks.thread_reply(page, route, acknowledged),
             unfurl_links=False,
             unfurl_media=False,
             metadata=_metadata(page.incident.id, page=key),
@@ -300,10 +299,10 @@ class SlackNotifier:
             if posted is None or page is None:
                 return False
             route = self.live.current.routes.get(page.incident.route)
-            brand = render.brand_name(self.live.current, page.incident.brand)
+            brand = slack_blocks.brand_name(self.live.current, page.incident.brand)
             ack = await self.store.acknowledged(incident_id)
-            blocks = render.page_blocks(page, brand, route, ack)
-            text = render.fallback(page, brand, [])
+            blocks = slack_blocks.page_blocks(page, brand, route, ack)
+            text = slack_blocks.fallback(page, brand, [])
             try:
                 return await self._edited(incident_id, posted, text, blocks)
             except SlackApiError as exc:
@@ -394,7 +393,7 @@ class SlackNotifier:
         try:
             await self.client.chat_postMessage(
                 channel=target,
-                text=render.ops_notice(f"cannot page: {error} while paging {channel}"),
+                text=slack_blocks.ops_notice(f"cannot page: {error} while paging {channel}"),
             )
         except asyncio.CancelledError:
             raise
@@ -429,11 +428,11 @@ class SlackNotifier:
         """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
         target = self.live.current.notify.slack.ops_channel
         if target is not None:
-            await self.client.chat_postMessage(channel=target, text=render.ops_notice(text))
+            await self.client.chat_postMessage(channel=target, text=slack_blocks.ops_notice(text))
 
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
-        return await self.reply(incident_id, render.escalation_reply(route, waited))
+        return await self.reply(incident_id, slack_blocks.escalation_reply(route, waited))
 
 
 def _raise_if_rate_limited(exc: SlackApiError) -> None:
