@@ -34,13 +34,16 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import SeriesKey
-from crisiswatch.notify.slack import PERMANENT, UNAUTHORIZED
+from crisiswatch.notify.slack import PERMANENT, UNAUTHORIZED, upload_chart
 from crisiswatch.notify.slack_blocks import (
     FIELD_CHARS,
     HEADER_CHARS,
     SECTION_CHARS,
+    SEVERITY_ICON,
     Block,
+    elapsed,
     fit,
+    section,
     untrusted,
 )
 from crisiswatch.retry import Backoff, retry_after
@@ -52,7 +55,7 @@ DIGEST_TRIES = 3  # posts of one brand's digest before that day's is given up
 DIGEST_RETRY_BASE = 60.0  # seconds before the second try at most (with jitter), doubling
 NEEDS_A_PERSON = PERMANENT | UNAUTHORIZED  # Slack errors that trying again cannot cure
 HOUR = timedelta(hours=1)
-_SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
+_SEVERITY = {severity.label: icon for severity, icon in SEVERITY_ICON.items()}  # as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,15 +205,10 @@ def _incident(row: Mapping[str, str | int | None]) -> IncidentDay:
     )
 
 
-def _minutes(span: timedelta) -> str:
-    minutes = round(span.total_seconds() / 60)
-    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def _incident_line(incident: IncidentDay, zone: ZoneInfo) -> str:
     response = incident.response
     acted = (
-        f"acknowledged after {_minutes(response)}" if response is not None else "*not acknowledged*"
+        f"acknowledged after {elapsed(response)}" if response is not None else "*not acknowledged*"
     )
     parts = [
         f"{_SEVERITY.get(incident.severity, '')} {incident.severity} · {incident.stage}",
@@ -257,9 +255,7 @@ def blocks(digest: Digest) -> list[Block]:
     )
     responses = [i.response.total_seconds() for i in digest.incidents if i.response is not None]
     acknowledged = f"*Acknowledged*\n{len(responses)} of {len(digest.incidents)}" + (
-        f" · median {_minutes(timedelta(seconds=statistics.median(responses)))}"
-        if responses
-        else ""
+        f" · median {elapsed(timedelta(seconds=statistics.median(responses)))}" if responses else ""
     )
     opened = f"*Incidents opened*\n{len(digest.incidents)}"
     result: list[Block] = [
@@ -301,10 +297,6 @@ def blocks(digest: Digest) -> list[Block]:
     return result
 
 
-def _section(body: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(body, SECTION_CHARS)}}
-
-
 def _listing(title: str, lines: list[str]) -> Block:
     """A titled list in one section: whole lines while they fit, then how many did not."""
     shown, size = [title], len(title)
@@ -316,7 +308,7 @@ def _listing(title: str, lines: list[str]) -> Block:
             break
         shown.append(line)
         size += len(f"\n{line}")
-    return _section("\n".join(shown))
+    return section("\n".join(shown))
 
 
 def render_png(digest: Digest) -> bytes | None:
@@ -452,19 +444,16 @@ class DailyDigest:
         png = await asyncio.to_thread(render_png, digest) if digest.hours_known else None
         if png is None:
             return 1
-        try:
-            await self.client.files_upload_v2(
-                channel=str(response["channel"]),
-                thread_ts=str(response["ts"]),
-                file=png,
-                filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
-                title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
-                alt_txt=f"{digest.brand_name} mentions and negative share per hour",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("digest.chart_failed", brand=digest.brand, error=str(exc))
+        await upload_chart(
+            self.client,
+            (str(response["channel"]), str(response["ts"])),
+            png,
+            filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
+            title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
+            alt_txt=f"{digest.brand_name} mentions and negative share per hour",
+            failed="digest.chart_failed",
+            brand=digest.brand,
+        )
         return 1
 
     async def _post(self, digest: Digest, channel: str) -> AsyncSlackResponse | None:

@@ -355,19 +355,16 @@ class SlackNotifier:
         png = await asyncio.to_thread(charts.render_png, *found, signal.bucket.start, title)
         if png is None:
             return
-        try:
-            await self.client.files_upload_v2(
-                channel=channel,
-                thread_ts=ts,
-                file=png,
-                filename=f"crisiswatch-{page.at:%Y%m%dT%H%M}.png",
-                title=title,
-                alt_txt=f"{signal.series} mentions and negative share, last 24 hours",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("slack.chart_failed", incident=page.incident.id, error=str(exc))
+        await upload_chart(
+            self.client,
+            (channel, ts),
+            png,
+            filename=f"crisiswatch-{page.at:%Y%m%dT%H%M}.png",
+            title=title,
+            alt_txt=f"{signal.series} mentions and negative share, last 24 hours",
+            failed="slack.chart_failed",
+            incident=page.incident.id,
+        )
 
     async def _sorted(self, exc: SlackApiError, channel: str) -> Exception:
         """The exception the dispatcher should see for a Slack error."""
@@ -433,6 +430,35 @@ class SlackNotifier:
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
         return await self.reply(incident_id, slack_blocks.escalation_reply(route, waited))
+
+
+async def upload_chart(
+    client: AsyncWebClient,
+    thread: tuple[str, str],
+    png: bytes,
+    *,
+    filename: str,
+    title: str,
+    alt_txt: str,
+    failed: str,
+    **context: str,
+) -> None:
+    """Upload a chart into a message's thread (channel, ts). One that fails is logged as the
+    event `failed` with `context`, not raised nor retried: the message it belongs to is out."""
+    channel, ts = thread
+    try:
+        await client.files_upload_v2(
+            channel=channel,
+            thread_ts=ts,
+            file=png,
+            filename=filename,
+            title=title,
+            alt_txt=alt_txt,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning(failed, **context, error=str(exc))
 
 
 def _raise_if_rate_limited(exc: SlackApiError) -> None:
