@@ -27,6 +27,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
@@ -265,21 +266,13 @@ class SlackNotifier:
         first looks in the thread for the reply an earlier attempt may have posted."""
         key = page_key(page)
         if tried := await self.store.mark_posting(key, self.name):
-            try:
-                thread = await self.client.conversations_replies(
-                    channel=channel,
-                    ts=ts,
-                    oldest=_since(tried),
-                    limit=HISTORY_LOOKBACK,
-                    include_all_metadata=True,
-                )
-            except SlackApiError as exc:  # no history scope: reply again rather than not at all
-                _raise_if_rate_limited(exc)
-                log.debug("slack.thread_unavailable", channel=channel, error=str(exc))
-            else:
-                if _ours(thread.get("messages"), "page", key) is not None:
-                    log.info("slack.reply_recovered", page=key)
-                    return
+            replies = self.client.conversations_replies
+            found = await _posted_since(
+                replies, channel, tried, "page", key, "slack.thread_unavailable", ts=ts
+            )
+            if found is not None:
+                log.info("slack.reply_recovered", page=key)
+                return
         await self.client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
@@ -404,18 +397,10 @@ class SlackNotifier:
         Slack's answer and our record. Found by the metadata every message carries, so a
         restart edits it instead of posting twice (routes should name channels by id: history
         is read by id)."""
-        try:
-            found = await self.client.conversations_history(
-                channel=channel,
-                oldest=_since(tried),
-                limit=HISTORY_LOOKBACK,
-                include_all_metadata=True,
-            )
-        except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
-            _raise_if_rate_limited(exc)
-            log.debug("slack.history_unavailable", channel=channel, error=str(exc))
-            return None
-        ts = _ours(found.get("messages"), "incident", incident_id)
+        history = self.client.conversations_history
+        ts = await _posted_since(
+            history, channel, tried, "incident", incident_id, "slack.history_unavailable"
+        )
         if ts is None:
             return None
         log.info("slack.message_recovered", incident=incident_id)
@@ -459,6 +444,35 @@ async def upload_chart(
         raise
     except Exception as exc:
         log.warning(failed, **context, error=str(exc))
+
+
+async def _posted_since(
+    search: Callable[..., Awaitable[AsyncSlackResponse]],
+    channel: str,
+    tried: datetime,
+    field: str,
+    value: str,
+    unavailable: str,
+    **where: str,
+) -> str | None:
+    """The ts of a message of ours (metadata `field` = `value`) that an attempt at `tried` may
+    have posted, searched with `search` (a channel's history, or with `where` a thread's
+    replies). None when there is none or Slack will not show them (no history scope, a channel
+    given by name: logged as `unavailable`, and posting again beats not posting), but a rate
+    limit is raised."""
+    try:
+        found = await search(
+            channel=channel,
+            **where,
+            oldest=_since(tried),
+            limit=HISTORY_LOOKBACK,
+            include_all_metadata=True,
+        )
+    except SlackApiError as exc:
+        _raise_if_rate_limited(exc)
+        log.debug(unavailable, channel=channel, error=str(exc))
+        return None
+    return _ours(found.get("messages"), field, value)
 
 
 def _raise_if_rate_limited(exc: SlackApiError) -> None:
