@@ -56,18 +56,15 @@ UNAUTHORIZED = frozenset(
 (a restart reads a new token; a scope added to the same token works at the next try)."""
 
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
-CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 """Errors for an incident's message that was deleted: a page posts a new one (see `_edited`);
 a note in its thread is given up."""
 
-PERMANENT = MESSAGE_GONE | {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_blocks",
-    "invalid_arguments",
-    "msg_too_long",
-}
+CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
+"""Errors for a channel the bot cannot post in (unknown, archived, not a member): a page there is
+given up; an incident's old message there, when it moved to another route, is let go (see
+`_leave_old_message`)."""
+
+PERMANENT = MESSAGE_GONE | CHANNEL_GONE | {"invalid_blocks", "invalid_arguments", "msg_too_long"}
 """Slack errors of one page or its route's channel that retrying cannot cure: the page is given
 up (so one bad route does not hold the other routes' pages) and ops are told."""
 
