@@ -1,14 +1,15 @@
 """The daily digest: yesterday per brand, posted each morning in the default route's channel.
 
-One message per brand: yesterday's mentions and negative share (from the series history, with
-an hourly chart in its thread when matplotlib is installed), the incidents opened that day with
-how long until someone pressed Acknowledge, and the pages and precision of their rules (the share
-of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
-section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
-default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
-at `digest_at` (08:00) in that zone. A post Slack fails in passing is tried again twice, within
-a few minutes; one whose error needs a person (an unknown channel, a refused token) is not. A
-timeout after Slack took the post can then post it twice: a digest twice beats none.
+One message per brand: yesterday's mentions and negative share (from the series history, with an
+hourly chart in its thread when matplotlib is installed), the incidents opened that day with how
+long until someone pressed Acknowledge, and the pages and precision of their rules (the share of
+a rule's incidents nobody marked a false alarm, over the incidents the store keeps: a resolved
+one goes, with its clicks, once `ops.retention` old). A list longer than a section holds shows
+whole lines, then "…and N more". "Yesterday" is the calendar day in the default route's
+quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it at `digest_at`
+(08:00) in that zone. A post Slack fails in passing is tried again twice, within a few minutes;
+one whose error needs a person (an unknown channel, a refused token) is not. A timeout after
+Slack took the post can then post it twice: a digest twice beats none.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class IncidentDay:
     summary: str
     opened_at: datetime  # its opening page (the incident's start if it never paged)
     acknowledged_at: datetime | None  # the first Acknowledge click
-    pages: int
+    pages: int  # every page sent about it so far, by any notifier, that day or since
     false_alarm: bool
     rules: tuple[str, ...]
 
@@ -82,11 +83,12 @@ class IncidentDay:
 
 @dataclass(frozen=True, slots=True)
 class RuleDay:
-    """A rule that paged on the digest's day, with its record since the store began."""
+    """A rule of the incidents opened on the digest's day, with its record over the incidents
+    the store keeps (resolved ones are deleted once `ops.retention` old)."""
 
     rule: str
-    pages: int  # the day's pages about incidents the rule took part in
-    incidents: int  # every incident it took part in
+    pages: int  # every page so far (`IncidentDay.pages`) of the day's incidents it took part in
+    incidents: int  # every incident it took part in that the store keeps
     false_alarms: int  # … of which someone marked a false alarm
 
     @property
@@ -178,7 +180,8 @@ async def build(
 def _rules(
     incidents: list[IncidentDay], feedback: Mapping[str, tuple[int, int]]
 ) -> tuple[RuleDay, ...]:
-    """The rules of the day's incidents, most pages first, with their record so far."""
+    """The rules of the day's incidents, most pages first, each with its record over the
+    incidents the store keeps."""
     pages: dict[str, int] = {}
     for incident in incidents:
         for rule in incident.rules:
