@@ -11,13 +11,12 @@ that are gone and the new ones: an alert budget to review with a rule change.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -30,7 +29,7 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.render import render_line
-from crisiswatch.notify.stages import quiet_until, superseded
+from crisiswatch.notify.stages import QuietQueue
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.sources.replay import ReplaySource as Replay
@@ -145,46 +144,33 @@ class Collector:
         progress: Progress | None = None,
     ) -> None:
         self.pages: list[Delivered] = []
-        self._routes = routes
-        self._held: list[Delivered] = []  # by when they go out, then as they came
-        self._newest_sent: dict[str, datetime] = {}  # incident id -> newest page's made_at
-        self.superseded = 0  # held pages a newer page of their incident overtook: not sent
+        self._queue = QuietQueue(routes)
         self._out = out
         self._json = as_json
         self._progress = progress
 
+    @property
+    def superseded(self) -> int:
+        """Held pages a newer page of their incident overtook: not sent."""
+        return self._queue.superseded
+
     async def send(self, page: Page) -> None:
-        self._release(page.at)
+        released = self._queue.offer(page)
         if self._progress is not None:
             self._progress.pages += 1
             self._progress.latest = page.at
-        until = quiet_until(page, self._routes.get(page.incident.route), page.at)
-        if until is None:
-            self._deliver(Delivered(page, page.at))
-        else:
-            held = Delivered(replace(page, at=until), page.at)
-            bisect.insort_right(self._held, held, key=lambda d: d.page.at)
+        self._deliver(released)
 
     def finish(self) -> None:
         """The stream has ended: the pages still held go out as their quiet hours end."""
-        self._release(None)
+        self._deliver(self._queue.finish())
 
-    def _release(self, now: datetime | None) -> None:
-        """Send the held pages due by `now` (every one with None)."""
-        while self._held and (now is None or self._held[0].page.at <= now):
-            held = self._held.pop(0)
-            if superseded(held.page, held.made_at, self._newest_sent):
-                self.superseded += 1
-            else:
-                self._deliver(held)
-
-    def _deliver(self, delivered: Delivered) -> None:
-        incident = delivered.page.incident.id
-        made = max(delivered.made_at, self._newest_sent.get(incident, delivered.made_at))
-        self._newest_sent[incident] = made
-        self.pages.append(delivered)
-        if self._out is not None:
-            self._out.write((delivered.json() if self._json else delivered.line()) + "\n")
+    def _deliver(self, released: list[tuple[Page, datetime]]) -> None:
+        for page, made_at in released:
+            delivered = Delivered(page, made_at)
+            self.pages.append(delivered)
+            if self._out is not None:
+                self._out.write((delivered.json() if self._json else delivered.line()) + "\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import TextIO
 from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Page
 from crisiswatch.notify.render import render_text
+from crisiswatch.notify.slack_blocks import people_for
 
 
 class ConsoleNotifier:
@@ -23,9 +24,7 @@ class ConsoleNotifier:
         if route is None:
             to = f"route {page.incident.route!r} (not configured)"
         else:
-            label = page.incident.severity.label
-            people = next((p for level, p in route.mention.items() if level == label), [])
-            to = " ".join([route.channel, *people])
+            to = " ".join([route.channel, *people_for(route, page.incident.severity)])
         out.write(render_text(page, to) + "\n\n")
         out.flush()
 

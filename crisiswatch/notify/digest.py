@@ -1,14 +1,15 @@
 """The daily digest: yesterday per brand, posted each morning in the default route's channel.
 
-One message per brand: yesterday's mentions and negative share (from the series history, with
-an hourly chart in its thread when matplotlib is installed), the incidents opened that day with
-how long until someone pressed Acknowledge, and the pages and precision of their rules (the share
-of a rule's incidents nobody marked a false alarm, since the store began). A list longer than a
-section holds shows whole lines, then "…and N more". "Yesterday" is the calendar day in the
-default route's quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it
-at `digest_at` (08:00) in that zone. A post Slack fails in passing is tried again twice, within
-a few minutes; one whose error needs a person (an unknown channel, a refused token) is not. A
-timeout after Slack took the post can then post it twice: a digest twice beats none.
+One message per brand: yesterday's mentions and negative share (from the series history, with an
+hourly chart in its thread when matplotlib is installed), the incidents opened that day with how
+long until someone pressed Acknowledge, and the pages and precision of their rules (the share of
+a rule's incidents nobody marked a false alarm, over the incidents the store keeps: a resolved
+one goes, with its clicks, once `ops.retention` old). A list longer than a section holds shows
+whole lines, then "…and N more". "Yesterday" is the calendar day in the default route's
+quiet-hours time zone (UTC without quiet hours); an APScheduler cron job posts it at `digest_at`
+(08:00) in that zone. A post Slack fails in passing is tried again twice, within a few minutes;
+one whose error needs a person (an unknown channel, a refused token) is not. A timeout after
+Slack took the post can then post it twice: a digest twice beats none.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from crisiswatch.config import LiveSettings, Route, Settings
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import SeriesKey
-from crisiswatch.notify.slack import PERMANENT, UNAUTHORIZED
+from crisiswatch.notify.slack import PERMANENT, UNAUTHORIZED, upload_chart
 from crisiswatch.notify.slack_blocks import (
     FIELD_CHARS,
     HEADER_CHARS,
     SECTION_CHARS,
+    SEVERITY_ICON,
     Block,
+    elapsed,
     fit,
+    section,
     untrusted,
 )
 from crisiswatch.retry import Backoff, retry_after
@@ -52,7 +56,7 @@ DIGEST_TRIES = 3  # posts of one brand's digest before that day's is given up
 DIGEST_RETRY_BASE = 60.0  # seconds before the second try at most (with jitter), doubling
 NEEDS_A_PERSON = PERMANENT | UNAUTHORIZED  # Slack errors that trying again cannot cure
 HOUR = timedelta(hours=1)
-_SEVERITY = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
+_SEVERITY = {severity.label: icon for severity, icon in SEVERITY_ICON.items()}  # as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ class IncidentDay:
     summary: str
     opened_at: datetime  # its opening page (the incident's start if it never paged)
     acknowledged_at: datetime | None  # the first Acknowledge click
-    pages: int
+    pages: int  # every page sent about it so far, by any notifier, that day or since
     false_alarm: bool
     rules: tuple[str, ...]
 
@@ -79,11 +83,12 @@ class IncidentDay:
 
 @dataclass(frozen=True, slots=True)
 class RuleDay:
-    """A rule that paged on the digest's day, with its record since the store began."""
+    """A rule of the incidents opened on the digest's day, with its record over the incidents
+    the store keeps (resolved ones are deleted once `ops.retention` old)."""
 
     rule: str
-    pages: int  # the day's pages about incidents the rule took part in
-    incidents: int  # every incident it took part in
+    pages: int  # every page so far (`IncidentDay.pages`) of the day's incidents it took part in
+    incidents: int  # every incident it took part in that the store keeps
     false_alarms: int  # … of which someone marked a false alarm
 
     @property
@@ -175,7 +180,8 @@ async def build(
 def _rules(
     incidents: list[IncidentDay], feedback: Mapping[str, tuple[int, int]]
 ) -> tuple[RuleDay, ...]:
-    """The rules of the day's incidents, most pages first, with their record so far."""
+    """The rules of the day's incidents, most pages first, each with its record over the
+    incidents the store keeps."""
     pages: dict[str, int] = {}
     for incident in incidents:
         for rule in incident.rules:
@@ -202,15 +208,10 @@ def _incident(row: Mapping[str, str | int | None]) -> IncidentDay:
     )
 
 
-def _minutes(span: timedelta) -> str:
-    minutes = round(span.total_seconds() / 60)
-    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def _incident_line(incident: IncidentDay, zone: ZoneInfo) -> str:
     response = incident.response
     acted = (
-        f"acknowledged after {_minutes(response)}" if response is not None else "*not acknowledged*"
+        f"acknowledged after {elapsed(response)}" if response is not None else "*not acknowledged*"
     )
     parts = [
         f"{_SEVERITY.get(incident.severity, '')} {incident.severity} · {incident.stage}",
@@ -257,9 +258,7 @@ def blocks(digest: Digest) -> list[Block]:
     )
     responses = [i.response.total_seconds() for i in digest.incidents if i.response is not None]
     acknowledged = f"*Acknowledged*\n{len(responses)} of {len(digest.incidents)}" + (
-        f" · median {_minutes(timedelta(seconds=statistics.median(responses)))}"
-        if responses
-        else ""
+        f" · median {elapsed(timedelta(seconds=statistics.median(responses)))}" if responses else ""
     )
     opened = f"*Incidents opened*\n{len(digest.incidents)}"
     result: list[Block] = [
@@ -301,10 +300,6 @@ def blocks(digest: Digest) -> list[Block]:
     return result
 
 
-def _section(body: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": fit(body, SECTION_CHARS)}}
-
-
 def _listing(title: str, lines: list[str]) -> Block:
     """A titled list in one section: whole lines while they fit, then how many did not."""
     shown, size = [title], len(title)
@@ -316,7 +311,7 @@ def _listing(title: str, lines: list[str]) -> Block:
             break
         shown.append(line)
         size += len(f"\n{line}")
-    return _section("\n".join(shown))
+    return section("\n".join(shown))
 
 
 def render_png(digest: Digest) -> bytes | None:
@@ -452,19 +447,16 @@ class DailyDigest:
         png = await asyncio.to_thread(render_png, digest) if digest.hours_known else None
         if png is None:
             return 1
-        try:
-            await self.client.files_upload_v2(
-                channel=str(response["channel"]),
-                thread_ts=str(response["ts"]),
-                file=png,
-                filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
-                title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
-                alt_txt=f"{digest.brand_name} mentions and negative share per hour",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("digest.chart_failed", brand=digest.brand, error=str(exc))
+        await upload_chart(
+            self.client,
+            (str(response["channel"]), str(response["ts"])),
+            png,
+            filename=f"crisiswatch-digest-{digest.brand}-{digest.day}.png",
+            title=f"{digest.brand_name}: mentions per hour, {digest.day:%a %d %b}",
+            alt_txt=f"{digest.brand_name} mentions and negative share per hour",
+            failed="digest.chart_failed",
+            brand=digest.brand,
+        )
         return 1
 
     async def _post(self, digest: Digest, channel: str) -> AsyncSlackResponse | None:

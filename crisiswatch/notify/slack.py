@@ -27,13 +27,13 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from crisiswatch.config import LiveSettings, Route
 from crisiswatch.detect.history import SeriesHistory
 from crisiswatch.domain import Page, PageKind
-from crisiswatch.notify import PermanentError, RetryLater, Unauthorized
+from crisiswatch.notify import PermanentError, RetryLater, Unauthorized, slack_blocks
 from crisiswatch.notify import chart as charts
-from crisiswatch.notify import slack_blocks as render
 from crisiswatch.notify.codec import load_page
 from crisiswatch.retry import Backoff, retry_after
 from crisiswatch.store import Store, page_key
@@ -56,18 +56,15 @@ UNAUTHORIZED = frozenset(
 (a restart reads a new token; a scope added to the same token works at the next try)."""
 
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
-CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 """Errors for an incident's message that was deleted: a page posts a new one (see `_edited`);
 a note in its thread is given up."""
 
-PERMANENT = MESSAGE_GONE | {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_blocks",
-    "invalid_arguments",
-    "msg_too_long",
-}
+CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
+"""Errors for a channel the bot cannot post in (unknown, archived, not a member): a page there is
+given up; an incident's old message there, when it moved to another route, is let go (see
+`_leave_old_message`)."""
+
+PERMANENT = MESSAGE_GONE | CHANNEL_GONE | {"invalid_blocks", "invalid_arguments", "msg_too_long"}
 """Slack errors of one page or its route's channel that retrying cannot cure: the page is given
 up (so one bad route does not hold the other routes' pages) and ops are told."""
 
@@ -159,14 +156,14 @@ class SlackNotifier:
             await self._chart(page, channel, ts)
 
     async def _message(
-        self, page: Page, route: Route, acknowledged: render.Acknowledged | None
+        self, page: Page, route: Route, acknowledged: slack_blocks.Acknowledged | None
     ) -> tuple[str, str]:
         """Post the incident's message, or edit it if it was posted; its (channel, ts)."""
         incident = page.incident
-        brand = render.brand_name(self.live.current, incident.brand)
-        people = render.people_for(route, incident.severity)
-        text = render.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
-        blocks = render.page_blocks(page, brand, route, acknowledged)
+        brand = slack_blocks.brand_name(self.live.current, incident.brand)
+        people = slack_blocks.people_for(route, incident.severity)
+        text = slack_blocks.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
+        blocks = slack_blocks.page_blocks(page, brand, route, acknowledged)
         await self.store.save_samples(
             incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
         )
@@ -201,7 +198,7 @@ class SlackNotifier:
         channel, posted_route = posted
         if posted_route is not None:
             return posted_route != page.incident.route
-        return bool(render.CHANNEL_ID.fullmatch(route.channel)) and channel != route.channel
+        return bool(slack_blocks.CHANNEL_ID.fullmatch(route.channel)) and channel != route.channel
 
     async def _leave_old_message(self, page: Page, route: Route) -> None:
         """The old message becomes a pointer to where the incident went (no stale state, no
@@ -212,10 +209,10 @@ class SlackNotifier:
         if posted is None:
             return
         channel, ts = posted
-        note = render.moved_note(incident.severity, route)
+        note = slack_blocks.moved_note(incident.severity, route)
         try:
             await self.client.chat_update(
-                channel=channel, ts=ts, text=note, blocks=render.note_blocks(note)
+                channel=channel, ts=ts, text=note, blocks=slack_blocks.note_blocks(note)
             )
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=ts, text=note, unfurl_links=False, unfurl_media=False
@@ -237,7 +234,7 @@ class SlackNotifier:
         return posted
 
     async def _edited(
-        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[render.Block]
+        self, incident_id: str, posted: tuple[str, str], text: str, blocks: list[slack_blocks.Block]
     ) -> bool:
         """Edit the incident's message; False when it is gone (deleted in Slack): it is then
         forgotten, and marked as being posted anew (see `mark_posting`)."""
@@ -260,31 +257,23 @@ class SlackNotifier:
         route: Route,
         channel: str,
         ts: str,
-        acknowledged: render.Acknowledged | None,
+        acknowledged: slack_blocks.Acknowledged | None,
     ) -> None:
         """Say in the incident's thread what this page changed, once: a retry after a crash
         first looks in the thread for the reply an earlier attempt may have posted."""
         key = page_key(page)
         if tried := await self.store.mark_posting(key, self.name):
-            try:
-                thread = await self.client.conversations_replies(
-                    channel=channel,
-                    ts=ts,
-                    oldest=_since(tried),
-                    limit=HISTORY_LOOKBACK,
-                    include_all_metadata=True,
-                )
-            except SlackApiError as exc:  # no history scope: reply again rather than not at all
-                _raise_if_rate_limited(exc)
-                log.debug("slack.thread_unavailable", channel=channel, error=str(exc))
-            else:
-                if _ours(thread.get("messages"), "page", key) is not None:
-                    log.info("slack.reply_recovered", page=key)
-                    return
+            replies = self.client.conversations_replies
+            found = await _posted_since(
+                replies, channel, tried, "page", key, "slack.thread_unavailable", ts=ts
+            )
+            if found is not None:
+                log.info("slack.reply_recovered", page=key)
+                return
         await self.client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
-            text=render.thread_reply(page, route, acknowledged),
+            text=slack_blocks.thread_reply(page, route, acknowledged),
             unfurl_links=False,
             unfurl_media=False,
             metadata=_metadata(page.incident.id, page=key),
@@ -300,10 +289,10 @@ class SlackNotifier:
             if posted is None or page is None:
                 return False
             route = self.live.current.routes.get(page.incident.route)
-            brand = render.brand_name(self.live.current, page.incident.brand)
+            brand = slack_blocks.brand_name(self.live.current, page.incident.brand)
             ack = await self.store.acknowledged(incident_id)
-            blocks = render.page_blocks(page, brand, route, ack)
-            text = render.fallback(page, brand, [])
+            blocks = slack_blocks.page_blocks(page, brand, route, ack)
+            text = slack_blocks.fallback(page, brand, [])
             try:
                 return await self._edited(incident_id, posted, text, blocks)
             except SlackApiError as exc:
@@ -356,19 +345,16 @@ class SlackNotifier:
         png = await asyncio.to_thread(charts.render_png, *found, signal.bucket.start, title)
         if png is None:
             return
-        try:
-            await self.client.files_upload_v2(
-                channel=channel,
-                thread_ts=ts,
-                file=png,
-                filename=f"crisiswatch-{page.at:%Y%m%dT%H%M}.png",
-                title=title,
-                alt_txt=f"{signal.series} mentions and negative share, last 24 hours",
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("slack.chart_failed", incident=page.incident.id, error=str(exc))
+        await upload_chart(
+            self.client,
+            (channel, ts),
+            png,
+            filename=f"crisiswatch-{page.at:%Y%m%dT%H%M}.png",
+            title=title,
+            alt_txt=f"{signal.series} mentions and negative share, last 24 hours",
+            failed="slack.chart_failed",
+            incident=page.incident.id,
+        )
 
     async def _sorted(self, exc: SlackApiError, channel: str) -> Exception:
         """The exception the dispatcher should see for a Slack error."""
@@ -394,7 +380,7 @@ class SlackNotifier:
         try:
             await self.client.chat_postMessage(
                 channel=target,
-                text=render.ops_notice(f"cannot page: {error} while paging {channel}"),
+                text=slack_blocks.ops_notice(f"cannot page: {error} while paging {channel}"),
             )
         except asyncio.CancelledError:
             raise
@@ -408,18 +394,10 @@ class SlackNotifier:
         Slack's answer and our record. Found by the metadata every message carries, so a
         restart edits it instead of posting twice (routes should name channels by id: history
         is read by id)."""
-        try:
-            found = await self.client.conversations_history(
-                channel=channel,
-                oldest=_since(tried),
-                limit=HISTORY_LOOKBACK,
-                include_all_metadata=True,
-            )
-        except SlackApiError as exc:  # no channels:history scope, a channel name: post anew
-            _raise_if_rate_limited(exc)
-            log.debug("slack.history_unavailable", channel=channel, error=str(exc))
-            return None
-        ts = _ours(found.get("messages"), "incident", incident_id)
+        history = self.client.conversations_history
+        ts = await _posted_since(
+            history, channel, tried, "incident", incident_id, "slack.history_unavailable"
+        )
         if ts is None:
             return None
         log.info("slack.message_recovered", incident=incident_id)
@@ -429,11 +407,69 @@ class SlackNotifier:
         """Post a notice about crisiswatch itself in the ops channel (if one is configured)."""
         target = self.live.current.notify.slack.ops_channel
         if target is not None:
-            await self.client.chat_postMessage(channel=target, text=render.ops_notice(text))
+            await self.client.chat_postMessage(channel=target, text=slack_blocks.ops_notice(text))
 
     async def escalate(self, incident_id: str, route: Route, waited: timedelta) -> bool:
         """Re-page in the incident's thread, calling the route's `escalate_to`."""
-        return await self.reply(incident_id, render.escalation_reply(route, waited))
+        return await self.reply(incident_id, slack_blocks.escalation_reply(route, waited))
+
+
+async def upload_chart(
+    client: AsyncWebClient,
+    thread: tuple[str, str],
+    png: bytes,
+    *,
+    filename: str,
+    title: str,
+    alt_txt: str,
+    failed: str,
+    **context: str,
+) -> None:
+    """Upload a chart into a message's thread (channel, ts). One that fails is logged as the
+    event `failed` with `context`, not raised nor retried: the message it belongs to is out."""
+    channel, ts = thread
+    try:
+        await client.files_upload_v2(
+            channel=channel,
+            thread_ts=ts,
+            file=png,
+            filename=filename,
+            title=title,
+            alt_txt=alt_txt,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning(failed, **context, error=str(exc))
+
+
+async def _posted_since(
+    search: Callable[..., Awaitable[AsyncSlackResponse]],
+    channel: str,
+    tried: datetime,
+    field: str,
+    value: str,
+    unavailable: str,
+    **where: str,
+) -> str | None:
+    """The ts of a message of ours (metadata `field` = `value`) that an attempt at `tried` may
+    have posted, searched with `search` (a channel's history, or with `where` a thread's
+    replies). None when there is none or Slack will not show them (no history scope, a channel
+    given by name: logged as `unavailable`, and posting again beats not posting), but a rate
+    limit is raised."""
+    try:
+        found = await search(
+            channel=channel,
+            **where,
+            oldest=_since(tried),
+            limit=HISTORY_LOOKBACK,
+            include_all_metadata=True,
+        )
+    except SlackApiError as exc:
+        _raise_if_rate_limited(exc)
+        log.debug(unavailable, channel=channel, error=str(exc))
+        return None
+    return _ours(found.get("messages"), field, value)
 
 
 def _raise_if_rate_limited(exc: SlackApiError) -> None:

@@ -43,7 +43,7 @@ ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE, COMPLAINT = (
 )
 POST_LABELS = {NOT_NEGATIVE: "neutral", COMPLAINT: "negative"}
 """A post's button, and the label the sentiment model learns for the post when it is pressed."""
-_SEVERITY = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
+SEVERITY_ICON = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
 _STAGE = {Stage.SPARK: "🟡", Stage.FLAME: "🟠", Stage.FIRE: "🔴"}
 _KIND = {
     PageKind.OPENED: "🆕 *Opened*",
@@ -122,7 +122,8 @@ def _plain(text: str, limit: int) -> dict[str, Any]:
     return {"type": "plain_text", "text": fit(text, limit) or " ", "emoji": True}
 
 
-def _section(text: str) -> Block:
+def section(text: str) -> Block:
+    """A mrkdwn section block, cut to its limit."""
     return {"type": "section", "text": {"type": "mrkdwn", "text": fit(text, SECTION_CHARS)}}
 
 
@@ -155,7 +156,9 @@ def local_zone(route: Route | None) -> ZoneInfo | None:
     return ZoneInfo(quiet.timezone) if quiet is not None else None
 
 
-def _ago(span: timedelta) -> str:
+def elapsed(span: timedelta) -> str:
+    """A span in whole minutes, floored (never more than has passed), over two hours with the
+    hours apart: '7 min', '2 h 05 min'."""
     minutes = int(span.total_seconds() // 60)
     return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
 
@@ -173,7 +176,7 @@ def headline(page: Page, brand_name: str) -> str:
             HEADER_CHARS,
         )
     return fit(
-        f"{_SEVERITY[incident.severity]} {incident.severity.label.upper()} · "
+        f"{SEVERITY_ICON[incident.severity]} {incident.severity.label.upper()} · "
         f"{_STAGE[incident.stage]} {incident.stage.label} — {brand_name}",
         HEADER_CHARS,
     )
@@ -191,7 +194,7 @@ def numbers(incident: Incident) -> list[str]:
     rise, reach, and the incident's totals so far."""
     signal = incident.latest
     bucket = signal.bucket
-    width = _ago(bucket.end - bucket.start).replace(" min", "m")
+    width = elapsed(bucket.end - bucket.start).replace(" min", "m")
     times = bucket.count / signal.volume_expected if signal.volume_expected >= 0.5 else None
     usual = f" — {times:.1f}× usual" if times and times >= 1.5 else ""
     rise = bucket.count - signal.previous_count
@@ -221,7 +224,7 @@ def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
         f"{' · ' + link if link else ''}\n"
         f"> {untrusted(mention.text, 600)}"
     )
-    block = _section(text)
+    block = section(text)
     value = orjson.dumps({"incident": incident_id, "mention": mention.id}).decode()
     if len(value) <= VALUE_CHARS:
         label, action = (
@@ -239,7 +242,9 @@ def page_blocks(
     bucket = incident.latest.bucket
     blocks: list[Block] = [{"type": "header", "text": _plain(headline(page, brand_name), 150)}]
     zone = local_zone(route)
-    since = f"since {_time(incident.started_at, zone)} (for {_ago(page.at - incident.started_at)})"
+    since = (
+        f"since {_time(incident.started_at, zone)} (for {elapsed(page.at - incident.started_at)})"
+    )
     who = pings(people_for(route, incident.severity)) if page.kind is PageKind.OPENED else ""
     lines = [f"*{untrusted(incident.summary, 600)}*", f"{_where(incident)} · {since}"]
     if page.held_until is not None:
@@ -249,10 +254,10 @@ def page_blocks(
         )
     if acknowledged is not None:
         lines.append(f"✔️ Acknowledged by {ping(acknowledged[0])} {_time(acknowledged[1], zone)}")
-    blocks.append(_section("\n".join([who, *lines] if who else lines)))
+    blocks.append(section("\n".join([who, *lines] if who else lines)))
     if page.kind is PageKind.RESOLVED:
         blocks.append(
-            _section(
+            section(
                 f"Resolved {_time(page.at, zone)}; peak {incident.peak_count:,} mentions per "
                 f"bucket{'; in all ' + total if (total := totals_text(incident)) else ''}. "
                 f"{changes(page, 500)}"
@@ -271,7 +276,7 @@ def page_blocks(
         why = "\n".join(f"• {untrusted(reason, 400)}" for reason in incident.reasons[:6])
         terms = " · ".join(untrusted(term, 40) for term, _ in bucket.top_terms[:8])
         blocks.append(
-            _section(
+            section(
                 f"*Why*\n{why}\n*Rules* {untrusted(', '.join(incident.rules), 300)}"
                 + (f"\n*Top terms* {terms}" if terms else "")
             )
@@ -307,7 +312,7 @@ def page_blocks(
 
 def note_blocks(text: str) -> list[Block]:
     """A message that is only a note of ours (trusted text, mrkdwn)."""
-    return [_section(text)]
+    return [section(text)]
 
 
 def moved_note(severity: Severity, route: Route) -> str:
@@ -344,7 +349,7 @@ def thread_reply(page: Page, route: Route | None, acknowledged: Acknowledged | N
 def escalation_reply(route: Route, waited: timedelta) -> str:
     """The re-page in the thread when nobody acknowledged in time."""
     return fit(
-        f"⏰ *Not acknowledged after {_ago(waited)}* — {pings(route.escalate_to)} please look.",
+        f"⏰ *Not acknowledged after {elapsed(waited)}* — {pings(route.escalate_to)} please look.",
         SECTION_CHARS,
     )
 

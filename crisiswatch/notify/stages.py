@@ -10,11 +10,16 @@ clock), rule tests and backtests (event time) decide the same way.
 - **Quiet hours** on a route hold pages below the route's `min_severity` until the quiet hours
   end; pages at or above it go at once. A held page that a newer page of its incident overtook
   is superseded when it comes due, not sent (it would show older state over newer).
+
+`QuietQueue` plays the quiet hours out in event time for rule tests and backtests, so the two
+hold, release and supersede pages alike.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -39,6 +44,52 @@ def superseded(page: Page, made_at: datetime, newest_sent: Mapping[str, datetime
     incident made later has gone out (`newest_sent`: incident id -> when the newest page sent
     was made)."""
     return newest_sent.get(page.incident.id, made_at) > made_at
+
+
+class QuietQueue:
+    """Pages in event time through their routes' quiet hours, as the daemon's outbox sends them
+    (decided by each page's `at`, where the daemon reads the wall clock): a held page waits for
+    the hours' end while the pages made meanwhile go out, and is superseded (dropped) when a
+    newer page of its incident went out first. Each page out comes as (the page as it goes out,
+    when it was made), which differ for a held page."""
+
+    def __init__(self, routes: Mapping[str, Route]) -> None:
+        self._routes = routes
+        self._held: list[tuple[Page, datetime]] = []  # by when they go out, then as they came
+        self._newest_sent: dict[str, datetime] = {}  # incident id -> newest page's made_at
+        self.superseded = 0  # held pages a newer page of their incident overtook: not sent
+
+    def offer(self, page: Page) -> list[tuple[Page, datetime]]:
+        """Take a page just made (pages come in the order made); the pages that go out by its
+        time, in order: the held ones due by then, then this one unless it is held."""
+        out = self._release(page.at)
+        until = quiet_until(page, self._routes.get(page.incident.route), page.at)
+        if until is None:
+            out.append(self._sent(page, page.at))
+        else:
+            held = (replace(page, at=until), page.at)
+            bisect.insort_right(self._held, held, key=lambda item: item[0].at)
+        return out
+
+    def finish(self) -> list[tuple[Page, datetime]]:
+        """No more pages: the held ones go out as their quiet hours end."""
+        return self._release(None)
+
+    def _release(self, now: datetime | None) -> list[tuple[Page, datetime]]:
+        """The held pages due by `now` (every one with None), less the superseded."""
+        out: list[tuple[Page, datetime]] = []
+        while self._held and (now is None or self._held[0][0].at <= now):
+            page, made_at = self._held.pop(0)
+            if superseded(page, made_at, self._newest_sent):
+                self.superseded += 1
+            else:
+                out.append(self._sent(page, made_at))
+        return out
+
+    def _sent(self, page: Page, made_at: datetime) -> tuple[Page, datetime]:
+        incident = page.incident.id
+        self._newest_sent[incident] = max(made_at, self._newest_sent.get(incident, made_at))
+        return page, made_at
 
 
 def quiet_until(page: Page, route: Route | None, at: datetime) -> datetime | None:

@@ -32,7 +32,7 @@ from crisiswatch.domain import Mention, Page, Silence
 from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, read_mentions
 from crisiswatch.notify.render import render_line
-from crisiswatch.notify.stages import quiet_until, silenced_by, superseded
+from crisiswatch.notify.stages import QuietQueue, silenced_by
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import RULE_SUFFIXES, hidden, load_rules
 from crisiswatch.rules.schema import Rule
@@ -229,24 +229,16 @@ class Case:
         """Every page the daemon would deliver for the test's input, in delivery order: the
         pipeline's pages, less the silenced ones, those in quiet hours at the hours' end unless
         a newer page of their incident went out first (superseded)."""
-        queued: list[tuple[Page, datetime]] = []  # (as delivered, when made)
+        queue = QuietQueue(settings.routes)
+        delivered: list[Page] = []
         announced: set[str] = set()  # incidents a page of which was queued
         for page in self._made(settings, rules):
             told = page.incident.id in announced
             if silenced_by(page, self.silences, page.at, announced=told) is not None:
                 continue
             announced.add(page.incident.id)
-            held = quiet_until(page, settings.routes.get(page.incident.route), page.at)
-            queued.append((dataclasses.replace(page, at=held) if held else page, page.at))
-        delivered: list[Page] = []
-        newest_sent: dict[str, datetime] = {}
-        for page, made_at in sorted(queued, key=lambda item: item[0].at):
-            if not superseded(page, made_at, newest_sent):
-                delivered.append(page)
-                newest_sent[page.incident.id] = max(
-                    made_at, newest_sent.get(page.incident.id, made_at)
-                )
-        return delivered
+            delivered.extend(sent for sent, _ in queue.offer(page))
+        return delivered + [sent for sent, _ in queue.finish()]
 
     def _made(self, settings: Settings, rules: Sequence[Rule]) -> list[Page]:
         """Run the daemon's pipeline over the test's input; every page it made, in order."""
