@@ -23,7 +23,7 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 
-from crisiswatch.config import ReplaySource, Route, Settings
+from crisiswatch.config import ReplaySettings, Route, Settings
 from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
@@ -32,7 +32,7 @@ from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import QuietQueue
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
-from crisiswatch.sources.replay import ReplaySource as Replay
+from crisiswatch.sources.replay import ReplaySource
 
 TICK_SECONDS = 0.25  # how often the progress line on a terminal is redrawn
 
@@ -48,7 +48,7 @@ class Serve(Protocol):
         directory: Path,
         *,
         finite: bool,
-        watch: Callable[[Replay], None] | None = None,
+        watch: Callable[[ReplaySource], None] | None = None,
     ) -> Coroutine[Any, Any, RunSummary]: ...
 
 
@@ -94,7 +94,7 @@ class Delivered:
         return orjson.dumps(self.record()).decode()
 
 
-class Progress:
+class ProgressLine:
     """One self-redrawing status line on a terminal's stderr: time, pages, the latest page."""
 
     def __init__(self, err: TextIO, label: str) -> None:
@@ -103,7 +103,7 @@ class Progress:
         self._started = time.monotonic()
         self.pages = 0
         self.latest: datetime | None = None
-        self.replay: Replay | None = None  # the source being read, for how far it has got
+        self.replay: ReplaySource | None = None  # the source being read, for how far it has got
 
     def draw(self) -> None:
         latest = f", latest {self.latest:%Y-%m-%d %H:%M} UTC" if self.latest else ""
@@ -115,7 +115,7 @@ class Progress:
         )
         self._err.flush()
 
-    def watch(self, replay: Replay) -> None:
+    def watch(self, replay: ReplaySource) -> None:
         self.replay = replay
 
     def clear(self) -> None:
@@ -141,7 +141,7 @@ class Collector:
         routes: Mapping[str, Route],
         out: TextIO | None = None,
         as_json: bool = False,
-        progress: Progress | None = None,
+        progress: ProgressLine | None = None,
     ) -> None:
         self.pages: list[Delivered] = []
         self._queue = QuietQueue(routes)
@@ -190,7 +190,7 @@ def replay(
     *,
     out: TextIO | None = None,
     as_json: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressLine | None = None,
 ) -> Backtest:
     """Run the daemon over `mentions` with the rules in `rule_paths`; keep what it paged.
 
@@ -198,7 +198,7 @@ def replay(
     """
     rules = load_rules(rule_paths, settings)
     collector = Collector(settings.routes, out, as_json, progress)
-    sources = settings.sources.model_copy(update={"replay": ReplaySource(path=mentions)})
+    sources = settings.sources.model_copy(update={"replay": ReplaySettings(path=mentions)})
     # A backtest sends nothing: its pages go to the report, never to a deployment's Slack.
     quiet = settings.notify.model_copy(
         update={
@@ -266,8 +266,8 @@ def backtest(
     return _in_time_order(before, mentions, settings, err)
 
 
-def _progress(err: TextIO, label: str) -> Progress | None:
-    return Progress(err, label) if err.isatty() else None
+def _progress(err: TextIO, label: str) -> ProgressLine | None:
+    return ProgressLine(err, label) if err.isatty() else None
 
 
 def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: TextIO) -> int:

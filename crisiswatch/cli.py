@@ -27,7 +27,7 @@ from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.ops.logging import LEVELS, configure_logging
-from crisiswatch.ops.systemd import Notifier as SystemdNotifier
+from crisiswatch.ops.systemd import SdNotify
 from crisiswatch.pipeline import Pipeline, settle
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -269,7 +269,7 @@ async def _serve(
                 catch_up_seconds=settings.sources.catch_up_wait.total_seconds(),
                 checkpoint_dir=None if finite else directory,
                 checkpoint_seconds=settings.ops.checkpoint_every.total_seconds(),
-                systemd=SystemdNotifier(),
+                systemd=SdNotify(),
                 ops_listen=None if finite else settings.ops.http_listen,
                 live=live,
             )

@@ -114,7 +114,7 @@ class Brand(Strict):
         return self.name or self.id
 
 
-class Pipeline(Strict):
+class PipelineSettings(Strict):
     bucket: Duration = timedelta(minutes=5)
     allowed_lateness: Duration = timedelta(minutes=2)  # how late a mention may arrive and count
     queue_size: int = Field(10_000, ge=1)
@@ -131,7 +131,7 @@ class Pipeline(Strict):
         return bucket
 
 
-class ReplaySource(Strict):
+class ReplaySettings(Strict):
     """Mention JSON lines (optionally gzipped) played in event time."""
 
     path: Path
@@ -178,7 +178,7 @@ class HttpIngestSettings(Strict):
 
 
 class Sources(Strict):
-    replay: ReplaySource | None = None
+    replay: ReplaySettings | None = None
     reddit: RedditSettings | None = None
     x: XSettings | None = None
     http_ingest: HttpIngestSettings | None = None
@@ -313,7 +313,7 @@ class Settings(Strict):
     state_dir: Path | None = None  # default: $STATE_DIRECTORY under systemd, else ./var
     rules: list[Path] = [Path("rules")]
     brands: list[Brand]
-    pipeline: Pipeline = Pipeline()
+    pipeline: PipelineSettings = PipelineSettings()
     sources: Sources = Sources()
     routes: dict[str, Route] = {"default": Route()}
     incidents: Incidents = Incidents()

@@ -44,8 +44,7 @@ from crisiswatch.notify import Notifier, OpsNotifier
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops import http as ops_http
 from crisiswatch.ops.latency import Latency
-from crisiswatch.ops.systemd import Notifier as SystemdNotifier
-from crisiswatch.ops.systemd import heartbeat, watchdog_interval
+from crisiswatch.ops.systemd import SdNotify, heartbeat, watchdog_interval
 from crisiswatch.pipeline import Pipeline, PipelineStats, settle
 from crisiswatch.reload import Deployment, Fingerprint, Watcher, load_deployment, needs_restart
 from crisiswatch.retry import Backoff
@@ -165,7 +164,7 @@ class Daemon:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         checkpoint_dir: Path | None = None,
         checkpoint_seconds: float = 300.0,
-        systemd: SystemdNotifier | None = None,
+        systemd: SdNotify | None = None,
         ops_listen: str | None = None,
         wedged_after: float = 60.0,
         live: LiveSettings | None = None,
@@ -212,7 +211,7 @@ class Daemon:
         self._seen_problem: str | None = None  # the error saving seen ids, logged while it lasts
         self._started_at = time.monotonic()
         self.prune_seconds = prune_seconds  # how often state nothing needs is deleted (0: never)
-        self.systemd = systemd or SystemdNotifier("")
+        self.systemd = systemd or SdNotify("")
         self.ops_listen = ops_listen  # /metrics, /healthz, /readyz (None: no endpoint)
         self.ready = False
         self.read_per_source: Counter[str] = Counter()

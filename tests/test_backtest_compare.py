@@ -64,11 +64,11 @@ def test_progress_line_shows_how_far_the_file_has_been_read(tmp_path: Path) -> N
     """On a terminal, the progress line has a bar and the share of the file read."""
     import io
 
-    from crisiswatch.backtest import Progress
+    from crisiswatch.backtest import ProgressLine
     from crisiswatch.sources.replay import ReplaySource
 
     err = io.StringIO()
-    progress = Progress(err, "backtest")
+    progress = ProgressLine(err, "backtest")
     replay = ReplaySource(tmp_path / "m.jsonl")
     progress.watch(replay)
     replay.fraction_read = 0.5

@@ -21,7 +21,7 @@ from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.notify.slack_runtime import slack_running
-from crisiswatch.ops.systemd import Notifier as SystemdNotifier
+from crisiswatch.ops.systemd import SdNotify
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.reload import Deployment, Fingerprint, Watcher
 from crisiswatch.rules.engine import RuleEngine
@@ -137,7 +137,7 @@ class TestReload:
         assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
 
 
-class RecordingSystemd(SystemdNotifier):
+class RecordingSystemd(SdNotify):
     """Keeps the first field of each sd_notify message instead of sending it."""
 
     def __init__(self) -> None:

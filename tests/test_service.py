@@ -58,9 +58,9 @@ class TestSdNotify:
 
     def test_without_systemd_nothing_is_sent(self) -> None:
         """No NOTIFY_SOCKET: the notifier is a quiet no-op."""
-        from crisiswatch.ops.systemd import Notifier
+        from crisiswatch.ops.systemd import SdNotify
 
-        assert Notifier("").send("READY=1") is False
+        assert SdNotify("").send("READY=1") is False
 
 
 class TestCheckpointAcrossRestarts:

@@ -19,7 +19,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-class Notifier:
+class SdNotify:
     """Sends sd_notify messages; silent when not started by systemd with `Type=notify`."""
 
     def __init__(self, address: str | None = None) -> None:
@@ -68,7 +68,7 @@ def watchdog_interval() -> float | None:
         return None
 
 
-async def heartbeat(notifier: Notifier, every: float, healthy: Callable[[], bool]) -> None:
+async def heartbeat(notifier: SdNotify, every: float, healthy: Callable[[], bool]) -> None:
     """Ping the watchdog from the event loop itself while `healthy()`: if the loop is wedged
     (a blocking call, a busy loop), the pings stop and systemd restarts the service."""
     while True:

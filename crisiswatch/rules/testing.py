@@ -26,8 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from crisiswatch.config import Brand, Duration, Settings, Strict, load_settings
-from crisiswatch.config import Pipeline as PipelineSettings
+from crisiswatch.config import Brand, Duration, PipelineSettings, Settings, Strict, load_settings
 from crisiswatch.domain import Mention, Page, Silence
 from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, read_mentions
