@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS silences (
     created_by TEXT NOT NULL, comment TEXT NOT NULL,
     brand TEXT, rule TEXT, incident TEXT
 );
+-- what was done about an incident's page: each button press (its action id) and, by the user
+-- 'crisiswatch', each escalation (notify/feedback.py); queries below name actions by value, so an
+-- action's name is part of the schema (renaming one needs a migration)
 CREATE TABLE IF NOT EXISTS clicks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, incident_id TEXT NOT NULL,
     action TEXT NOT NULL, user TEXT NOT NULL, mention_id TEXT

@@ -1259,17 +1259,11 @@ def rent_reply_pile_on(stream: Stream) -> None:
     times = _times(stream, PILE_ON_START, PILE_ON_SHAPE)
     repliers = iter(rng.sample(stream.x_authors, len(times)))
     threads: list[Thread] = []
+    reddit = (PILE_ON_REDDIT_THREADS, PILE_ON_REDDIT_FROM, 0.3, PILE_ON_REDDIT_COMMENTS)
     for at in times:
-        while (
-            len(threads) < len(PILE_ON_REDDIT_THREADS)
-            and PILE_ON_REDDIT_THREADS[len(threads)][0] <= at
-        ):
-            opened_at, sub, title = PILE_ON_REDDIT_THREADS[len(threads)]
-            threads.append(stream.reddit_thread(opened_at, sub, title, stream.reddit_author()))
-        if at >= PILE_ON_REDDIT_FROM and threads and rng.random() < 0.3:
-            text = stream.fill(rng.choice(PILE_ON_REDDIT_COMMENTS), reddit=True)
-            stream.reddit_comment(at, rng.choice(threads), text, stream.reddit_author())
-        elif rng.random() < 0.92:
+        if _reddit_turn(stream, at, threads, *reddit):
+            continue
+        if rng.random() < 0.92:
             stream.tweet(at, next(repliers), _pile_on_text(stream), retweets=0.25)
         else:
             stream.tweet(at, next(repliers), rng.choice(PILE_ON_OTHER_TEMPLATES), retweets=0.1)
@@ -1279,6 +1273,29 @@ def rent_reply_pile_on(stream: Stream) -> None:
         at = PILE_ON_START + rng.randrange(90 * 60)
         stream.tweet(at, stream.x_author(), rng.choice(ANGRY_EMOJI_TEXTS), brand=BRAND_ID)
     stream.tweet(BRAND_APOLOGY_AT, BRAND, BRAND_APOLOGY, retweets=12.0)
+
+
+def _reddit_turn(
+    stream: Stream,
+    at: int,
+    threads: list[Thread],
+    schedule: Sequence[tuple[int, str, str]],
+    comments_from: int,
+    share: float,
+    comments: Sequence[str],
+) -> bool:
+    """An incident's Reddit side at `at`: the threads of `schedule` due by then are opened, then
+    from `comments_from` a post is, with probability `share`, a comment on one of them. Whether
+    it was (else the caller posts on X)."""
+    rng = stream.rng
+    while len(threads) < len(schedule) and schedule[len(threads)][0] <= at:
+        opened_at, sub, title = schedule[len(threads)]
+        threads.append(stream.reddit_thread(opened_at, sub, title, stream.reddit_author()))
+    if at >= comments_from and threads and rng.random() < share:
+        text = stream.fill(rng.choice(comments), reddit=True)
+        stream.reddit_comment(at, rng.choice(threads), text, stream.reddit_author())
+        return True
+    return False
 
 
 def _pile_on_text(stream: Stream) -> str:
@@ -1313,13 +1330,9 @@ def atm_card_swallowing(stream: Stream) -> None:
     """Incident 2: ATMs swallow cards at 2 a.m. on day 2."""
     rng = stream.rng
     threads: list[Thread] = []
+    reddit = (ATM_REDDIT_THREADS, ATM_REDDIT_FROM, 0.35, ATM_REDDIT_COMMENTS)
     for at in _times(stream, ATM_START, ATM_SHAPE):
-        while len(threads) < len(ATM_REDDIT_THREADS) and ATM_REDDIT_THREADS[len(threads)][0] <= at:
-            opened_at, sub, title = ATM_REDDIT_THREADS[len(threads)]
-            threads.append(stream.reddit_thread(opened_at, sub, title, stream.reddit_author()))
-        if at >= ATM_REDDIT_FROM and threads and rng.random() < 0.35:
-            text = stream.fill(rng.choice(ATM_REDDIT_COMMENTS), reddit=True)
-            stream.reddit_comment(at, rng.choice(threads), text, stream.reddit_author())
+        if _reddit_turn(stream, at, threads, *reddit):
             continue
         templates = ATM_TEMPLATES if rng.random() < 0.9 else ATM_OTHER_TEMPLATES
         text = stream.decorate(stream.fill(rng.choice(templates), clock=_clock(at)), "neg")
@@ -1338,16 +1351,9 @@ def kestrel_cares(stream: Stream) -> None:
             at, stream.x_author(), stream.fill(rng.choice(CAMPAIGN_TEMPLATES)), retweets=0.12
         )
     threads: list[Thread] = []
+    reddit = (HIJACK_REDDIT_THREADS, HIJACK_REDDIT_FROM, 0.25, HIJACK_REDDIT_COMMENTS)
     for at in _times(stream, HIJACK_START, HIJACK_SHAPE):
-        while (
-            len(threads) < len(HIJACK_REDDIT_THREADS)
-            and HIJACK_REDDIT_THREADS[len(threads)][0] <= at
-        ):
-            opened_at, sub, title = HIJACK_REDDIT_THREADS[len(threads)]
-            threads.append(stream.reddit_thread(opened_at, sub, title, stream.reddit_author()))
-        if at >= HIJACK_REDDIT_FROM and threads and rng.random() < 0.25:
-            text = stream.fill(rng.choice(HIJACK_REDDIT_COMMENTS), reddit=True)
-            stream.reddit_comment(at, rng.choice(threads), text, stream.reddit_author())
+        if _reddit_turn(stream, at, threads, *reddit):
             continue
         stream.tweet(at, stream.x_author(), _hijack_text(stream), retweets=0.2)
     for (at, handle, followers), text in zip(HIJACK_MEDIA, HIJACK_MEDIA_TEMPLATES, strict=True):

@@ -33,6 +33,8 @@ POSTS = 5
 Block = dict[str, Any]
 Acknowledged = tuple[str, datetime]  # (the Slack user id of who acknowledged, when)
 
+# The buttons' action ids: stored in the clicks table and queried there by value (store.py), so
+# renaming one needs a migration.
 ACK, SNOOZE, RESOLVE, FALSE_ALARM, NOT_NEGATIVE, COMPLAINT = (
     "acknowledge",
     "snooze_1h",
