@@ -251,18 +251,33 @@ class Aggregator:
             self._next_end = (index, self.start_of(index + 1))
         return watermark >= self._next_end[1]  # usually not: the oldest bucket is still open
 
-    def close_ended(self) -> list[Bucket]:
-        """Close every bucket that has ended by the watermark."""
+    def close_ended(
+        self, most: int | None = None, unseen_until: datetime | None = None
+    ) -> list[Bucket]:
+        """Close the buckets that have ended by the watermark, the oldest first: every one, or
+        the `most` oldest bucket ends (`ended` then says whether more are left). A bucket that
+        no mention came into and that ends by `unseen_until` is passed over, not closed: a
+        bucket of a time nothing watched (the daemon was down) is unknown, not quiet, so no
+        zero is judged or learned for it."""
         index, watermark = self._next_to_close, self._watermark
         if index is None or watermark is None:
             return []
         closed: list[Bucket] = []
         limit = self.index_of(watermark)  # buckets below this index have ended
-        while index < limit:
-            closed.extend(self._close(index))
+        unseen_limit = -1 if unseen_until is None else self.index_of(unseen_until)
+        while index < limit and most != 0:
+            if index >= unseen_limit or index in self._open:  # ends after it, or seen
+                closed.extend(self._close(index))
+                most = None if most is None else most - 1
             index += 1
         self._next_to_close = index
         return closed
+
+    @property
+    def ended(self) -> bool:
+        """Whether a bucket has ended by the watermark and is not closed yet."""
+        index, watermark = self._next_to_close, self._watermark
+        return index is not None and watermark is not None and index < self.index_of(watermark)
 
     def advance(self, moment: datetime) -> list[Bucket]:
         """Move the watermark to `moment` less the lateness; return the buckets that closed."""

@@ -59,6 +59,7 @@ SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
 HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
 WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
 FAILING_IN_A_ROW = 20  # mentions the pipeline raises on in a row before it counts as broken
+YIELD_EVERY = 500  # items the pipeline takes from a backlog before the loop's other work runs
 PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
 
 
@@ -172,6 +173,7 @@ class Daemon:
         catch_up_seconds: float = 300.0,
     ) -> None:
         self.pipeline = pipeline
+        pipeline.close_step = 1  # the loop's other work goes on between bucket ends
         self.sources = list(sources)
         # the settings every part reads at use time (Slack, escalation, digest, console): a
         # reload swaps them here; those it cannot apply are judged against the start-up ones
@@ -224,6 +226,10 @@ class Daemon:
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = self._started_at = time.monotonic()
+        if any(not s.finite for s in self.sources):
+            # Live: nothing watched what was posted before now but what the sources catch up
+            # on, so the buckets before it (a downtime since the checkpoint) are not quiet.
+            self.pipeline.unobserved_until = self.clock()
         if any(s.reports_progress for s in self.sources):  # before any mention
             self.pipeline.ceiling = self.frontiers.ceiling(self.clock())
         restored = await self._restore_seen()
@@ -369,7 +375,11 @@ class Daemon:
                 await close()
 
     async def _consume(self) -> None:
+        taken = 0
         while (item := await self.queue.get()) is not None:
+            taken += 1
+            if taken % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a backlog's items come without a wait: let others in
             self._took_at = time.monotonic()
             started = time.perf_counter()
             if isinstance(item, Command):
@@ -391,6 +401,10 @@ class Daemon:
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
+            while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
+                await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
+                for page in self.pipeline.close_pending():
+                    await self._send(page)
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is
@@ -411,8 +425,11 @@ class Daemon:
         return pages
 
     def _advance(self, now: datetime) -> list[Page]:
-        """Close what has ended by `now`, as far as the sources being waited for allow."""
+        """Close what has ended by `now`, as far as the sources being waited for allow. While a
+        source is behind and no longer waited for, what closes was not wholly watched."""
         self.pipeline.ceiling = self.frontiers.ceiling(now)
+        if self.frontiers.unwatched(now):
+            self.pipeline.unobserved_until = now
         return self.pipeline.advance(now)
 
     async def resolve(self, incident_id: str, by: str) -> None:

@@ -80,6 +80,13 @@ class Pipeline:
         # How far time may move the watermark (None: no limit). The live daemon holds it while
         # a source catches up (`crisiswatch/frontiers.py`); replays never set it.
         self.ceiling: datetime | None = None
+        # Buckets that end by then were not wholly watched (the live daemon was down before its
+        # start, or a source it stopped waiting for was behind): judged, but not learned, and
+        # one no mention came into is skipped as unknown, not closed as quiet. None: all were.
+        self.unobserved_until: datetime | None = None
+        # The most bucket ends one call closes (None: all that ended). The live daemon closes a
+        # long gap a bucket end at a time, letting its other work in between.
+        self.close_step: int | None = None
         self.settings = settings
         self.scorer = scorer
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
@@ -215,8 +222,18 @@ class Pipeline:
             now = self.ceiling
         if not self.aggregator.move_watermark(now):
             return []  # the usual case: nothing has ended
+        return self.close_pending()
+
+    @property
+    def closes_pending(self) -> bool:
+        """Whether buckets have ended that are not closed yet (more than `close_step` ended)."""
+        return self.aggregator.ended
+
+    def close_pending(self) -> list[Page]:
+        """Close and judge the buckets that have ended (at most `close_step` bucket ends)."""
         with collection_deferred():
-            return self.decide(self.aggregator.close_ended())
+            closed = self.aggregator.close_ended(self.close_step, self.unobserved_until)
+            return self.decide(closed)
 
     def finish(self) -> list[Page]:
         """The stream has ended: close every open bucket, resolve what went quiet."""
@@ -234,7 +251,8 @@ class Pipeline:
         pages: list[Page] = []
         for end, buckets in groupby(closed, key=lambda b: b.end):
             alerts = []
-            signals = self.detector.signals(list(buckets))
+            watched = self.unobserved_until is None or end > self.unobserved_until
+            signals = self.detector.signals(list(buckets), learn=watched)
             self.stats.buckets += len(signals)
             for signal in signals:
                 self.history.record(signal)

@@ -115,6 +115,31 @@ class TestAggregator:
         bucket = one(feeder.aggregator.flush(), ALL)
         assert (bucket.start, bucket.end) == (at(0), at(5))
 
+    def test_closes_a_few_bucket_ends_at_a_time_when_asked(self, feeder: Feeder) -> None:
+        """`most` closes only the oldest bucket ends, and `ended` says more are left, so a
+        caller can close a long gap over many turns; every bucket closes in the end, in order."""
+        feeder.add(1)
+        aggregator = feeder.aggregator
+        aggregator.move_watermark(at(62))  # 12 bucket ends behind (12:00 to 12:55)
+        starts = []
+        while aggregator.ended:
+            closed = aggregator.close_ended(most=5)
+            assert len({b.start for b in closed}) <= 5
+            starts += sorted({b.start for b in closed})
+        assert starts == [at(5 * k) for k in range(12)]
+        assert aggregator.close_ended(most=5) == []
+
+    def test_unseen_buckets_up_to_a_moment_are_passed_over_not_closed(self, feeder: Feeder) -> None:
+        """Buckets that no mention came into and that end by `unseen_until` (a downtime) are
+        passed over; one a mention came into closes, and so do empty ones ending after it."""
+        feeder.add(1)
+        feeder.add(21)  # 12:20: a mention in the downtime (a source caught up on it)
+        aggregator = feeder.aggregator
+        aggregator.move_watermark(at(42))  # the 12:00 to 12:35 buckets have ended
+        closed = aggregator.close_ended(unseen_until=at(30))
+        assert sorted({b.start for b in closed}) == [at(0), at(20), at(30), at(35)]
+        assert one(closed, ALL, at(20)).count == 1 and one(closed, ALL, at(35)).count == 0
+
     def test_late_mention_within_lateness_counts(self, feeder: Feeder) -> None:
         """A mention up to the allowed lateness behind the latest one still counts."""
         feeder.feed(1)

@@ -209,6 +209,10 @@ class TestRestartAfterDowntime:
         starts = [window.start.timestamp() + 300 * k for k in range(len(window.count))]
         expected = [sum(s <= t < s + 300 for t in posted) for s in starts]
         assert [int(c) for c in window.count[1:]] == expected[1:] and sum(expected) == 28
+        # judged (a crisis in them pages), but not learned: the daemon was down, and its
+        # sources' catch-up may be short of what was posted (past `catch_up_wait`, an API's limit)
+        assert pipeline.unobserved_until == PRESENT
+        assert pipeline.detector._series[SeriesKey("acme")].buckets == 0
 
     async def test_a_first_start_s_backfill_counts_though_the_present_comes_first(
         self, tmp_path: Path, fake: FakeX
@@ -268,3 +272,5 @@ class TestASourceThatNeverCatchesUp:
         assert delay is not None and float(delay.group(1)) == 1800 + 120  # held where it was
         assert pipeline.stats.buckets > 0 and pipeline.stats.late == 0
         assert [e["source"] for e in logs if e["event"] == "buckets.stopped_waiting"] == ["x"]
+        # closed without X's posts: not learned as how busy the brand usually is
+        assert pipeline.unobserved_until == now[0]

@@ -126,19 +126,23 @@ class SignalDetector:
         alone: the series of one bucket end go through `signals` together)."""
         return self.signals([bucket])[0]
 
-    def signals(self, buckets: Sequence[Bucket]) -> list[Signal]:
+    def signals(self, buckets: Sequence[Bucket], *, learn: bool = True) -> list[Signal]:
         """The signals of one bucket end's buckets (each of a different series), in order. The
         negative-share tails of all of them are computed together (1,200 series in a few numpy
         blocks, not 1,200 calls), and terms are learned once all are judged, so a term new to a
-        brand is new to each of its series."""
+        brand is new to each of its series. With `learn` False they are only judged: buckets
+        of a time not wholly watched must not teach the detectors that it was quiet."""
         series = [self._detectors(bucket.series) for bucket in buckets]
         negatives = score_shares(
             [(d.negative, b.negative_count, b.count) for d, b in zip(series, buckets, strict=True)]
         )
         signals = []
         for detectors, bucket, negative in zip(series, buckets, negatives, strict=True):
-            volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
-            detectors.negative.learn_scored(bucket.negative_count, bucket.count, negative.score)
+            if learn:
+                volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
+                detectors.negative.learn_scored(bucket.negative_count, bucket.count, negative.score)
+            else:
+                volume = detectors.volume.score_one(bucket.count, bucket.start)
             signals.append(
                 Signal(
                     bucket=bucket,
@@ -154,6 +158,7 @@ class SignalDetector:
             )
         # Terms are learned once every bucket is judged: a brand's series share what is known,
         # and a term new to the brand is news to each of its series in the same bucket.
-        for detectors, bucket in zip(series, buckets, strict=True):
-            detectors.learn(bucket, self._decay)
+        if learn:
+            for detectors, bucket in zip(series, buckets, strict=True):
+                detectors.learn(bucket, self._decay)
         return signals
