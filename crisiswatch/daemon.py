@@ -25,7 +25,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -38,9 +38,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from crisiswatch import checkpoint
 from crisiswatch.checkpoint import Checkpoint, CheckpointError
 from crisiswatch.config import LiveSettings
-from crisiswatch.domain import Mention, Page, PageKind
+from crisiswatch.domain import IncidentStatus, Mention, Page, PageKind
 from crisiswatch.frontiers import START, Frontiers
 from crisiswatch.notify import Notifier, OpsNotifier
+from crisiswatch.notify.codec import load_page
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops import http as ops_http
 from crisiswatch.ops.latency import Latency
@@ -58,6 +59,7 @@ log = structlog.get_logger(__name__)
 SEEN_BATCH = 2_000  # ids written at once when they do not wait for checkpoints
 HELPER_STEADY = 60.0  # seconds a helper task runs before a failure of it counts as a new one
 WATCH_FAILURES_TOLD = 3  # failed looks in a row at the watched files before ops are told
+FORGOTTEN = "closed at a restart: the saved state did not know it (if it goes on, it pages anew)"
 FAILING_IN_A_ROW = 20  # mentions the pipeline raises on in a row before it counts as broken
 YIELD_EVERY = 500  # items the pipeline takes from a backlog before the loop's other work runs
 PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
@@ -235,6 +237,8 @@ class Daemon:
         restored = await self._restore_seen()
         self._install_signal_handlers()
         self.dispatcher.start()
+        if self.pipeline.unobserved_until is not None:  # live
+            await self._close_forgotten()
         log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
@@ -472,6 +476,20 @@ class Daemon:
             elif not snapshot.stalled and name in self._stalled_noticed:
                 self._stalled_noticed.discard(name)
                 await self._notice(f"crisiswatch source {name} recovered")
+
+    async def _close_forgotten(self) -> None:
+        """Resolve the incidents the store has as firing that the restored state does not know
+        (a checkpoint moved aside, or one older than the incident): nothing would ever resolve
+        them, so their Slack message would say firing for ever and escalation would call people
+        about them. Their people are told why; a crisis that goes on opens a new incident."""
+        now = self.clock()
+        for incident_id, payload in await self.store.firing():
+            if self.pipeline.incidents.find(incident_id) is not None:
+                continue
+            last = load_page(payload).incident
+            closed = replace(last, status=IncidentStatus.RESOLVED, resolved_at=now, updated_at=now)
+            log.warning("incident.forgotten", incident=incident_id)
+            await self._send(Page(closed, PageKind.RESOLVED, now, (FORGOTTEN,)))
 
     async def _send(self, page: Page) -> None:
         if page.kind is PageKind.OPENED:

@@ -210,6 +210,16 @@ class Store:
 
         return await self._run(read)
 
+    async def firing(self) -> list[tuple[str, bytes]]:
+        """(id, its newest queued page) of every incident recorded as firing that has a page."""
+        sql = """
+            SELECT i.id, (SELECT page FROM outbox o WHERE o.incident_id = i.id
+                          ORDER BY seq DESC LIMIT 1)
+            FROM incidents i WHERE i.status = 'firing' ORDER BY i.started_at, i.id
+        """
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        return [(str(row[0]), bytes(row[1])) for row in rows if row[1] is not None]
+
     async def announced(self, incident_id: str) -> bool:
         """Whether a page of the incident was queued for a notifier (sent, or held by quiet
         hours to go later): its people know of it, or will."""

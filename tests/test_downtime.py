@@ -12,16 +12,30 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import PageFactory
 
 from crisiswatch.bench.pipeline import generate, settings_for
 from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Mention, Page, PageKind, SeriesKey
 from crisiswatch.mentions import parse_mention
+from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.store import Store
 
 BRANDS, RATE = 2, 0.4  # mentions a second: about 30 a brand in a five-minute bucket
+
+
+class Recorder:
+    """A notifier that keeps what it is sent."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
 
 
 class Words:
@@ -210,3 +224,42 @@ class TestABacklogDoesNotStallTheDaemon:
         finally:
             await store.close()
         assert turns_during >= 2
+
+
+class TestAnIncidentTheStateForgot:
+    async def test_is_resolved_at_a_live_start_and_no_longer_escalates(
+        self, tmp_path: Path, make_page: PageFactory
+    ) -> None:
+        """The store has an incident firing that the restored state does not know (its
+        checkpoint was moved aside, or was older than it): nothing would have resolved it, its
+        message said firing for ever and escalation called people about it. A live start
+        resolves it, saying why; one the state knows is left alone."""
+        store = await Store.open(tmp_path / "s.db")
+        forgotten = make_page(id="kestrel@forgotten")
+        recorder = Recorder()
+        try:
+            await Dispatcher([recorder], store).dispatch(forgotten)
+            await store.save_message(forgotten.incident.id, "recorder", "C1", "1.1", "default")
+            assert [i for i, *_ in await store.unacknowledged("recorder")] == ["kestrel@forgotten"]
+            settings = settings_for(BRANDS)
+            pipeline = Pipeline(settings, load_rules(settings.rules, settings), Words())
+            now = forgotten.at + timedelta(hours=3)
+            daemon = Daemon(
+                pipeline, [Quiet()], [recorder], store, queue_size=10, tick_seconds=3600,
+                clock=lambda: now,
+            )  # fmt: skip
+            task = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            async with asyncio.timeout(10):
+                while len(recorder.pages) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            daemon.stopping.set()
+            await task
+            resolution = recorder.pages[1]
+            assert resolution.kind is PageKind.RESOLVED and resolution.at == now
+            assert resolution.incident.id == "kestrel@forgotten"
+            assert "saved state did not know it" in resolution.changes[0]
+            [row] = await store.incidents()
+            assert row["status"] == "resolved"
+            assert await store.unacknowledged("recorder") == []
+        finally:
+            await store.close()
