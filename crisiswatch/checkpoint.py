@@ -4,7 +4,9 @@ What is saved: every series' detectors (the learned baselines), the open buckets
 incidents and how long rules have held, the recent history behind the charts, and what the
 sentiment model learned from feedback. The file is written whole to a temporary name, flushed to
 disk and renamed over the old one, so a crash leaves the old checkpoint or the new one, never a
-torn file. A checkpoint that cannot be read (corrupt, or from an incompatible version) is moved
+torn file. The daemon pickles on its event loop only what the loop goes on changing (`Snapshot`);
+the rest, the chart history (44 MB of 49 at 200 brands), is pickled straight to the file by a
+worker thread. A checkpoint that cannot be read (corrupt, or from an incompatible version) is moved
 aside with a loud warning and the daemon starts fresh: it never refuses to start over it.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,36 +40,59 @@ class Checkpoint:
     sentiment: bytes | None  # `SentimentModel.state()`
 
 
+class Snapshot(dict[str, Any]):
+    """A pipeline snapshot that a worker thread can pickle while the event loop goes on: the
+    parts the loop changes are pickled here and now, those in `still` (copies nothing changes
+    meanwhile) by the thread. It unpickles as the plain dict of every part, through builtins
+    only (`dict`, `pickle.loads`), so the file reads as before."""
+
+    def __init__(self, parts: dict[str, Any], still: dict[str, Any]) -> None:
+        super().__init__(still)
+        moving = {name: part for name, part in parts.items() if name not in still}
+        self.moving = _Pickled(moving)  # one pickle: the parts' shared objects stay shared
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self.moving,), None, None, iter(self.items()))
+
+
+class _Pickled:
+    """A value pickled now, which unpickles as the value."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: object) -> None:
+        self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        return (pickle.loads, (self.data,))
+
+
 def save(directory: Path, checkpoint: Checkpoint) -> int:
-    """Encode and write a checkpoint; the size written."""
-    return write(directory, encode(checkpoint))
-
-
-def encode(checkpoint: Checkpoint) -> bytes:
-    """The file's bytes (do this where the state cannot change meanwhile)."""
-    return MAGIC + pickle.dumps((FORMAT, checkpoint), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def write(directory: Path, payload: bytes) -> int:
-    """Write atomically (temp file, fsync, rename, fsync the folder); the size written."""
+    """Write atomically (temp file, fsync, rename, fsync the folder); the size written. The
+    pickle goes straight to the file, never whole in memory; nothing in `checkpoint` may change
+    meanwhile (see `Snapshot`)."""
     target = directory / FILE_NAME
     temporary = directory / f".{FILE_NAME}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb") as handle:
-            handle.write(payload)
+            handle.write(MAGIC)
+            pickle.dump((FORMAT, checkpoint), handle, protocol=pickle.HIGHEST_PROTOCOL)
             handle.flush()
             os.fsync(handle.fileno())
+            size = handle.tell()
         os.replace(temporary, target)
         folder = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
             os.close(folder)
-    except OSError as exc:
+    except BaseException as exc:  # no half-written temporary file left behind
         temporary.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write the checkpoint {target}: {exc.strerror}") from exc
-    return len(payload)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write the checkpoint {target}: {exc.strerror}") from exc
+        raise
+    return size
 
 
 def load(directory: Path) -> Checkpoint | None:

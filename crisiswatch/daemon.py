@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -63,6 +63,7 @@ FORGOTTEN = "closed at a restart: the saved state did not know it (if it goes on
 FAILING_IN_A_ROW = 20  # mentions the pipeline raises on in a row before it counts as broken
 YIELD_EVERY = 500  # items the pipeline takes from a backlog before the loop's other work runs
 PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,19 @@ class Unsaved:
         else:
             batch, self.ids = self.ids[:count], self.ids[count:]
         return batch
+
+
+async def _to_the_end(work: Callable[[], T]) -> T:
+    """Run `work` in a worker thread. A cancellation meanwhile (APScheduler's shutdown cancels
+    a running checkpoint) waits for the thread before it goes through: the thread cannot be
+    stopped, and what it reads and writes (a frozen history, the checkpoint's temporary file)
+    must keep still until it is done, or the checkpoint at stop would write the same file."""
+    running = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 class Daemon:
@@ -589,19 +603,19 @@ class Daemon:
             return False
         async with self._checkpointing:
             state = getattr(self.pipeline.scorer, "state", None)
-            saved = Checkpoint(
-                saved_at=datetime.now(UTC),
-                pipeline=self.pipeline.snapshot(),
-                sentiment=state() if callable(state) else None,
-            )
-            payload = checkpoint.encode(saved)  # here, in the loop: a consistent picture
-            counted = self._unsaved.taken  # the mentions this picture has counted
-            try:
-                size = await asyncio.to_thread(checkpoint.write, self.checkpoint_dir, payload)
-            except CheckpointError as exc:
-                self._checkpoint_failed(exc)
-                await self._save_seen()
-                return False
+            with self.pipeline.history.frozen() as history:  # the bulk, written by the thread
+                saved = Checkpoint(
+                    saved_at=datetime.now(UTC),
+                    pipeline=checkpoint.Snapshot(self.pipeline.snapshot(), {"history": history}),
+                    sentiment=state() if callable(state) else None,
+                )  # here, in the loop: a consistent picture
+                counted = self._unsaved.taken  # the mentions this picture has counted
+                try:
+                    size = await _to_the_end(partial(checkpoint.save, self.checkpoint_dir, saved))
+                except CheckpointError as exc:
+                    self._checkpoint_failed(exc)
+                    await self._save_seen()
+                    return False
             self._checkpoint_saved(size)
             await self._save_seen(counted)
             return True

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copyreg
 import gc
+import io
 import math
+import pickle
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -50,6 +54,56 @@ def test_a_prepared_ring_reads_like_one_made_at_first_record() -> None:
     assert [c if not math.isnan(c) else None for c in got.count] == [
         c if not math.isnan(c) else None for c in want.count
     ]
+
+
+def windows(history: SeriesHistory, *keys: SeriesKey) -> list[list[float | None]]:
+    """Every column of each series' last hours, NaN as None (NaN never equals itself)."""
+    found = [history.window(key, T0 + 6 * STEP, timedelta(hours=2)) for key in keys]
+    columns = [column for w in found for column in (w.count, w.negative, w.expected, w.upper)]
+    return [[None if math.isnan(v) else v for v in column] for column in columns]
+
+
+def test_history_pickles_as_it_was_from_now_and_from_before_its_compact_form() -> None:
+    """A pickled history (four buffers for all rings) reads back the same, a ring never
+    written included; one pickled as checkpoints had it before (its attributes, the rings
+    one by one) still loads, so an upgrade keeps the charts."""
+    history = filled(SeriesHistory(300))
+    history.prepare([KEY, SeriesKey("quiet")])
+    keys = (KEY, SeriesKey("quiet"))
+
+    class Before(pickle.Pickler):
+        def reducer_override(self, obj: object) -> Any:
+            if not isinstance(obj, SeriesHistory):
+                return NotImplemented
+            attributes = {
+                "bucket_seconds": obj.bucket_seconds,
+                "size": obj.size,
+                "_rings": obj._rings,
+            }
+            return (copyreg.__newobj__, (SeriesHistory,), attributes)  # object's default
+
+    older = io.BytesIO()
+    Before(older, protocol=pickle.HIGHEST_PROTOCOL).dump(history)
+    for data in (pickle.dumps(history, protocol=pickle.HIGHEST_PROTOCOL), older.getvalue()):
+        back = pickle.loads(data)
+        assert windows(back, *keys) == windows(history, *keys)
+        back.record(signal(T0 + 6 * STEP, 5))  # and goes on recording
+        assert back.window(KEY, T0 + 7 * STEP, STEP).count == (5.0,)
+
+
+def test_a_frozen_copy_keeps_still_while_the_history_goes_on_recording() -> None:
+    """A checkpoint's copy shows the history as it was when taken, whatever is recorded
+    meanwhile (copy on write); the history itself has every record, during and after."""
+    history = filled(SeriesHistory(300))
+    before = windows(history, KEY)
+    with history.frozen() as still:
+        history.record(signal(T0 + 6 * STEP, 11))
+        history.record(signal(T0 + 7 * STEP, 12))
+        assert windows(still, KEY) == before
+        kept = pickle.loads(pickle.dumps(still))
+    history.record(signal(T0 + 8 * STEP, 13))
+    assert windows(kept, KEY) == before
+    assert history.window(KEY, T0 + 9 * STEP, 3 * STEP).count == (11.0, 12.0, 13.0)
 
 
 def test_totals_sum_the_known_buckets_and_say_from_when() -> None:

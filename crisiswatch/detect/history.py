@@ -2,20 +2,26 @@
 
 Each series keeps four compact arrays (count, negative count, expected, alert level)
 with one slot per bucket over `days` days; a slot is overwritten when its bucket comes round
-again, so memory stays fixed however long the daemon runs.
+again, so memory stays fixed however long the daemon runs. At 200 brands that is 44 MB, most of
+a checkpoint: it pickles as four contiguous buffers, and a checkpoint writes it from a worker
+thread while the event loop goes on recording (`frozen`: copy on write).
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from crisiswatch.domain import SeriesKey, Signal, Totals
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COLUMNS = ("count", "negative", "expected", "upper")  # a ring's arrays, in pickling order
+# pickled: bucket seconds, ring size, the series, each one's newest index, then the columns
+_State = tuple[int, int, tuple[SeriesKey, ...], tuple[int, ...], bytes, bytes, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,13 @@ class _Ring:
         self.upper = unknown * size
         self.newest = -1  # bucket index of the newest slot written (-1: none yet)
 
+    def copy(self) -> _Ring:
+        twin = _Ring.__new__(_Ring)
+        for column in _COLUMNS:
+            setattr(twin, column, getattr(self, column)[:])  # a block copy
+        twin.newest = self.newest
+        return twin
+
 
 class SeriesHistory:
     """The last `days` of every series' signals, written by the pipeline, read by notifiers."""
@@ -53,6 +66,52 @@ class SeriesHistory:
         self.bucket_seconds = bucket_seconds
         self.size = days * 86_400 // bucket_seconds
         self._rings: dict[SeriesKey, _Ring] = {}
+        self._shared: set[SeriesKey] = set()  # rings a frozen copy holds: copied before a write
+
+    def __getstate__(self) -> _State:
+        """Compact: each column of every ring in one buffer, four block copies that a worker
+        thread writes straight to the file. Pickled one by one, the 4,800 arrays of 200 brands
+        kept the event loop waiting for the thread (a checkpoint blocked it 110 ms, not 67)."""
+        rings = self._rings.values()
+        count, negative, expected, upper = (
+            b"".join(getattr(ring, column) for ring in rings) for column in _COLUMNS
+        )
+        newest = tuple(ring.newest for ring in rings)
+        series = tuple(self._rings)
+        return (self.bucket_seconds, self.size, series, newest, count, negative, expected, upper)
+
+    def __setstate__(self, state: _State | dict[str, object]) -> None:
+        """From `__getstate__`, or from a checkpoint saved before it (its attributes, the rings
+        pickled one by one)."""
+        self._shared = set()
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+            return
+        self.bucket_seconds, self.size, keys, newest, *columns = state
+        self._rings = {}
+        width = self.size * array("f").itemsize
+        views = [memoryview(column) for column in columns]
+        for n, (key, last) in enumerate(zip(keys, newest, strict=True)):
+            ring = self._rings[key] = _Ring.__new__(_Ring)
+            for column, view in zip(_COLUMNS, views, strict=True):
+                values = array("f")
+                values.frombytes(view[n * width : (n + 1) * width])
+                setattr(ring, column, values)
+            ring.newest = last
+
+    @contextmanager
+    def frozen(self) -> Iterator[SeriesHistory]:
+        """A copy as of now that nothing changes while the block runs, for a worker thread to
+        pickle: it shares the rings, and `record` copies a shared ring before writing to it (a
+        checkpoint's copy is then no block of the event loop, which records meanwhile)."""
+        copy = SeriesHistory.__new__(SeriesHistory)
+        copy.bucket_seconds, copy.size = self.bucket_seconds, self.size
+        copy._rings, copy._shared = dict(self._rings), set()
+        self._shared = set(self._rings)
+        try:
+            yield copy
+        finally:
+            self._shared = set()
 
     def prepare(self, series: Iterable[SeriesKey]) -> None:
         """Hold the rings of exactly these series: new ones allocated now (at start or a reload,
@@ -74,6 +133,9 @@ class SeriesHistory:
         ring = self._rings.get(signal.series)
         if ring is None:
             ring = self._rings[signal.series] = _Ring(self.size)
+        elif signal.series in self._shared:
+            self._shared.discard(signal.series)
+            ring = self._rings[signal.series] = ring.copy()
         if ring.newest < 0:
             ring.newest = index - 1  # a new ring is all unknown: no gap to write
         if index <= ring.newest - self.size:
