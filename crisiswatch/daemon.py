@@ -565,20 +565,17 @@ class Daemon:
     def _start_schedule(self) -> AsyncIOScheduler:
         """The periodic work (APScheduler, in this event loop): checkpoints when there is a
         place, and pruning old state, first soon after the start (a daemon restarted often
-        prunes too), then every `prune_seconds`."""
+        prunes too), then every `prune_seconds`. A run that falls due while the loop is busy
+        (closing a long downtime's buckets) runs once when it is free, however late: with
+        APScheduler's default grace of a second it was skipped until the next one."""
         scheduler = AsyncIOScheduler(timezone=UTC)
+        late = {"coalesce": True, "misfire_grace_time": None}
         if self._checkpoints_scheduled:
-            scheduler.add_job(
-                self.checkpoint, "interval", seconds=self.checkpoint_seconds, coalesce=True
-            )
+            scheduler.add_job(self.checkpoint, "interval", seconds=self.checkpoint_seconds, **late)
         if self.prune_seconds > 0:
             first = datetime.now(UTC) + timedelta(seconds=min(PRUNE_FIRST, self.prune_seconds))
             scheduler.add_job(
-                self.prune,
-                "interval",
-                seconds=self.prune_seconds,
-                next_run_time=first,
-                coalesce=True,
+                self.prune, "interval", seconds=self.prune_seconds, next_run_time=first, **late
             )
         scheduler.start()
         return scheduler
