@@ -1,8 +1,9 @@
 """State in one SQLite file (WAL): seen ids, incidents, the notification log and outbox, the
 Slack messages sent per incident, and the feedback people gave.
 
-What nothing needs any more (pages long done with, resolved incidents, learned feedback) is
-deleted by `prune`, which the daemon runs every few hours, so the file stays flat.
+What nothing needs any more (pages long done with, resolved incidents, learned feedback, ended
+silences) is deleted by `prune`, which the daemon runs every few hours, so the file stays flat;
+the write-ahead log is cut back to `WAL_KEPT` once checkpointed, whatever one write grew it to.
 
 The interface is narrow and async so that a shared store (PostgreSQL) can replace it later. Each
 call runs in a worker thread, one at a time; a write is one transaction, so a crash leaves
@@ -27,6 +28,7 @@ from crisiswatch.domain import Incident, Page, Silence
 SCHEMA_VERSION = 2  # 2: messages know their route (a version 1 store is migrated at open)
 CLICK_KEYS_KEPT = timedelta(days=1)  # Slack redelivers and a replay is signed within minutes
 SEEN_CHUNK = 50_000  # seen ids read per query when the dedupe window is restored
+WAL_KEPT = 64 * 1024 * 1024  # bytes of write-ahead log left on disk (1 M ids' flush: 200 MB)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -576,7 +578,8 @@ class Store:
         times): pages sent or given up and their notification log, except those of an incident
         still firing or with a page still to send; a resolved incident once none of its pages
         is left, with its clicks, sample posts and Slack message; clicks about no recorded
-        incident; and feedback already learned. Rows deleted, per table."""
+        incident; feedback already learned; and silences that ended (every page reads them
+        all). Rows deleted, per table."""
         cutoff = before.isoformat()
 
         def write(db: sqlite3.Connection) -> dict[str, int]:
@@ -676,6 +679,7 @@ _PRUNE = {
     "notifications": _done_before("notifications", "sent_at"),
     "clicks": _done_before("clicks", "at") + " AND incident_id NOT IN (SELECT id FROM incidents)",
     "feedback": "DELETE FROM feedback WHERE applied = 1 AND at < ?",
+    "silences": "DELETE FROM silences WHERE ends_at < ?",
 }  # (clicks of a recorded incident go with it, so its precision in the digest stays true)
 _GONE = """
     SELECT id FROM incidents i WHERE status = 'resolved' AND resolved_at < ?
@@ -727,6 +731,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA journal_size_limit={WAL_KEPT}")  # else a WAL keeps its largest size
     db.executescript(_SCHEMA)
     found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if found is None:

@@ -12,12 +12,14 @@ import orjson
 import pytest
 from conftest import mark_sent
 
+from crisiswatch import store as store_module
 from crisiswatch.domain import (
     Incident,
     IncidentStatus,
     Page,
     PageKind,
     Severity,
+    Silence,
     Stage,
     Totals,
 )
@@ -40,6 +42,10 @@ async def store(db_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(db_path)
     yield opened
     await opened.close()
+
+
+def wal_size(db_path: Path) -> int:
+    return Path(f"{db_path}-wal").stat().st_size
 
 
 class TestSeen:
@@ -70,6 +76,22 @@ class TestSeen:
         await store.mark_seen(["a", "b"], T0)
         await store.mark_seen(["a", "c"], T0)
         assert await store.recent_seen(10) == ["a", "b", "c"]
+
+    async def test_the_write_ahead_log_shrinks_back_after_a_big_flush(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A checkpoint's flush of the ids waiting for it (up to a million, 200 MB of WAL) no
+        longer leaves the WAL that big for good: once checkpointed, the next write cuts it back
+        to `WAL_KEPT` (a quarter MB here)."""
+        monkeypatch.setattr(store_module, "WAL_KEPT", 256 * 1024)
+        store = await Store.open(db_path)
+        try:
+            await store.mark_seen([f"x:{n:019d}" for n in range(100_000)], T0)
+            grown = wal_size(db_path)
+            await store.mark_seen(["x:next"], T0)
+            assert grown > 4 * 1024 * 1024 and wal_size(db_path) <= 256 * 1024
+        finally:
+            await store.close()
 
     async def test_nothing_to_mark(self, store: Store) -> None:
         """An empty batch is fine and adds nothing."""
@@ -237,6 +259,20 @@ class TestPrune:
         assert [row[0] for row in await store.unacknowledged("slack")] == ["firing"]
         assert deleted["incidents"] == 1 and deleted["clicks"] == 2 and deleted["feedback"] == 1
         assert await store.prune(cutoff) == dict.fromkeys(deleted, 0)  # nothing more to do
+
+    async def test_silences_that_ended_before_the_cutoff_go(self, store: Store) -> None:
+        """Every page reads every silence: one that ended before the cutoff is deleted, one
+        still in force or ended since stays."""
+        hour = timedelta(hours=1)
+        for name, ends_at in (
+            ("ended", T0 + hour),
+            ("since", T0 + 3 * hour),
+            ("on", T0 + 30 * hour),
+        ):
+            await store.add_silence(Silence(name, T0, ends_at, "ops", "maintenance"))
+        deleted = await store.prune(T0 + 2 * hour)
+        assert [s.id for s in await store.silences()] == ["on", "since"]
+        assert deleted["silences"] == 1
 
 
 class TestPersistence:
