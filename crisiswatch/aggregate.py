@@ -274,6 +274,11 @@ class Aggregator:
         return closed
 
     @property
+    def next_to_close(self) -> int | None:
+        """The index of the oldest bucket not closed (nor passed over) yet."""
+        return self._next_to_close
+
+    @property
     def ended(self) -> bool:
         """Whether a bucket has ended by the watermark and is not closed yet."""
         index, watermark = self._next_to_close, self._watermark

@@ -24,7 +24,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-FORMAT = 4  # bump when what is saved changes shape
+FORMAT = 5  # bump when what is saved changes shape (5: the chart history's compact columns)
+READS = (4, 5)  # the formats this version restores (a 4's history loads through __setstate__)
 MAGIC = b"crisiswatch-checkpoint\n"
 FILE_NAME = "checkpoint.bin"
 
@@ -109,8 +110,10 @@ def load(directory: Path) -> Checkpoint | None:
         if not data.startswith(MAGIC):
             raise ValueError("not a crisiswatch checkpoint")
         version, checkpoint = pickle.loads(data[len(MAGIC) :])  # our own file, never user input
-        if version != FORMAT or not isinstance(checkpoint, Checkpoint):
-            raise ValueError(f"format {version}, this version reads {FORMAT}")
+        if version not in READS or not isinstance(checkpoint, Checkpoint):
+            raise ValueError(
+                f"format {version}, this version reads {' and '.join(map(str, READS))}"
+            )
     except Exception as exc:  # corrupt or incompatible: keep it for a post-mortem, start fresh
         aside = target.with_name(f"{FILE_NAME}.bad-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
         target.replace(aside)

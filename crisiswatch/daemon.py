@@ -238,7 +238,8 @@ class Daemon:
         self._consumer: asyncio.Task[None] | None = None
         self.wedged_after = wedged_after  # one item held this long while others wait: wedged
         self._took_at = time.monotonic()  # when the pipeline last took an item
-        self._failing = 0  # mentions in a row the pipeline raised on
+        self._failing = 0  # mentions (or bucket ends) in a row the pipeline raised on
+        self._forgotten: dict[str, Page] = {}  # unknown firing incidents: see _close_forgotten
 
     async def run(self, *, exit_when_sources_end: bool) -> RunSummary:
         started = self._started_at = time.monotonic()
@@ -252,7 +253,7 @@ class Daemon:
         self._install_signal_handlers()
         self.dispatcher.start()
         if self.pipeline.unobserved_until is not None:  # live
-            await self._close_forgotten()
+            self._forgotten = await self._unknown_firing()
         log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
         ops = await self._serve_ops()
@@ -421,8 +422,26 @@ class Daemon:
                 await self._send(page)
             while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
                 await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
-                for page in self.pipeline.close_pending():
+                self._took_at = time.monotonic()  # busy, not wedged
+                for page in self._close_pending():
                     await self._send(page)
+            if self._forgotten:
+                await self._close_forgotten()
+
+    def _close_pending(self) -> list[Page]:
+        """The next bucket end of a long gap; one that raises is logged and passed (as a
+        mention the pipeline raises on is), and `FAILING_IN_A_ROW` in a row stop the daemon."""
+        try:
+            pages = self.pipeline.close_pending()
+        except Exception:
+            self.pipeline.stats.failed += 1
+            self._failing += 1
+            if self._failing >= FAILING_IN_A_ROW:
+                raise
+            log.exception("pipeline.close_failed")
+            return []
+        self._failing = 0
+        return pages
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is
@@ -491,17 +510,35 @@ class Daemon:
                 self._stalled_noticed.discard(name)
                 await self._notice(f"crisiswatch source {name} recovered")
 
-    async def _close_forgotten(self) -> None:
-        """Resolve the incidents the store has as firing that the restored state does not know
-        (a checkpoint moved aside, or one older than the incident): nothing would ever resolve
-        them, so their Slack message would say firing for ever and escalation would call people
-        about them. Their people are told why; a crisis that goes on opens a new incident."""
-        now = self.clock()
+    async def _unknown_firing(self) -> dict[str, Page]:
+        """The incidents the store has as firing that the restored state does not know, with
+        the last page of each (a checkpoint moved aside or older than the incident, an upgrade
+        that starts state fresh): nothing would resolve them, so their message would say firing
+        for ever and escalation would call people about them."""
+        found = {}
         for incident_id, payload in await self.store.firing():
-            if self.pipeline.incidents.find(incident_id) is not None:
+            if self.pipeline.incidents.find(incident_id) is None:
+                found[incident_id] = load_page(payload)
+        return found
+
+    async def _close_forgotten(self) -> None:
+        """Resolve each unknown incident once the watermark has passed its last page and the
+        pipeline still does not know it: the mentions read again since the checkpoint (a crash)
+        may make it again first, as the same incident. Its people are told why; a crisis that
+        goes on opens a new incident."""
+        watermark = self.pipeline.aggregator.watermark
+        if watermark is None:
+            return
+        for incident_id, last in list(self._forgotten.items()):
+            if watermark < last.at:
                 continue
-            last = load_page(payload).incident
-            closed = replace(last, status=IncidentStatus.RESOLVED, resolved_at=now, updated_at=now)
+            del self._forgotten[incident_id]
+            if self.pipeline.incidents.find(incident_id) is not None:
+                continue  # made again from the mentions read again
+            now = self.clock()
+            closed = replace(
+                last.incident, status=IncidentStatus.RESOLVED, resolved_at=now, updated_at=now
+            )
             log.warning("incident.forgotten", incident=incident_id)
             await self._send(Page(closed, PageKind.RESOLVED, now, (FORGOTTEN,)))
 

@@ -231,9 +231,23 @@ class Pipeline:
 
     def close_pending(self) -> list[Page]:
         """Close and judge the buckets that have ended (at most `close_step` bucket ends)."""
+        before = self.aggregator.next_to_close
         with collection_deferred():
             closed = self.aggregator.close_ended(self.close_step, self.unobserved_until)
+            after = self.aggregator.next_to_close
+            if (
+                before is not None
+                and after is not None
+                and after - before > len({bucket.end for bucket in closed})
+            ):
+                self._passed_over()
             return self.decide(closed)
+
+    def _passed_over(self) -> None:
+        """Bucket ends were passed over as unknown: nothing spans them, neither a rule's `for`
+        (a rule that held before a downtime has not held through it) nor a surge."""
+        self.engine.holding_since.clear()
+        self.detector.forget_recent()
 
     def finish(self) -> list[Page]:
         """The stream has ended: close every open bucket, resolve what went quiet."""

@@ -108,7 +108,8 @@ def _incident(samples: tuple[ScoredMention, ...] = (), **overrides: Any) -> Inci
         route="default",
         summary="kestrel: 40 mentions in 5m (8 expected), 75% negative",
         reasons=(
-            "volume 40 vs 8 expected (alert level 15), seen less than once a year in this series",
+            "volume 40 vs 8 expected (alert level 15), in a surge this series sees less than once "
+            "a year",
         ),
         peak_count=40,
         latest=signal,

@@ -158,9 +158,16 @@ class TestCheckpoint:
     def test_incompatible_version_is_moved_aside(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A checkpoint from another format version is not trusted."""
-        checkpoint.save(tmp_path, Checkpoint(datetime.now(UTC), {}, None))
+        """A checkpoint of a format this version does not read (a newer release's, say) is not
+        trusted; one of the previous format (4) is read."""
+        monkeypatch.setattr(checkpoint, "FORMAT", 4)
+        checkpoint.save(tmp_path, Checkpoint(datetime.now(UTC), {"marker": 4}, None))
+        monkeypatch.undo()
+        loaded = checkpoint.load(tmp_path)
+        assert loaded is not None and loaded.pipeline == {"marker": 4}
         monkeypatch.setattr(checkpoint, "FORMAT", checkpoint.FORMAT + 1)
+        checkpoint.save(tmp_path, Checkpoint(datetime.now(UTC), {}, None))
+        monkeypatch.undo()
         assert checkpoint.load(tmp_path) is None
         assert list(tmp_path.glob("checkpoint.bin.bad-*"))
 

@@ -134,8 +134,8 @@ class TestRenderText:
         assert "where    x 75%, reddit 25% · cards" in text  # the latest bucket's platforms
         assert "kestrel: 40 mentions in 5m (8 expected), 75% negative" in text
         assert (
-            "why      volume 40 vs 8 expected (alert level 15), seen less than once a year in "
-            "this series" in text
+            "why      volume 40 vs 8 expected (alert level 15), in a surge this series sees less "
+            "than once a year" in text
         )
         assert "rules    angry-surge" in text
         assert "terms    atm, swallowed" in text

@@ -272,7 +272,7 @@ class TestEngine:
         assert RuleEngine([rule]).evaluate(signal(count=10, negative=5)) == []
 
     def test_volume_reason_says_how_rare_in_words(self) -> None:
-        """A volume alert says how often the series sees such a bucket, not a bare score: the
+        """A volume alert says how often the series sees such a surge, not a bare score: the
         calibration makes 0.5 once a week, so a lower score is more often and a higher rarer,
         and anything past a year (extrapolated) is said as such."""
         rule = self.rule({"volume_spike": {"min_score": 0.3}})
@@ -281,12 +281,13 @@ class TestEngine:
             for score in (0.45, 0.5, 0.55, 0.6, 0.99)
         }
         assert reasons[0.5] == (
-            "volume 50 vs 8.0 expected (alert level 15), seen about once a week in this series"
+            "volume 50 vs 8.0 expected (alert level 15), in a surge this series sees about "
+            "once a week"
         )
-        assert reasons[0.45].endswith("seen about once in 2 days in this series")
-        assert reasons[0.55].endswith("seen about once a month in this series")
-        assert reasons[0.6].endswith("seen about once in 10 months in this series")
-        assert reasons[0.99].endswith("seen less than once a year in this series")
+        assert reasons[0.45].endswith("in a surge this series sees about once in 2 days")
+        assert reasons[0.55].endswith("in a surge this series sees about once a month")
+        assert reasons[0.6].endswith("in a surge this series sees about once in 10 months")
+        assert reasons[0.99].endswith("in a surge this series sees less than once a year")
         hourly = timedelta(hours=1)  # a week is fewer buckets: the same score is more often
         assert how_often(recurrence(0.6, hourly)) == "about once in 3 months"
         assert how_often(recurrence(0.0, hourly)) == "about once an hour"

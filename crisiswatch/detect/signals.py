@@ -68,8 +68,14 @@ class _SeriesDetectors:
         known = self.known_terms
         return tuple((t, n) for t, n in bucket.top_terms if n >= MIN_NEW_TERM and t not in known)
 
-    def learn(self, bucket: Bucket, decay: float) -> None:
+    def observe(self, bucket: Bucket) -> None:
+        """What a bucket teaches whether or not its time was wholly watched: the count the
+        next one rises from, and its terms."""
         self.previous_count = bucket.count
+        self.known_terms.learn(bucket.top_terms)
+
+    def learn(self, bucket: Bucket, decay: float) -> None:
+        self.observe(bucket)
         self.buckets += 1
         if bucket.bursts or self.burst_usual:
             counts = dict(bucket.bursts)
@@ -77,7 +83,6 @@ class _SeriesDetectors:
                 usual = self.burst_usual.get(term_set, 0.0)
                 seen = min(counts.get(term_set, 0), 3.0 * usual + 1.0)  # a burst is damped
                 self.burst_usual[term_set] = usual * decay + seen * (1.0 - decay)
-        self.known_terms.learn(bucket.top_terms)
 
 
 class SignalDetector:
@@ -121,6 +126,12 @@ class SignalDetector:
             detectors = self._series[key] = _SeriesDetectors(volume, known)
         return detectors
 
+    def forget_recent(self) -> None:
+        """Buckets were passed over as unknown (a downtime): no series' recent buckets are
+        recent any more."""
+        for detectors in self._series.values():
+            detectors.volume.forget_recent()
+
     def signal(self, bucket: Bucket) -> Signal:
         """Score a closed bucket against its series' history, then learn from it (a bucket
         alone: the series of one bucket end go through `signals` together)."""
@@ -130,8 +141,9 @@ class SignalDetector:
         """The signals of one bucket end's buckets (each of a different series), in order. The
         negative-share tails of all of them are computed together (1,200 series in a few numpy
         blocks, not 1,200 calls), and terms are learned once all are judged, so a term new to a
-        brand is new to each of its series. With `learn` False they are only judged: buckets
-        of a time not wholly watched must not teach the detectors that it was quiet."""
+        brand is new to each of its series. With `learn` False the baselines learn nothing from
+        them (buckets of a time not wholly watched must not teach the detectors that it was
+        quiet), but they count as recent: a surge in them still confirms and pages."""
         series = [self._detectors(bucket.series) for bucket in buckets]
         negatives = score_shares(
             [(d.negative, b.negative_count, b.count) for d, b in zip(series, buckets, strict=True)]
@@ -142,7 +154,7 @@ class SignalDetector:
                 volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
                 detectors.negative.learn_scored(bucket.negative_count, bucket.count, negative.score)
             else:
-                volume = detectors.volume.score_one(bucket.count, bucket.start)
+                volume = detectors.volume.score_and_observe(bucket.count, bucket.start)
             signals.append(
                 Signal(
                     bucket=bucket,
@@ -158,7 +170,9 @@ class SignalDetector:
             )
         # Terms are learned once every bucket is judged: a brand's series share what is known,
         # and a term new to the brand is news to each of its series in the same bucket.
-        if learn:
-            for detectors, bucket in zip(series, buckets, strict=True):
+        for detectors, bucket in zip(series, buckets, strict=True):
+            if learn:
                 detectors.learn(bucket, self._decay)
+            else:
+                detectors.observe(bucket)
         return signals

@@ -307,6 +307,18 @@ class VolumeDetector:
         self._learn(count, slot, mu, assessed)
         return verdict
 
+    def score_and_observe(self, count: float, at: datetime) -> VolumeScore:
+        """`score_one`, then keep the bucket among the recent ones (a surge's confirmation, the
+        two-hour total) without learning the baseline from it: a bucket of a time not wholly
+        watched (a downtime, a source behind) says nothing of how busy the series usually is,
+        but a surge in it must still confirm and page."""
+        slot = self._slot(at)
+        mu = self._expected(slot)
+        assessed = self._assess(count, mu)
+        verdict = self._verdict(mu, assessed[1], assessed[2])
+        self._remember(count, mu, assessed)
+        return verdict
+
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: move the baseline towards its count without
         the damping that keeps real spikes out (the level, the busyness and the time-of-day
@@ -325,8 +337,7 @@ class VolumeDetector:
         self._learn(count, slot, mu, self._assess(count, mu))
 
     def _learn(self, count: float, slot: int, mu: float, assessed: Assessment) -> None:
-        surprise, score, elevated = assessed
-        self._lately.append((score, elevated))
+        surprise = assessed[0]
         if surprise is not None:
             self._tail.update(surprise)
         sd = self._single.sd(mu)
@@ -340,10 +351,23 @@ class VolumeDetector:
         self._seen[slot] += 1
         rate = max(self._a_profile, 1.0 / self._seen[slot])
         self._profile[slot] += rate * (x - self._profile[slot])
+        self._remember(count, mu, assessed)
+        self._n += 1
+
+    def forget_recent(self) -> None:
+        """Let go of the recent buckets: after buckets passed over as unknown (a downtime), the
+        last ones before it are no part of a surge now, nor of the two-hour total."""
+        self._lately.clear()
+        self._recent.clear()
+        self._recent_sum = (0.0, 0.0)
+
+    def _remember(self, count: float, mu: float, assessed: Assessment) -> None:
+        """Keep a bucket among the recent ones: its score for confirmation, its count for the
+        two-hour total."""
+        self._lately.append((assessed[1], assessed[2]))
         counts, means = self._recent_sum[0] + count, self._recent_sum[1] + mu
         if len(self._recent) == self._recent.maxlen:
             old_count, old_mu = self._recent[0]
             counts, means = max(counts - old_count, 0.0), max(means - old_mu, 0.0)
         self._recent_sum = (counts, means)
         self._recent.append((count, mu))
-        self._n += 1

@@ -102,9 +102,8 @@ class VolumeSpike(_Scored):
             )
         return (
             f"volume {count} vs {count_text(signal.volume_expected)} expected "
-            f"(alert level {count_text(signal.volume_upper)}), seen "
+            f"(alert level {count_text(signal.volume_upper)}), in a surge this series sees "
             f"{how_often(recurrence(signal.volume_score, signal.bucket.end - signal.bucket.start))}"
-            f" in this series"
         )
 
 
