@@ -691,6 +691,9 @@ class Daemon:
             self.clock()
         )):  # fmt: skip
             line += f", bucket closes wait for {', '.join(waiting)} to catch up"
+        live = self.pipeline.unobserved_until is not None
+        if live and (behind := self.frontiers.unwatched(self.clock())):
+            line += f", baselines not learning while {', '.join(behind)} is behind"
         return line
 
     async def _serve_ops(self) -> web.AppRunner | None:

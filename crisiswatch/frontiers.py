@@ -72,10 +72,10 @@ class Frontiers:
                 )
         return limit
 
-    def unwatched(self, now: datetime) -> bool:
-        """Whether a source is behind and no longer waited for: what closes now misses some of
-        its posts, so it is not to be learned as how busy the brands usually are."""
-        return any(not self._waits(fell, now) for _, fell in self._behind.values())
+    def unwatched(self, now: datetime) -> list[str]:
+        """The sources behind and no longer waited for: what closes now misses some of their
+        posts, so it is not to be learned as how busy the brands usually are."""
+        return sorted(n for n, (_, fell) in self._behind.items() if not self._waits(fell, now))
 
     def waiting_for(self, now: datetime) -> list[str]:
         """The sources bucket closes are waiting for now."""

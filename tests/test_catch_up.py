@@ -263,6 +263,7 @@ class TestASourceThatNeverCatchesUp:
                 async with asyncio.timeout(10):
                     while pipeline.stats.buckets == 0:  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
+                given_up = daemon.status()
                 daemon.stopping.set()
                 await task
         finally:
@@ -272,5 +273,7 @@ class TestASourceThatNeverCatchesUp:
         assert delay is not None and float(delay.group(1)) == 1800 + 120  # held where it was
         assert pipeline.stats.buckets > 0 and pipeline.stats.late == 0
         assert [e["source"] for e in logs if e["event"] == "buckets.stopped_waiting"] == ["x"]
-        # closed without X's posts: not learned as how busy the brand usually is
+        # closed without X's posts: not learned as how busy the brand usually is, as status says
         assert pipeline.unobserved_until == now[0]
+        assert "baselines not learning while x is behind" in given_up
+        assert "not learning" not in held[1]
