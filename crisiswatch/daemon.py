@@ -404,13 +404,13 @@ class Daemon:
             if isinstance(item, Command):
                 pages = self._apply(item)
             elif isinstance(item, Tick):
-                pages = self._advance(item.at)
+                pages = self._closing(partial(self._advance, item.at))
                 self.latency.observe(time.perf_counter() - started)
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             elif isinstance(item, Progress):
                 self.frontiers.report(item, now := self.clock())
-                pages = self._advance(now)
+                pages = self._closing(partial(self._advance, now))
             else:
                 ahead = self.pipeline.stats.future
                 pages = self._feed(item)
@@ -423,18 +423,18 @@ class Daemon:
             while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
                 await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
                 self._took_at = time.monotonic()  # busy, not wedged
-                for page in self._close_pending():
+                for page in self._closing(self.pipeline.close_pending):
                     await self._send(page)
             if self._forgotten:
                 await self._close_forgotten()
 
-    def _close_pending(self) -> list[Page]:
-        """The next bucket end of a long gap; one that raises is logged and passed (as a
-        mention the pipeline raises on is), and `FAILING_IN_A_ROW` in a row stop the daemon."""
+    def _closing(self, close: Callable[[], list[Page]]) -> list[Page]:
+        """Bucket ends closed by the clock, a source's progress or a long gap's next step; one
+        that raises (a bug its numbers set off) is logged and passed, as a mention the pipeline
+        raises on is, and `FAILING_IN_A_ROW` in a row stop the daemon."""
         try:
-            pages = self.pipeline.close_pending()
+            pages = close()
         except Exception:
-            self.pipeline.stats.failed += 1
             self._failing += 1
             if self._failing >= FAILING_IN_A_ROW:
                 raise
@@ -693,7 +693,8 @@ class Daemon:
             line += f", bucket closes wait for {', '.join(waiting)} to catch up"
         live = self.pipeline.unobserved_until is not None
         if live and (behind := self.frontiers.unwatched(self.clock())):
-            line += f", baselines not learning while {', '.join(behind)} is behind"
+            verb = "is" if len(behind) == 1 else "are"
+            line += f", baselines not learning while {', '.join(behind)} {verb} behind"
         return line
 
     async def _serve_ops(self) -> web.AppRunner | None:

@@ -9,6 +9,7 @@ of it), so replaying a file gives the same pages every time.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -230,18 +231,20 @@ class Pipeline:
         return self.aggregator.ended
 
     def close_pending(self) -> list[Page]:
-        """Close and judge the buckets that have ended (at most `close_step` bucket ends)."""
-        before = self.aggregator.next_to_close
+        """Close and judge the buckets that have ended (at most `close_step` bucket ends), one
+        bucket end at a time, so what was passed over before one breaks what spans it."""
+        pages: list[Page] = []
         with collection_deferred():
-            closed = self.aggregator.close_ended(self.close_step, self.unobserved_until)
-            after = self.aggregator.next_to_close
-            if (
-                before is not None
-                and after is not None
-                and after - before > len({bucket.end for bucket in closed})
-            ):
-                self._passed_over()
-            return self.decide(closed)
+            for _ in range(self.close_step or sys.maxsize):
+                before = self.aggregator.next_to_close
+                if before is None or not self.aggregator.ended:
+                    break
+                closed = self.aggregator.close_ended(1, self.unobserved_until)
+                after = self.aggregator.next_to_close
+                if after is not None and after - before > (1 if closed else 0):
+                    self._passed_over()
+                pages.extend(self.decide(closed))
+        return pages
 
     def _passed_over(self) -> None:
         """Bucket ends were passed over as unknown: nothing spans them, neither a rule's `for`

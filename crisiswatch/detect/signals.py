@@ -131,6 +131,7 @@ class SignalDetector:
         recent any more."""
         for detectors in self._series.values():
             detectors.volume.forget_recent()
+            detectors.previous_count = 0  # no rise from a bucket days ago
 
     def signal(self, bucket: Bucket) -> Signal:
         """Score a closed bucket against its series' history, then learn from it (a bucket
