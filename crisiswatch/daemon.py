@@ -440,8 +440,7 @@ class Daemon:
                 raise
             log.exception("pipeline.close_failed")
             return []
-        self._failing = 0
-        return pages
+        return pages  # a close that works does not reset the count: mentions may still fail
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is
