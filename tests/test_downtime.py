@@ -19,7 +19,7 @@ from crisiswatch.bench.pipeline import generate, settings_for
 from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import FORGOTTEN, Daemon
-from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey
+from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, parse_mention, read_mentions
 from crisiswatch.notify.dispatch import Dispatcher
@@ -426,3 +426,26 @@ async def test_a_bucket_end_that_fails_to_close_is_logged_and_passed(tmp_path: P
         ]
     finally:
         await store.close()
+
+
+def test_the_first_bucket_after_a_downtime_rises_from_nothing_known(learned: bytes) -> None:
+    """Its rise is not measured from the last bucket before the downtime, days earlier (a page
+    had said 'Rising 27 → 54 in the last 5m')."""
+    pipeline: Pipeline = pickle.loads(learned)
+    watermark = pipeline.aggregator.watermark
+    assert watermark is not None
+    restart = watermark + timedelta(days=3)
+    pipeline.unobserved_until = restart
+    signals = []
+    judge = pipeline.detector.signals
+
+    def kept(buckets: list[Bucket], *, learn: bool = True) -> list[Signal]:
+        made = judge(buckets, learn=learn)
+        signals.extend(made)
+        return made
+
+    pipeline.detector.signals = kept  # type: ignore[method-assign]
+    for mention in mentions(0.2, restart, seed=8):
+        pipeline.feed(mention)
+    first = next(s for s in signals if s.series == SeriesKey("brand000") and s.at > restart)
+    assert first.previous_count == 0
