@@ -433,14 +433,10 @@ class Daemon:
         that raises (a bug its numbers set off) is logged and passed, as a mention the pipeline
         raises on is, and `FAILING_IN_A_ROW` in a row stop the daemon."""
         try:
-            pages = close()
+            return close()  # one that works does not reset the count: mentions may still fail
         except Exception:
-            self._failing += 1
-            if self._failing >= FAILING_IN_A_ROW:
-                raise
-            log.exception("pipeline.close_failed")
+            self._pipeline_failed("pipeline.close_failed")
             return []
-        return pages  # a close that works does not reset the count: mentions may still fail
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is
@@ -452,13 +448,20 @@ class Daemon:
             pages = self.pipeline.feed(mention)
         except Exception:
             self.pipeline.stats.failed += 1
-            self._failing += 1
-            if self._failing >= FAILING_IN_A_ROW:
-                raise
-            log.exception("pipeline.mention_failed", mention=mention.id[:80], source=mention.source)
+            self._pipeline_failed(
+                "pipeline.mention_failed", mention=mention.id[:80], source=mention.source
+            )
             return []
         self._failing = 0
         return pages
+
+    def _pipeline_failed(self, event: str, **fields: str) -> None:
+        """Count the failure being handled: logged, or raised again once it is the
+        `FAILING_IN_A_ROW`-th in a row (a broken pipeline, not one bad input)."""
+        self._failing += 1
+        if self._failing >= FAILING_IN_A_ROW:
+            raise  # called from an except block: re-raises the failure it handles
+        log.exception(event, **fields)
 
     def _advance(self, now: datetime) -> list[Page]:
         """Close what has ended by `now`, as far as the sources being waited for allow. While a

@@ -75,11 +75,16 @@ class Frontiers:
     def unwatched(self, now: datetime) -> list[str]:
         """The sources behind and no longer waited for: what closes now misses some of their
         posts, so it is not to be learned as how busy the brands usually are."""
-        return sorted(n for n, (_, fell) in self._behind.items() if not self._waits(fell, now))
+        return self._behind_and(waited_for=False, now=now)
 
     def waiting_for(self, now: datetime) -> list[str]:
         """The sources bucket closes are waiting for now."""
-        return sorted(n for n, (_, fell) in self._behind.items() if self._waits(fell, now))
+        return self._behind_and(waited_for=True, now=now)
+
+    def _behind_and(self, *, waited_for: bool, now: datetime) -> list[str]:
+        return sorted(
+            n for n, (_, fell) in self._behind.items() if self._waits(fell, now) == waited_for
+        )
 
     def _waits(self, fell_behind: datetime, now: datetime) -> bool:
         """Whether a source that fell behind then is still waited for."""

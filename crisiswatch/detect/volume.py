@@ -294,16 +294,11 @@ class VolumeDetector:
 
     def score_one(self, count: float, at: datetime) -> VolumeScore:
         """Score a bucket's count (`at` is the bucket's start, UTC) without learning from it."""
-        mu = self._expected(self._slot(at))
-        _, score, elevated = self._assess(count, mu)
-        return self._verdict(mu, score, elevated)
+        return self._scored(count, at)[3]
 
     def score_and_learn(self, count: float, at: datetime) -> VolumeScore:
         """`score_one`, then `learn_one`, sharing the work they have in common."""
-        slot = self._slot(at)
-        mu = self._expected(slot)
-        assessed = self._assess(count, mu)
-        verdict = self._verdict(mu, assessed[1], assessed[2])
+        slot, mu, assessed, verdict = self._scored(count, at)
         self._learn(count, slot, mu, assessed)
         return verdict
 
@@ -312,12 +307,16 @@ class VolumeDetector:
         two-hour total) without learning the baseline from it: a bucket of a time not wholly
         watched (a downtime, a source behind) says nothing of how busy the series usually is,
         but a surge in it must still confirm and page."""
+        _, mu, assessed, verdict = self._scored(count, at)
+        self._remember(count, mu, assessed)
+        return verdict
+
+    def _scored(self, count: float, at: datetime) -> tuple[int, float, Assessment, VolumeScore]:
+        """A bucket's slot, expectation, assessment and verdict, before anything is learned."""
         slot = self._slot(at)
         mu = self._expected(slot)
         assessed = self._assess(count, mu)
-        verdict = self._verdict(mu, assessed[1], assessed[2])
-        self._remember(count, mu, assessed)
-        return verdict
+        return slot, mu, assessed, self._verdict(mu, assessed[1], assessed[2])
 
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: move the baseline towards its count without
