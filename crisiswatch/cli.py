@@ -377,8 +377,8 @@ def _sentiment_predict(args: argparse.Namespace) -> int:
 
 
 def _rules_check(args: argparse.Namespace) -> int:
-    paths = args.paths or [Path("rules")]
     settings = load_settings(args.config) if args.config else None
+    paths = args.paths or (settings.rules if settings else [Path("rules")])
     rules = load_rules(paths, settings)
     print(f"{len(rules)} rules OK")
     return 0

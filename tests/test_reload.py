@@ -118,6 +118,25 @@ class TestReload:
         assert "2 problem(s)" in notice and "not a duration" in notice
         await store.close()
 
+    async def test_an_emptied_rule_folder_is_refused(self, tmp_path: Path) -> None:
+        """A deploy that empties the folder before copying the new files (or a rename to
+        `.YAML`, which still counts) must not swap in no rules at all: nothing would page."""
+        config = deployment(tmp_path)
+        ops = Ops()
+        store = await Store.open(tmp_path / "s.db")
+        daemon = daemon_for(config, store, ops)
+        rule_file = tmp_path / "rules" / "main.yaml"
+        rule_file.rename(tmp_path / "main.yaml.bak")
+        assert await daemon.reload() is False
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["busy"]
+        (notice,) = ops.notices
+        assert "no rule files (*.yaml or *.yml) in this folder" in notice
+        (tmp_path / "main.yaml.bak").rename(tmp_path / "rules" / "MAIN.YAML")
+        (tmp_path / "rules" / "MAIN.YAML").write_text(RULE.format(id="renamed", n=3))
+        assert await daemon.reload() is True
+        assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
+        await store.close()
+
     async def test_a_changed_rule_file_is_reloaded_by_itself(self, tmp_path: Path) -> None:
         """The watcher notices an edited rule file and reloads without a signal."""
         config = deployment(tmp_path)

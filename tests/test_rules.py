@@ -18,7 +18,7 @@ from crisiswatch.domain import Bucket, ScoredMention, SeriesKey, Signal
 from crisiswatch.rules.conditions import Condition, Context, KeywordBurst, how_often
 from crisiswatch.rules.engine import RuleEngine
 from crisiswatch.rules.loader import load_rules
-from crisiswatch.rules.schema import Rule
+from crisiswatch.rules.schema import PLACEHOLDERS, Rule
 from crisiswatch.yamlfile import ProblemsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +223,40 @@ class TestCheck:
         )
         (problem,) = problems_of(path)
         assert "unknown placeholder {brnad}" in problem
+
+    @pytest.mark.parametrize(
+        ("summary", "said"),
+        [
+            ("{{ $labels.brand }}: {count}", "not as an Alertmanager template"),
+            ("{brand}: { negative_pct } negative", "'{ negative_pct }' in summary is not a"),
+            ("{count:>5} mentions", "'{count:>5}' in summary is not a placeholder"),
+            ("{brand} up {count", "'{' in summary is not a placeholder"),
+        ],
+    )
+    def test_text_that_only_looks_like_a_placeholder(
+        self, tmp_path: Path, summary: str, said: str
+    ) -> None:
+        """Braces that are not a known placeholder would reach pages as written: an error,
+        at the summary's line, that says how to write one."""
+        path = write(
+            tmp_path, f"rules:\n  - id: a\n    when: {{min_count: 3}}\n    summary: '{summary}'\n"
+        )
+        (problem,) = problems_of(path)
+        assert problem.startswith(f"{path}:4:") and said in problem, problem
+        assert "known: {authors}, {brand}" in problem
+
+    def test_every_documented_placeholder_passes(self, tmp_path: Path) -> None:
+        """rules/README's list of placeholders is the renderer's, and each one passes."""
+        readme = (ROOT / "rules" / "README.md").read_text()
+        section = readme.split("## Summary placeholders", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"`\{(\w+)\}`", section))
+        assert documented == PLACEHOLDERS
+        summary = " ".join("{" + name + "}" for name in sorted(documented))
+        path = write(
+            tmp_path, f"rules:\n  - id: a\n    when: {{min_count: 3}}\n    summary: '{summary}'\n"
+        )
+        (rule,) = load_rules([path], load_settings(DEMO_CONFIG))
+        assert rule.summary == summary
 
     def test_bad_duration_and_bad_id(self, tmp_path: Path) -> None:
         """Durations read like 10m; ids are checked."""

@@ -23,6 +23,10 @@ from crisiswatch.yamlfile import (
 )
 
 RULE_SUFFIXES = (".yaml", ".yml")
+_NO_RULE_FILES = (
+    "no rule files (*.yaml or *.yml) in this folder: with no rules nothing would page; "
+    "put the rules here, or take the folder out of the config's `rules:`"
+)
 SOURCE_KINDS = ("x", "reddit", "http", "replay")
 """What the X and Reddit sources put in a mention's `source`, and what HTTP ingest and replay
 files give a line that names none (crisiswatch/sources/). A scope may name other sources too:
@@ -46,11 +50,15 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
             continue
         for candidate in sorted(path.rglob("*")):
             inside = candidate.relative_to(path).parts
-            if candidate.suffix not in RULE_SUFFIXES or "tests" in inside[:-1] or hidden(inside):
+            if not has_rule_suffix(candidate) or "tests" in inside[:-1] or hidden(inside):
                 continue
             if not candidate.stem.endswith("_test"):
                 found.append(candidate)
     return found
+
+
+def has_rule_suffix(path: Path) -> bool:
+    return path.suffix.lower() in RULE_SUFFIXES  # `CRISIS.YAML` is a rule file too
 
 
 def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[Rule]:
@@ -65,6 +73,10 @@ def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[
     for path in paths:
         if not path.exists():
             problems.append(Problem(str(path), 1, 1, "no such file or folder"))
+        elif path.is_dir() and not rule_files([path]):
+            # refused rather than run with no rules, which would page nothing and say nothing
+            # (the middle of a deploy that empties the folder before copying the new files)
+            problems.append(Problem(str(path), 1, 1, _NO_RULE_FILES))
     for path in rule_files(paths):
         try:
             doc = load_yaml(path)

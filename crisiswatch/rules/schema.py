@@ -28,6 +28,7 @@ from crisiswatch.enrich.attribution import TermIndex
 from crisiswatch.rules.conditions import Condition, count_text
 
 _PLACEHOLDER = re.compile(r"\{(\w{1,40})\}")
+_BRACED = re.compile(r"\{[^{}]{0,60}\}|[{}]")  # a placeholder-like span, or a lone brace
 PLACEHOLDERS = frozenset(
     [
         "brand",
@@ -164,11 +165,25 @@ class Rule(Strict):
     @field_validator("summary")
     @classmethod
     def _placeholders(cls, summary: str) -> str:
-        unknown = sorted(set(_PLACEHOLDER.findall(summary)) - PLACEHOLDERS)
-        if unknown:
+        """Braces hold a known placeholder and nothing else: text that only looks like one
+        (Alertmanager's `{{ $labels.brand }}`, `{ count }`, `{count:>5}`) would otherwise go
+        out on pages as written."""
+        known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+        if "{{" in summary:
             raise ValueError(
-                f"unknown placeholder {{{unknown[0]}}} in summary; "
-                f"known: {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}"
+                "summary: write a placeholder in single braces, as {brand}, not as an "
+                f"Alertmanager template ({{{{ ... }}}}); known: {known}"
+            )
+        for braced in _BRACED.finditer(summary):
+            text = braced.group(0)
+            name = _PLACEHOLDER.fullmatch(text)
+            if name and name.group(1) in PLACEHOLDERS:
+                continue
+            if name:
+                raise ValueError(f"unknown placeholder {text} in summary; known: {known}")
+            raise ValueError(
+                f"{text!r} in summary is not a placeholder: braces hold only a placeholder's "
+                f"name, with no spaces or format (as {{count}}); known: {known}"
             )
         return summary
 

@@ -33,7 +33,7 @@ from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, re
 from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import QuietQueue, silenced_by
 from crisiswatch.pipeline import Pipeline
-from crisiswatch.rules.loader import RULE_SUFFIXES, hidden, load_rules
+from crisiswatch.rules.loader import has_rule_suffix, hidden, load_rules
 from crisiswatch.rules.schema import Rule
 from crisiswatch.yamlfile import (
     Path_,
@@ -287,7 +287,7 @@ def test_files(paths: Iterable[Path]) -> list[Path]:
         found.extend(
             test
             for test in sorted(path.rglob(f"*{TEST_STEM}.*"))
-            if test.suffix in RULE_SUFFIXES and not hidden(test.relative_to(path).parts)
+            if has_rule_suffix(test) and not hidden(test.relative_to(path).parts)
         )
     return found
 
@@ -315,14 +315,15 @@ def load_suite(path: Path) -> Suite:
 
 
 def _default_settings(tests: Sequence[RuleTest]) -> Settings:
-    """One brand per brand the series name (`acme` if none), with the topics they name."""
+    """One brand per brand the series name (`acme` if none), with the topics they name and
+    its id as its own account's handle (so a text that starts `@acme` replies to the brand)."""
     topics: dict[str, set[str]] = {}
     for test in tests:
         for series in test.series:
             brand, _, topic = series.series.partition("/")
             topics.setdefault(brand, set()).update([topic] if topic else [])
     brands = [
-        Brand(id=brand, keywords=[brand], topics={t: [t] for t in sorted(names)})
+        Brand(id=brand, keywords=[brand], handles=[brand], topics={t: [t] for t in sorted(names)})
         for brand, names in sorted((topics or {DEFAULT_BRAND: set()}).items())
     ]
     return Settings(brands=brands)
