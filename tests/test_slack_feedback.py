@@ -299,6 +299,29 @@ class TestClicks:
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("false_alarm", "U0ALICE")
 
+    async def test_a_false_alarm_is_taken_once_however_often_pressed(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """Every press is recorded, but the models are told once per incident: each press
+        had taught the volume detector again, as if it were more evidence."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        told: list[str] = []
+
+        class Control:
+            async def resolve(self, incident_id: str, by: str) -> None:
+                raise AssertionError("not pressed")
+
+            async def false_alarm(self, incident_id: str, by: str) -> None:
+                told.append(by)
+
+        feedback = Feedback(store, None, slack)
+        feedback.control = Control()
+        for n, user in enumerate(["U0ALICE", "U0BOB", "U0ALICE"]):
+            await feedback.payload(block_actions("false_alarm", page.incident.id, user, f"{n}.1"))
+        assert told == ["U0ALICE"]
+        assert len(await store.clicks(page.incident.id)) == 3
+
 
 class TestEscalation:
     async def test_unacknowledged_incident_is_repaged_once(

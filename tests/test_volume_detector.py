@@ -68,6 +68,25 @@ class TestVolumeDetector:
         tail = counts[400:]
         assert run(tail, det) == run(tail, copy)
 
+    def test_a_false_alarm_never_expects_more_than_the_accepted_count(self) -> None:
+        """Accepting a bucket moves its slot's expectation towards its count and never past it,
+        however often (the baseline's parts had each moved towards it and their product
+        overshot: accepted twenty times, a bucket of 12 came to expect 51); a real surge at
+        that time still scores high the next day."""
+        det = VolumeDetector()
+        counts = daily_counts(2, 10.0)
+        run(counts, det)
+        at = START + len(counts) * STEP
+        before = det.score_one(30.0, at).expected
+        det.accept_one(30.0, at)
+        once = det.score_one(30.0, at).expected
+        assert before < once < 30.0
+        for _ in range(50):
+            det.accept_one(30.0, at)
+        assert once < det.score_one(30.0, at).expected <= 30.0
+        assert det.score_one(30.0, at + timedelta(hours=12)).expected < once  # that slot only
+        assert det.score_one(150.0, at + timedelta(days=1)).score > THRESHOLD
+
     def test_scores_in_unit_interval(self) -> None:
         """Scores stay in [0, 1], also for enormous counts and zeros."""
         counts = [*daily_counts(2, 5.0), 1e9, 0.0, 0.0, 1e6]

@@ -319,15 +319,21 @@ class VolumeDetector:
         return slot, mu, assessed, self._verdict(mu, assessed[1], assessed[2])
 
     def accept_one(self, count: float, at: datetime) -> None:
-        """A person said this bucket was no alarm: move the baseline towards its count without
-        the damping that keeps real spikes out (the level, the busyness and the time-of-day
-        profile each take one undamped step)."""
+        """A person said this bucket was no alarm: its expectation takes one step towards its
+        count without the damping that keeps real spikes out, and never past it. The step is
+        the time-of-day profile's (the level's in the first day); the busyness is left alone,
+        since the expectation is their product and moving both overshot: accepted again and
+        again, a bucket of 12 had come to expect 141."""
         slot = self._slot(at)
-        self._level += max(self._a_level, 1.0 / (self._n + 1)) * (count - self._level)
-        if self._n >= self._day:
-            self._busy += self._a_ratio * (count - self._busy)
-        rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
-        self._profile[slot] += rate * (count - self._profile[slot])
+        mu = self._expected(slot)
+        if count <= mu:
+            return
+        if self._n >= self._day and self._usual > 0.0 and self._busy > 0.0:
+            rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
+            wanted = mu + rate * (count - mu)
+            self._profile[slot] = max(self._profile[slot], wanted * self._usual / self._busy)
+        else:
+            self._level += max(self._a_level, 1.0 / (self._n + 1)) * (count - self._level)
 
     def learn_one(self, count: float, at: datetime) -> None:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""

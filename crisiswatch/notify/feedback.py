@@ -153,7 +153,8 @@ class Feedback:
 
     async def handle(self, click: Click) -> None:
         """Record and apply a click once, however often Slack delivers it; a post is learned
-        once per incident, however often its button is pressed."""
+        once per incident, and an incident is taken as a false alarm once, however often (or
+        by however many people) their buttons are pressed."""
         earlier = await self.store.record_click(
             click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
         )
@@ -162,7 +163,8 @@ class Feedback:
             return
         log.info("feedback.click", action=click.action, incident=click.incident_id)
         label = POST_LABELS.get(click.action)
-        if label is not None and earlier:
+        if earlier and (label is not None or click.action == FALSE_ALARM):
+            # each would teach the models the same thing again, as if it were more evidence
             log.info("feedback.already_learned", incident=click.incident_id)
             return
         if click.action == SNOOZE:
