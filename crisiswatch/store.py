@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -266,14 +274,30 @@ class Store:
 
         return await self._run(write)
 
-    async def next_pending(self, notifier: str, now: datetime | None = None) -> OutboxItem | None:
-        """The oldest page due to send for `notifier` (held pages wait for their time)."""
-        sql = (
-            "SELECT seq, page, attempts FROM outbox WHERE notifier = ? AND status = 'pending'"
-            " AND (not_before IS NULL OR not_before <= ?) ORDER BY seq LIMIT 1"
+    async def next_pending(
+        self, notifier: str, now: datetime | None = None, skip: Collection[int] = ()
+    ) -> OutboxItem | None:
+        """The oldest page due to send for `notifier` (held pages wait for their time), other
+        than those numbered in `skip` (delivered, but not yet recorded as sent)."""
+        due = (
+            "FROM outbox WHERE notifier = ? AND status = 'pending'"
+            " AND (not_before IS NULL OR not_before <= ?) ORDER BY seq LIMIT ?"
         )
         moment = (now or datetime.now(UTC)).isoformat()
-        row = await self._run(lambda db: db.execute(sql, (notifier, moment)).fetchone())
+
+        def read(db: sqlite3.Connection) -> Any:
+            if not skip:
+                return db.execute(
+                    f"SELECT seq, page, attempts {due}", (notifier, moment, 1)
+                ).fetchone()
+            numbers = db.execute(f"SELECT seq {due}", (notifier, moment, len(skip) + 1))
+            seq = next((n for (n,) in numbers if n not in skip), None)
+            if seq is None:
+                return None
+            sql = "SELECT seq, page, attempts FROM outbox WHERE seq = ?"
+            return db.execute(sql, (seq,)).fetchone()
+
+        row = await self._run(read)
         return None if row is None else OutboxItem(row[0], bytes(row[1]), row[2])
 
     async def next_held(self, notifier: str) -> datetime | None:

@@ -13,8 +13,9 @@ token), every page waits: the first in line is tried again after minutes (at mos
 When the store cannot be read (locked, an I/O error), a sender waits with back-off and reads
 again. When it cannot record a page the notifier delivered (a full disk), the page is remembered
 here as delivered (by its outbox number, at most `UNRECORDED_KEPT` a notifier) and not sent
-again; the sender backs off and tries to record it until the store works again (a restart before
-then may send it once more).
+again, while the pages queued after it go on: recording it is tried again before each later
+page and, when none comes, with back-off, until the store works again (a restart before then
+may send it once more).
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
@@ -83,10 +84,11 @@ class Dispatcher:
             for n in self.notifiers
         }
         self._refusal: dict[str, str] = {}  # notifier → the refusal logged, until a page goes
-        # per notifier: outbox numbers of pages it delivered that the store has not recorded
-        self._unrecorded: dict[str, OrderedDict[int, None]] = {
+        # per notifier: the pages it delivered that the store has not recorded, by outbox number
+        self._unrecorded: dict[str, OrderedDict[int, Page]] = {
             n.name: OrderedDict() for n in self.notifiers
         }
+        self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -134,10 +136,11 @@ class Dispatcher:
     async def flush(self) -> None:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
-            while (item := await self.store.next_pending(notifier.name, self._clock())) is not None:
+            unrecorded = self._unrecorded[notifier.name]
+            await self._record_delivered(notifier.name)
+            while item := await self.store.next_pending(notifier.name, self._clock(), unrecorded):
                 if not (await self._attempt(notifier, item))[0]:
-                    if item.seq not in self._unrecorded[notifier.name]:  # not delivered
-                        self.failed += 1
+                    self.failed += 1
                     break
 
     def start(self) -> None:
@@ -175,10 +178,12 @@ class Dispatcher:
         wake = self._wake[notifier.name]
         backoff = Backoff(rand=self._rng)
         unreadable = Backoff(rand=self._rng)  # while the outbox cannot be read
+        unrecorded = self._unrecorded[notifier.name]
         while True:
             wake.clear()
+            await self._record_delivered(notifier.name)
             try:
-                item = await self.store.next_pending(notifier.name, self._clock())
+                item = await self.store.next_pending(notifier.name, self._clock(), unrecorded)
                 held = await self.store.next_held(notifier.name)
             except StoreError as exc:  # locked, an I/O error: read again after a while
                 pause = unreadable.next()
@@ -194,12 +199,14 @@ class Dispatcher:
             if item is None:
                 if self._closing:
                     return
-                wait = (held - self._clock()).total_seconds() if held else None
+                waits = [(held - self._clock()).total_seconds()] if held else []
+                if unrecorded:
+                    waits.append(self._recording[notifier.name].next())
                 try:
-                    async with asyncio.timeout(max(wait, 0.0) if wait is not None else None):
+                    async with asyncio.timeout(max(min(waits), 0.0) if waits else None):
                         await wake.wait()
                 except TimeoutError:
-                    pass  # a held page has come due
+                    pass  # a held page has come due, or it is time to try recording again
                 continue
             done, told = await self._attempt(notifier, item)
             if done:
@@ -209,10 +216,10 @@ class Dispatcher:
 
     async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
         """Send one queued page: (True, None) when it is done with (sent and recorded, given up
-        or superseded), else (False, the wait the service asked for, if it did, or the long wait
-        while it refuses the notifier's credentials). A page delivered before but not recorded
-        is not sent again, only recorded. A row that no longer reads as a page (written by a
-        later version, say) is given up with an error, not left to stop the sender."""
+        or superseded; delivered but not recorded is done with too), else (False, the wait the
+        service asked for, if it did, or the long wait while it refuses the notifier's
+        credentials). A row that no longer reads as a page (written by a later version, say) is
+        given up with an error, not left to stop the sender."""
         try:
             page = load_page(item.page)
         except (ValueError, KeyError, TypeError) as exc:  # orjson's decode error is a ValueError
@@ -220,8 +227,6 @@ class Dispatcher:
             log.error("page.undecodable", seq=item.seq, notifier=notifier.name, error=repr(exc))
             await self._record_failure(item, f"undecodable: {exc!r}", final=True)
             return True, None
-        if item.seq in self._unrecorded[notifier.name]:
-            return await self._record_sent(item, page, notifier.name), None
         key = page_key(page)
         if await self._superseded(item, page, notifier.name):
             return True, None
@@ -260,29 +265,40 @@ class Dispatcher:
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
-        return await self._record_sent(item, page, notifier.name), None
+        await self._record_sent(item.seq, page, notifier.name)
+        return True, None
 
-    async def _record_sent(self, item: OutboxItem, page: Page, notifier: str) -> bool:
+    async def _record_sent(self, seq: int, page: Page, notifier: str) -> None:
         """Log a delivered page as sent; when the store cannot (a full disk), remember it as
-        delivered (so it is not sent again) and return False (the sender backs off)."""
-        unrecorded = self._unrecorded[notifier]
+        delivered, so that it is not sent again and later pages are not held up behind it."""
         try:
-            await self.store.outbox_sent(item.seq, page, notifier)
+            await self.store.outbox_sent(seq, page, notifier)
         except StoreError as exc:
-            if item.seq not in unrecorded:
-                log.error(
-                    "page.unrecorded",
-                    page=page_key(page),
-                    notifier=notifier,
-                    error=str(exc),
-                    effect="not sent again; recording it is retried with back-off",
-                )
-                unrecorded[item.seq] = None
-                if len(unrecorded) > UNRECORDED_KEPT:
-                    unrecorded.popitem(last=False)
-            return False
-        unrecorded.pop(item.seq, None)
-        return True
+            log.error(
+                "page.unrecorded",
+                page=page_key(page),
+                notifier=notifier,
+                error=str(exc),
+                effect="not sent again; later pages go on; recording it is tried again",
+            )
+            unrecorded = self._unrecorded[notifier]
+            unrecorded[seq] = page
+            if len(unrecorded) > UNRECORDED_KEPT:
+                unrecorded.popitem(last=False)
+
+    async def _record_delivered(self, notifier: str) -> None:
+        """Try again to record the pages delivered that the store could not record, oldest
+        first, until one still cannot be."""
+        unrecorded = self._unrecorded[notifier]
+        while unrecorded:
+            seq, page = next(iter(unrecorded.items()))
+            try:
+                await self.store.outbox_sent(seq, page, notifier)
+            except StoreError:
+                return
+            del unrecorded[seq]
+            log.info("page.recorded", page=page_key(page), notifier=notifier)
+        self._recording[notifier].reset()
 
     async def _superseded(self, item: OutboxItem, page: Page, notifier: str) -> bool:
         """Whether the page is older than one the notifier already sent about its incident (it
