@@ -186,7 +186,7 @@ class TestIncidentLife:
         assert post["text"].startswith("<@U0CRISIS> <!subteam^S0COMMS> 🚨 CRITICAL")
         for part in ("40 in 5m vs 8.0 expected", "75% vs usual 20%", "9 → 40", "atm"):
             assert part in text, part
-        assert "<https://x.com/user1/status/1|open post>" in text
+        assert "<https://x.com/user1/status/1|open on x.com>" in text
         assert "*user1* · 1,200 followers · 85 interactions · x" in text
         assert "*user2* · 1,200 followers · x" in text  # no interactions known: none shown
         actions = next(b for b in blocks if b["type"] == "actions")["elements"]
@@ -703,6 +703,28 @@ class TestUntrustedText:
         assert len(post["blocks"]) <= 50
         assert len(post["blocks"][0]["text"]["text"]) <= 150
         assert "&lt;!channel&gt;" in orjson.dumps(post["blocks"]).decode()
+
+    @pytest.mark.parametrize(
+        ("url", "link"),
+        [
+            ("https://evil.example/@here", "<https://evil.example/@here|open on evil.example>"),
+            ("https://x.com@evil.example/a", "|open on evil.example>"),
+            ("https://WWW.Reddit.com:443/r/x?a=1&b=2", "&amp;b=2|open on www.reddit.com>"),
+            ("https://exa_mple.com/p", None),  # no host it can name plainly: no link
+            ("javascript:alert(1)", None),
+        ],
+    )
+    def test_a_post_link_names_the_site_it_goes_to(
+        self, make_page: PageFactory, url: str, link: str | None
+    ) -> None:
+        """A mention's url is untrusted (ingest and replay lines carry their own): its link says
+        where it goes rather than a bare "open post" that could hide any site."""
+        page = make_page(samples=(sample("acme", 0, url=url),))
+        text = orjson.dumps(page_blocks(page, "Kestrel Bank", None)).decode()
+        if link is None:
+            assert "open on" not in text and url not in text
+        else:
+            assert link in text
 
     @pytest.mark.parametrize(
         "change",

@@ -59,6 +59,8 @@ _GROUP = re.compile(r"S[A-Z0-9]{2,30}")
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,30}")  # a channel id, shown as a link to it
 _RESOLVER = re.compile(f"resolved by ({_USER.pattern})")  # pipeline.resolve's change: a user id
 _URL = re.compile(r"https?://[^\s<>|\"`]{1,500}")
+# the host a URL goes to, as its letters are (internationalised names in their xn-- form)
+_HOST = re.compile(r"https?://(?:[^/?#@]{0,200}@)?([A-Za-z0-9.-]{1,253})(?::\d{1,5})?(?:[/?#]|$)")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
 
 
@@ -115,9 +117,16 @@ def people_for(route: Route | None, severity: Severity) -> list[str]:
     return next((list(p) for level, p in route.mention.items() if level == severity.label), [])
 
 
-def _link(url: str | None, label: str) -> str:
+def _post_link(url: str | None) -> str:
+    """A link to a post that names its site ("open on x.com"): a mention's `url` is untrusted
+    (HTTP ingest and replay lines carry their own), and a link must not hide where it goes."""
     clean = clean_text(url or "", 500)
-    return f"<{clean.replace('&', '&amp;')}|{label}>" if _URL.fullmatch(clean) else ""
+    if not _URL.fullmatch(clean):
+        return ""
+    host = _HOST.match(clean)
+    if host is None:
+        return ""
+    return f"<{clean.replace('&', '&amp;')}|open on {host.group(1).lower()}>"
 
 
 def _plain(text: str, limit: int) -> dict[str, Any]:
@@ -219,7 +228,7 @@ def post_block(incident_id: str, number: int, scored: ScoredMention) -> Block:
     its sentiment: Not negative on a post scored negative, Complaint on one that is not."""
     mention = scored.mention
     author = untrusted(mention.author or "unknown", 60)
-    link = _link(mention.url, "open post")
+    link = _post_link(mention.url)
     text = (
         f"*{author}* · {mention.author_followers:,} followers{interactions(mention)}"
         f" · {untrusted(mention.source, 30)} · {scored.negative:.0%} negative"
