@@ -29,7 +29,7 @@ from crisiswatch.notify.console import ConsoleNotifier
 from crisiswatch.ops.logging import LEVELS, configure_logging
 from crisiswatch.ops.systemd import SdNotify
 from crisiswatch.pipeline import Pipeline, settle
-from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.loader import load_rules, rule_warnings
 from crisiswatch.rules.schema import Rule
 from crisiswatch.sources import Source
 from crisiswatch.sources.replay import ReplaySource
@@ -381,6 +381,8 @@ def _rules_check(args: argparse.Namespace) -> int:
     paths = args.paths or (settings.rules if settings else [Path("rules")])
     rules = load_rules(paths, settings)
     print(f"{len(rules)} rules OK")
+    for warning in rule_warnings(rules, settings) if settings else []:
+        print(f"WARN {warning}")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from crisiswatch.config import Settings, load_settings, secret, state_dir
 from crisiswatch.durations import format_duration
-from crisiswatch.rules.loader import load_rules
+from crisiswatch.rules.loader import load_rules, rule_warnings
 from crisiswatch.sources.build import configured, missing_secrets
 from crisiswatch.sources.queries import x_query
 from crisiswatch.sources.resilience import describe_error
@@ -35,9 +35,11 @@ def doctor(config: Path, out: IO[str]) -> int:
             print(problem, file=out)
         return 1
     fine.append(f"config {config}")
+    warnings = _lateness_warnings(settings)
     try:
         rules = load_rules(settings.rules, settings)
         fine.append(f"{len(rules)} rules")
+        warnings += rule_warnings(rules, settings)
     except ProblemsError as exc:
         problems += [str(problem) for problem in exc.problems]
     problems += _state_writable(state_dir(settings), fine)
@@ -51,7 +53,7 @@ def doctor(config: Path, out: IO[str]) -> int:
         return 1
     for line in fine:
         print(f"OK  {line}", file=out)
-    for line in _lateness_warnings(settings):
+    for line in warnings:
         print(f"WARN {line}", file=out)
     return 0
 

@@ -17,7 +17,7 @@ from crisiswatch.domain import Silence
 from crisiswatch.durations import format_duration, parse_duration
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.store import STORE_FILE, with_store
-from crisiswatch.yamlfile import did_you_mean
+from crisiswatch.yamlfile import ProblemsError, did_you_mean
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +80,16 @@ def _check(args: argparse.Namespace, settings: Settings | None) -> list[str]:
     if args.brand and args.brand not in brands:
         problems.append(f"unknown brand {args.brand!r}{did_you_mean(args.brand, brands)}")
     if args.rule:
-        rules = [r.id for r in load_rules(settings.rules, settings)]
+        try:
+            rules = [r.id for r in load_rules(settings.rules, settings)]
+        except ProblemsError as exc:  # an editor's bad save must not stop on-call silencing
+            print(
+                f"crisiswatch silence: warning: --rule {args.rule!r} was not checked: the rule "
+                f"files have {len(exc.problems)} problem(s) (`crisiswatch rules check` lists "
+                "them; the running daemon keeps its last good rules)",
+                file=sys.stderr,
+            )
+            return problems
         if args.rule not in rules:
             problems.append(f"unknown rule {args.rule!r}{did_you_mean(args.rule, rules)}")
     return problems

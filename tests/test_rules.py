@@ -290,6 +290,26 @@ class TestCheck:
         assert f"{path}:" in err and "unknown key 'keep_firing'" in err
         assert "Traceback" not in err
 
+    def test_a_for_no_longer_than_a_bucket_is_warned_of(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With 5-minute buckets, `for: 5m` alerts on the first bucket that matches, as no `for`
+        does: `rules check --config` (with the config's own rules) says so and how to need
+        two buckets, and still passes; `for: 10m` is not warned of."""
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        write(rules, "rules:\n  - id: a\n    when: {min_count: 3}\n    for: 5m\n", "a.yaml")
+        write(rules, "rules:\n  - id: b\n    when: {min_count: 3}\n    for: 10m\n", "b.yaml")
+        config = tmp_path / "config.yaml"
+        config.write_text("rules: [rules]\nbrands:\n  - id: acme\n    keywords: [acme]\n")
+        assert main(["rules", "check", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines() == [
+            "2 rules OK",
+            "WARN rule 'a': for: 5m is no longer than a bucket (5m), so it changes nothing; "
+            "use 10m to need two buckets in a row, or leave it out",
+        ]
+
 
 class TestEngine:
     def rule(self, when: dict[str, object], **extra: object) -> Rule:

@@ -247,3 +247,25 @@ class TestSilenceCommand:
         args = ["silence", "add", "--config", config, "--brand", "acmee", "--for", "1h"]
         assert main([*args, "--comment", "x"]) == 2
         assert "did you mean 'acme'?" in capsys.readouterr().err
+
+    def test_a_rule_silence_is_added_while_the_rule_files_are_broken(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Right after an editor's bad save the daemon pages on its last good rules: on-call
+        can still silence one of them (with a warning that it was not checked), not be
+        refused with the editor's YAML error."""
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        (rules / "crisis.yaml").write_text("rules:\n  - id: busy\n    when: {min_cont: 3}\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"state_dir: {tmp_path / 'state'}\nrules: [{rules}]\n"
+            "brands:\n  - id: acme\n    keywords: [acme]\n"
+        )
+        args = ["silence", "add", "--config", str(config), "--rule", "busy", "--for", "1h"]
+        assert main([*args, "--comment", "editor's fix on its way"]) == 0
+        out, err = capsys.readouterr()
+        assert "silenced rule=busy for 1h" in out
+        assert "--rule 'busy' was not checked: the rule files have 1 problem(s)" in err
+        assert main(["silence", "list", "--config", str(config)]) == 0
+        assert "rule=busy" in capsys.readouterr().out

@@ -7,10 +7,12 @@ exactly the messages the daemon would refuse the rules with.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from crisiswatch.config import Settings
 from crisiswatch.domain import ALL_TOPICS
+from crisiswatch.durations import format_duration
 from crisiswatch.rules.schema import Rule, RuleFile, Scope
 from crisiswatch.yamlfile import (
     Path_,
@@ -113,6 +115,21 @@ def _duplicate_ids(documents: list[YamlDocument]) -> list[Problem]:
             else:
                 first_seen[rule_id] = f"first at {doc.file}:{doc.where(path)[0]}"
     return problems
+
+
+def rule_warnings(rules: Sequence[Rule], settings: Settings) -> list[str]:
+    """What in valid rules does nothing in this deployment (said by `rules check --config` and
+    `doctor`, not refused: an upgrade must not stop a daemon over a setting that is merely
+    idle). A `for` no longer than a bucket: a bucket that matches has held for the whole
+    bucket, so the rule alerts on the first one, as without `for`."""
+    bucket = settings.pipeline.bucket
+    return [
+        f"rule {rule.id!r}: for: {format_duration(rule.for_)} is no longer than a bucket "
+        f"({format_duration(bucket)}), so it changes nothing; use "
+        f"{format_duration(2 * bucket)} to need two buckets in a row, or leave it out"
+        for rule in rules
+        if timedelta(0) < rule.for_ <= bucket
+    ]
 
 
 def _deployment_check(
