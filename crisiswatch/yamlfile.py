@@ -70,9 +70,16 @@ def load_yaml(path: Path, *, label: str | None = None) -> YamlDocument:
     """Read one YAML document; raise `ProblemsError` for unreadable files or bad syntax."""
     name = label or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise ProblemsError([Problem(name, 1, 1, f"cannot read the file: {exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
+        raise ProblemsError([Problem(name, line, column, message)]) from None
     return parse_yaml(text, name)
 
 
@@ -87,7 +94,7 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"invalid YAML: {exc.problem or exc.context}"
+        message = f"invalid YAML: {exc.problem or exc.context}{_yaml_hint(exc)}"
         raise ProblemsError([Problem(name, line, column, message)]) from None
     except yaml.YAMLError as exc:
         raise ProblemsError([Problem(name, 1, 1, f"invalid YAML: {exc}")]) from None
@@ -106,6 +113,16 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
     if problems:
         raise ProblemsError(problems)
     return YamlDocument(name, data, marks, key_marks)
+
+
+def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
+    """How to fix the YAML mistakes editors make most, where PyYAML's words do not say."""
+    problem = str(exc.problem or "")
+    if "'\\t'" in problem:
+        return " (YAML indents with spaces, never tabs)"
+    if "another document" in problem:
+        return " (a file holds one document: take out the `---` line, or split the file)"
+    return ""
 
 
 def _walk(
@@ -172,7 +189,20 @@ def _message(model: type[pydantic.BaseModel], loc: Path_, error: Any) -> str:
         message = message[len("Value error, ") :]
     if kind == "model_type" or kind == "dict_type":
         message = "expected a mapping of keys to values"
+    if kind == "string_type" and isinstance(error.get("input"), bool):
+        message += " (YAML reads on/off/yes/no/true/false as true or false: put it in quotes)"
+    if kind == "less_than_equal" and error.get("ctx", {}).get("le") == 1 and _over(error, 1):
+        message += f" (a share is a fraction: {_as_share(error['input'])})"
     return f"{where}: {message}" if loc else message
+
+
+def _over(error: Any, limit: float) -> bool:
+    value = error.get("input")
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > limit
+
+
+def _as_share(value: float) -> str:
+    return f"{value / 100:g} for {value:g}%" if value <= 100 else "between 0 and 1"
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -121,3 +121,28 @@ def test_an_editors_lock_file_is_not_a_test(
     (tmp_path / ".#case_test.yaml").symlink_to("editor@host.12345:1700000000")
     assert main(["rules", "test", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "OK: 1 passed, 0 failed (1 test file)\n"
+
+
+def test_a_rule_file_or_a_missing_rule_path_is_said_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule file given as a test is named as one (it had read as 'Input is not a valid path'
+    at each rule); a rules path that does not exist is one problem at the test's `rules:`
+    line (it had been two, at the missing file's 1:1)."""
+    assert main(["rules", "test", str(CRISIS_RULES)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"{CRISIS_RULES}:2:1: this is a rule file, not a rule test: `crisiswatch rules check` "
+        "checks it; a rule test (NAME_test.yaml, with `tests:`) names the rule files it runs "
+        "in its `rules:`"
+    ]
+    path = tmp_path / "gone_test.yaml"
+    path.write_text(
+        f"rules: [{CRISIS_RULES}, nope.yaml]\nstart: 2026-03-02T00:00:00Z\ntests:\n"
+        '  - {name: a, series: [{series: acme, count: "1x3"}], expect: []}\n'
+    )
+    assert main(["rules", "test", str(path)]) == 1
+    column = len(f"rules: [{CRISIS_RULES}, ") + 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:1:{column}: no such rule file or folder: {tmp_path / 'nope.yaml'}"
+    ]

@@ -258,6 +258,31 @@ class TestCheck:
         (rule,) = load_rules([path], load_settings(DEMO_CONFIG))
         assert rule.summary == summary
 
+    @pytest.mark.parametrize(
+        ("raw", "said"),
+        [
+            (b"rules:\n\t- id: a\n", ":2:1: invalid YAML: found character '\\t' that cannot "
+             "start any token (YAML indents with spaces, never tabs)"),
+            (b"rules:\n  - id: caf\xe9\n", ":2:12: not UTF-8 (byte 0xe9): save the file as UTF-8"),
+            (b"rules: []\n---\nrules: []\n", ":2:1: invalid YAML: but found another document "
+             "(a file holds one document: take out the `---` line, or split the file)"),
+            (b"rules:\n  - id: on\n    when: {min_count: 3}\n", ":2:9: rules.id: Input should "
+             "be a valid string (YAML reads on/off/yes/no/true/false as true or false: put it "
+             "in quotes)"),
+            (b"rules:\n  - id: a\n    when: {negative_share: {above: 40}}\n",
+             ":3:36: rules.when.negative_share.above: Input should be less than or equal to 1 "
+             "(a share is a fraction: 0.4 for 40%)"),
+        ],
+    )  # fmt: skip
+    def test_common_mistakes_say_how_to_fix_them(
+        self, tmp_path: Path, raw: bytes, said: str
+    ) -> None:
+        """The YAML mistakes editors make most: located, with what to do, where the parser's or
+        the validator's own words do not say it."""
+        path = tmp_path / "rules.yaml"
+        path.write_bytes(raw)
+        assert problems_of(path) == [f"{path}{said}"]
+
     def test_bad_duration_and_bad_id(self, tmp_path: Path) -> None:
         """Durations read like 10m; ids are checked."""
         path = write(

@@ -79,7 +79,7 @@ def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[
             # refused rather than run with no rules, which would page nothing and say nothing
             # (the middle of a deploy that empties the folder before copying the new files)
             problems.append(Problem(str(path), 1, 1, _NO_RULE_FILES))
-    for path in rule_files(paths):
+    for path in rule_files([path for path in paths if path.exists()]):
         try:
             doc = load_yaml(path)
             documents.append(doc)

@@ -297,8 +297,17 @@ def load_suite(path: Path) -> Suite:
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise ProblemsError([doc.problem((), "a rule test file is a mapping with `tests:`")])
+    if "tests" not in doc.data and _rule_list(doc.data.get("rules")):
+        raise ProblemsError([doc.problem(("rules",), _A_RULE_FILE, key=True)])
     spec = validate(RuleTestFile, doc)
     base = path.parent
+    missing = [
+        doc.problem(("rules", n), f"no such rule file or folder: {base / p}")
+        for n, p in enumerate(spec.rules)
+        if not (base / p).exists()
+    ]
+    if missing:
+        raise ProblemsError(missing)
     settings = load_settings(base / spec.config) if spec.config else _default_settings(spec.tests)
     if spec.bucket is not None:
         pipeline = settings.pipeline.model_copy(update={"bucket": spec.bucket})
@@ -312,6 +321,18 @@ def load_suite(path: Path) -> Suite:
     if problems:
         raise ProblemsError(problems)
     return Suite(path, settings, rules, cases)
+
+
+_A_RULE_FILE = (
+    "this is a rule file, not a rule test: `crisiswatch rules check` checks it; a rule test "
+    "(NAME_test.yaml, with `tests:`) names the rule files it runs in its `rules:`"
+)
+
+
+def _rule_list(value: object) -> bool:
+    """Whether `rules:` lists rules themselves (mappings), as a rule file's does, rather than
+    the paths of rule files, as a test's does."""
+    return isinstance(value, list) and any(isinstance(item, dict) for item in value)
 
 
 def _default_settings(tests: Sequence[RuleTest]) -> Settings:
