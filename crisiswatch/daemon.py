@@ -817,7 +817,8 @@ class Daemon:
                     log.info("config.watch_recovered", failures=failures)
                 failures = 0
                 if seen is not None and now != seen:
-                    log.info("config.changed", file=str(config))
+                    changed = sorted({mark[0] for mark in set(now) ^ set(seen)})
+                    log.info("config.changed", files=changed)  # edited, added or removed
                     self.reload_wanted.set()
                 seen = now
             await asyncio.sleep(self.watch_seconds)

@@ -138,22 +138,26 @@ class TestReload:
         await store.close()
 
     async def test_a_changed_rule_file_is_reloaded_by_itself(self, tmp_path: Path) -> None:
-        """The watcher notices an edited rule file and reloads without a signal."""
+        """The watcher notices an edited rule file and reloads without a signal, logging
+        which file changed."""
         config = deployment(tmp_path)
         store = await Store.open(tmp_path / "s.db")
         daemon = daemon_for(config, store, Ops(), watch_seconds=0.02)
-        run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
-        await asyncio.sleep(0.1)
-        (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
-        for _ in range(200):
-            if daemon.reloads:
-                break
-            await asyncio.sleep(0.02)
-        daemon.stopping.set()
-        await run
+        with capture_all_logs() as logs:
+            run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
+            await asyncio.sleep(0.1)
+            (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
+            for _ in range(200):
+                if daemon.reloads:
+                    break
+                await asyncio.sleep(0.02)
+            daemon.stopping.set()
+            await run
         await store.close()
         assert daemon.reloads == 1
         assert [r.id for r in daemon.pipeline.engine.rules] == ["renamed"]
+        changed = [e["files"] for e in logs if e["event"] == "config.changed"]
+        assert changed == [[str(tmp_path / "rules" / "main.yaml")]]
 
 
 class RecordingSystemd(SdNotify):
