@@ -244,6 +244,10 @@ class Pipeline:
                 if after is not None and after - before > (1 if closed else 0):
                     self._passed_over()
                 pages.extend(self.decide(closed))
+                # Let go of the closed buckets while the collector is still held off: alive
+                # when it comes back, they would be walked by a collection before the pages
+                # leave (about 40 ms at 200 brands); dead, they cost it nothing.
+                del closed
         return pages
 
     def _passed_over(self) -> None:

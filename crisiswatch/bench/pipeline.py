@@ -188,6 +188,9 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
     decided = [-1]  # buckets below this index have been decided
     decide, close = pipeline.decide, pipeline.aggregator._close
     closing: dict[int, float] = {}  # bucket index -> CPU s spent closing it, until it is judged
+    # when the last bucket end was judged, until the call that closed it returns: what comes
+    # between (the collection held off while it closed) also keeps its pages from leaving
+    decided_at: list[float | None] = [None]
     chunk_started = 0.0
 
     def clock() -> float:
@@ -211,6 +214,7 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             for page in pages:
                 render_text(page)
             tally.judging.append(time.process_time() - started + closing.pop(index, 0.0))
+            decided_at[0] = time.process_time()
             now = clock()
             decided[0] = max(decided[0], index + 1)
             if index in arrivals:
@@ -218,6 +222,11 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             made.extend(pages)
         tally.pages += len(made)
         return made
+
+    def count_tail() -> None:
+        assert decided_at[0] is not None
+        tally.judging[-1] += time.process_time() - decided_at[0]
+        decided_at[0] = None
 
     pipeline.decide = timed_decide  # type: ignore[method-assign]
     pipeline.aggregator._close = timed_close  # type: ignore[method-assign]
@@ -235,6 +244,8 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
             if index >= decided[0] and index not in arrivals:
                 arrivals[index] = clock()
             feed(mention)
+            if decided_at[0] is not None:
+                count_tail()
         tally.cpu += time.process_time() - chunk_started
         tally.wall += time.perf_counter() - wall_started
         tally.lines += len(chunk)
@@ -254,6 +265,8 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
         del parsed  # not kept into the next chunk's timing: the daemon holds no such list
     wall_started, chunk_started = time.perf_counter(), time.process_time()
     pipeline.finish()
+    if decided_at[0] is not None:
+        count_tail()
     tally.cpu += time.process_time() - chunk_started
     tally.wall += time.perf_counter() - wall_started
 
