@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -87,6 +87,12 @@ class Delivered:
         held = f"  (made {self.made_at:%Y-%m-%d %H:%M} UTC, held by the route's quiet hours)"
         return render_line(self.page) + (held if self.held else "")
 
+    def overtaken_line(self) -> str:
+        """The line of a held page that a newer page of its incident overtook (not sent): at
+        when it was made."""
+        until = f"  (held by the route's quiet hours until {self.page.at:%Y-%m-%d %H:%M} UTC)"
+        return render_line(replace(self.page, at=self.made_at)) + until
+
     def record(self) -> dict[str, Any]:
         return {**page_record(self.page), "made_at": self.made_at.isoformat(), "held": self.held}
 
@@ -150,9 +156,9 @@ class Collector:
         self._progress = progress
 
     @property
-    def superseded(self) -> int:
+    def overtaken(self) -> list[Delivered]:
         """Held pages a newer page of their incident overtook: not sent."""
-        return self._queue.superseded
+        return [Delivered(page, made_at) for page, made_at in self._queue.superseded]
 
     async def send(self, page: Page) -> None:
         released = self._queue.offer(page)
@@ -179,7 +185,8 @@ class Backtest:
     rules: list[Rule]
     pages: list[Delivered]  # in the order they would have gone out
     summary: RunSummary
-    superseded: int = 0  # held by quiet hours, then overtaken by a newer page: never sent
+    # held by quiet hours, then overtaken by a newer page of their incident: never sent
+    overtaken: list[Delivered] = field(default_factory=list)
 
 
 def replay(
@@ -223,7 +230,7 @@ def replay(
         summary = asyncio.run(run())
     collector.finish()
     label = ", ".join(str(p) for p in rule_paths)
-    return Backtest(label, rules, collector.pages, summary, collector.superseded)
+    return Backtest(label, rules, collector.pages, summary, collector.overtaken)
 
 
 def backtest(
@@ -289,28 +296,35 @@ def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: Te
 
 
 def report(result: Backtest, out: TextIO) -> None:
-    """The counts after the pages: incidents opened and pages per rule, then the run summary."""
+    """The counts after the pages, each of pages printed: the pages sent (those listed above)
+    and how many of them quiet hours held; the held pages a newer page overtook, listed, as
+    they were never sent; the incidents opened and, per rule, the incidents it took part in
+    opening and the pages sent naming it; then the run's counts (without its pages: every page
+    made is counted here, sent or overtaken)."""
     held = sum(delivered.held for delivered in result.pages)
-    overtaken = (
-        f" ({result.superseded} more held, then overtaken by a newer page of their incident: "
-        "not sent)"
-        if result.superseded
-        else ""
-    )
     print(
-        f"\n{len(result.pages)} pages, {held} of them held by quiet hours{overtaken}; "
-        "per rule (incidents opened / pages of the incidents it alerted in):",
+        f"\n{len(result.pages)} pages sent, {held} of them held by quiet hours until they ended",
         file=out,
     )
-    opened: Counter[str] = Counter()
-    paged: Counter[str] = Counter()
-    for page in (delivered.page for delivered in result.pages):
-        for rule_id in page.incident.rules:
-            paged[rule_id] += 1
-            opened[rule_id] += page.kind is PageKind.OPENED
+    if result.overtaken:
+        print(
+            f"{len(result.overtaken)} more held by quiet hours, then overtaken by a newer page of "
+            "their incident (not sent):",
+            file=out,
+        )
+        for delivered in result.overtaken:
+            print(f"  {delivered.overtaken_line()}", file=out)
+    opening = [d.page for d in (*result.pages, *result.overtaken) if d.page.kind is PageKind.OPENED]
+    print(
+        f"{len(opening)} incidents opened; per rule: incidents it took part in opening (the "
+        "rules its opening page names) / pages sent naming it",
+        file=out,
+    )
+    opened = Counter(rule_id for page in opening for rule_id in page.incident.rules)
+    paged = Counter(rule_id for d in result.pages for rule_id in d.page.incident.rules)
     for rule in result.rules:
-        print(f"  {rule.id:<28} {opened[rule.id]:>4} / {paged[rule.id]:<4}", file=out)
-    print(f"{result.summary}", file=out)
+        print(f"  {rule.id:<28} {opened[rule.id]:>4} / {paged[rule.id]}", file=out)
+    print(result.summary.text(pages=False), file=out)
 
 
 PageId = tuple[datetime, str, str, str, str, str, tuple[str, ...]]

@@ -84,7 +84,13 @@ class RunSummary:
     seconds: float
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, *, pages: bool = True) -> str:
+        """One line of counts; without the pages sent and failed when `pages` is false (a
+        backtest, whose notifier sends nothing, counts its pages itself)."""
         s = self.stats
+        sent = f"{self.pages_sent} pages sent, {self.pages_failed} failed, " if pages else ""
         return (
             f"{s.mentions:,} mentions counted, {s.duplicates:,} duplicates dropped, "
             f"{self.malformed:,} malformed lines skipped, {s.unattributed:,} not about a watched "
@@ -92,7 +98,7 @@ class RunSummary:
             f"{s.future:,} dated ahead of the clock, {s.failed:,} failed in the pipeline; "
             f"{s.buckets:,} buckets closed, {s.alerts:,} alerts → "
             f"{self.incidents_opened} incidents ({self.incidents_open_at_end} still open), "
-            f"{self.pages_sent} pages sent, {self.pages_failed} failed, in {self.seconds:.1f}s"
+            f"{sent}in {self.seconds:.1f}s"
         )
 
 

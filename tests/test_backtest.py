@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from crisiswatch.config import Route
 from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import PageKind, Severity
 from crisiswatch.pipeline import PipelineStats
+from crisiswatch.rules.schema import Rule
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: inside the routes' quiet hours below
 CONFIG = """\
@@ -97,7 +99,7 @@ def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
         "2026-03-02 07:00 UTC  opened    warning  spark acme         acme-busy  acme: 30 mentions, "
         "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
     ) in out
-    assert "\n4 pages, 2 of them held by quiet hours; per rule (incidents opened / pages of " in out
+    assert "\n4 pages sent, 2 of them held by quiet hours until they ended\n2 incidents " in out
 
 
 def test_a_file_not_in_time_order_is_an_error_with_the_count_too_late(
@@ -149,15 +151,20 @@ SUMMARY = RunSummary(PipelineStats(), 0, 0, 0, 0, 0, 0.0)
 async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFactory) -> None:
     """A warning held by quiet hours is not delivered at 07:00 after its incident's critical
     escalation and resolution went out, as the daemon's dispatcher (and `rules test`) would not
-    send it over newer state; a held page nothing overtook still goes."""
+    send it over newer state; a held page nothing overtook still goes. The report's counts
+    agree with the pages it lists: the overtaken page is listed apart, as not sent, and still
+    counts for the rules that opened its incident (both rules its opening page names); the
+    run's own count of pages (every page made) is not printed."""
     route = Route.model_validate(
         {"quiet_hours": {"start": "00:00", "end": "07:00", "min_severity": "critical"}}
     )
     collector = Collector({"default": route})
-    opened = make_page(PageKind.OPENED, T0 + timedelta(hours=1), severity=Severity.WARNING)
-    worse = make_page(PageKind.ESCALATED, T0 + timedelta(hours=2), severity=Severity.CRITICAL)
-    resolved = make_page(PageKind.RESOLVED, T0 + timedelta(hours=3), severity=Severity.CRITICAL)
-    other = make_page(PageKind.OPENED, T0 + timedelta(hours=1), id="b@1", severity=Severity.WARNING)
+    both = ("angry-surge", "negative-turn")
+    warning, critical = Severity.WARNING, Severity.CRITICAL
+    opened = make_page(PageKind.OPENED, T0 + timedelta(hours=1), severity=warning, rules=both)
+    worse = make_page(PageKind.ESCALATED, T0 + timedelta(hours=2), severity=critical, rules=both)
+    resolved = make_page(PageKind.RESOLVED, T0 + timedelta(hours=3), severity=critical, rules=both)
+    other = make_page(PageKind.OPENED, T0 + timedelta(hours=1), id="b@1", severity=warning)
     for page in (opened, other, worse, resolved):
         await collector.send(page)
     collector.finish()
@@ -166,10 +173,21 @@ async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFac
         (PageKind.RESOLVED, resolved.incident.id, False),
         (PageKind.OPENED, "b@1", True),
     ]
-    assert collector.superseded == 1
+    assert [(d.page.kind, d.made_at) for d in collector.overtaken] == [(PageKind.OPENED, opened.at)]
+    rules = [Rule.model_validate({"id": r, "when": {"min_count": 1}}) for r in both]
+    summary = replace(SUMMARY, incidents_opened=2, pages_sent=4)
     out = io.StringIO()
-    report(Backtest("rules", [], collector.pages, SUMMARY, collector.superseded), out)
-    assert out.getvalue().startswith(
-        "\n3 pages, 1 of them held by quiet hours (1 more held, then overtaken by a newer page "
-        "of their incident: not sent); per rule"
-    )
+    report(Backtest("rules", rules, collector.pages, summary, collector.overtaken), out)
+    lines = out.getvalue().splitlines()
+    assert lines[:4] == [
+        "",
+        "3 pages sent, 1 of them held by quiet hours until they ended",
+        "1 more held by quiet hours, then overtaken by a newer page of their incident (not sent):",
+        "  2026-03-02 01:00 UTC  opened    warning  flame kestrel      angry-surge,negative-turn  "
+        "kestrel: 40 mentions in 5m (8 expected), 75% negative  (held by the route's quiet hours "
+        "until 2026-03-02 07:00 UTC)",
+    ]
+    assert lines[4].startswith("2 incidents opened; per rule: incidents it took part in opening")
+    counts = [line.split() for line in lines[5:7]]
+    assert counts == [["angry-surge", "2", "/", "3"], ["negative-turn", "1", "/", "2"]]
+    assert "pages sent" not in lines[-1] and "→ 2 incidents (0 still open), in" in lines[-1]

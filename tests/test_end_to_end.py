@@ -115,7 +115,7 @@ class TestBacktest:
             outputs.append(capsys.readouterr().out)
         strip_time = [re.sub(r" in [\d.]+s$", "", o.strip(), flags=re.M) for o in outputs]
         assert strip_time[0] == strip_time[1]
-        assert "per rule (incidents opened / pages of the incidents it alerted in):" in outputs[0]
+        assert "3 incidents opened; per rule: incidents it took part in opening" in outputs[0]
         assert re.search(r"^  angry-surge\s+\d+ / \d+", outputs[0], re.M)
 
     def test_missing_file_is_a_clear_error(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,7 +57,8 @@ class QuietQueue:
         self._routes = routes
         self._held: list[tuple[Page, datetime]] = []  # by when they go out, then as they came
         self._newest_sent: dict[str, datetime] = {}  # incident id -> newest page's made_at
-        self.superseded = 0  # held pages a newer page of their incident overtook: not sent
+        # held pages a newer page of their incident overtook, not sent: (page, when made)
+        self.superseded: list[tuple[Page, datetime]] = []
 
     def offer(self, page: Page) -> list[tuple[Page, datetime]]:
         """Take a page just made (pages come in the order made); the pages that go out by its
@@ -81,7 +82,7 @@ class QuietQueue:
         while self._held and (now is None or self._held[0][0].at <= now):
             page, made_at = self._held.pop(0)
             if superseded(page, made_at, self._newest_sent):
-                self.superseded += 1
+                self.superseded.append((page, made_at))
             else:
                 out.append(self._sent(page, made_at))
         return out
