@@ -28,7 +28,7 @@ from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
-from crisiswatch.notify.render import render_line
+from crisiswatch.notify.render import clean_text, render_line
 from crisiswatch.notify.stages import QuietQueue
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -71,27 +71,44 @@ def page_record(page: Page) -> dict[str, Any]:
     }
 
 
+WHY_INDENT = " " * len("2026-03-02 15:20 UTC  ")  # a page's reasons go under its kind
+
+
 @dataclass(frozen=True, slots=True)
 class Delivered:
     """A page as it would have gone out: `page.at` is when; `made_at` is when the daemon made
-    it, earlier when its route's quiet hours held it."""
+    it, earlier when its route's quiet hours held it. Not `sent`: held, then overtaken by a
+    newer page of its incident."""
 
     page: Page
     made_at: datetime
+    sent: bool = True
 
     @property
     def held(self) -> bool:
         return self.page.at != self.made_at
 
     def line(self) -> str:
+        """One line; an overtaken page's at when it was made, as it never went out."""
+        if not self.sent:
+            until = f"  (held by the route's quiet hours until {self.page.at:%Y-%m-%d %H:%M} UTC)"
+            return render_line(replace(self.page, at=self.made_at)) + until
         held = f"  (made {self.made_at:%Y-%m-%d %H:%M} UTC, held by the route's quiet hours)"
         return render_line(self.page) + (held if self.held else "")
 
-    def overtaken_line(self) -> str:
-        """The line of a held page that a newer page of its incident overtook (not sent): at
-        when it was made."""
-        until = f"  (held by the route's quiet hours until {self.page.at:%Y-%m-%d %H:%M} UTC)"
-        return render_line(replace(self.page, at=self.made_at)) + until
+    def why(self) -> str | None:
+        """Why it pages: the reasons it carries (its latest alert's conditions, in numbers), as
+        Slack and the console show them; None for a resolution, which shows none."""
+        reasons = self.page.incident.reasons
+        if self.page.kind is PageKind.RESOLVED or not reasons:
+            return None
+        return "; ".join(clean_text(reason, 300) for reason in reasons)
+
+    def text(self, prefix: str = "") -> str:
+        """Its line after `prefix`, and under it why it pages."""
+        why = self.why()
+        below = f"\n{' ' * len(prefix)}{WHY_INDENT}why: {why}" if why else ""
+        return prefix + self.line() + below
 
     def record(self) -> dict[str, Any]:
         return {**page_record(self.page), "made_at": self.made_at.isoformat(), "held": self.held}
@@ -158,7 +175,7 @@ class Collector:
     @property
     def overtaken(self) -> list[Delivered]:
         """Held pages a newer page of their incident overtook: not sent."""
-        return [Delivered(page, made_at) for page, made_at in self._queue.superseded]
+        return [Delivered(page, made, sent=False) for page, made in self._queue.superseded]
 
     async def send(self, page: Page) -> None:
         released = self._queue.offer(page)
@@ -176,7 +193,7 @@ class Collector:
             delivered = Delivered(page, made_at)
             self.pages.append(delivered)
             if self._out is not None:
-                self._out.write((delivered.json() if self._json else delivered.line()) + "\n")
+                self._out.write((delivered.json() if self._json else delivered.text()) + "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +330,7 @@ def report(result: Backtest, out: TextIO) -> None:
             file=out,
         )
         for delivered in result.overtaken:
-            print(f"  {delivered.overtaken_line()}", file=out)
+            print(delivered.text("  "), file=out)
     opening = [d.page for d in (*result.pages, *result.overtaken) if d.page.kind is PageKind.OPENED]
     print(
         f"{len(opening)} incidents opened; per rule: incidents it took part in opening (the "
@@ -411,9 +428,9 @@ class Comparison:
             lines.append("no difference: the same pages at the same times")
         else:
             lines.append(f"gone ({len(self.gone)}):")
-            lines.extend(f"  - {delivered.line()}" for delivered in self.gone)
+            lines.extend(delivered.text("  - ") for delivered in self.gone)
             lines.append(f"new ({len(self.new)}):")
-            lines.extend(f"  + {delivered.line()}" for delivered in self.new)
+            lines.extend(delivered.text("  + ") for delivered in self.new)
         return "\n".join(lines) + "\n"
 
     def json(self) -> str:

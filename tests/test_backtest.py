@@ -12,7 +12,7 @@ import orjson
 import pytest
 from conftest import PageFactory
 
-from crisiswatch.backtest import Backtest, Collector, report
+from crisiswatch.backtest import Backtest, Collector, Delivered, report
 from crisiswatch.cli import main
 from crisiswatch.config import Route
 from crisiswatch.daemon import RunSummary
@@ -97,7 +97,8 @@ def test_quiet_hours_hold_a_warning_until_they_end_in_event_time(
     out = capsys.readouterr().out
     assert (
         "2026-03-02 07:00 UTC  opened    warning  spark acme         acme-busy  acme: 30 mentions, "
-        "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)"
+        "0% negative  (made 2026-03-02 01:05 UTC, held by the route's quiet hours)\n"
+        "                      why: 30 mentions (at least 20)\n"
     ) in out
     assert "\n4 pages sent, 2 of them held by quiet hours until they ended\n2 incidents " in out
 
@@ -179,15 +180,31 @@ async def test_a_held_page_a_newer_one_overtook_is_superseded(make_page: PageFac
     out = io.StringIO()
     report(Backtest("rules", rules, collector.pages, summary, collector.overtaken), out)
     lines = out.getvalue().splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "",
         "3 pages sent, 1 of them held by quiet hours until they ended",
         "1 more held by quiet hours, then overtaken by a newer page of their incident (not sent):",
         "  2026-03-02 01:00 UTC  opened    warning  flame kestrel      angry-surge,negative-turn  "
         "kestrel: 40 mentions in 5m (8 expected), 75% negative  (held by the route's quiet hours "
         "until 2026-03-02 07:00 UTC)",
+        "                        why: volume 40 vs 8 expected (alert level 15), in a surge this "
+        "series sees less than once a year",
     ]
-    assert lines[4].startswith("2 incidents opened; per rule: incidents it took part in opening")
-    counts = [line.split() for line in lines[5:7]]
+    assert lines[5].startswith("2 incidents opened; per rule: incidents it took part in opening")
+    counts = [line.split() for line in lines[6:8]]
     assert counts == [["angry-surge", "2", "/", "3"], ["negative-turn", "1", "/", "2"]]
     assert "pages sent" not in lines[-1] and "→ 2 incidents (0 still open), in" in lines[-1]
+
+
+def test_each_page_says_why_under_its_line(make_page: PageFactory) -> None:
+    """Under a page's line, why it pages: the reasons it carries, as Slack shows them (one
+    line, below its kind, after a prefix too); a resolution, which shows no reasons, has none."""
+    reasons = ("35 mentions (at least 12)", "negative share 51% vs usual 20% (18 of 35)")
+    opened = Delivered(make_page(PageKind.OPENED, T0, reasons=reasons), T0)
+    resolved = Delivered(make_page(PageKind.RESOLVED, T0, reasons=reasons), T0)
+    assert opened.text("  - ").splitlines() == [
+        f"  - {opened.line()}",
+        "                          why: 35 mentions (at least 12); negative share 51% vs usual "
+        "20% (18 of 35)",
+    ]
+    assert resolved.text() == resolved.line()
