@@ -5,7 +5,9 @@ temporary state directory) with a notifier that collects the pages, so a backtes
 what `crisiswatch run` would. A page its route's quiet hours hold goes out when they end, in
 event time, as `rules test` decides it and as Slack would get it. `--compare` runs a second
 rule set over the same file and reports the difference per rule and per route, then the pages
-that are gone and the new ones: an alert budget to review with a rule change.
+that are gone, the new ones and the changed ones (the same time, kind and incident, going
+elsewhere or saying something else), each with what differs: an alert budget to review with a
+rule change.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
-from crisiswatch.notify.render import clean_text, render_line
+from crisiswatch.notify.render import clean_text, render_line, shown_changes
 from crisiswatch.notify.stages import QuietQueue
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -96,17 +98,16 @@ class Delivered:
         held = f"  (made {self.made_at:%Y-%m-%d %H:%M} UTC, held by the route's quiet hours)"
         return render_line(self.page) + (held if self.held else "")
 
-    def why(self) -> str | None:
+    def reasons(self) -> tuple[str, ...]:
         """Why it pages: the reasons it carries (its latest alert's conditions, in numbers), as
-        Slack and the console show them; None for a resolution, which shows none."""
-        reasons = self.page.incident.reasons
-        if self.page.kind is PageKind.RESOLVED or not reasons:
-            return None
-        return "; ".join(clean_text(reason, 300) for reason in reasons)
+        Slack and the console show them; none for a resolution, which shows none."""
+        if self.page.kind is PageKind.RESOLVED:
+            return ()
+        return tuple(clean_text(reason, 300) for reason in self.page.incident.reasons)
 
     def text(self, prefix: str = "") -> str:
         """Its line after `prefix`, and under it why it pages."""
-        why = self.why()
+        why = "; ".join(self.reasons())
         below = f"\n{' ' * len(prefix)}{WHY_INDENT}why: {why}" if why else ""
         return prefix + self.line() + below
 
@@ -344,37 +345,89 @@ def report(result: Backtest, out: TextIO) -> None:
     print(result.summary.text(pages=False), file=out)
 
 
-PageId = tuple[datetime, str, str, str, str, str, tuple[str, ...]]
+Slot = tuple[datetime, str, str]  # when, what kind of page, which incident (its key)
 
 
-def page_id(page: Page) -> PageId:
-    """What makes two backtests' pages the same page: when, what, which incident, how bad, why."""
-    incident = page.incident
-    return (
-        page.at,
-        page.kind.value,
-        incident.key,
-        incident.route,
-        incident.severity.label,
-        incident.stage.label,
-        incident.rules,
-    )
+def _slot(delivered: Delivered) -> Slot:
+    page = delivered.page
+    return (page.at, page.kind.value, page.incident.key)
+
+
+ITEMS = ("rules", "changes", "why")  # the facts of several items, compared item by item
+
+
+def facts(delivered: Delivered) -> dict[str, tuple[str, ...]]:
+    """What the report shows of a page besides its time, kind and incident, by name: where it
+    goes, how bad, which rules, what it says (and what changed), why, and when it was made
+    (earlier when held). Each is a tuple: of one item, or of several for those in ITEMS."""
+    page, incident = delivered.page, delivered.page.incident
+    return {
+        "route": (incident.route,),
+        "severity": (incident.severity.label,),
+        "stage": (incident.stage.label,),
+        "rules": incident.rules,
+        "summary": (clean_text(incident.summary, 100),),
+        "changes": tuple(clean_text(change, 160) for change in shown_changes(page)),
+        "why": delivered.reasons(),
+        "made": (f"{delivered.made_at:%Y-%m-%d %H:%M} UTC",),
+    }
+
+
+def page_id(delivered: Delivered) -> tuple[Slot, tuple[tuple[str, ...], ...]]:
+    """What makes two backtests' pages the same page: the same slot, and all it shows alike."""
+    return _slot(delivered), tuple(facts(delivered).values())
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A page both rule sets send at the same time, of the same kind and incident, that differs
+    in where it goes or what it shows."""
+
+    before: Delivered
+    after: Delivered
+
+    def differences(self) -> list[str]:
+        """Each fact that differs, as "route: default → oncall"; one of several items (rules,
+        changes, reasons) as the items taken out and put in, "rules: - a", "why: + b"."""
+        before, after = facts(self.before), facts(self.after)
+        shown: list[str] = []
+        for name, old in before.items():
+            new = after[name]
+            if old == new:
+                continue
+            items = [f"- {item}" for item in old if item not in new]
+            items += [f"+ {item}" for item in new if item not in old]
+            if name in ITEMS and items:
+                shown.extend(f"{name}: {item}" for item in items)
+            else:  # one item, or the same items in another order
+                shown.append(f"{name}: {'; '.join(old) or 'none'} → {'; '.join(new) or 'none'}")
+        return shown
+
+    def text(self) -> str:
+        """The page's line as it is after, and under it what differs, before → after."""
+        below = " " * len("  ~ ") + WHY_INDENT
+        return "\n".join([f"  ~ {self.after.line()}", *(below + d for d in self.differences())])
+
+    def record(self) -> dict[str, Any]:
+        return {"before": self.before.record(), "after": self.after.record()}
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """One rule's (or route's) pages before and after."""
+    """One rule's (or route's) pages before and after; `lost`, the pages it had before that it
+    has no more (gone, or changed to name another rule or go to another route), and `gained`
+    the converse, so that before - lost + gained == after."""
 
     name: str
     before: int
     after: int
-    gone: int
-    new: int
+    lost: int
+    gained: int
 
     def line(self, width: int) -> str:
         return (
             f"  {self.name:<{width}} {self.before:>4} → {self.after:>4} pages; "
-            f"{self.gone} gone, {self.new} new"
+            f"{self.lost} lost, {self.gained} gained"
         )
 
 
@@ -384,13 +437,13 @@ class Comparison:
     after: Backtest
     gone: list[Delivered]  # pages of `before` that `after` does not send, in order
     new: list[Delivered]  # pages of `after` that `before` did not send, in order
+    changed: list[Changed]  # pages both send, at the same time, that differ, in order
     rules: list[Budget]
     routes: list[Budget]
 
     @classmethod
     def of(cls, before: Backtest, after: Backtest) -> Comparison:
-        gone = _missing(before.pages, after.pages)
-        new = _missing(after.pages, before.pages)
+        gone, new, changed = _differences(before.pages, after.pages)
         rule_ids = list(dict.fromkeys(r.id for r in [*before.rules, *after.rules]))
         routes = list(
             dict.fromkeys(
@@ -401,15 +454,19 @@ class Comparison:
             )
         )
 
-        def budget(name: str, belongs: Callable[[Delivered], bool]) -> Budget:
-            counts = [sum(map(belongs, pages)) for pages in (before.pages, after.pages, gone, new)]
-            return Budget(name, *counts)
+        def budget(name: str, has: Callable[[Delivered], bool]) -> Budget:
+            lost = sum(map(has, gone)) + sum(has(c.before) and not has(c.after) for c in changed)
+            gained = sum(map(has, new)) + sum(has(c.after) and not has(c.before) for c in changed)
+            return Budget(
+                name, sum(map(has, before.pages)), sum(map(has, after.pages)), lost, gained
+            )
 
         return cls(
             before,
             after,
             gone,
             new,
+            changed,
             [budget(rule_id, _by_rule(rule_id)) for rule_id in rule_ids],
             [budget(route, _by_route(route)) for route in routes],
         )
@@ -424,19 +481,29 @@ class Comparison:
             "per route:",
             *(b.line(width) for b in self.routes),
         ]
-        if not (self.gone or self.new):
+        if not (self.gone or self.new or self.changed):
             lines.append("no difference: the same pages at the same times")
-        else:
+        if self.gone:
             lines.append(f"gone ({len(self.gone)}):")
             lines.extend(delivered.text("  - ") for delivered in self.gone)
+        if self.new:
             lines.append(f"new ({len(self.new)}):")
             lines.extend(delivered.text("  + ") for delivered in self.new)
+        if self.changed:
+            lines.append(f"changed ({len(self.changed)}), before → after:")
+            lines.extend(changed.text() for changed in self.changed)
         return "\n".join(lines) + "\n"
 
     def json(self) -> str:
         def budgets(items: list[Budget], key: str) -> list[dict[str, Any]]:
             return [
-                {key: b.name, "before": b.before, "after": b.after, "gone": b.gone, "new": b.new}
+                {
+                    key: b.name,
+                    "before": b.before,
+                    "after": b.after,
+                    "lost": b.lost,
+                    "gained": b.gained,
+                }
                 for b in items
             ]
 
@@ -448,6 +515,7 @@ class Comparison:
                 "routes": budgets(self.routes, "route"),
                 "gone": [delivered.record() for delivered in self.gone],
                 "new": [delivered.record() for delivered in self.new],
+                "changed": [changed.record() for changed in self.changed],
             }
         ).decode()
 
@@ -460,12 +528,34 @@ def _by_route(route: str) -> Callable[[Delivered], bool]:
     return lambda delivered: delivered.page.incident.route == route
 
 
+def _differences(
+    before: list[Delivered], after: list[Delivered]
+) -> tuple[list[Delivered], list[Delivered], list[Changed]]:
+    """The pages gone, the new ones, and the changed: of the pages with no same page on the
+    other side, one before and one after at the same time, of the same kind and incident (the
+    first such of each, in order) are one page, changed."""
+    unmatched = _missing(after, before)
+    waiting: dict[Slot, list[Delivered]] = {}
+    for delivered in unmatched:
+        waiting.setdefault(_slot(delivered), []).append(delivered)
+    gone: list[Delivered] = []
+    changed: list[Changed] = []
+    for delivered in _missing(before, after):
+        same_slot = waiting.get(_slot(delivered))
+        if same_slot:
+            changed.append(Changed(delivered, same_slot.pop(0)))
+        else:
+            gone.append(delivered)
+    paired = {id(c.after) for c in changed}
+    return gone, [d for d in unmatched if id(d) not in paired], changed
+
+
 def _missing(pages: list[Delivered], others: list[Delivered]) -> list[Delivered]:
     """The pages of `pages` with no same page in `others` (each other page matches once)."""
-    available = Counter(page_id(d.page) for d in others)
+    available = Counter(page_id(d) for d in others)
     missing = []
     for delivered in pages:
-        key = page_id(delivered.page)
+        key = page_id(delivered)
         if available[key]:
             available[key] -= 1
         else:

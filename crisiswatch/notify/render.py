@@ -152,6 +152,11 @@ def render_line(page: Page) -> str:
         f"{incident.stage.label:<5} {incident.brand:<12} {','.join(incident.rules)}  "
         f"{clean_text(incident.summary, 100)}"
     )
-    if page.changes and page.kind is not PageKind.RESOLVED:
-        line += f"  [{clean_text('; '.join(page.changes), 160)}]"
-    return line
+    changes = shown_changes(page)
+    return line + (f"  [{clean_text('; '.join(changes), 160)}]" if changes else "")
+
+
+def shown_changes(page: Page) -> tuple[str, ...]:
+    """What changed since the incident's last page, as `render_line` shows it: none for a
+    resolution."""
+    return () if page.kind is PageKind.RESOLVED else page.changes
