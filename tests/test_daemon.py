@@ -487,7 +487,7 @@ class TestDispatcherAgainstAFailingStore:
         recorder, waits = Recorder(), Waits()
         dispatcher = Dispatcher([recorder], store, sleep=waits, rng=lambda: 0.0)
         dispatcher.start()
-        with capture_logs() as logs:
+        with capture_all_logs() as logs:
             await dispatcher.dispatch(make_page(id="first@1"))
             await until(lambda: len(recorder.pages) == 1)
             await dispatcher.dispatch(make_page(id="second@1"))
