@@ -523,3 +523,19 @@ class TestHttpEndpoint:
             response = await session.post(url, data={"payload": "{}"}, headers=headers)
         assert response.status == 401
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    @pytest.mark.parametrize("signature", ["v0=é", "é" * 64])
+    async def test_a_non_ascii_signature_is_refused(
+        self, store: Store, signature: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A non-ASCII X-Slack-Signature (which the verifier's compare_digest raises on) gets
+        401 like any bad signature, not a 500 with a traceback in the log."""
+        app = actions_app(Feedback(store, None, None), SECRET)
+        headers = {
+            "X-Slack-Request-Timestamp": str(int(time.time())),
+            "X-Slack-Signature": signature,
+        }
+        async with serve_http(app, "127.0.0.1:0") as url, aiohttp.ClientSession() as session:
+            response = await session.post(url, data={"payload": "{}"}, headers=headers)
+        assert response.status == 401
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -2,8 +2,8 @@
 
 Both are thin adapters: they authenticate the request, answer Slack at once, and hand the
 payload to `Feedback`. The HTTP endpoint accepts only requests signed with the app's signing
-secret within the last five minutes; anything else (a missing or unreadable timestamp too) gets
-401.
+secret within the last five minutes; anything else (a missing or unreadable timestamp or
+signature too) gets 401.
 """
 
 from __future__ import annotations
@@ -60,8 +60,12 @@ def actions_app(feedback: Feedback, signing_secret: str) -> web.Application:
     async def actions(request: web.Request) -> web.Response:
         body = await request.read()
         stamp = request.headers.get("X-Slack-Request-Timestamp", "")
-        if not _readable(stamp) or not verifier.is_valid(
-            body=body, timestamp=stamp, signature=request.headers.get("X-Slack-Signature", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        # the verifier's compare_digest raises TypeError on a non-ASCII signature
+        if not (
+            _readable(stamp)
+            and signature.isascii()
+            and verifier.is_valid(body=body, timestamp=stamp, signature=signature)
         ):
             log.warning("slack.bad_signature", remote=request.remote)
             return web.Response(status=401, text="invalid signature")
