@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from crisiswatch import checkpoint
@@ -262,7 +261,8 @@ class Daemon:
             self._forgotten = await self._unknown_firing()
         log.info("daemon.started", sources=[s.name for s in self.sources], restored_ids=restored)
         consumer = self._consumer = asyncio.create_task(self._consume(), name="pipeline")
-        ops = await self._serve_ops()
+        ops = contextlib.AsyncExitStack()
+        await self._serve_ops(ops)
         helpers = [self._helper("reload", self._reloader)] if self.config else []
         if self.config:
             helpers.append(self._helper("feedback", self._learn_feedback))
@@ -292,8 +292,7 @@ class Daemon:
                 finished_all = True
                 break
         self.systemd.stopping()
-        if ops is not None:
-            await ops.cleanup()
+        await ops.aclose()
         scheduler.shutdown(wait=False)
         for task in (*pumps, stop_wait, *helpers):
             task.cancel()
@@ -705,15 +704,15 @@ class Daemon:
             line += f", baselines not learning while {', '.join(behind)} {verb} behind"
         return line
 
-    async def _serve_ops(self) -> web.AppRunner | None:
-        """Start /metrics, /healthz and /readyz; a port in use is logged, not fatal."""
+    async def _serve_ops(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start /metrics, /healthz and /readyz until `stack` closes; a port in use is logged,
+        not fatal."""
         if not self.ops_listen:
-            return None
+            return
         try:
-            return await ops_http.serve(self, self.ops_listen)
+            await stack.enter_async_context(ops_http.serve(self, self.ops_listen))
         except (OSError, ValueError) as exc:
             log.error("ops.endpoint_failed", listen=self.ops_listen, error=str(exc))
-            return None
 
     def pipeline_alive(self) -> bool:
         """The pipeline's task runs and is not stuck on one item while others wait."""

@@ -23,8 +23,8 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from crisiswatch.config import host_port
 from crisiswatch.notify.feedback import Feedback
+from crisiswatch.ops.listener import DEFAULT_LIMITS, Limits, serving
 
 log = structlog.get_logger(__name__)
 ACTIONS_PATH = "/slack/actions"
@@ -93,20 +93,14 @@ def _readable(stamp: str) -> bool:
 
 
 @asynccontextmanager
-async def serve_http(app: web.Application, listen: str) -> AsyncIterator[str]:
+async def serve_http(
+    app: web.Application, listen: str, limits: Limits = DEFAULT_LIMITS
+) -> AsyncIterator[str]:
     """Serve `app` on `host:port` for the block's duration; yields the URL it listens on."""
-    host, port = host_port(listen)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0]
-        url = f"http://{bound[0]}:{bound[1]}{ACTIONS_PATH}"
+    async with serving(app, listen, name="slack", limits=limits, access_log=True) as (host, port):
+        url = f"http://{host}:{port}{ACTIONS_PATH}"
         log.info("slack.interactivity_listening", url=url)
         yield url
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ path pays nothing for them. `/healthz` answers while the event loop and the pipe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import orjson
@@ -16,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from crisiswatch.config import host_port
+from crisiswatch.ops.listener import DEFAULT_LIMITS, REFUSED, Limits, serving
 
 if TYPE_CHECKING:
     from crisiswatch.daemon import Daemon
@@ -86,6 +87,14 @@ class DaemonCollector(Collector):
                 (daemon.clock() - watermark).total_seconds(),
             )
         yield CounterMetricFamily("crisiswatch_alerts", "Rule alerts", stats.alerts)
+        refused = CounterMetricFamily(
+            "crisiswatch_http_connections_refused",
+            "Connections closed at once, over an HTTP server's connection limit",
+            labels=["server"],
+        )
+        for server, count in sorted(REFUSED.items()):
+            refused.add_metric([server], count)
+        yield refused
         yield HistogramMetricFamily(
             "crisiswatch_pipeline_seconds",
             "Time the pipeline took per mention or clock tick (closing buckets and judging them)",
@@ -148,10 +157,8 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-async def serve(daemon: Daemon, listen: str) -> web.AppRunner:
-    """Start the endpoint on `host:port`; stop it with `await runner.cleanup()`."""
-    host, port = host_port(listen)
-    runner = web.AppRunner(app(daemon), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+def serve(
+    daemon: Daemon, listen: str, limits: Limits = DEFAULT_LIMITS
+) -> AbstractAsyncContextManager[tuple[str, int]]:
+    """Serve the endpoint on `host:port` for the block's duration; yields where it listens."""
+    return serving(app(daemon), listen, name="ops", limits=limits)

@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from crisiswatch.config import HttpIngestSettings, host_port
+from crisiswatch.config import HttpIngestSettings
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import MentionError, parse_mention
+from crisiswatch.ops.listener import DEFAULT_LIMITS, Limits, serving
 from crisiswatch.sources.resilience import Health, HealthSnapshot
 
 log = structlog.get_logger(__name__)
@@ -37,10 +38,16 @@ class HttpIngestSource:
     reports_progress = False
 
     def __init__(
-        self, settings: HttpIngestSettings, *, token: str, queue_size: int = 10_000
+        self,
+        settings: HttpIngestSettings,
+        *,
+        token: str,
+        queue_size: int = 10_000,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.name = "http_ingest"
         self.settings = settings
+        self.limits = limits
         self.malformed = 0  # rejected lines, for the run summary
         self.address: tuple[str, int] | None = None  # where it listens, once started
         self.listening = asyncio.Event()
@@ -58,24 +65,24 @@ class HttpIngestSource:
     async def stream(self) -> AsyncIterator[Mention]:
         app = web.Application(client_max_size=self.settings.max_bytes)
         app.router.add_post("/ingest", self._ingest)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
-        await runner.setup()
         self._stopped.clear()
-        try:
-            host, port = host_port(self.settings.listen)
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            self.address = runner.addresses[0][:2]
+        async with serving(
+            app,
+            self.settings.listen,
+            name=self.name,
+            limits=self.limits,
+            shutdown_timeout=SHUTDOWN_GRACE,
+        ) as self.address:
             self.listening.set()
             log.info("http_ingest.listening", address=f"{self.address[0]}:{self.address[1]}")
-            while True:
-                mention, taken = await self._queue.get()
-                yield mention
-                if taken is not None and not taken.done():  # the reader has it: answer
-                    taken.set_result(None)
-        finally:
-            self._stopped.set()
-            await runner.cleanup()
+            try:
+                while True:
+                    mention, taken = await self._queue.get()
+                    yield mention
+                    if taken is not None and not taken.done():  # the reader has it: answer
+                        taken.set_result(None)
+            finally:
+                self._stopped.set()  # before the server's stop waits for the requests
 
     async def _ingest(self, request: web.Request) -> web.Response:
         given = request.headers.get("Authorization", "").encode()

@@ -1,0 +1,181 @@
+"""Serving an aiohttp app on `host:port` with bounded connections: the helper of HTTP ingest,
+the ops endpoint and Slack's interactivity endpoint.
+
+Each connection holds a file descriptor, and idle ones cost a client nothing: without limits a
+flood of them (no request, or request headers sent a byte at a time) ran the process out of
+descriptors, so every server, the config watcher and outbound calls failed together. So each
+server takes at most `max_connections` at once and closes any more at once (counted in
+`REFUSED`, logged at most once a minute); a connection must deliver its first request's headers
+within `header_timeout`, and one idle between requests is closed after `keepalive_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from aiohttp.log import access_logger
+from aiohttp.typedefs import Handler
+
+from crisiswatch.config import host_port
+
+log = structlog.get_logger(__name__)
+LOG_EVERY = 60.0  # seconds between two log lines about refused connections
+REFUSED: Counter[str] = Counter()  # connections closed for being over the cap, by server name
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One server's bounds; tests set small ones."""
+
+    max_connections: int = 100  # per server; the unit's LimitNOFILE leaves room for all three
+    header_timeout: float = 10.0  # seconds from connecting to a whole first request head
+    keepalive_timeout: float = 75.0  # idle seconds between requests; above a proxy's usual 60
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@asynccontextmanager
+async def serving(
+    app: web.Application,
+    listen: str,
+    *,
+    name: str,
+    limits: Limits = DEFAULT_LIMITS,
+    shutdown_timeout: float = 60.0,
+    access_log: bool = False,
+) -> AsyncIterator[tuple[str, int]]:
+    """Serve `app` on `listen` (`host:port`, port 0: any free one) for the block's duration;
+    yields the host and port it listens on."""
+    app.middlewares.append(_heard)
+    runner = web.AppRunner(
+        app,
+        access_log=access_logger if access_log else None,
+        keepalive_timeout=limits.keepalive_timeout,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await runner.setup()
+    REFUSED[name] += 0  # the metric shows 0 for each running server
+    assert runner.server is not None  # set up above
+    guard = _Guard(name, limits, runner.server)
+    try:
+        host, port = host_port(listen)
+        # our own listener rather than a TCPSite, to stand between asyncio and aiohttp
+        listener = await asyncio.get_running_loop().create_server(guard.connection, host, port)
+        try:
+            yield listener.sockets[0].getsockname()[:2]
+        finally:
+            listener.close()  # no new connections while the runner closes the others
+            guard.close()
+    finally:
+        await runner.cleanup()
+
+
+@web.middleware
+async def _heard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request head arrived: its connection's header deadline is met."""
+    transport = request.transport
+    if transport is not None and isinstance(connection := transport.get_protocol(), _Connection):
+        connection.heard()
+    return await handler(request)
+
+
+class _Guard:
+    """One server's connection count, and its refusals logged at most once a minute."""
+
+    def __init__(
+        self, name: str, limits: Limits, make_handler: Callable[[], asyncio.Protocol]
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.make_handler = make_handler  # aiohttp's request handler for a connection
+        self.open = 0
+        self._untold = 0  # refused since the last log line
+        self._next_line: asyncio.TimerHandle | None = None
+
+    def connection(self) -> _Connection:
+        return _Connection(self)
+
+    def refuse(self) -> None:
+        REFUSED[self.name] += 1
+        self._untold += 1
+        if self._next_line is None:  # none logged in the last minute
+            self._tell()
+
+    def _tell(self) -> None:
+        """Log the refusals not told yet, if any; the next line waits a minute."""
+        self._next_line = None
+        if self._untold:
+            self._log()
+            self._next_line = asyncio.get_running_loop().call_later(LOG_EVERY, self._tell)
+
+    def close(self) -> None:
+        if self._next_line is not None:
+            self._next_line.cancel()
+        if self._untold:
+            self._log()
+
+    def _log(self) -> None:
+        log.warning(
+            "http.connections_refused",
+            server=self.name,
+            refused=self._untold,
+            limit=self.limits.max_connections,
+        )
+        self._untold = 0
+
+
+class _Connection(asyncio.Protocol):
+    """Stands between asyncio and aiohttp's handler for one connection: closes it at once over
+    the cap, and when no request head came within `header_timeout` (a keep-alive connection's
+    later requests are aiohttp's `keepalive_timeout`'s)."""
+
+    def __init__(self, guard: _Guard) -> None:
+        self.guard = guard
+        self.handler: asyncio.Protocol | None = None  # none while refused
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self.guard
+        if guard.open >= guard.limits.max_connections:
+            transport.close()
+            guard.refuse()
+            return
+        guard.open += 1
+        self.deadline = asyncio.get_running_loop().call_later(
+            guard.limits.header_timeout, transport.close
+        )
+        self.handler = guard.make_handler()
+        self.handler.connection_made(transport)
+
+    def heard(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received() if self.handler is not None else None
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handler is not None:
+            self.guard.open -= 1
+            self.heard()
+            self.handler.connection_lost(exc)

@@ -1,0 +1,191 @@
+"""The three HTTP servers (HTTP ingest, the ops endpoint, Slack's interactivity endpoint) bound
+their connections: a cap per server, a deadline for the request head, an idle timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import capture_all_logs
+
+from crisiswatch.config import HttpIngestSettings
+from crisiswatch.notify.feedback import Feedback
+from crisiswatch.notify.slack_interactive import actions_app, serve_http
+from crisiswatch.ops import http as ops_http
+from crisiswatch.ops.listener import REFUSED, Limits
+from crisiswatch.sources.http_ingest import HttpIngestSource
+from crisiswatch.store import Store
+
+TOKEN = "ingest-secret"
+WAIT = 10.0  # seconds a test waits for what must happen at once (or after a 0.2 s timeout)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to start one of the servers, and a request it answers with `status`."""
+
+    name: str  # its name in REFUSED and the log
+    start: Callable[[Limits, Path], AbstractAsyncContextManager[int]]  # yields its port
+    request: bytes
+    status: bytes
+
+
+@asynccontextmanager
+async def ingest(limits: Limits, tmp_path: Path) -> AsyncIterator[int]:
+    source = HttpIngestSource(HttpIngestSettings(listen="127.0.0.1:0"), token=TOKEN, limits=limits)
+
+    async def read() -> None:
+        async for _ in source.stream():
+            pass
+
+    task = asyncio.create_task(read())
+    await source.listening.wait()
+    assert source.address is not None
+    try:
+        yield source.address[1]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class AliveDaemon:
+    def pipeline_alive(self) -> bool:
+        return True
+
+
+@asynccontextmanager
+async def ops(limits: Limits, tmp_path: Path) -> AsyncIterator[int]:
+    daemon: Any = AliveDaemon()  # /healthz asks only this
+    async with ops_http.serve(daemon, "127.0.0.1:0", limits) as (_, port):
+        yield port
+
+
+@asynccontextmanager
+async def slack(limits: Limits, tmp_path: Path) -> AsyncIterator[int]:
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        app = actions_app(Feedback(store, None, None), "signing-secret")
+        async with serve_http(app, "127.0.0.1:0", limits) as url:
+            yield int(url.rsplit(":", 1)[1].split("/")[0])
+    finally:
+        await store.close()
+
+
+KINDS = [
+    Kind(
+        "http_ingest",
+        ingest,
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Length: 0\r\n\r\n",
+        b"200",
+    ),
+    Kind("ops", ops, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+    Kind(
+        "slack",
+        slack,
+        b"POST /slack/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"401",
+    ),
+]
+
+
+@pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
+def kind(request: pytest.FixtureRequest) -> Kind:
+    kind: Kind = request.param
+    return kind
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def answer(connection: Connection, request: bytes) -> bytes:
+    """Send `request`; the status code of the answer (read whole)."""
+    reader, writer = connection
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    [length] = re.findall(rb"(?i)content-length: *(\d+)", head)
+    await asyncio.wait_for(reader.readexactly(int(length)), WAIT)
+    return head.split()[1]
+
+
+async def closed(connection: Connection) -> bool:
+    """The server closed the connection (True), or it is still open after a while (False)."""
+    try:
+        await asyncio.wait_for(connection[0].read(), WAIT)  # what is left, up to the end
+    except TimeoutError:
+        return False
+    return True
+
+
+def close(connections: list[Connection]) -> None:
+    for _, writer in connections:
+        writer.close()
+
+
+async def test_connections_over_the_cap_are_closed_at_once(kind: Kind, tmp_path: Path) -> None:
+    """Past `max_connections` idle connections a server closes new ones at once, counts them
+    and logs a line for the first, then (here at the stop) one for the rest, not one each. The
+    connections it holds are served, and one closing makes room for a new one."""
+    before = REFUSED[kind.name]
+    with capture_all_logs() as logs:
+        async with kind.start(Limits(max_connections=3), tmp_path) as port:
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+            try:
+                assert [await closed(c) for c in extra] == [True] * 5
+                assert await answer(held[0], kind.request) == kind.status
+                close(held[:1])
+                for _ in range(100):  # until the server has seen it close
+                    fresh = await asyncio.open_connection("127.0.0.1", port)
+                    try:
+                        status = await answer(fresh, kind.request)
+                        break
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        await asyncio.sleep(0.01)
+                    finally:
+                        close([fresh])
+                assert status == kind.status
+            finally:
+                close(held + extra)
+    assert REFUSED[kind.name] >= before + 5
+    told = [e for e in logs if e["event"] == "http.connections_refused"]
+    assert [(e["server"], e["limit"]) for e in told] == [(kind.name, 3)] * 2
+    assert sum(e["refused"] for e in told) == REFUSED[kind.name] - before
+
+
+async def test_a_head_sent_in_part_is_cut_off_after_the_header_timeout(
+    kind: Kind, tmp_path: Path
+) -> None:
+    """A client that sends part of its request head and stalls is disconnected after
+    `header_timeout` (the idle timeout is much longer here), one that sends it whole is not."""
+    async with kind.start(Limits(header_timeout=0.2), tmp_path) as port:
+        stalled = await asyncio.open_connection("127.0.0.1", port)
+        prompt = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            stalled[1].write(kind.request[:20])
+            assert await answer(prompt, kind.request) == kind.status
+            assert await closed(stalled)
+            await asyncio.sleep(0.3)  # past the header timeout: the answered one stays usable
+            assert await answer(prompt, kind.request) == kind.status
+        finally:
+            close([stalled, prompt])
+
+
+async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
+    kind: Kind, tmp_path: Path
+) -> None:
+    """A connection idle after its request is closed after `keepalive_timeout`."""
+    async with kind.start(Limits(keepalive_timeout=0.2), tmp_path) as port:
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await answer(idle, kind.request) == kind.status
+            assert await closed(idle)
+        finally:
+            close([idle])
