@@ -22,6 +22,8 @@ from typing import Any
 
 import structlog
 
+from crisiswatch.config import make_state_dir
+
 log = structlog.get_logger(__name__)
 
 FORMAT = 5  # bump when what is saved changes shape (5: the chart history's compact columns)
@@ -75,8 +77,11 @@ def save(directory: Path, checkpoint: Checkpoint) -> int:
     target = directory / FILE_NAME
     temporary = directory / f".{FILE_NAME}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with temporary.open("wb") as handle:
+        make_state_dir(directory)
+        # owner only, as the folder (a checkpoint others could write would run their code)
+        with os.fdopen(
+            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
+        ) as handle:
             handle.write(MAGIC)
             pickle.dump((FORMAT, checkpoint), handle, protocol=pickle.HIGHEST_PROTOCOL)
             handle.flush()

@@ -395,6 +395,14 @@ def state_dir(settings: Settings | None) -> Path:
     return Path("var")
 
 
+def make_state_dir(directory: Path) -> None:
+    """Create the state directory if need be, open to its owner only: the checkpoint is a
+    pickle, which whoever can write it could make run code as the daemon (systemd's
+    StateDirectory is made so already; this is for runs outside it, in ./var). A directory
+    that exists is left as it is."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def host_port(listen: str) -> tuple[str, int]:
     """A `listen` setting, `127.0.0.1:8788` or `[::1]:8788` (no host: localhost) → (host, port)."""
     host, _, port = listen.rpartition(":")

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from crisiswatch.config import Settings, load_settings, secret, state_dir
+from crisiswatch.config import Settings, load_settings, make_state_dir, secret, state_dir
 from crisiswatch.durations import format_duration
 from crisiswatch.rules.loader import load_rules, rule_warnings
 from crisiswatch.sources.build import configured, missing_secrets
@@ -85,7 +85,7 @@ def _lateness_warnings(settings: Settings) -> list[str]:
 
 def _state_writable(directory: Path, fine: list[str]) -> list[str]:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_state_dir(directory)
         with tempfile.NamedTemporaryFile(dir=directory):
             pass
     except OSError as exc:

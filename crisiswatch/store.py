@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from crisiswatch.config import make_state_dir
 from crisiswatch.domain import Incident, Page, Silence
 
 SCHEMA_VERSION = 2  # 2: messages know their route (a version 1 store is migrated at open)
@@ -738,7 +739,7 @@ def _dict_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_state_dir(path.parent)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the state store {path}: {exc}") from exc

@@ -188,6 +188,20 @@ class TestCheckpoint:
         assert checkpoint.load(tmp_path) == old
         assert not list(tmp_path.glob(".*.tmp"))
 
+    async def test_the_state_it_makes_is_its_owners_alone(self, tmp_path: Path) -> None:
+        """Outside systemd (./var), a new state folder is made 0700 and the checkpoint 0600,
+        whatever the umask: a checkpoint is a pickle, so whoever could write it could make it
+        run their code as the daemon."""
+        state = tmp_path / "var"
+        checkpoint.save(state, Checkpoint(datetime.now(UTC), {"marker": 1}, None))
+        assert (
+            state.stat().st_mode & 0o777,
+            (state / checkpoint.FILE_NAME).stat().st_mode & 0o777,
+        ) == (0o700, 0o600)
+        store = await Store.open(tmp_path / "other" / "state.db")
+        await store.close()
+        assert (tmp_path / "other").stat().st_mode & 0o777 == 0o700
+
     def test_no_checkpoint_is_a_fresh_start(self, tmp_path: Path) -> None:
         """A first start finds nothing and says nothing alarming."""
         assert checkpoint.load(tmp_path) is None
