@@ -115,10 +115,10 @@ async def answer(connection: Connection, request: bytes) -> bytes:
     return head.split()[1]
 
 
-async def closed(connection: Connection) -> bool:
-    """The server closed the connection (True), or it is still open after a while (False)."""
+async def closed(connection: Connection, wait: float = WAIT) -> bool:
+    """The server closed the connection (True), or it is still open after `wait` (False)."""
     try:
-        await asyncio.wait_for(connection[0].read(), WAIT)  # what is left, up to the end
+        await asyncio.wait_for(connection[0].read(), wait)  # what is left, up to the end
     except TimeoutError:
         return False
     return True
@@ -129,35 +129,60 @@ def close(connections: list[Connection]) -> None:
         writer.close()
 
 
-async def test_connections_over_the_cap_are_closed_at_once(kind: Kind, tmp_path: Path) -> None:
-    """Past `max_connections` idle connections a server closes new ones at once, counts them
-    and logs a line for the first, then (here at the stop) one for the rest, not one each. The
-    connections it holds are served, and one closing makes room for a new one."""
+async def test_an_idle_flood_cannot_keep_a_server_from_answering(
+    kind: Kind, tmp_path: Path
+) -> None:
+    """Past `max_connections`, a new connection takes the place of the oldest held one that has
+    sent no request head (a flood's: real clients send theirs at once), so the newest idle ones
+    stay, each drop is counted and logged (a line for the first, then, here at the stop, one
+    for the rest), and a real request still gets its answer."""
     before = REFUSED[kind.name]
     with capture_all_logs() as logs:
         async with kind.start(Limits(max_connections=3), tmp_path) as port:
-            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
-            extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
             try:
-                assert [await closed(c) for c in extra] == [True] * 5
-                assert await answer(held[0], kind.request) == kind.status
-                close(held[:1])
-                for _ in range(100):  # until the server has seen it close
-                    fresh = await asyncio.open_connection("127.0.0.1", port)
-                    try:
-                        status = await answer(fresh, kind.request)
-                        break
-                    except (asyncio.IncompleteReadError, ConnectionError):
-                        await asyncio.sleep(0.01)
-                    finally:
-                        close([fresh])
-                assert status == kind.status
+                assert [await closed(c) for c in idle[:5]] == [True] * 5
+                real = await asyncio.open_connection("127.0.0.1", port)
+                idle.append(real)
+                assert await answer(real, kind.request) == kind.status
+                assert [await closed(c) for c in idle[5:6]] == [True]  # the oldest idle went
+                assert not await closed(idle[7], wait=0.2)
             finally:
-                close(held + extra)
-    assert REFUSED[kind.name] >= before + 5
+                close(idle)
+    assert REFUSED[kind.name] == before + 6
     told = [e for e in logs if e["event"] == "http.connections_refused"]
     assert [(e["server"], e["limit"]) for e in told] == [(kind.name, 3)] * 2
-    assert sum(e["refused"] for e in told) == REFUSED[kind.name] - before
+    assert sum(e["refused"] for e in told) == 6
+
+
+async def test_past_the_cap_of_busy_connections_new_ones_are_closed(
+    kind: Kind, tmp_path: Path
+) -> None:
+    """When every held connection has sent a request (kept alive for more), a new one is closed
+    at once; the held ones are still served, and one closing makes room for a new one."""
+    before = REFUSED[kind.name]
+    async with kind.start(Limits(max_connections=3), tmp_path) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        extra: list[Connection] = []
+        try:
+            assert [await answer(c, kind.request) for c in held] == [kind.status] * 3
+            extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+            assert [await closed(c) for c in extra] == [True] * 5
+            assert await answer(held[0], kind.request) == kind.status
+            close(held[:1])
+            for _ in range(100):  # until the server has seen it close
+                fresh = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    status = await answer(fresh, kind.request)
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    await asyncio.sleep(0.01)
+                finally:
+                    close([fresh])
+            assert status == kind.status
+        finally:
+            close(held + extra)
+    assert REFUSED[kind.name] >= before + 5
 
 
 async def test_a_head_sent_in_part_is_cut_off_after_the_header_timeout(

@@ -4,9 +4,12 @@ the ops endpoint and Slack's interactivity endpoint.
 Each connection holds a file descriptor, and idle ones cost a client nothing: without limits a
 flood of them (no request, or request headers sent a byte at a time) ran the process out of
 descriptors, so every server, the config watcher and outbound calls failed together. So each
-server takes at most `max_connections` at once and closes any more at once (counted in
-`REFUSED`, logged at most once a minute); a connection must deliver its first request's headers
-within `header_timeout`, and one idle between requests is closed after `keepalive_timeout`.
+server holds at most `max_connections` at once. Past that, a new connection takes the place of
+the oldest one that has not sent a request head yet (a real client sends its head at once, so
+that is a flood's, most likely, and a flood cannot keep /healthz or ingest from answering);
+when every held connection has sent one, the new one is closed. Either is counted in `REFUSED`
+and logged at most once a minute. A connection must deliver its first request's head within
+`header_timeout`, and one idle between requests is closed after `keepalive_timeout`.
 """
 
 from __future__ import annotations
@@ -96,11 +99,19 @@ class _Guard:
         self.limits = limits
         self.make_handler = make_handler  # aiohttp's request handler for a connection
         self.open = 0
+        self.unheard: dict[_Connection, None] = {}  # held, no request head yet: oldest first
         self._untold = 0  # refused since the last log line
         self._next_line: asyncio.TimerHandle | None = None
 
     def connection(self) -> _Connection:
         return _Connection(self)
+
+    def make_room(self) -> bool:
+        """Close the oldest held connection that has sent no request head, if there is one."""
+        if not self.unheard:
+            return False
+        next(iter(self.unheard)).drop()
+        return True
 
     def refuse(self) -> None:
         REFUSED[self.name] += 1
@@ -132,22 +143,28 @@ class _Guard:
 
 
 class _Connection(asyncio.Protocol):
-    """Stands between asyncio and aiohttp's handler for one connection: closes it at once over
-    the cap, and when no request head came within `header_timeout` (a keep-alive connection's
-    later requests are aiohttp's `keepalive_timeout`'s)."""
+    """Stands between asyncio and aiohttp's handler for one connection: over the cap it makes
+    room or is closed at once, and it is closed when no request head came within
+    `header_timeout` (a keep-alive connection's later requests are aiohttp's
+    `keepalive_timeout`'s)."""
 
     def __init__(self, guard: _Guard) -> None:
         self.guard = guard
         self.handler: asyncio.Protocol | None = None  # none while refused
+        self.transport: asyncio.BaseTransport | None = None
         self.deadline: asyncio.TimerHandle | None = None
+        self.counted = False  # among the server's `open`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
-        if guard.open >= guard.limits.max_connections:
+        if guard.open >= guard.limits.max_connections and not guard.make_room():
             transport.close()
             guard.refuse()
             return
         guard.open += 1
+        self.counted = True
+        self.transport = transport
+        guard.unheard[self] = None
         self.deadline = asyncio.get_running_loop().call_later(
             guard.limits.header_timeout, transport.close
         )
@@ -155,9 +172,24 @@ class _Connection(asyncio.Protocol):
         self.handler.connection_made(transport)
 
     def heard(self) -> None:
+        """A request head came (or the connection ends): no deadline, no longer first to go."""
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
+        self.guard.unheard.pop(self, None)
+
+    def drop(self) -> None:
+        """Closed to make room for a newer connection: it no longer counts from now."""
+        self._uncount()
+        self.guard.refuse()
+        assert self.transport is not None  # held connections have one
+        self.transport.close()
+
+    def _uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.guard.open -= 1
+        self.heard()
 
     def data_received(self, data: bytes) -> None:
         if self.handler is not None:
@@ -176,6 +208,5 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handler is not None:
-            self.guard.open -= 1
-            self.heard()
+            self._uncount()
             self.handler.connection_lost(exc)
