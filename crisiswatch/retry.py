@@ -92,7 +92,8 @@ class Backoff:
         return max(self.floor, self._ceiling(failures) * self.rand())
 
     def _ceiling(self, failures: int) -> float:
-        return min(self.cap, self.base * 2.0 ** max(0, failures - 1))
+        # the exponent stops growing once the cap is passed (2.0 ** 1024 overflows)
+        return min(self.cap, self.base * 2.0 ** min(max(0, failures - 1), 64))
 
     def reset(self) -> None:
         self.failures = 0

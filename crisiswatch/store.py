@@ -301,13 +301,15 @@ class Store:
         row = await self._run(read)
         return None if row is None else OutboxItem(row[0], bytes(row[1]), row[2])
 
-    async def next_held(self, notifier: str) -> datetime | None:
-        """When the earliest page held back for `notifier` becomes due."""
+    async def next_held(self, notifier: str, now: datetime | None = None) -> datetime | None:
+        """When the earliest page held back for `notifier` that is not yet due becomes due
+        (one already due is `next_pending`'s, or delivered and only waiting to be recorded)."""
         sql = (
             "SELECT MIN(not_before) FROM outbox WHERE notifier = ? AND status = 'pending'"
-            " AND not_before IS NOT NULL"
+            " AND not_before > ?"
         )
-        row = await self._run(lambda db: db.execute(sql, (notifier,)).fetchone())
+        moment = (now or datetime.now(UTC)).isoformat()
+        row = await self._run(lambda db: db.execute(sql, (notifier, moment)).fetchone())
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
     async def add_feedback(self, items: Sequence[tuple[str, str]], given_by: str) -> int:

@@ -27,6 +27,8 @@ from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
 from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
+from crisiswatch.notify import dispatch
+from crisiswatch.notify.codec import dump_page
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
@@ -472,12 +474,13 @@ class TestDispatcherAgainstAFailingStore:
     ) -> None:
         """A full disk after pages are queued: each page goes once, in order, a page that could
         not be recorded does not hold up the next one (a new incident's first page had waited
-        behind it for as long as the disk was full), and both are recorded once the disk has
-        room again."""
+        behind it for as long as the disk was full), recording is tried again while the disk
+        is full, and both are recorded once it has room again."""
         record = store.outbox_sent
-        full = [True]
+        full, tries = [True], [0]
 
         async def disk_full(seq: int, page: Page, notifier: str) -> None:
+            tries[0] += 1
             if full[0]:
                 cause = sqlite3.OperationalError("database or disk is full")
                 raise StoreError(f"state store write failed: {cause}") from cause
@@ -492,7 +495,8 @@ class TestDispatcherAgainstAFailingStore:
             await until(lambda: len(recorder.pages) == 1)
             await dispatcher.dispatch(make_page(id="second@1"))
             await until(lambda: len(recorder.pages) == 2)
-            await asyncio.sleep(0.7)  # a try to record them again, which fails
+            tried = tries[0]
+            await until(lambda: tries[0] > tried)  # tried again, in vain, while idle
             full[0] = False
             await until(lambda: not dispatcher._unrecorded[recorder.name])
         await dispatcher.close(1)
@@ -501,6 +505,49 @@ class TestDispatcherAgainstAFailingStore:
         assert [row["status"] for row in await store.outbox()] == ["sent", "sent"]
         assert sum(e["event"] == "page.unrecorded" for e in logs) == 2
         assert sum(e["event"] == "page.recorded" for e in logs) == 2
+
+    async def test_a_full_disk_neither_spins_nor_resends(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Pages held by quiet hours come due while the disk is full, more of them than the
+        dispatcher keeps as delivered-but-unrecorded: each is sent once (forgetting one had
+        sent it again, and the next, for ever), the sender waits rather than spinning on a
+        due page it delivered (1,000 reads a second, until its back-off overflowed and the
+        sender died in silence), and the rest go once the disk has room."""
+        monkeypatch.setattr(dispatch, "UNRECORDED_KEPT", 2)
+        record = store.outbox_sent
+        full = [True]
+
+        async def disk_full(seq: int, page: Page, notifier: str) -> None:
+            if full[0]:
+                raise StoreError("state store write failed: database or disk is full")
+            await record(seq, page, notifier)
+
+        reads = [0]
+        read = store.next_held
+
+        async def counted(notifier: str, now: datetime | None = None) -> datetime | None:
+            reads[0] += 1
+            return await read(notifier, now)
+
+        monkeypatch.setattr(store, "outbox_sent", disk_full)
+        monkeypatch.setattr(store, "next_held", counted)
+        recorder = Recorder()
+        due = datetime.now(UTC) - timedelta(minutes=1)
+        for n in range(3):
+            page = make_page(id=f"held{n}@1")
+            await store.enqueue(page, dump_page(page), [recorder.name], {recorder.name: due})
+        dispatcher = Dispatcher([recorder], store, rng=lambda: 0.0)
+        dispatcher.start()
+        await until(lambda: len(recorder.pages) == 2)
+        await asyncio.sleep(0.3)
+        assert [p.incident.id for p in recorder.pages] == ["held0@1", "held1@1"]
+        assert reads[0] < 10
+        full[0] = False
+        await until(lambda: len(recorder.pages) == 3, seconds=5.0)
+        await dispatcher.close(5)
+        assert [p.incident.id for p in recorder.pages] == ["held0@1", "held1@1", "held2@1"]
+        assert [row["status"] for row in await store.outbox()] == ["sent"] * 3
 
 
 class TestSignals:

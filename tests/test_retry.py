@@ -50,6 +50,12 @@ class TestBackoff:
         assert [half.next() for _ in range(4)] == [0.5, 1.0, 2.0, 4.0]
         assert Backoff(floor=0.5, rand=lambda: 0.0).next() == 0.5
 
+    def test_failing_for_ever_stays_at_the_cap(self) -> None:
+        """Thousands of failures in a row (a store full for days) wait the cap, no more: the
+        doubling had overflowed a float at the 1,025th and killed its caller."""
+        backoff = Backoff(base=1.0, cap=300.0, rand=lambda: 1.0)
+        assert [backoff.next() for _ in range(5_000)][-3:] == [300.0] * 3
+
     def test_a_wait_the_service_asked_for_is_kept_and_counts(self) -> None:
         """Retry-After is waited to the second, without jitter, and counts as a failure in a
         row; a success starts it over."""

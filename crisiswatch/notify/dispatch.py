@@ -13,9 +13,9 @@ token), every page waits: the first in line is tried again after minutes (at mos
 When the store cannot be read (locked, an I/O error), a sender waits with back-off and reads
 again. When it cannot record a page the notifier delivered (a full disk), the page is remembered
 here as delivered (by its outbox number, at most `UNRECORDED_KEPT` a notifier) and not sent
-again, while the pages queued after it go on: recording it is tried again before each later
-page and, when none comes, with back-off, until the store works again (a restart before then
-may send it once more).
+again, while the pages queued after it go on (until `UNRECORDED_KEPT` wait so: then the rest
+wait in the outbox): recording it is tried again before each later page and, when none comes,
+with back-off, until the store works again (a restart before then may send it once more).
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -85,9 +84,7 @@ class Dispatcher:
         }
         self._refusal: dict[str, str] = {}  # notifier → the refusal logged, until a page goes
         # per notifier: the pages it delivered that the store has not recorded, by outbox number
-        self._unrecorded: dict[str, OrderedDict[int, Page]] = {
-            n.name: OrderedDict() for n in self.notifiers
-        }
+        self._unrecorded: dict[str, dict[int, Page]] = {n.name: {} for n in self.notifiers}
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
@@ -136,9 +133,8 @@ class Dispatcher:
     async def flush(self) -> None:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
-            unrecorded = self._unrecorded[notifier.name]
             await self._record_delivered(notifier.name)
-            while item := await self.store.next_pending(notifier.name, self._clock(), unrecorded):
+            while item := await self._next(notifier.name, self._clock()):
                 if not (await self._attempt(notifier, item))[0]:
                     self.failed += 1
                     break
@@ -183,8 +179,9 @@ class Dispatcher:
             wake.clear()
             await self._record_delivered(notifier.name)
             try:
-                item = await self.store.next_pending(notifier.name, self._clock(), unrecorded)
-                held = await self.store.next_held(notifier.name)
+                now = self._clock()
+                item = await self._next(notifier.name, now)
+                held = await self.store.next_held(notifier.name, now)
             except StoreError as exc:  # locked, an I/O error: read again after a while
                 pause = unreadable.next()
                 log.error(
@@ -213,6 +210,15 @@ class Dispatcher:
                 backoff.reset()
                 continue
             await self._sleep(backoff.next(told))
+
+    async def _next(self, notifier: str, now: datetime) -> OutboxItem | None:
+        """The next page to send, past those delivered but not recorded; none while
+        `UNRECORDED_KEPT` of those wait (a long full disk: the pages wait in the outbox, as
+        forgetting that one was delivered would send it again, and again)."""
+        unrecorded = self._unrecorded[notifier]
+        if len(unrecorded) >= UNRECORDED_KEPT:
+            return None
+        return await self.store.next_pending(notifier, now, unrecorded)
 
     async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
         """Send one queued page: (True, None) when it is done with (sent and recorded, given up
@@ -281,10 +287,7 @@ class Dispatcher:
                 error=str(exc),
                 effect="not sent again; later pages go on; recording it is tried again",
             )
-            unrecorded = self._unrecorded[notifier]
-            unrecorded[seq] = page
-            if len(unrecorded) > UNRECORDED_KEPT:
-                unrecorded.popitem(last=False)
+            self._unrecorded[notifier][seq] = page
 
     async def _record_delivered(self, notifier: str) -> None:
         """Try again to record the pages delivered that the store could not record, oldest
