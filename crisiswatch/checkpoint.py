@@ -78,10 +78,11 @@ def save(directory: Path, checkpoint: Checkpoint) -> int:
     temporary = directory / f".{FILE_NAME}.tmp"
     try:
         make_state_dir(directory)
-        # owner only, as the folder (a checkpoint others could write would run their code)
-        with os.fdopen(
-            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
-        ) as handle:
+        # owner only, as the folder (a checkpoint others could write would run their code),
+        # also when a crash left a temporary file of other permissions behind
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(MAGIC)
             pickle.dump((FORMAT, checkpoint), handle, protocol=pickle.HIGHEST_PROTOCOL)
             handle.flush()

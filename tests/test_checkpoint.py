@@ -194,6 +194,10 @@ class TestCheckpoint:
         run their code as the daemon."""
         state = tmp_path / "var"
         checkpoint.save(state, Checkpoint(datetime.now(UTC), {"marker": 1}, None))
+        leftover = state / f".{checkpoint.FILE_NAME}.tmp"  # a crash's, world-writable
+        leftover.write_bytes(b"")
+        leftover.chmod(0o666)
+        checkpoint.save(state, Checkpoint(datetime.now(UTC), {"marker": 2}, None))
         assert (
             state.stat().st_mode & 0o777,
             (state / checkpoint.FILE_NAME).stat().st_mode & 0o777,

@@ -130,7 +130,7 @@ class TestReload:
         assert await daemon.reload() is False
         assert [r.id for r in daemon.pipeline.engine.rules] == ["busy"]
         (notice,) = ops.notices
-        assert "no rule files (*.yaml or *.yml) in this folder" in notice
+        assert "no rule files (*.yaml or *.yml) here, nor in any other rules path" in notice
         (tmp_path / "main.yaml.bak").rename(tmp_path / "rules" / "MAIN.YAML")
         (tmp_path / "rules" / "MAIN.YAML").write_text(RULE.format(id="renamed", n=3))
         assert await daemon.reload() is True

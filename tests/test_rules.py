@@ -302,6 +302,18 @@ class TestCheck:
         write(tmp_path / ".backup", "rules: [unclosed\n", "crisis.yaml")
         assert [rule.id for rule in load_rules([tmp_path])] == ["a"]
 
+    def test_an_empty_folder_beside_rules_is_no_problem_but_no_rules_at_all_is(
+        self, tmp_path: Path
+    ) -> None:
+        """A placeholder folder listed beside the real one loads the real one's rules; rules
+        paths with no rule file at all are refused (nothing would page), each said."""
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        assert len(load_rules([RULES, empty])) == len(load_rules([RULES]))
+        other = tmp_path / "other"
+        other.mkdir()
+        assert [p.split(":", 1)[0] for p in problems_of(empty, other)] == [str(empty), str(other)]
+
     def test_cli_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`rules check` exits 0 on the shipped rules and 1 on a broken copy."""
         assert main(["rules", "check", str(RULES)]) == 0

@@ -711,6 +711,7 @@ class TestUntrustedText:
             ("https://x.com@evil.example/a", "|open on evil.example>"),
             ("https://WWW.Reddit.com:443/r/x?a=1&b=2", "&amp;b=2|open on www.reddit.com>"),
             ("https://exa_mple.com/p", None),  # no host it can name plainly: no link
+            ("https://evil.example\\@x.com/status/1", None),  # a browser goes to evil.example
             ("javascript:alert(1)", None),
         ],
     )

@@ -87,6 +87,21 @@ class TestVolumeDetector:
         assert det.score_one(30.0, at + timedelta(hours=12)).expected < once  # that slot only
         assert det.score_one(150.0, at + timedelta(days=1)).score > THRESHOLD
 
+    def test_a_false_alarm_on_a_series_gone_quiet_raises_its_expectation(self) -> None:
+        """A sparse series that has gone quiet (its busyness near nothing): an accepted
+        bucket still moves the expectation towards its count, and never past it (the profile
+        alone could not move it: the step had changed nothing)."""
+        det = VolumeDetector(bucket_seconds=3600)
+        for i, count in enumerate([1.0, 0.0] * 12 + [0.0] * 30):
+            det.learn_one(count, START + timedelta(hours=i))
+        at = START + timedelta(hours=54)
+        before = det.score_one(40.0, at).expected
+        expected = []
+        for _ in range(5):
+            det.accept_one(40.0, at)
+            expected.append(det.score_one(40.0, at).expected)
+        assert before < expected[0] < expected[-1] <= 40.0
+
     def test_scores_in_unit_interval(self) -> None:
         """Scores stay in [0, 1], also for enormous counts and zeros."""
         counts = [*daily_counts(2, 5.0), 1e9, 0.0, 0.0, 1e6]

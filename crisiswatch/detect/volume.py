@@ -320,20 +320,26 @@ class VolumeDetector:
 
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: its expectation takes one step towards its
-        count without the damping that keeps real spikes out, and never past it. The step is
-        the time-of-day profile's (the level's in the first day); the busyness is left alone,
-        since the expectation is their product and moving both overshot: accepted again and
-        again, a bucket of 12 had come to expect 141."""
+        count without the damping that keeps real spikes out, and never past it (the level's
+        step in the first day). After it, the expectation is the time-of-day profile times the
+        busyness, and moving both towards the count overshot: accepted again and again, a
+        bucket of 12 had come to expect 141. So the slot's profile rises first, never past the
+        count itself, and the busyness only as far as the rest of the step needs (a series
+        gone quiet, whose busyness is near nothing)."""
         slot = self._slot(at)
         mu = self._expected(slot)
         if count <= mu:
             return
-        if self._n >= self._day and self._usual > 0.0 and self._busy > 0.0:
-            rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
-            wanted = mu + rate * (count - mu)
-            self._profile[slot] = max(self._profile[slot], wanted * self._usual / self._busy)
-        else:
+        if self._n < self._day or self._usual <= 0.0:
             self._level += max(self._a_level, 1.0 / (self._n + 1)) * (count - self._level)
+            return
+        rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
+        wanted = mu + rate * (count - mu)
+        usual, busy = self._usual, self._busy
+        enough = wanted * usual / busy if busy > 0.0 else count
+        self._profile[slot] = max(self._profile[slot], min(enough, count))
+        if self._profile[slot] > 0.0:
+            self._busy = max(busy, wanted * usual / self._profile[slot])
 
     def learn_one(self, count: float, at: datetime) -> None:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""

@@ -121,7 +121,7 @@ def _post_link(url: str | None) -> str:
     """A link to a post that names its site ("open on x.com"): a mention's `url` is untrusted
     (HTTP ingest and replay lines carry their own), and a link must not hide where it goes."""
     clean = clean_text(url or "", 500)
-    if not _URL.fullmatch(clean):
+    if not _URL.fullmatch(clean) or "\\" in clean:  # browsers read a backslash as "/"
         return ""
     host = _HOST.match(clean)
     if host is None:

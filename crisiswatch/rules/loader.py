@@ -26,8 +26,8 @@ from crisiswatch.yamlfile import (
 
 RULE_SUFFIXES = (".yaml", ".yml")
 _NO_RULE_FILES = (
-    "no rule files (*.yaml or *.yml) in this folder: with no rules nothing would page; "
-    "put the rules here, or take the folder out of the config's `rules:`"
+    "no rule files (*.yaml or *.yml) here, nor in any other rules path: with no rules nothing "
+    "would page"
 )
 SOURCE_KINDS = ("x", "reddit", "http", "replay")
 """What the X and Reddit sources put in a mention's `source`, and what HTTP ingest and replay
@@ -75,11 +75,13 @@ def load_rules(paths: Sequence[Path], settings: Settings | None = None) -> list[
     for path in paths:
         if not path.exists():
             problems.append(Problem(str(path), 1, 1, "no such file or folder"))
-        elif path.is_dir() and not rule_files([path]):
-            # refused rather than run with no rules, which would page nothing and say nothing
-            # (the middle of a deploy that empties the folder before copying the new files)
-            problems.append(Problem(str(path), 1, 1, _NO_RULE_FILES))
-    for path in rule_files([path for path in paths if path.exists()]):
+    found = rule_files([path for path in paths if path.exists()])
+    if not found and not problems:
+        # refused rather than run with no rules, which would page nothing and say nothing
+        # (the middle of a deploy that empties the folder before copying the new files); one
+        # empty folder beside others that hold rules is no problem
+        problems.extend(Problem(str(path), 1, 1, _NO_RULE_FILES) for path in paths)
+    for path in found:
         try:
             doc = load_yaml(path)
             documents.append(doc)
