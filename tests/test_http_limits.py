@@ -203,6 +203,30 @@ async def test_a_head_sent_in_part_is_cut_off_after_the_header_timeout(
             close([stalled, prompt])
 
 
+async def test_a_body_sent_a_byte_at_a_time_is_cut_off_after_the_body_timeout(
+    kind: Kind, tmp_path: Path
+) -> None:
+    """A client that sends a whole head and then trickles its body is disconnected
+    `body_timeout` after the head (it had held its connection, and a place under the cap, as
+    long as it liked); one whose body comes whole is answered and stays usable after it."""
+    head = re.sub(rb"\r\nContent-Length: \d+", b"", kind.request.split(b"\r\n\r\n")[0])
+    head += b"\r\nContent-Length: 1000"
+    async with kind.start(Limits(body_timeout=0.3), tmp_path) as port:
+        slow = await asyncio.open_connection("127.0.0.1", port)
+        prompt = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            slow[1].write(head + b"\r\n\r\n")
+            for _ in range(3):
+                slow[1].write(b"x")
+                await asyncio.sleep(0.05)
+            assert await answer(prompt, kind.request) == kind.status
+            assert await closed(slow)
+            await asyncio.sleep(0.4)  # past the body timeout: the answered one stays usable
+            assert await answer(prompt, kind.request) == kind.status
+        finally:
+            close([slow, prompt])
+
+
 async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
     kind: Kind, tmp_path: Path
 ) -> None:

@@ -9,7 +9,9 @@ the oldest one that has not sent a request head yet (a real client sends its hea
 that is a flood's, most likely, and a flood cannot keep /healthz or ingest from answering);
 when every held connection has sent one, the new one is closed. Either is counted in `REFUSED`
 and logged at most once a minute. A connection must deliver its first request's head within
-`header_timeout`, and one idle between requests is closed after `keepalive_timeout`.
+`header_timeout`, then each request's body within `body_timeout` of its head (a body sent a
+byte at a time would otherwise hold its connection, and a place under the cap, for as long as
+its sender liked), and one idle between requests is closed after `keepalive_timeout`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 from aiohttp.log import access_logger
+from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 
 from crisiswatch.config import host_port
@@ -38,6 +41,7 @@ class Limits:
 
     max_connections: int = 100  # per server; the unit's LimitNOFILE leaves room for all three
     header_timeout: float = 10.0  # seconds from connecting to a whole first request head
+    body_timeout: float = 60.0  # seconds from a request's head to the end of its body
     keepalive_timeout: float = 75.0  # idle seconds between requests; above a proxy's usual 60
 
 
@@ -82,10 +86,11 @@ async def serving(
 
 @web.middleware
 async def _heard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request head arrived: its connection's header deadline is met."""
+    """A request head arrived: its connection's header deadline is met, and its body's starts."""
     transport = request.transport
     if transport is not None and isinstance(connection := transport.get_protocol(), _Connection):
         connection.heard()
+        connection.await_body(request.content)
     return await handler(request)
 
 
@@ -173,10 +178,22 @@ class _Connection(asyncio.Protocol):
 
     def heard(self) -> None:
         """A request head came (or the connection ends): no deadline, no longer first to go."""
+        self._cancel_deadline()
+        self.guard.unheard.pop(self, None)
+
+    def await_body(self, body: StreamReader) -> None:
+        """Close the connection unless the request's body has all come within `body_timeout`
+        (at once for a request with none)."""
+        assert self.transport is not None  # a request came on it
+        self.deadline = asyncio.get_running_loop().call_later(
+            self.guard.limits.body_timeout, self.transport.close
+        )
+        body.on_eof(self._cancel_deadline)
+
+    def _cancel_deadline(self) -> None:
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
-        self.guard.unheard.pop(self, None)
 
     def drop(self) -> None:
         """Closed to make room for a newer connection: it no longer counts from now."""
