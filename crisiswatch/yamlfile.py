@@ -77,7 +77,8 @@ def load_yaml(path: Path, *, label: str | None = None) -> YamlDocument:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        before = raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start]
+        column = len(before.decode("utf-8", "replace")) + 1  # in characters, as elsewhere
         message = f"not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
         raise ProblemsError([Problem(name, line, column, message)]) from None
     return parse_yaml(text, name)

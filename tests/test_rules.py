@@ -264,6 +264,8 @@ class TestCheck:
             (b"rules:\n\t- id: a\n", ":2:1: invalid YAML: found character '\\t' that cannot "
              "start any token (YAML indents with spaces, never tabs)"),
             (b"rules:\n  - id: caf\xe9\n", ":2:12: not UTF-8 (byte 0xe9): save the file as UTF-8"),
+            ("rules:\n  - id: é".encode() + b"\xe9\n", ":2:10: not UTF-8 (byte 0xe9): save the "
+             "file as UTF-8"),
             (b"rules: []\n---\nrules: []\n", ":2:1: invalid YAML: but found another document "
              "(a file holds one document: take out the `---` line, or split the file)"),
             (b"rules:\n  - id: on\n    when: {min_count: 3}\n", ":2:9: rules.id: Input should "
