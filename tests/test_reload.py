@@ -147,10 +147,7 @@ class TestReload:
             run = asyncio.create_task(daemon.run(exit_when_sources_end=False))
             await asyncio.sleep(0.1)
             (tmp_path / "rules" / "main.yaml").write_text(RULE.format(id="renamed", n=7))
-            for _ in range(200):
-                if daemon.reloads:
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: bool(daemon.reloads), seconds=4.0)
             daemon.stopping.set()
             await run
         await store.close()
