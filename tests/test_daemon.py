@@ -27,7 +27,7 @@ from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
 from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
-from crisiswatch.notify import dispatch
+from crisiswatch.notify import PermanentError, dispatch
 from crisiswatch.notify.codec import dump_page
 from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.ops.http import DaemonCollector
@@ -505,6 +505,36 @@ class TestDispatcherAgainstAFailingStore:
         assert [row["status"] for row in await store.outbox()] == ["sent", "sent"]
         assert sum(e["event"] == "page.unrecorded" for e in logs) == 2
         assert sum(e["event"] == "page.recorded" for e in logs) == 2
+
+    async def test_a_page_given_up_on_a_full_disk_is_sent_once(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A page the service refuses for good while the store cannot mark it given up: it had
+        stayed pending, so it was taken, sent and given up again at once (hundreds of times a
+        second, and `flush` never returned). It is set aside as done with, and marked failed
+        once the disk has room."""
+        mark = store.outbox_attempt_failed
+        full = [True]
+
+        async def disk_full(seq: int, error: str, *, final: bool) -> None:
+            if full[0]:
+                raise StoreError("state store write failed: database or disk is full")
+            await mark(seq, error, final=final)
+
+        class Refusing(Recorder):
+            async def send(self, page: Page) -> None:
+                await super().send(page)
+                raise PermanentError("channel_not_found")
+
+        monkeypatch.setattr(store, "outbox_attempt_failed", disk_full)
+        refusing = Refusing()
+        dispatcher = Dispatcher([refusing], store, rng=lambda: 0.0)
+        await asyncio.wait_for(dispatcher.dispatch(make_page()), 10)  # flush() returns
+        assert len(refusing.pages) == 1 and dispatcher.failed == 1
+        full[0] = False
+        await asyncio.wait_for(dispatcher.flush(), 10)
+        assert len(refusing.pages) == 1 and dispatcher.failed == 1
+        assert [row["status"] for row in await store.outbox()] == ["failed"]
 
     async def test_a_full_disk_neither_spins_nor_resends(
         self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch

@@ -15,7 +15,8 @@ again. When it cannot record a page the notifier delivered (a full disk), the pa
 here as delivered (by its outbox number, at most `UNRECORDED_KEPT` a notifier) and not sent
 again, while the pages queued after it go on (until `UNRECORDED_KEPT` wait so: then the rest
 wait in the outbox): recording it is tried again before each later page and, when none comes,
-with back-off, until the store works again (a restart before then may send it once more).
+with back-off, until the store works again (a restart before then may send it once more). A
+page given up that the store cannot mark so is set aside the same way, not taken again.
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
@@ -28,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 
@@ -83,8 +85,9 @@ class Dispatcher:
             for n in self.notifiers
         }
         self._refusal: dict[str, str] = {}  # notifier → the refusal logged, until a page goes
-        # per notifier: the pages it delivered that the store has not recorded, by outbox number
-        self._unrecorded: dict[str, dict[int, Page]] = {n.name: {} for n in self.notifiers}
+        # per notifier, by outbox number: what the store could not record of the pages it is
+        # done with (delivered, or given up), tried again until it can
+        self._unrecorded: dict[str, dict[int, _Outcome]] = {n.name: {} for n in self.notifiers}
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
@@ -231,7 +234,7 @@ class Dispatcher:
         except (ValueError, KeyError, TypeError) as exc:  # orjson's decode error is a ValueError
             self.failed += 1
             log.error("page.undecodable", seq=item.seq, notifier=notifier.name, error=repr(exc))
-            await self._record_failure(item, f"undecodable: {exc!r}", final=True)
+            await self._record_failure(item, notifier.name, f"undecodable: {exc!r}", final=True)
             return True, None
         key = page_key(page)
         if await self._superseded(item, page, notifier.name):
@@ -243,20 +246,21 @@ class Dispatcher:
         except PermanentError as exc:
             self.failed += 1
             log.error("page.given_up", page=key, notifier=notifier.name, error=str(exc))
-            await self._record_failure(item, str(exc), final=True)
+            await self._record_failure(item, notifier.name, str(exc), final=True)
             return True, None
         except Unauthorized as exc:
             self._refused_now(notifier.name, str(exc))
-            await self._record_failure(item, str(exc), final=False)
+            await self._record_failure(item, notifier.name, str(exc), final=False)
             return False, self._refused[notifier.name].next()
         except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
             if _ours(exc) and item.attempts + 1 >= BROKEN_TRIES:
                 self.failed += 1
                 log.error("page.given_up", page=key, notifier=notifier.name, exc_info=True,
                           reason=f"failed {BROKEN_TRIES} times with a programming error (a bug "
                           "of crisiswatch's, not the service's): it would block every later "
                           "page")  # fmt: skip
-                await self._record_failure(item, f"{type(exc).__name__}: {exc}", final=True)
+                await self._record_failure(item, notifier.name, error, final=True)
                 return True, None
             told = exc.retry_after if isinstance(exc, RetryLater) else None
             log.warning(
@@ -264,9 +268,9 @@ class Dispatcher:
                 page=key,
                 notifier=notifier.name,
                 attempt=item.attempts + 1,
-                error=f"{type(exc).__name__}: {exc}",
+                error=error,
             )
-            await self._record_failure(item, f"{type(exc).__name__}: {exc}", final=False)
+            await self._record_failure(item, notifier.name, error, final=False)
             return False, told
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
@@ -287,20 +291,21 @@ class Dispatcher:
                 error=str(exc),
                 effect="not sent again; later pages go on; recording it is tried again",
             )
-            self._unrecorded[notifier][seq] = page
+            record = partial(self.store.outbox_sent, seq, page, notifier)
+            self._unrecorded[notifier][seq] = _Outcome(page_key(page), record)
 
     async def _record_delivered(self, notifier: str) -> None:
-        """Try again to record the pages delivered that the store could not record, oldest
-        first, until one still cannot be."""
+        """Try again to record what the store could not record of the pages done with (sent,
+        or given up), oldest first, until one still cannot be."""
         unrecorded = self._unrecorded[notifier]
         while unrecorded:
-            seq, page = next(iter(unrecorded.items()))
+            seq, outcome = next(iter(unrecorded.items()))
             try:
-                await self.store.outbox_sent(seq, page, notifier)
+                await outcome.record()
             except StoreError:
                 return
             del unrecorded[seq]
-            log.info("page.recorded", page=page_key(page), notifier=notifier)
+            log.info("page.recorded", page=outcome.page, notifier=notifier)
         self._recording[notifier].reset()
 
     async def _superseded(self, item: OutboxItem, page: Page, notifier: str) -> bool:
@@ -339,11 +344,19 @@ class Dispatcher:
         if self._refusal.pop(notifier, None) is not None:
             log.info("notifier.authorized", notifier=notifier, effect="queued pages go out")
 
-    async def _record_failure(self, item: OutboxItem, error: str, *, final: bool) -> None:
+    async def _record_failure(
+        self, item: OutboxItem, notifier: str, error: str, *, final: bool
+    ) -> None:
+        """Count a failed attempt; `final` gives the page up. A page given up that the store
+        cannot mark so is set aside as done with, like one delivered (left pending, it would
+        be taken, sent and given up again at once, for as long as the disk is full)."""
+        record = partial(self.store.outbox_attempt_failed, item.seq, error, final=final)
         try:
-            await self.store.outbox_attempt_failed(item.seq, error, final=final)
+            await record()
         except StoreError as exc:
             log.error("outbox.unrecorded", seq=item.seq, error=str(exc))
+            if final:
+                self._unrecorded[notifier][item.seq] = _Outcome(f"outbox #{item.seq}", record)
 
     async def _send_unqueued(self, page: Page) -> None:
         for notifier in self.notifiers:
@@ -362,6 +375,14 @@ class Dispatcher:
             await self.store.save_incident(page.incident)
         except StoreError as exc:
             log.error("incident.unsaved", incident=page.incident.id, error=str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the store could not record yet about a page done with: sent, or given up."""
+
+    page: str  # which, for the log
+    record: Callable[[], Awaitable[None]]
 
 
 def _ours(exc: Exception) -> bool:
