@@ -5,9 +5,10 @@ Each connection holds a file descriptor, and idle ones cost a client nothing: wi
 flood of them (no request, or request headers sent a byte at a time) ran the process out of
 descriptors, so every server, the config watcher and outbound calls failed together. So each
 server holds at most `max_connections` at once. Past that, a new connection takes the place of
-the oldest one that has not sent a request head yet (a real client sends its head at once, so
-that is a flood's, most likely, and a flood cannot keep /healthz or ingest from answering);
-when every held connection has sent one, the new one is closed. Either is counted in `REFUSED`
+the one idle longest: one that has not sent a request head yet, or is kept alive between
+requests (a real client sends its request at once, so that is a flood's, most likely, and a
+flood cannot keep /healthz or ingest from answering); when every held connection is in the
+middle of a request, the new one is closed. Either is counted in `REFUSED`
 and logged at most once a minute. A connection must deliver its first request's head within
 `header_timeout`, then each request's body within `body_timeout` of its head (a body sent a
 byte at a time would otherwise hold its connection, and a place under the cap, for as long as
@@ -88,10 +89,14 @@ async def serving(
 async def _heard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request head arrived: its connection's header deadline is met, and its body's starts."""
     transport = request.transport
-    if transport is not None and isinstance(connection := transport.get_protocol(), _Connection):
-        connection.heard()
-        connection.await_body(request.content)
-    return await handler(request)
+    if transport is None or not isinstance(connection := transport.get_protocol(), _Connection):
+        return await handler(request)
+    connection.heard()
+    connection.await_body(request.content)
+    try:
+        return await handler(request)
+    finally:
+        connection.rested()
 
 
 class _Guard:
@@ -104,7 +109,9 @@ class _Guard:
         self.limits = limits
         self.make_handler = make_handler  # aiohttp's request handler for a connection
         self.open = 0
-        self.unheard: dict[_Connection, None] = {}  # held, no request head yet: oldest first
+        # held connections with no request in progress (none yet, or kept alive after one),
+        # the one idle longest first
+        self.idle: dict[_Connection, None] = {}
         self._untold = 0  # refused since the last log line
         self._next_line: asyncio.TimerHandle | None = None
 
@@ -112,10 +119,10 @@ class _Guard:
         return _Connection(self)
 
     def make_room(self) -> bool:
-        """Close the oldest held connection that has sent no request head, if there is one."""
-        if not self.unheard:
+        """Close the held connection idle longest, if one is idle."""
+        if not self.idle:
             return False
-        next(iter(self.unheard)).drop()
+        next(iter(self.idle)).drop()
         return True
 
     def refuse(self) -> None:
@@ -169,7 +176,7 @@ class _Connection(asyncio.Protocol):
         guard.open += 1
         self.counted = True
         self.transport = transport
-        guard.unheard[self] = None
+        guard.idle[self] = None
         self.deadline = asyncio.get_running_loop().call_later(
             guard.limits.header_timeout, transport.close
         )
@@ -177,9 +184,14 @@ class _Connection(asyncio.Protocol):
         self.handler.connection_made(transport)
 
     def heard(self) -> None:
-        """A request head came (or the connection ends): no deadline, no longer first to go."""
+        """A request head came (or the connection ends): no deadline, and not idle."""
         self._cancel_deadline()
-        self.guard.unheard.pop(self, None)
+        self.guard.idle.pop(self, None)
+
+    def rested(self) -> None:
+        """Its request is answered: idle again, the last to go of the idle ones."""
+        if self.counted:
+            self.guard.idle[self] = None
 
     def await_body(self, body: StreamReader) -> None:
         """Close the connection unless the request's body has all come within `body_timeout`
