@@ -88,7 +88,11 @@ _TOO_DEEP = "invalid YAML: nested too deeply (no config or rule file needs this 
 
 
 def parse_yaml(text: str, name: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks every character at once: a control one is refused
+    except yaml.reader.ReaderError as exc:
+        message = f"invalid YAML: character U+{exc.character:04X} is not allowed here; remove it"
+        raise ProblemsError([Problem(name, *_reader_mark(text, exc.position), message)]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -114,6 +118,11 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
     if problems:
         raise ProblemsError(problems)
     return YamlDocument(name, data, marks, key_marks)
+
+
+def _reader_mark(text: str, at: int) -> tuple[int, int]:
+    """The line and column of a position in the text."""
+    return text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
 
 
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:

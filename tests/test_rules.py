@@ -266,6 +266,8 @@ class TestCheck:
             (b"rules:\n  - id: caf\xe9\n", ":2:12: not UTF-8 (byte 0xe9): save the file as UTF-8"),
             ("rules:\n  - id: é".encode() + b"\xe9\n", ":2:10: not UTF-8 (byte 0xe9): save the "
              "file as UTF-8"),
+            (b"rules:\n  - id: a\x01\n", ":2:10: invalid YAML: character U+0001 is not allowed "
+             "here; remove it"),
             (b"rules: []\n---\nrules: []\n", ":2:1: invalid YAML: but found another document "
              "(a file holds one document: take out the `---` line, or split the file)"),
             (b"rules:\n  - id: on\n    when: {min_count: 3}\n", ":2:9: rules.id: Input should "

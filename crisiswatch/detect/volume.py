@@ -46,6 +46,7 @@ series sees once a week; with five-minute buckets 0.6 about once in 10 months, 0
 LONGEST_PERIOD = timedelta(days=365)  # `recurrence` says no more: beyond, it extrapolates
 LN10 = math.log(10.0)
 MIN_MEAN = 0.05
+GONE_QUIET = 0.5  # busy at less than this share of its usual: a series gone quiet lately
 TAIL_BASE = 2.0  # surprises above -log10 p = 2 feed the calibration tail
 MAX_SURPRISE = 300.0
 _NORMAL = NormalDist()
@@ -324,8 +325,9 @@ class VolumeDetector:
         step in the first day). After it, the expectation is the time-of-day profile times the
         busyness, and moving both towards the count overshot: accepted again and again, a
         bucket of 12 had come to expect 141. So the slot's profile rises first, never past the
-        count itself, and the busyness only as far as the rest of the step needs (a series
-        gone quiet, whose busyness is near nothing)."""
+        count itself, and the busyness only as far as the rest of the step needs; in a series
+        gone quiet (busy at less than `GONE_QUIET` of its usual), the other way round (its time of day is not what is wrong:
+        raised, it would expect too much there for weeks once the series is busy again)."""
         slot = self._slot(at)
         mu = self._expected(slot)
         if count <= mu:
@@ -335,11 +337,15 @@ class VolumeDetector:
             return
         rate = max(self._a_profile, 1.0 / max(self._seen[slot], 1))
         wanted = mu + rate * (count - mu)
-        usual, busy = self._usual, self._busy
-        enough = wanted * usual / busy if busy > 0.0 else count
-        self._profile[slot] = max(self._profile[slot], min(enough, count))
-        if self._profile[slot] > 0.0:
-            self._busy = max(busy, wanted * usual / self._profile[slot])
+        usual, profile = self._usual, self._profile
+        quiet = self._busy < GONE_QUIET * usual
+        if quiet:
+            needed = wanted * usual / profile[slot] if profile[slot] > 0.0 else count
+            self._busy = max(self._busy, min(needed, count))
+        needed = wanted * usual / self._busy if self._busy > 0.0 else count
+        profile[slot] = max(profile[slot], min(needed, count))
+        if not quiet and profile[slot] > 0.0:
+            self._busy = max(self._busy, wanted * usual / profile[slot])
 
     def learn_one(self, count: float, at: datetime) -> None:
         """Update the baseline, dispersion and calibration with a closed bucket's count."""
