@@ -326,8 +326,9 @@ class VolumeDetector:
         busyness, and moving both towards the count overshot: accepted again and again, a
         bucket of 12 had come to expect 141. So the slot's profile rises first, never past the
         count itself, and the busyness only as far as the rest of the step needs; in a series
-        gone quiet (busy at less than `GONE_QUIET` of its usual), the other way round (its time of day is not what is wrong:
-        raised, it would expect too much there for weeks once the series is busy again)."""
+        gone quiet (busy at less than `GONE_QUIET` of its usual), the other way round (its
+        time of day is not what is wrong: raised, it would expect too much there for weeks
+        once the series is busy again)."""
         slot = self._slot(at)
         mu = self._expected(slot)
         if count <= mu:
