@@ -132,11 +132,11 @@ class Store:
 
     async def close(self) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._db.close)
+            await _to_the_end(asyncio.to_thread(self._db.close))
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
-            return await asyncio.to_thread(_transaction, self._db, work)
+            return await _to_the_end(asyncio.to_thread(_transaction, self._db, work))
 
     async def mark_seen(self, ids: Sequence[str], at: datetime, *, keep: int | None = None) -> None:
         """Remember ids as seen; with `keep`, forget all but about the newest `keep` (only
@@ -770,6 +770,26 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     elif int(found[0]) != SCHEMA_VERSION:  # a later version's: refused, never half-read
         raise StoreError(f"{path} has state schema {found[0]}, this version reads {SCHEMA_VERSION}")
     db.execute(_UNMARK_RECORDED)
+
+
+async def _to_the_end(call: Awaitable[T]) -> T:
+    """Await a call that works the connection in a thread; when the caller is cancelled
+    meanwhile, let the thread finish first (the store's lock stays held until then, since a
+    second thread on the same connection at once is SQLite's "bad parameter or other API
+    misuse"), then be cancelled."""
+    running = asyncio.ensure_future(call)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if running.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -93,6 +93,7 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
     except yaml.reader.ReaderError as exc:
         message = f"invalid YAML: character U+{exc.character:04X} is not allowed here; remove it"
         raise ProblemsError([Problem(name, *_reader_mark(text, exc.position), message)]) from None
+    node: yaml.Node | None = None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -105,6 +106,9 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
         raise ProblemsError([Problem(name, 1, 1, f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise ProblemsError([Problem(name, 1, 1, _TOO_DEEP)]) from None
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # `2024-02-30`, `!!int x`
+        where = _unbuildable(node) if node is not None else (1, 1)
+        raise ProblemsError([Problem(name, *where, f"invalid YAML value: {exc}")]) from None
     finally:
         loader.dispose()
     marks: dict[Path_, tuple[int, int]] = {}
@@ -118,6 +122,25 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
     if problems:
         raise ProblemsError(problems)
     return YamlDocument(name, data, marks, key_marks)
+
+
+def _unbuildable(root: yaml.Node) -> tuple[int, int]:
+    """Where the first value that cannot be built is (a date that does not exist, say)."""
+    builder = yaml.SafeLoader("")
+    stack, visited = [root], 0
+    while stack and visited < _MAX_NODES:
+        node = stack.pop()
+        visited += 1
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                builder.construct_object(node)
+            except (ValueError, TypeError, AttributeError, KeyError):
+                return node.start_mark.line + 1, node.start_mark.column + 1
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return (1, 1)
 
 
 def _reader_mark(text: str, at: int) -> tuple[int, int]:

@@ -29,7 +29,7 @@ from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
 from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
 from crisiswatch.notify import PermanentError, dispatch
 from crisiswatch.notify.codec import dump_page
-from crisiswatch.notify.dispatch import Dispatcher
+from crisiswatch.notify.dispatch import BROKEN_TRIES, Dispatcher
 from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -535,6 +535,31 @@ class TestDispatcherAgainstAFailingStore:
         await asyncio.wait_for(dispatcher.flush(), 10)
         assert len(refusing.pages) == 1 and dispatcher.failed == 1
         assert [row["status"] for row in await store.outbox()] == ["failed"]
+
+    async def test_a_page_that_breaks_is_given_up_on_a_full_disk_too(
+        self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A page a bug of ours breaks is given up after BROKEN_TRIES, also while the store
+        cannot count its tries (it had been tried for as long as the disk was full, with every
+        later page waiting behind it)."""
+
+        async def disk_full(seq: int, error: str, *, final: bool) -> None:
+            raise StoreError("state store write failed: database or disk is full")
+
+        class Breaking(Recorder):
+            async def send(self, page: Page) -> None:
+                if page.incident.id == "bad@1":
+                    raise TypeError("a bug of ours")
+                await super().send(page)
+
+        monkeypatch.setattr(store, "outbox_attempt_failed", disk_full)
+        breaking = Breaking()
+        dispatcher = Dispatcher([breaking], store)
+        await dispatcher.dispatch(make_page(id="bad@1"))
+        await dispatcher.dispatch(make_page(id="good@1"))
+        for _ in range(BROKEN_TRIES):
+            await dispatcher.flush()
+        assert [p.incident.id for p in breaking.pages] == ["good@1"]
 
     async def test_a_full_disk_neither_spins_nor_resends(
         self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch

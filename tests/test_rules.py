@@ -268,6 +268,8 @@ class TestCheck:
              "file as UTF-8"),
             (b"rules:\n  - id: a\x01\n", ":2:10: invalid YAML: character U+0001 is not allowed "
              "here; remove it"),
+            (b"rules:\n  - id: a\n    when: {min_count: 3}\n    for: 2024-02-30\n",
+             ":4:10: invalid YAML value: day is out of range for month"),
             (b"rules: []\n---\nrules: []\n", ":2:1: invalid YAML: but found another document "
              "(a file holds one document: take out the `---` line, or split the file)"),
             (b"rules:\n  - id: on\n    when: {min_count: 3}\n", ":2:9: rules.id: Input should "

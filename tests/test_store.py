@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -46,6 +48,32 @@ async def store(db_path: Path) -> AsyncIterator[Store]:
 
 def wal_size(db_path: Path) -> int:
     return Path(f"{db_path}-wal").stat().st_size
+
+
+class TestConnection:
+    async def test_a_cancelled_call_keeps_the_connection_until_its_thread_is_done(
+        self, store: Store
+    ) -> None:
+        """A caller cancelled while its transaction runs in a thread (a source stopped at the
+        end of a test, a daemon shutting down) holds the store until that thread is done: the
+        next call had started a second thread on the same connection at once, which SQLite
+        refuses as 'bad parameter or other API misuse' (a test failed so now and then)."""
+        order: list[str] = []
+
+        def slow(db: sqlite3.Connection) -> None:
+            time.sleep(0.3)
+            order.append("slow done")
+
+        def fast(db: sqlite3.Connection) -> None:
+            order.append("fast")
+
+        first = asyncio.create_task(store._run(slow))
+        await asyncio.sleep(0.05)  # its thread has begun
+        first.cancel()
+        await store._run(fast)
+        assert order == ["slow done", "fast"]
+        with pytest.raises(asyncio.CancelledError):
+            await first
 
 
 class TestSeen:

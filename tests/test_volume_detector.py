@@ -102,6 +102,20 @@ class TestVolumeDetector:
             expected.append(det.score_one(40.0, at).expected)
         assert before < expected[0] < expected[-1] <= 40.0
 
+    def test_a_false_alarm_at_night_on_a_quiet_series_does_not_scale_its_days(self) -> None:
+        """A series gone quiet, a bucket accepted in a slot that is usually empty: the series
+        comes back to its usual busyness at most (busyness had been set to the count itself,
+        and its days came to expect 50 where they used to see 20)."""
+        det = VolumeDetector(bucket_seconds=3600)
+        hours = [0.0 if hour < 6 else 20.0 for hour in range(24)]
+        for i, count in enumerate(hours * 14 + [h * 0.1 for h in hours] * 3):
+            det.learn_one(count, START + timedelta(hours=i))
+        day, night = START + timedelta(days=17, hours=14), START + timedelta(days=17, hours=3)
+        before = det.score_one(30.0, night).expected
+        det.accept_one(30.0, night)
+        assert before < det.score_one(30.0, night).expected <= 30.0
+        assert det.score_one(20.0, day).expected <= 21.0
+
     def test_scores_in_unit_interval(self) -> None:
         """Scores stay in [0, 1], also for enormous counts and zeros."""
         counts = [*daily_counts(2, 5.0), 1e9, 0.0, 0.0, 1e6]

@@ -340,9 +340,9 @@ class VolumeDetector:
         wanted = mu + rate * (count - mu)
         usual, profile = self._usual, self._profile
         quiet = self._busy < GONE_QUIET * usual
-        if quiet:
-            needed = wanted * usual / profile[slot] if profile[slot] > 0.0 else count
-            self._busy = max(self._busy, min(needed, count))
+        if quiet:  # back to its usual busyness at most: a quiet night slot must not scale all
+            needed = wanted * usual / profile[slot] if profile[slot] > 0.0 else usual
+            self._busy = max(self._busy, min(needed, usual))
         needed = wanted * usual / self._busy if self._busy > 0.0 else count
         profile[slot] = max(profile[slot], min(needed, count))
         if not quiet and profile[slot] > 0.0:

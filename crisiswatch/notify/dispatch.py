@@ -88,6 +88,7 @@ class Dispatcher:
         # per notifier, by outbox number: what the store could not record of the pages it is
         # done with (delivered, or given up), tried again until it can
         self._unrecorded: dict[str, dict[int, _Outcome]] = {n.name: {} for n in self.notifiers}
+        self._uncounted: dict[int, int] = {}  # by outbox number: failed tries not recorded
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
@@ -254,7 +255,8 @@ class Dispatcher:
             return False, self._refused[notifier.name].next()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            if _ours(exc) and item.attempts + 1 >= BROKEN_TRIES:
+            attempt = item.attempts + self._uncounted.get(item.seq, 0) + 1
+            if _ours(exc) and attempt >= BROKEN_TRIES:
                 self.failed += 1
                 log.error("page.given_up", page=key, notifier=notifier.name, exc_info=True,
                           reason=f"failed {BROKEN_TRIES} times with a programming error (a bug "
@@ -267,12 +269,13 @@ class Dispatcher:
                 "page.retry",
                 page=key,
                 notifier=notifier.name,
-                attempt=item.attempts + 1,
+                attempt=attempt,
                 error=error,
             )
             await self._record_failure(item, notifier.name, error, final=False)
             return False, told
         self.sent += 1
+        self._uncounted.pop(item.seq, None)
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
         await self._record_sent(item.seq, page, notifier.name)
@@ -357,6 +360,10 @@ class Dispatcher:
             log.error("outbox.unrecorded", seq=item.seq, error=str(exc))
             if final:
                 self._unrecorded[notifier][item.seq] = _Outcome(f"outbox #{item.seq}", record)
+            else:  # counted here, so a page that keeps failing is still given up in the end
+                self._uncounted[item.seq] = self._uncounted.get(item.seq, 0) + 1
+        if final:
+            self._uncounted.pop(item.seq, None)
 
     async def _send_unqueued(self, page: Page) -> None:
         for notifier in self.notifiers:
