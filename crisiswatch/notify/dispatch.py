@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 UNAUTHORIZED_FIRST = 60.0  # seconds before trying refused credentials again, doubling …
 UNAUTHORIZED_CAP = 900.0  # … up to this
-UNRECORDED_KEPT = 10_000  # per notifier: pages delivered that the store could not record yet
+UNRECORDED_KEPT = 10_000  # per notifier: pages done with whose outcome the store could not record
 BROKEN_TRIES = 3  # a page failing this often with a programming error is given up
 
 
@@ -137,7 +137,7 @@ class Dispatcher:
     async def flush(self) -> None:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:
-            await self._record_delivered(notifier.name)
+            await self._record_outcomes(notifier.name)
             while item := await self._next(notifier.name, self._clock()):
                 if not (await self._attempt(notifier, item))[0]:
                     self.failed += 1
@@ -181,7 +181,7 @@ class Dispatcher:
         unrecorded = self._unrecorded[notifier.name]
         while True:
             wake.clear()
-            await self._record_delivered(notifier.name)
+            await self._record_outcomes(notifier.name)
             try:
                 now = self._clock()
                 item = await self._next(notifier.name, now)
@@ -216,9 +216,9 @@ class Dispatcher:
             await self._sleep(backoff.next(told))
 
     async def _next(self, notifier: str, now: datetime) -> OutboxItem | None:
-        """The next page to send, past those delivered but not recorded; none while
-        `UNRECORDED_KEPT` of those wait (a long full disk: the pages wait in the outbox, as
-        forgetting that one was delivered would send it again, and again)."""
+        """The next page to send, past those done with whose outcome the store has not recorded;
+        none while `UNRECORDED_KEPT` of those wait (a long full disk: the pages wait in the
+        outbox, as forgetting one that was delivered would send it again, and again)."""
         unrecorded = self._unrecorded[notifier]
         if len(unrecorded) >= UNRECORDED_KEPT:
             return None
@@ -297,7 +297,7 @@ class Dispatcher:
             record = partial(self.store.outbox_sent, seq, page, notifier)
             self._unrecorded[notifier][seq] = _Outcome(page_key(page), record)
 
-    async def _record_delivered(self, notifier: str) -> None:
+    async def _record_outcomes(self, notifier: str) -> None:
         """Try again to record what the store could not record of the pages done with (sent,
         or given up), oldest first, until one still cannot be."""
         unrecorded = self._unrecorded[notifier]
