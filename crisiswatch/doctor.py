@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from crisiswatch.config import Settings, load_settings, make_state_dir, secret, state_dir
 from crisiswatch.durations import format_duration
+from crisiswatch.ops.redact import redact_text
 from crisiswatch.rules.loader import load_rules, rule_warnings
 from crisiswatch.sources.build import configured, missing_secrets
 from crisiswatch.sources.queries import x_query
@@ -47,8 +48,8 @@ def doctor(config: Path, out: IO[str]) -> int:
     missing = missing_secrets(settings) + _slack_secrets(settings)
     problems += missing
     problems += asyncio.run(_reachable(settings, fine, skip=" ".join(missing)))
-    for line in problems:
-        print(line, file=out)
+    for line in problems:  # a service's error may quote what it was sent: never a secret
+        print(redact_text(line), file=out)
     if problems:
         return 1
     for line in fine:

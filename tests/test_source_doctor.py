@@ -12,6 +12,7 @@ from fake_slack import TOKEN as SLACK_TOKEN
 from fake_slack import FakeSlack
 from fake_x import TOKEN, FakeX
 
+from crisiswatch import doctor as doctor_module
 from crisiswatch.doctor import doctor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,24 @@ class TestDoctor:
         assert any(line.startswith("x: ") and "401" in line for line in lines)
         assert "wrong-secret" not in out and "wrong-token" not in out
         assert not any(line.startswith("OK") for line in lines)
+
+    async def test_a_service_error_that_quotes_a_secret_shows_it_masked(
+        self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error a service sends back may quote what it was sent: doctor's lines mask the
+        secrets, as log lines do."""
+        reddit, x = fakes
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        monkeypatch.setenv("X_BEARER_TOKEN", "quoted-secret-token-123")
+
+        async def quoting(settings: object, fine: list[str], skip: str) -> list[str]:
+            return ["x: the token 'quoted-secret-token-123' is not valid"]
+
+        monkeypatch.setattr(doctor_module, "_reachable", quoting)
+        code, out = await run_doctor(write_config(tmp_path, reddit, x))
+        assert code == 1
+        assert "x: the token '[redacted]' is not valid" in out.splitlines()
+        assert "quoted-secret-token-123" not in out
 
 
 class TestSlackSecrets:
