@@ -89,7 +89,8 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily("crisiswatch_alerts", "Rule alerts", stats.alerts)
         refused = CounterMetricFamily(
             "crisiswatch_http_connections_refused",
-            "Connections closed at once, over an HTTP server's connection limit",
+            "Connections closed over an HTTP server's connection limit (a new one, or the one "
+            "idle longest)",
             labels=["server"],
         )
         for server, count in sorted(REFUSED.items()):
