@@ -7,6 +7,7 @@ validation error back to the line an editor typed and suggests the key they prob
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ Path_ = tuple[str | int, ...]
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 _MAX_NODES = 200_000  # an alias bomb must not make a check run forever
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -144,8 +146,10 @@ def _unbuildable(root: yaml.Node) -> tuple[int, int]:
 
 
 def _reader_mark(text: str, at: int) -> tuple[int, int]:
-    """The line and column of a position in the text."""
-    return text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+    """The line and column of a position in the text, counting lines as YAML does."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, at))
+    start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, at - start + 1
 
 
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:

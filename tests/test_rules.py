@@ -268,6 +268,8 @@ class TestCheck:
              "file as UTF-8"),
             (b"rules:\n  - id: a\x01\n", ":2:10: invalid YAML: character U+0001 is not allowed "
              "here; remove it"),
+            (b"rules: []\rnote: \x02\n", ":2:7: invalid YAML: character U+0002 is not allowed "
+             "here; remove it"),  # a lone \r breaks a line in YAML too
             (b"rules:\n  - id: a\n    when: {min_count: 3}\n    for: 2024-02-30\n",
              ":4:10: invalid YAML value: day is out of range for month"),
             (b"rules: []\n---\nrules: []\n", ":2:1: invalid YAML: but found another document "
