@@ -101,13 +101,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OTHER",
         help="also run these rules; print the difference in pages per rule and route",
     )
-    backtest.add_argument("--json", action="store_true", help="one JSON object per page")
+    backtest.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per page (with --compare, one object for the comparison)",
+    )
     backtest.set_defaults(handler=_backtest)
 
     rules = commands.add_parser("rules", help="work with alert rules")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = rules_commands.add_parser("check", help="validate rule files; exit 1 on any problem")
-    check.add_argument("paths", type=Path, nargs="*", help="files or folders (default: rules/)")
+    check.add_argument(
+        "paths",
+        type=Path,
+        nargs="*",
+        help="files or folders (default: the config's rules with --config, else rules/)",
+    )
     check.add_argument(
         "--config", type=Path, help="also check brands, topics, sources and routes against it"
     )
