@@ -797,6 +797,12 @@ def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
+            if isinstance(result, sqlite3.Cursor):
+                # Closed here, under the store's lock: a cursor handed back open is finalized
+                # wherever it is dropped, on the event loop's thread while another thread works
+                # the connection, which corrupts sqlite3's statement cache ("bad parameter or
+                # other API misuse" now and then; CPython issue 118172).
+                result.close()
         except BaseException:
             db.execute("ROLLBACK")
             raise

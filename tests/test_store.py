@@ -75,6 +75,15 @@ class TestConnection:
         with pytest.raises(asyncio.CancelledError):
             await first
 
+    async def test_no_open_cursor_leaves_the_store(self, store: Store) -> None:
+        """A cursor a call hands back is closed in its thread, under the lock: finalized later
+        on the event loop's thread, while another thread used the connection, it corrupted the
+        statement cache (a source test failed now and then with 'bad parameter or other API
+        misuse')."""
+        cursor = await store._run(lambda db: db.execute("SELECT 1 UNION SELECT 2"))
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            cursor.fetchone()
+
 
 class TestSeen:
     async def test_round_trip(self, store: Store) -> None:
