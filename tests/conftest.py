@@ -200,3 +200,15 @@ async def mark_sent(store: Store, page: Page, notifier: str) -> None:
         if (row["page_key"], row["notifier"], row["status"]) == (key, notifier, "pending"):
             assert isinstance(row["seq"], int)
             await store.outbox_sent(row["seq"], page, notifier)
+
+
+class Recorder:
+    """A notifier that keeps the pages it is sent."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)

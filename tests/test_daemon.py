@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import conftest
 import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
@@ -47,17 +48,17 @@ class AngryScorer:
         return 0.95 if "furious" in text else 0.05
 
 
-class Recorder:
-    name = "recorder"
+class Recorder(conftest.Recorder):
+    """Keeps the pages it is sent, or (`fail`) refuses each as a service that is down."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.pages: list[Page] = []
+        super().__init__()
         self.fail = fail
 
     async def send(self, page: Page) -> None:
         if self.fail:
             raise ConnectionError("service down")
-        self.pages.append(page)
+        await super().send(page)
 
 
 def write_stream(path: Path, *, hours: int = 30, surge_at: int = 20, bad_lines: int = 0) -> int:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PageFactory
+from conftest import PageFactory, Recorder
 from structlog.testing import capture_logs
 
 from crisiswatch.bench.pipeline import generate, settings_for
@@ -28,18 +28,6 @@ from crisiswatch.rules.loader import load_rules
 from crisiswatch.store import Store
 
 BRANDS, RATE = 2, 0.4  # mentions a second: about 30 a brand in a five-minute bucket
-
-
-class Recorder:
-    """A notifier that keeps what it is sent."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.pages: list[Page] = []
-
-    async def send(self, page: Page) -> None:
-        self.pages.append(page)
 
 
 class Words:

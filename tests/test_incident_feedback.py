@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from conftest import Recorder
+
 from crisiswatch.config import Settings
 from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Mention, Page, PageKind
@@ -41,16 +43,6 @@ def feed(pipe: Pipeline, minutes: range, per_minute: int, tag: str) -> list[Page
 
 def opened(pages: list[Page]) -> Page:
     return next(p for p in pages if p.kind is PageKind.OPENED)
-
-
-class Recorder:
-    name = "rec"
-
-    def __init__(self) -> None:
-        self.pages: list[Page] = []
-
-    async def send(self, page: Page) -> None:
-        self.pages.append(page)
 
 
 class TestPipeline:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import conftest
 import pytest
 
 from crisiswatch.cli import main
@@ -33,15 +34,11 @@ def quiet_route(min_severity: str = "critical", zone: str = "UTC") -> Route:
     return Route.model_validate({"quiet_hours": hours})
 
 
-class Recorder:
+class Recorder(conftest.Recorder):
+    """A notifier that wakes people: quiet hours hold its pages."""
+
     name = "phone"
     pages_people = True
-
-    def __init__(self) -> None:
-        self.pages: list[Page] = []
-
-    async def send(self, page: Page) -> None:
-        self.pages.append(page)
 
 
 class TestSilences:
