@@ -78,11 +78,10 @@ def load_yaml(path: Path, *, label: str | None = None) -> YamlDocument:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        before = raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start]
-        column = len(before.decode("utf-8", "replace")) + 1  # in characters, as elsewhere
+        before = raw[: exc.start].decode("utf-8")  # all that precedes the bad byte reads
         message = f"not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
-        raise ProblemsError([Problem(name, line, column, message)]) from None
+        where = _reader_mark(before, len(before))
+        raise ProblemsError([Problem(name, *where, message)]) from None
     return parse_yaml(text, name)
 
 
