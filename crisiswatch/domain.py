@@ -96,6 +96,23 @@ class SeriesKey:
     brand: str
     topic: str = ALL_TOPICS
     view: str = ""
+    # Hashed once: a key is looked up a dozen times per bucket close (detectors, rules' `for`,
+    # chart rings), and a dataclass's own hash is Python code that hashes its fields each time.
+    # Hashed again when unpickled: a string's hash differs from one process to the next.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.brand, self.topic, self.view)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __setstate__(self, state: list[object]) -> None:
+        """Restore from a pickle (the fields' values in order; an earlier release's has no
+        hash), hashing anew."""
+        for name, value in zip(("brand", "topic", "view"), state, strict=False):
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     def __str__(self) -> str:
         name = self.brand if self.topic == ALL_TOPICS else f"{self.brand}/{self.topic}"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import pickle
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import Daemon
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.domain import Bucket, Mention, Page, Signal
+from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, read_mentions
 from crisiswatch.pipeline import Pipeline, PipelineStats
@@ -220,3 +223,39 @@ def test_counters_from_an_older_checkpoint_start_at_zero() -> None:
     restored = pickle.loads(pickle.dumps(PipelineStats()))
     restored.__setstate__((None, older))
     assert (restored.mentions, restored.late, restored.future) == (3, 1, 0)
+
+
+def test_a_series_key_restores_in_a_process_with_another_hash_seed() -> None:
+    """A key hashes once and keeps its hash, so the hash must not travel in a checkpoint: a
+    string's hash differs between processes, and a restored detector or rule state keyed by a
+    stale hash would never be found again."""
+    saved = pickle.dumps({SeriesKey("acme", "outage", "x-only"): 7})
+    for seed in ("1", "2"):
+        found = subprocess.run(
+            [sys.executable, "-c", RESTORE_AND_FIND],
+            input=saved,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        assert found.stdout.strip() == b"7"
+
+
+RESTORE_AND_FIND = """
+import pickle, sys
+from crisiswatch.domain import SeriesKey
+print(pickle.load(sys.stdin.buffer)[SeriesKey("acme", "outage", "x-only")])
+"""
+
+# {SeriesKey("acme", "outage", "x-only"): 7} as the release before the key kept its hash
+# pickled it: the key's fields' values as its state
+EARLIER_KEY = (
+    b"\x80\x05\x95J\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x12crisiswatch.domain\x94\x8c\tSeriesKey"
+    b"\x94\x93\x94)\x81\x94]\x94(\x8c\x04acme\x94\x8c\x06outage\x94\x8c\x06x-only\x94ebK\x07s."
+)
+
+
+def test_a_series_key_from_an_earlier_checkpoint_is_found() -> None:
+    restored = pickle.loads(EARLIER_KEY)
+    assert restored[SeriesKey("acme", "outage", "x-only")] == 7
+    assert list(restored) == [SeriesKey("acme", "outage", "x-only")]

@@ -65,8 +65,16 @@ class _SeriesDetectors:
     def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
         if self.buckets < TERMS_WARMUP:
             return ()
-        known = self.known_terms
-        return tuple((t, n) for t, n in bucket.top_terms if n >= MIN_NEW_TERM and t not in known)
+        # the generations looked up here, not through `KnownTerms.__contains__`: a method call
+        # per term was most of the cost, 36,000 terms at each close of 200 brands
+        newer, older = self.known_terms.newer, self.known_terms.older
+        return tuple(
+            [
+                (t, n)
+                for t, n in bucket.top_terms
+                if n >= MIN_NEW_TERM and t not in newer and t not in older
+            ]
+        )
 
     def observe(self, bucket: Bucket) -> None:
         """What a bucket teaches whether or not its time was wholly watched: the count the
