@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from crisiswatch import __version__, checkpoint, feedback_cli, silence_cli
 from crisiswatch.checkpoint import Checkpoint
 from crisiswatch.config import LiveSettings, Settings, load_settings, state_dir
 from crisiswatch.daemon import Daemon, RunSummary
+from crisiswatch.durations import parse_duration
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify import Notifier
 from crisiswatch.notify.console import ConsoleNotifier
@@ -162,6 +163,13 @@ def _parser() -> argparse.ArgumentParser:
         help="generated mentions per second of event time (default 6,000, the X firehose's "
         "average; 2.3 puts a day in 200,000 mentions, so judging buckets dominates)",
     )
+    pipeline_bench.add_argument(
+        "--warm-up",
+        type=_duration,
+        help="event time fed first to a generated stream, at 2.3 mentions/s and not measured, "
+        "so buckets are judged by detectors past their first day, as a running daemon's are "
+        "(default 25h; 0 for none)",
+    )
     pipeline_bench.set_defaults(handler=_bench_pipeline)
 
     sentiment = commands.add_parser("sentiment", help="the sentiment model")
@@ -176,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     silence_cli.add_parser(commands)
     feedback_cli.add_parser(commands)
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    """An argparse type: a duration as rules write it (`25h`, `1d`, `0`)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
@@ -358,10 +374,13 @@ def _bench_sentiment(args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    from crisiswatch.bench.pipeline import FIREHOSE_RATE, BenchInputError, bench_pipeline
+    from crisiswatch.bench.pipeline import FIREHOSE_RATE, WARM_UP, BenchInputError, bench_pipeline
 
     if args.config is not None and args.file is None:
         print("crisiswatch bench pipeline: --config goes with --file", file=sys.stderr)
+        return 2
+    if args.warm_up is not None and args.file is not None:
+        print("crisiswatch bench pipeline: --warm-up goes with a generated stream", file=sys.stderr)
         return 2
     try:
         return bench_pipeline(
@@ -371,6 +390,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
             path=args.file,
             rate=args.rate or FIREHOSE_RATE,
             settings=load_settings(args.config) if args.config else None,
+            warm_up=WARM_UP if args.warm_up is None else args.warm_up,
         )
     except BenchInputError as exc:
         print(f"crisiswatch bench pipeline: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ import gzip
 import io
 import re
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,26 @@ def test_bench_numbers_must_be_above_zero(capsys: pytest.CaptureFixture[str]) ->
             main(["bench", "pipeline", *args])
         assert exit_.value.code == 2
         assert "--" in capsys.readouterr().err
+
+
+def test_a_warm_up_is_judged_but_not_measured() -> None:
+    """A warm-up (detectors past their first hours) comes before the measured stream, in
+    event time, and none of it is counted: the report's counts are the measured stream's alone,
+    none of which comes too late for the warm-up's buckets."""
+    out = io.StringIO()
+    assert bench_pipeline(out, mentions=3_000, brands=2, warm_up=timedelta(hours=4)) == 0
+    report = out.getvalue()
+    assert report.startswith("warm-up: 4 h of event time"), report
+    assert "576 series-buckets judged (not measured)" in report  # 48 bucket ends × 12 series
+    assert "3,000 counted, 0 about none of the brands, 0 duplicates, 0 too late" in report
+    assert "12 series-buckets judged (0.004 per mention)" in report
+
+
+def test_a_warm_up_goes_with_a_generated_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file is its own history: a warm-up asked for with one is refused, not ignored."""
+    path = tmp_path / "mentions.jsonl"
+    path.write_text("")
+    assert main(["bench", "pipeline", "--file", str(path), "--warm-up", "1h"]) == 2
+    assert "--warm-up goes with a generated stream" in capsys.readouterr().err
