@@ -112,7 +112,8 @@ class Delivered:
         return prefix + self.line() + below
 
     def record(self) -> dict[str, Any]:
-        return {**page_record(self.page), "made_at": self.made_at.isoformat(), "held": self.held}
+        made = self.made_at.isoformat()
+        return {**page_record(self.page), "made_at": made, "held": self.held, "sent": self.sent}
 
     def json(self) -> str:
         return orjson.dumps(self.record()).decode()
@@ -266,7 +267,8 @@ def backtest(
     """`crisiswatch backtest`: report one rule set's pages, or compare two; the exit code.
 
     `deployment` says whose config `settings` are; it is the report's first line (on `err`
-    with `as_json`, so that `out` stays JSON), before the rules are checked against it.
+    with `as_json`, so that `out` stays JSON), before the rules are checked against it. With
+    `as_json`, the pages overtaken (never sent) follow those sent, and the counts go to `err`.
     """
     out, err = out or sys.stdout, err or sys.stderr
     if not mentions.is_file():
@@ -279,8 +281,10 @@ def backtest(
         result = replay(
             settings, before_paths, mentions, serve, out=out, as_json=as_json, progress=progress
         )
-        if not as_json:
-            report(result, out)
+        if as_json:  # what the stream could not print as it went: then the counts, for people
+            for delivered in result.overtaken:
+                out.write(delivered.json() + "\n")
+        report(result, err if as_json else out)
         return _in_time_order(result, mentions, settings, err)
     before, after = (
         replay(settings, paths, mentions, serve, progress=_progress(err, f"backtest {n}/2"))

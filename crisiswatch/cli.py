@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per page (with --compare, one object for the comparison)",
+        help="one JSON object per page, sent or overtaken (`sent`), the counts on stderr (with "
+        "--compare, one object for the comparison)",
     )
     backtest.set_defaults(handler=_backtest)
 

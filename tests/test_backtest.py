@@ -141,7 +141,7 @@ def test_the_report_names_the_deployment_it_ran_on(
     assert first.startswith("deployment: the demo's, ") and "give --config FILE" in first, first
     assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
     out, err = capsys.readouterr()
-    assert err == f"deployment: {config}\n" and "deployment" not in out
+    assert err.startswith(f"deployment: {config}\n") and "deployment" not in out
     assert main(["backtest", str(mentions), "--config", str(config), "--compare", str(rules)]) == 0
     assert capsys.readouterr().out.startswith(f"deployment: {config}\nbacktest of ")
 
@@ -208,3 +208,44 @@ def test_each_page_says_why_under_its_line(make_page: PageFactory) -> None:
         "20% (18 of 35)",
     ]
     assert resolved.text() == resolved.line()
+
+
+def test_json_lists_the_overtaken_pages_and_gives_the_counts_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --json, a warning held by quiet hours that its incident's critical escalation
+    overtook is an object too, marked not sent, after the pages sent; the counts that the text
+    report ends with come on stderr, so stdout stays one JSON object a line."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {id: acme-busy, scope: {brands: [acme]}, when: {min_count: 20}}\n"
+        "  - id: acme-flood\n"
+        "    scope: {brands: [acme]}\n"
+        "    when: {min_count: 40}\n"
+        "    severity: critical\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rules: [rules.yaml]\n{CONFIG}", encoding="utf-8")
+    flood = []  # ten more a minute from 01:10: a bucket of 55 mentions
+    for minute in range(70, 75):
+        for n in range(10):
+            at = (T0 + timedelta(minutes=minute, seconds=40)).isoformat()
+            post = {"id": f"flood-{minute}-{n}", "author": f"flood-{minute}-{n}", "created_at": at}
+            flood.append(orjson.dumps({**orjson.loads(mention_lines({})[0]), **post}).decode())
+    lines = sorted(mention_lines({"acme": 60}) + flood, key=lambda line: line[line.index("2026") :])
+    mentions = write_mentions(tmp_path, lines)
+    assert main(["backtest", str(mentions), "--config", str(config), "--json"]) == 0
+    out, err = capsys.readouterr()
+    pages = [orjson.loads(line) for line in out.splitlines()]
+    overtaken = pages[-1]  # made at 01:05, held until 07:00, overtaken by 01:15's escalation
+    assert (overtaken["made_at"][11:16], overtaken["at"][11:16], overtaken["kind"]) == (
+        "01:05",
+        "07:00",
+        "opened",
+    )
+    assert (overtaken["severity"], overtaken["held"], overtaken["sent"]) == ("warning", True, False)
+    assert all(p["sent"] for p in pages[:-1]) and len(pages) > 1
+    assert "1 more held by quiet hours, then overtaken by a newer page" in err
+    assert f"{len(pages) - 1} pages sent" in err
