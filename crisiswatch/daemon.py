@@ -486,7 +486,12 @@ class Daemon:
         log.info("incident.feedback", action=command.action, incident=command.incident_id)
         if command.action == "resolve":
             return self.pipeline.resolve(command.incident_id, command.by)
-        self.pipeline.false_alarm(command.incident_id)
+        if not self.pipeline.false_alarm(command.incident_id):
+            log.info(
+                "incident.false_alarm_not_learned",
+                incident=command.incident_id,
+                reason="its latest bucket was learned already, or it is unknown",
+            )
         return []
 
     async def _tick(self) -> None:

@@ -168,11 +168,10 @@ class Pipeline:
         return self._out(self.incidents.resolve_now(incident.key, now, f"resolved by {by}"))
 
     def false_alarm(self, incident_id: str) -> bool:
-        """A person said an incident was no crisis: its volume is learned as normal."""
+        """A person said an incident was no crisis: its latest bucket's volume is learned as
+        normal, unless it was already (see `SignalDetector.accept`); whether it was now."""
         incident = self.incidents.find(incident_id)
-        if incident is not None:
-            self.detector.accept(incident.latest.bucket)
-        return incident is not None
+        return incident is not None and self.detector.accept(incident.latest.bucket)
 
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""

@@ -67,6 +67,24 @@ class TestPipeline:
         assert after.expected > before.expected and after.score <= before.score
         assert not pipe.false_alarm("brand=acme@19990101T0000Z")
 
+    def test_a_false_alarm_learns_each_bucket_once_and_a_newer_one_too(self) -> None:
+        """Said again about the same latest bucket, a False alarm teaches nothing more (each
+        time had counted as more evidence, and twenty made the series blind); said once the
+        incident has a newer, bigger bucket, it teaches that one."""
+        pipe = pipeline()
+        page = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 320), 20, "s"))
+        detector = pipe.detector._series[page.incident.latest.series].volume
+        at = T0 + timedelta(minutes=360)
+        assert pipe.false_alarm(page.incident.id)
+        once = detector.score_one(300, at).expected
+        assert not pipe.false_alarm(page.incident.id)
+        assert detector.score_one(300, at).expected == once
+        feed(pipe, range(320, 335), 60, "bigger")  # the incident's newer, bigger buckets
+        latest = pipe.incidents.find(page.incident.id)
+        assert latest is not None and latest.latest.bucket.count > page.incident.latest.bucket.count
+        assert pipe.false_alarm(page.incident.id)
+        assert detector.score_one(300, at).expected > once
+
 
 class TestClicks:
     async def test_clicks_reach_the_daemon_through_the_link(self, tmp_path: Path) -> None:

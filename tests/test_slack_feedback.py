@@ -299,11 +299,12 @@ class TestClicks:
         [(_, action, user, _)] = await store.clicks(page.incident.id)
         assert (action, user) == ("false_alarm", "U0ALICE")
 
-    async def test_a_false_alarm_is_taken_once_however_often_pressed(
+    async def test_every_false_alarm_press_reaches_the_daemon_and_is_said_once(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:
-        """Every press is recorded, but the models are told once per incident: each press
-        had taught the volume detector again, as if it were more evidence."""
+        """Every press is recorded and goes to the daemon, which learns each of the incident's
+        buckets once (a press after a newer bucket teaches that one: `SignalDetector.accept`);
+        the thread is told once."""
         page = angry_page(make_page)
         slack = await posted(fake, store, page)
         told: list[str] = []
@@ -319,8 +320,10 @@ class TestClicks:
         feedback.control = Control()
         for n, user in enumerate(["U0ALICE", "U0BOB", "U0ALICE"]):
             await feedback.payload(block_actions("false_alarm", page.incident.id, user, f"{n}.1"))
-        assert told == ["U0ALICE"]
+        assert told == ["U0ALICE", "U0BOB", "U0ALICE"]
         assert len(await store.clicks(page.incident.id)) == 3
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert len([note for note in notes if "false alarm" in note]) == 1, notes
 
 
 class TestEscalation:

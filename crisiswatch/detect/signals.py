@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from operator import itemgetter
 
 from crisiswatch.detect.negative import NegativeShareDetector, score_shares
@@ -22,6 +23,7 @@ KNOWN_TERMS_BUDGET = 500_000  # terms remembered over all brands: 2,500 a brand 
 KNOWN_TERMS_LEAST = 1_000  # terms remembered per brand at least, however many brands
 TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
 MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be news
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class KnownTerms:
@@ -61,6 +63,14 @@ class _SeriesDetectors:
     previous_count: int = 0
     buckets: int = 0
     burst_usual: dict[str, float] = field(default_factory=dict)
+    accepted_through: datetime = NEVER  # the start of the newest bucket said to be no alarm
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        """Restore from a checkpoint (pickle's slots state), including one saved before
+        `accepted_through` existed."""
+        self.accepted_through = NEVER
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
         if self.buckets < TERMS_WARMUP:
@@ -102,11 +112,17 @@ class SignalDetector:
         self._known: dict[str, KnownTerms] = {}  # brand -> the terms its series have had
         self._decay = 0.5 ** (1.0 / BURST_HALF_LIFE)
 
-    def accept(self, bucket: Bucket) -> None:
-        """Feedback: this bucket's volume was no alarm (a False alarm on its page)."""
+    def accept(self, bucket: Bucket) -> bool:
+        """Feedback: this bucket's volume was no alarm (a False alarm on its page); whether it
+        was learned. A bucket is learned so once, however often it is said (each time would
+        count as more evidence), and only one newer than the last learned: a False alarm on an
+        incident's newer, bigger bucket is learned too."""
         detectors = self._series.get(bucket.series)
-        if detectors is not None:
-            detectors.volume.accept_one(bucket.count, bucket.start)
+        if detectors is None or bucket.start <= detectors.accepted_through:
+            return False
+        detectors.accepted_through = bucket.start
+        detectors.volume.accept_one(bucket.count, bucket.start)
+        return True
 
     def prepare(self, series: Iterable[SeriesKey]) -> None:
         """Hold the detectors of exactly these series: those not seen yet are set up now (at

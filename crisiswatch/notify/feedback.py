@@ -153,8 +153,9 @@ class Feedback:
 
     async def handle(self, click: Click) -> None:
         """Record and apply a click once, however often Slack delivers it; a post is learned
-        once per incident, and an incident is taken as a false alarm once, however often (or
-        by however many people) their buttons are pressed."""
+        once per incident, however often (or by however many people) its button is pressed.
+        Every False alarm press goes to the daemon, which learns each bucket once (a press
+        after the incident's newer bucket teaches that one too), and is said once in Slack."""
         earlier = await self.store.record_click(
             click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
         )
@@ -163,8 +164,8 @@ class Feedback:
             return
         log.info("feedback.click", action=click.action, incident=click.incident_id)
         label = POST_LABELS.get(click.action)
-        if earlier and (label is not None or click.action == FALSE_ALARM):
-            # each would teach the models the same thing again, as if it were more evidence
+        if earlier and label is not None:
+            # it would teach the model the same thing again, as if it were more evidence
             log.info("feedback.already_learned", incident=click.incident_id)
             return
         if click.action == SNOOZE:
@@ -173,6 +174,8 @@ class Feedback:
             await self.control.resolve(click.incident_id, click.user)
         if self.control is not None and click.action == FALSE_ALARM:
             await self.control.false_alarm(click.incident_id, click.user)
+        if earlier and click.action == FALSE_ALARM:
+            return  # said in the thread already
         if label is not None and self.learner is not None and click.mention_id:
             text = await self.store.sample_text(click.incident_id, click.mention_id)
             if text is not None:
