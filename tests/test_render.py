@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import unicodedata
 from collections.abc import Callable
@@ -99,6 +100,17 @@ class TestCleanText:
         cleaned = clean_text(HOSTILE * 3, 1_000)
         assert unsafe_characters(cleaned) == []
         assert "\x1b" not in cleaned
+
+    def test_plain_ascii_is_cleaned_as_any_text_is(self) -> None:
+        """Printable ASCII takes a shortcut (no control or format character can be in it): it
+        comes out as it does through the full passes, which a word joiner (invisible, removed)
+        in front of it forces."""
+        rng = random.Random(5)
+        alphabet = [*map(chr, range(32, 127)), *" " * 30]
+        for _ in range(3_000):
+            for limit in (POST_CHARS, 12):
+                text = "".join(rng.choices(alphabet, k=rng.randint(0, limit * 4 - 1)))
+                assert clean_text(text, limit) == clean_text("\u2060" + text, limit), text
 
     def test_caps_with_an_ellipsis(self) -> None:
         """A long text is cut to the limit, ending with an ellipsis."""

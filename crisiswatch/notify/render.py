@@ -36,8 +36,12 @@ CONSOLE_POSTS = 3
 def clean_text(text: str, limit: int = POST_CHARS) -> str:
     """One line of at most `limit` characters with no control, direction or invisible format
     characters (bar joiners between visible characters), in a few linear passes."""
-    spaced = _CONTROL.sub(" ", _INVISIBLE.sub("", text[: limit * 4]))
-    flat = _SPACES.sub(" ", _LOOSE_JOINER.sub("", spaced)).strip()
+    text = text[: limit * 4]
+    if text.isascii() and text.isprintable():  # most posts: no control or format character
+        flat = " ".join(text.split())
+    else:
+        spaced = _CONTROL.sub(" ", _INVISIBLE.sub("", text))
+        flat = _SPACES.sub(" ", _LOOSE_JOINER.sub("", spaced)).strip()
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
