@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
+from itertools import cycle
 from typing import Any, Literal
 
 import orjson
@@ -29,21 +30,21 @@ from crisiswatch.rules.conditions import Condition, count_text
 
 _PLACEHOLDER = re.compile(r"\{(\w{1,40})\}")
 _BRACED = re.compile(r"\{[^{}]{0,60}\}|[{}]")  # a placeholder-like span, or a lone brace
-PLACEHOLDERS = frozenset(
-    [
-        "brand",
-        "topic",
-        "series",
-        "count",
-        "expected",
-        "negative_pct",
-        "usual_negative_pct",
-        "authors",
-        "reach",
-        "rise",
-        "window",
-    ]
-)
+# What each placeholder of a summary says of a signal; only those a summary names are made.
+_SUMMARY_VALUES: dict[str, Callable[[Signal], str]] = {
+    "brand": lambda s: s.series.brand,
+    "topic": lambda s: "all topics" if s.series.topic == ALL_TOPICS else s.series.topic,
+    "series": lambda s: str(s.series),
+    "count": lambda s: str(s.bucket.count),
+    "expected": lambda s: count_text(s.volume_expected),
+    "negative_pct": lambda s: f"{s.bucket.negative_share:.0%}",
+    "usual_negative_pct": lambda s: f"{s.negative_expected:.0%}",
+    "authors": lambda s: str(s.bucket.unique_authors),
+    "reach": lambda s: f"{s.bucket.reach:,}",
+    "rise": lambda s: f"×{s.bucket.count / max(s.previous_count, 1):.1f}",
+    "window": lambda s: format_duration(s.bucket.end - s.bucket.start),
+}
+PLACEHOLDERS = frozenset(_SUMMARY_VALUES)
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")  # ISO 639, maybe a region: en, pt-br
 MAX_REGEX = 500  # characters of a pattern
 REGEX_TEXT = 2_000  # characters of a post a regex reads
@@ -195,22 +196,18 @@ class Rule(Strict):
     def stage_level(self) -> Stage:
         return Stage[self.stage.upper()]
 
+    @cached_property
+    def summary_parts(self) -> tuple[str, ...]:
+        """The summary split at its placeholders: text, name, text, name, …, text."""
+        return tuple(_PLACEHOLDER.split(self.summary))
+
     def render_summary(self, signal: Signal) -> str:
-        bucket = signal.bucket
-        values = {
-            "brand": bucket.series.brand,
-            "topic": "all topics" if bucket.series.topic == ALL_TOPICS else bucket.series.topic,
-            "series": str(bucket.series),
-            "count": str(bucket.count),
-            "expected": count_text(signal.volume_expected),
-            "negative_pct": f"{bucket.negative_share:.0%}",
-            "usual_negative_pct": f"{signal.negative_expected:.0%}",
-            "authors": str(bucket.unique_authors),
-            "reach": f"{bucket.reach:,}",
-            "rise": f"×{bucket.count / max(signal.previous_count, 1):.1f}",
-            "window": format_duration(bucket.end - bucket.start),
-        }
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.summary)
+        """The summary with the signal's numbers in it (every alert has one, so a close with
+        a thousand alerts makes only the values their summaries name)."""
+        return "".join(
+            _SUMMARY_VALUES[part](signal) if odd else part
+            for odd, part in zip(cycle((False, True)), self.summary_parts)
+        )
 
 
 class RuleFile(Strict):
