@@ -239,6 +239,7 @@ class Daemon:
         self.ready = False
         self.read_per_source: Counter[str] = Counter()
         self.latency = Latency()  # time the pipeline takes per mention or tick, for the metrics
+        self.closes = Latency()  # … per call that closed a bucket end: the close to its pages
         self.last_checkpoint: float | None = None  # monotonic time of the last checkpoint
         self._consumer: asyncio.Task[None] | None = None
         self.wedged_after = wedged_after  # one item held this long while others wait: wedged
@@ -405,21 +406,22 @@ class Daemon:
             if taken % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a backlog's items come without a wait: let others in
             self._took_at = time.monotonic()
-            started = time.perf_counter()
+            started, judged = time.perf_counter(), self.pipeline.stats.buckets
             if isinstance(item, Command):
                 pages = self._apply(item)
             elif isinstance(item, Tick):
                 pages = self._closing(partial(self._advance, item.at))
-                self.latency.observe(time.perf_counter() - started)
+                self._took(started, judged)
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             elif isinstance(item, Progress):
                 self.frontiers.report(item, now := self.clock())
                 pages = self._closing(partial(self._advance, now))
+                self._took(started, judged, per_item=False)
             else:
                 ahead = self.pipeline.stats.future
                 pages = self._feed(item)
-                self.latency.observe(time.perf_counter() - started)
+                self._took(started, judged)
                 self._unsaved.add(item, refused=self.pipeline.stats.future > ahead)
                 if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
@@ -428,10 +430,23 @@ class Daemon:
             while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
                 await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
                 self._took_at = time.monotonic()  # busy, not wedged
-                for page in self._closing(self.pipeline.close_pending):
+                started, judged = time.perf_counter(), self.pipeline.stats.buckets
+                closed = self._closing(self.pipeline.close_pending)
+                self._took(started, judged, per_item=False)
+                for page in closed:
                     await self._send(page)
             if self._forgotten:
                 await self._close_forgotten()
+
+    def _took(self, started: float, judged: int, *, per_item: bool = True) -> None:
+        """Count the pipeline's time for an item (a mention or a clock tick) and, when it
+        closed a bucket end, for the close to its pages (judged: the series-buckets judged
+        before it)."""
+        took = time.perf_counter() - started
+        if per_item:
+            self.latency.observe(took)
+        if self.pipeline.stats.buckets > judged:
+            self.closes.observe(took)
 
     def _closing(self, close: Callable[[], list[Page]]) -> list[Page]:
         """Bucket ends closed by the clock, a source's progress or a long gap's next step; one

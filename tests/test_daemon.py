@@ -186,6 +186,37 @@ class TestDaemon:
             await store.close()
 
 
+async def test_each_close_is_timed_for_the_metrics(tmp_path: Path) -> None:
+    """Every pipeline call that closes a bucket end is timed, close to pages, in its own
+    histogram (`crisiswatch_bucket_close_seconds`); mentions that close nothing are not in it."""
+    stream = tmp_path / "m.jsonl"
+    lines = write_stream(stream, hours=3, surge_at=1)
+    settings = settings_for(tmp_path, stream)
+    store = await Store.open(tmp_path / "s.db")
+    pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
+    closing = [0]
+    close = pipeline.close_pending
+
+    def counted() -> list[Page]:
+        judged = pipeline.stats.buckets
+        pages = close()
+        closing[0] += pipeline.stats.buckets > judged
+        return pages
+
+    pipeline.close_pending = counted  # type: ignore[method-assign]
+    daemon = Daemon(pipeline, [ReplaySource(stream)], [Recorder()], store, queue_size=10)
+    try:
+        await daemon.run(exit_when_sources_end=True)
+    finally:
+        await store.close()
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(daemon))
+    metrics = generate_latest(registry).decode()
+    assert closing[0] >= 30  # five-minute bucket ends over three hours, before the last ones
+    assert f"crisiswatch_bucket_close_seconds_count {closing[0]}.0" in metrics
+    assert f"crisiswatch_pipeline_seconds_count {lines}.0" in metrics
+
+
 class LiveFeed:
     """A live source: `count` mentions, then open and quiet; counts the ids it is told the
     pipeline consumed (when its cursors would be saved)."""

@@ -102,6 +102,13 @@ class DaemonCollector(Collector):
             buckets=daemon.latency.cumulative(),
             sum_value=daemon.latency.total,
         )
+        yield HistogramMetricFamily(
+            "crisiswatch_bucket_close_seconds",
+            "Time from closing a bucket end to its pages (every series' bucket, detectors, rules "
+            "and incidents), per pipeline call that closed one",
+            buckets=daemon.closes.cumulative(),
+            sum_value=daemon.closes.total,
+        )
         age = daemon.checkpoint_age()
         if age is not None:
             yield GaugeMetricFamily(
