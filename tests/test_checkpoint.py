@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
 import os
 import pickle
@@ -22,7 +21,7 @@ from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import Daemon
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.detect.signals import NEVER, SignalDetector
+from crisiswatch.detect.signals import SignalDetector
 from crisiswatch.domain import Bucket, Mention, Page, SeriesKey, Signal
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, read_mentions
@@ -263,13 +262,13 @@ def test_a_series_key_from_an_earlier_checkpoint_is_found() -> None:
     assert list(restored) == [SeriesKey("acme", "outage", "x-only")]
 
 
-def test_series_detectors_from_an_older_checkpoint_have_accepted_nothing() -> None:
-    """Detectors saved before they remembered the last bucket said to be no alarm restore as
+def test_detectors_from_an_older_checkpoint_have_accepted_nothing() -> None:
+    """Detectors saved before they remembered the buckets said to be no alarm restore as
     having accepted none, so the next False alarm is learned."""
     detector = SignalDetector(300)
     detector.prepare([SeriesKey("acme")])
-    state = detector._series[SeriesKey("acme")].__reduce_ex__(5)[2]
-    older = {name: value for name, value in state[1].items() if name != "accepted_through"}
-    restored = copy.copy(detector._series[SeriesKey("acme")])
-    restored.__setstate__((None, older))
-    assert restored.accepted_through == NEVER
+    older = {name: value for name, value in vars(detector).items() if name != "_accepted"}
+    restored = SignalDetector.__new__(SignalDetector)
+    restored.__setstate__(older)
+    assert restored._accepted == {}
+    assert restored._series.keys() == {SeriesKey("acme")}

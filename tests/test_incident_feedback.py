@@ -24,10 +24,10 @@ class Calm:
         return 0.1
 
 
-def pipeline() -> Pipeline:
+def pipeline(keep_firing_for: str = "6h") -> Pipeline:
     settings = Settings.model_validate({"brands": [{"id": "acme", "keywords": ["acme"]}]})
     rule = Rule.model_validate(
-        {"id": "spike", "when": {"volume_spike": "high"}, "keep_firing_for": "6h"}
+        {"id": "spike", "when": {"volume_spike": "high"}, "keep_firing_for": keep_firing_for}
     )
     return Pipeline(settings, [rule], Calm())
 
@@ -84,6 +84,23 @@ class TestPipeline:
         assert latest is not None and latest.latest.bucket.count > page.incident.latest.bucket.count
         assert pipe.false_alarm(page.incident.id)
         assert detector.score_one(300, at).expected > once
+
+    def test_a_false_alarm_on_an_older_incident_is_learned_after_a_newer_one(self) -> None:
+        """A False alarm on a resolved incident's message, pressed after one on a later
+        incident of the same series, still teaches that incident's bucket, at its time of day
+        (learning buckets once must not mean only ever newer ones)."""
+        pipe = pipeline(keep_firing_for="10m")
+        first = opened(feed(pipe, range(300), 2, "calm") + feed(pipe, range(300, 315), 20, "a"))
+        feed(pipe, range(315, 600), 2, "calm2")
+        second = opened(feed(pipe, range(600, 615), 25, "b"))
+        assert second.incident.id != first.incident.id
+        detector = pipe.detector._series[first.incident.latest.series].volume
+        slot = first.incident.latest.bucket.start
+        assert pipe.false_alarm(second.incident.id)
+        before = detector.score_one(100, slot).expected
+        assert pipe.false_alarm(first.incident.id)
+        assert detector.score_one(100, slot).expected > before
+        assert not pipe.false_alarm(first.incident.id)
 
 
 class TestClicks:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import itemgetter
 
 from crisiswatch.detect.negative import NegativeShareDetector, score_shares
@@ -23,7 +23,7 @@ KNOWN_TERMS_BUDGET = 500_000  # terms remembered over all brands: 2,500 a brand 
 KNOWN_TERMS_LEAST = 1_000  # terms remembered per brand at least, however many brands
 TERMS_WARMUP = 288  # buckets before any term counts as new (a day of 5-minute buckets)
 MIN_NEW_TERM = 2  # a term must appear in this many mentions of a bucket to be news
-NEVER = datetime.min.replace(tzinfo=UTC)
+ACCEPTED_KEPT = 10_000  # buckets said to be no alarm, remembered so that each is learned once
 
 
 class KnownTerms:
@@ -63,14 +63,6 @@ class _SeriesDetectors:
     previous_count: int = 0
     buckets: int = 0
     burst_usual: dict[str, float] = field(default_factory=dict)
-    accepted_through: datetime = NEVER  # the start of the newest bucket said to be no alarm
-
-    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
-        """Restore from a checkpoint (pickle's slots state), including one saved before
-        `accepted_through` existed."""
-        self.accepted_through = NEVER
-        for name, value in state[1].items():
-            setattr(self, name, value)
 
     def new_terms(self, bucket: Bucket) -> tuple[tuple[str, int], ...]:
         if self.buckets < TERMS_WARMUP:
@@ -111,16 +103,27 @@ class SignalDetector:
         self._series: dict[SeriesKey, _SeriesDetectors] = {}
         self._known: dict[str, KnownTerms] = {}  # brand -> the terms its series have had
         self._decay = 0.5 ** (1.0 / BURST_HALF_LIFE)
+        # the buckets said to be no alarm, oldest first (kept here, not in each series' slots:
+        # a checkpoint with a slot the previous release lacks would not restore there)
+        self._accepted: dict[tuple[SeriesKey, datetime], None] = {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore from a checkpoint, including one saved before `_accepted` existed."""
+        self._accepted = {}
+        self.__dict__.update(state)
 
     def accept(self, bucket: Bucket) -> bool:
         """Feedback: this bucket's volume was no alarm (a False alarm on its page); whether it
-        was learned. A bucket is learned so once, however often it is said (each time would
-        count as more evidence), and only one newer than the last learned: a False alarm on an
-        incident's newer, bigger bucket is learned too."""
+        was learned. Each bucket is learned so once, however often it is said (each time would
+        count as more evidence), whichever bucket was learned before: an incident's newer,
+        bigger bucket, or an older incident's, is learned too."""
         detectors = self._series.get(bucket.series)
-        if detectors is None or bucket.start <= detectors.accepted_through:
+        key = (bucket.series, bucket.start)
+        if detectors is None or key in self._accepted:
             return False
-        detectors.accepted_through = bucket.start
+        self._accepted[key] = None
+        if len(self._accepted) > ACCEPTED_KEPT:
+            del self._accepted[next(iter(self._accepted))]
         detectors.volume.accept_one(bucket.count, bucket.start)
         return True
 
