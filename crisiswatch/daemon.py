@@ -406,22 +406,22 @@ class Daemon:
             if taken % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a backlog's items come without a wait: let others in
             self._took_at = time.monotonic()
-            started, judged = time.perf_counter(), self.pipeline.stats.buckets
+            mark = self._mark()
             if isinstance(item, Command):
                 pages = self._apply(item)
             elif isinstance(item, Tick):
                 pages = self._closing(partial(self._advance, item.at))
-                self._took(started, judged)
+                self._took(mark)
                 if not self._ids_wait_for_checkpoints():
                     await self._save_seen()
             elif isinstance(item, Progress):
                 self.frontiers.report(item, now := self.clock())
                 pages = self._closing(partial(self._advance, now))
-                self._took(started, judged, per_item=False)
+                self._took(mark, per_item=False)
             else:
                 ahead = self.pipeline.stats.future
                 pages = self._feed(item)
-                self._took(started, judged)
+                self._took(mark)
                 self._unsaved.add(item, refused=self.pipeline.stats.future > ahead)
                 if len(self._unsaved.ids) >= self._held_at_most():
                     await self._save_seen()
@@ -430,22 +430,28 @@ class Daemon:
             while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
                 await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
                 self._took_at = time.monotonic()  # busy, not wedged
-                started, judged = time.perf_counter(), self.pipeline.stats.buckets
+                mark = self._mark()
                 closed = self._closing(self.pipeline.close_pending)
-                self._took(started, judged, per_item=False)
+                self._took(mark, per_item=False)
                 for page in closed:
                     await self._send(page)
             if self._forgotten:
                 await self._close_forgotten()
 
-    def _took(self, started: float, judged: int, *, per_item: bool = True) -> None:
-        """Count the pipeline's time for an item (a mention or a clock tick) and, when it
-        closed a bucket end, for the close to its pages (judged: the series-buckets judged
-        before it)."""
+    def _mark(self) -> tuple[float, int, int]:
+        """Before a pipeline call: the time, the series-buckets judged and the failures in a
+        row, for `_took`."""
+        return time.perf_counter(), self.pipeline.stats.buckets, self._failing
+
+    def _took(self, mark: tuple[float, int, int], *, per_item: bool = True) -> None:
+        """Count the pipeline's time since `mark` for an item (a mention or a clock tick) and,
+        when it closed a bucket end and made its pages, for the close to its pages (a call
+        that raised is a failure, not a close, wherever in the close it raised)."""
+        started, judged, failing = mark
         took = time.perf_counter() - started
         if per_item:
             self.latency.observe(took)
-        if self.pipeline.stats.buckets > judged:
+        if self.pipeline.stats.buckets > judged and self._failing <= failing:
             self.closes.observe(took)
 
     def _closing(self, close: Callable[[], list[Page]]) -> list[Page]:

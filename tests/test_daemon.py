@@ -186,23 +186,38 @@ class TestDaemon:
             await store.close()
 
 
-async def test_each_close_is_timed_for_the_metrics(tmp_path: Path) -> None:
-    """Every pipeline call that closes a bucket end is timed, close to pages, in its own
-    histogram (`crisiswatch_bucket_close_seconds`); mentions that close nothing are not in it."""
+@pytest.mark.parametrize("failing", ["detector", "rules"])
+async def test_each_close_is_timed_for_the_metrics(tmp_path: Path, failing: str) -> None:
+    """Every pipeline call that closes a bucket end and makes its pages is timed in its own
+    histogram (`crisiswatch_bucket_close_seconds`); mentions that close nothing are not in
+    it, nor is a close that raised, whether before or after its buckets were counted as
+    judged (every third one raises here, in the detectors or in the rules)."""
     stream = tmp_path / "m.jsonl"
     lines = write_stream(stream, hours=3, surge_at=1)
     settings = settings_for(tmp_path, stream)
     store = await Store.open(tmp_path / "s.db")
     pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
-    closing = [0]
+    closing, ends, inside = [0], [0], [False]
     close = pipeline.close_pending
+    part, name = (pipeline.detector, "signals") if failing == "detector" else (pipeline, "_out")
+    step = getattr(part, name)
+
+    def sometimes(*args: Any, **kwargs: Any) -> Any:
+        ends[0] += inside[0]
+        if inside[0] and ends[0] % 3 == 0:  # a close's, not the stream's end's
+            raise RuntimeError("a bug")
+        return step(*args, **kwargs)
 
     def counted() -> list[Page]:
-        judged = pipeline.stats.buckets
-        pages = close()
+        judged, inside[0] = pipeline.stats.buckets, True
+        try:
+            pages = close()  # one that raises goes on to the daemon, which logs it
+        finally:
+            inside[0] = False
         closing[0] += pipeline.stats.buckets > judged
         return pages
 
+    setattr(part, name, sometimes)
     pipeline.close_pending = counted  # type: ignore[method-assign]
     daemon = Daemon(pipeline, [ReplaySource(stream)], [Recorder()], store, queue_size=10)
     try:
@@ -212,7 +227,7 @@ async def test_each_close_is_timed_for_the_metrics(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(DaemonCollector(daemon))
     metrics = generate_latest(registry).decode()
-    assert closing[0] >= 30  # five-minute bucket ends over three hours, before the last ones
+    assert closing[0] >= 20 and ends[0] >= 30  # bucket ends over three hours, a third failing
     assert f"crisiswatch_bucket_close_seconds_count {closing[0]}.0" in metrics
     assert f"crisiswatch_pipeline_seconds_count {lines}.0" in metrics
 
