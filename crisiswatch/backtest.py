@@ -300,9 +300,17 @@ def _progress(err: TextIO, label: str) -> ProgressLine | None:
 
 
 def _in_time_order(result: Backtest, mentions: Path, settings: Settings, err: TextIO) -> int:
-    """The exit code: 1, saying why, when mentions came too late to count. A replay reads the
-    file in its order, so a mention that late is one out of order (a newest-first file loses
-    nearly all), and the pages are not what the rules would have paged on the whole file."""
+    """The exit code: 1, saying why, when the file could not be read to its end (a gzip file
+    cut short) or mentions came too late to count. A replay reads the file in its order, so a
+    mention that late is one out of order (a newest-first file loses nearly all). Either way the
+    pages are not what the rules would have paged on the whole file."""
+    for problem in result.summary.cut_short:
+        print(
+            f"crisiswatch: {problem}; the pages above are of the mentions before it",
+            file=err,
+        )
+    if result.summary.cut_short:
+        return 1
     late = result.summary.stats.late
     if not late:
         return 0

@@ -81,6 +81,7 @@ class RunSummary:
     pages_sent: int
     pages_failed: int
     seconds: float
+    cut_short: tuple[str, ...] = ()  # files a source could not read to their end, and why
 
     def __str__(self) -> str:
         return self.text()
@@ -320,6 +321,9 @@ class Daemon:
             pages_sent=self.dispatcher.sent,
             pages_failed=self.dispatcher.failed,
             seconds=time.monotonic() - started,
+            cut_short=tuple(
+                problem for s in self.sources if (problem := getattr(s, "cut_short", None))
+            ),
         )
         log.info("daemon.stopped", summary=str(summary))
         return summary

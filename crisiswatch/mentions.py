@@ -9,6 +9,7 @@ One object per line; only `id`, `created_at` and `text` are required:
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,12 @@ class BadLine:
 
     line_number: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CutShort(BadLine):
+    """The stream cannot be read from this line on (a gzip file cut short, or not gzip): the
+    lines before it were read; none after it can be."""
 
 
 def parse_mention(line: str | bytes, *, default_source: str = "unknown") -> Mention:
@@ -173,11 +180,18 @@ def open_with_raw(path: Path) -> tuple[IO[bytes], IO[bytes]]:
 def read_mentions(
     stream: IO[bytes], *, default_source: str = "unknown"
 ) -> Iterator[Mention | BadLine]:
-    """Every line of a stream as a `Mention`, or a `BadLine` saying why it was skipped."""
-    for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield parse_mention(raw, default_source=default_source)
-        except MentionError as exc:
-            yield BadLine(number, str(exc))
+    """Every line of a stream as a `Mention`, or a `BadLine` saying why it was skipped; a
+    stream that cannot be read on (a gzip file cut short) ends with a `CutShort`, after every
+    line it could read."""
+    number = 0
+    try:
+        for number, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield parse_mention(raw, default_source=default_source)
+            except MentionError as exc:
+                yield BadLine(number, str(exc))
+    except (EOFError, OSError, zlib.error) as exc:  # gzip's: cut short, or not gzip after all
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        yield CutShort(number + 1, f"cannot be read from here on: {reason}")

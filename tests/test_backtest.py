@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
+import zlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,3 +251,26 @@ def test_json_lists_the_overtaken_pages_and_gives_the_counts_on_stderr(
     assert all(p["sent"] for p in pages[:-1]) and len(pages) > 1
     assert "1 more held by quiet hours, then overtaken by a newer page" in err
     assert f"{len(pages) - 1} pages sent" in err
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not gzip"])
+def test_a_file_that_cannot_be_read_to_its_end_is_an_error(
+    tmp_path: Path, deployment: tuple[Path, Path], capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """A gzip file cut short (a copy that stopped) is replayed up to where it can be read, every
+    line of it counted (a batch of lines read before the break had been dropped with it), and
+    the backtest says where it stopped and exits 1; so does a file that only looks gzipped."""
+    config, _ = deployment
+    lines = mention_lines({"acme": 60})
+    whole = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+    mentions = tmp_path / "mentions.jsonl.gz"
+    damaged = whole[: len(whole) * 2 // 3] if damage == "cut short" else whole[:2] + b"x" * 50
+    mentions.write_bytes(damaged)
+    assert main(["backtest", str(mentions), "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert f"crisiswatch: {mentions} line " in err and "cannot be read from here on" in err
+    found = re.search(r"([\d,]+) mentions counted", out)
+    assert found is not None, out
+    readable = zlib.decompressobj(wbits=31).decompress(damaged) if damage == "cut short" else b""
+    assert int(found[1].replace(",", "")) == readable.count(b"\n")  # every whole line read
+    assert damage == "not gzip" or readable.count(b"\n") > 100

@@ -1,7 +1,9 @@
 """Replay: mention JSON lines (optionally gzipped) played in event time.
 
 `speed: 0` plays as fast as the pipeline takes them; `speed: 60` plays one minute of event time
-per second of wall time. A malformed line is counted, logged with its number, and skipped.
+per second of wall time. A malformed line is counted, logged with its number, and skipped; a
+file that cannot be read to its end (a gzip file cut short) is played up to where it can be, and
+says so (`cut_short`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from crisiswatch.domain import Mention
-from crisiswatch.mentions import BadLine, open_with_raw, read_mentions
+from crisiswatch.mentions import BadLine, CutShort, open_with_raw, read_mentions
 
 log = structlog.get_logger(__name__)
 BATCH = 2_000  # lines read per trip to the worker thread
@@ -32,6 +34,7 @@ class ReplaySource:
         self.name = name
         self.malformed = 0
         self.fraction_read = 0.0  # of the file's bytes, for progress displays
+        self.cut_short: str | None = None  # why the file could not be read to its end
 
     async def stream(self) -> AsyncIterator[Mention]:
         handle, raw = await asyncio.to_thread(open_with_raw, self.path)
@@ -43,6 +46,10 @@ class ReplaySource:
             while batch := await asyncio.to_thread(_take, lines, BATCH):
                 self.fraction_read = raw.tell() / size
                 for item in batch:
+                    if isinstance(item, CutShort):
+                        self.cut_short = f"{self.path} line {item.line_number}: {item.reason}"
+                        log.error("replay.cut_short", source=self.name, problem=self.cut_short)
+                        continue
                     if isinstance(item, BadLine):
                         self.malformed += 1
                         log.warning(
