@@ -5,6 +5,7 @@ a stop cuts short is answered 503."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -106,6 +107,50 @@ class TestHttpIngest:
         status, answer = await post(url, b"\n".join([GOOD] * 40))
         assert status == 413 and "limit" in str(answer["error"])
         assert got == []
+
+
+async def test_a_token_not_in_utf8_is_a_wrong_token(
+    ingest: tuple[HttpIngestSource, str, list[Mention]],
+) -> None:
+    """An Authorization header of bytes that are not UTF-8 is refused as a wrong token (401), not
+    answered 500 with a traceback in the error log for anyone who can reach the port."""
+    source, _, got = ingest
+    assert source.address is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", source.address[1])
+    writer.write(
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Content-Length: " + str(len(GOOD)).encode() + b"\r\n\r\n" + GOOD
+    )
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 401 ") and got == []
+
+
+@pytest.mark.parametrize("body", [b"not gzip", bytes(range(256)) * 8])
+async def test_a_body_its_encoding_does_not_decode_is_400_without_a_traceback(
+    ingest: tuple[HttpIngestSource, str, list[Mention]],
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+) -> None:
+    """A body sent as gzip that is not: 400 saying why, no error logged (it had been a 500, and
+    aiohttp's traceback once more as it drained the body), and the server goes on."""
+    _, url, got = ingest
+    with caplog.at_level(logging.WARNING):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                url,
+                data=body,
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"},
+            ) as response,
+        ):
+            status, answer = response.status, await response.json()
+        assert status == 400 and "cannot be read" in str(answer["error"])
+        assert await post(url, GOOD) == (200, {"accepted": 1, "rejected": []})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    await asyncio.sleep(0.01)
+    assert [m.id for m in got] == ["t:1"]
 
 
 class SlowScorer:

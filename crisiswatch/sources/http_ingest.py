@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from crisiswatch.config import HttpIngestSettings
 from crisiswatch.domain import Mention
@@ -85,7 +86,9 @@ class HttpIngestSource:
                 self._stopped.set()  # before the server's stop waits for the requests
 
     async def _ingest(self, request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "").encode()
+        # the header's own bytes (aiohttp decodes them as UTF-8 with surrogateescape): one not in
+        # UTF-8 is a wrong token, not a 500 and a traceback for anyone who can reach the port
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, self._token):
             return web.json_response(
                 {"error": "missing or wrong bearer token"},
@@ -96,6 +99,8 @@ class HttpIngestSource:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(self.settings.max_bytes)
+        except RequestPayloadError as exc:  # a body its Content-Encoding does not decode
+            return _unreadable(request, exc)
         accepted: list[Mention] = []
         rejected: list[dict[str, object]] = []
         refused = 0
@@ -141,6 +146,16 @@ class HttpIngestSource:
             await self._queue.put((mention, None))
         await self._queue.put((accepted[-1], taken))
         await taken
+
+
+def _unreadable(request: web.Request, error: RequestPayloadError) -> web.Response:
+    """400 for a body that cannot be decoded, on a connection closed after it: nothing more is
+    read from the body (aiohttp would drain it after the answer, raise its error again and log
+    a traceback: a log anyone who can reach the port could flood)."""
+    request.content.feed_eof()
+    answer = web.json_response({"error": f"body cannot be read: {error}"}, status=400)
+    answer.force_close()
+    return answer
 
 
 def _too_large(limit: int) -> web.Response:
