@@ -120,7 +120,9 @@ class PipelineSettings(Strict):
     queue_size: int = Field(10_000, ge=1)
     per_author_cap: int = Field(3, ge=1)  # mentions one author adds to one bucket's volume
     samples_per_bucket: int = Field(5, ge=1, le=20)
-    dedupe_capacity: int = Field(1_000_000, ge=1_000)  # ids remembered to drop duplicates
+    # ids remembered to drop duplicates, in a table allocated at start (about 24 bytes an id):
+    # at most 50 million (about 1.5 GB), so a slip of the keyboard is refused, not a crash
+    dedupe_capacity: int = Field(1_000_000, ge=1_000, le=50_000_000)
 
     @field_validator("bucket")
     @classmethod

@@ -230,6 +230,16 @@ class TestBucketSize:
         assert "divide a day" in problem.message
 
 
+@pytest.mark.parametrize("capacity", ["100000000000000", "300000000"])
+def test_a_dedupe_window_that_would_not_fit_is_refused(tmp_path: Path, capacity: str) -> None:
+    """The dedupe table is allocated at start: a capacity of billions of ids passed `doctor`
+    and then crashed the daemon with a MemoryError (a restart loop under systemd)."""
+    (problem,) = problems_of(
+        write(tmp_path, MINIMAL + f"pipeline:\n  dedupe_capacity: {capacity}\n")
+    )
+    assert "pipeline.dedupe_capacity" in problem.message and "50000000" in problem.message
+
+
 class TestOps:
     @pytest.mark.parametrize("every", ["0", "'0'", "0s"])
     def test_a_checkpoint_interval_under_a_second_is_refused(
