@@ -17,7 +17,7 @@ import orjson
 
 from crisiswatch.config import load_settings, state_dir
 from crisiswatch.enrich.sentiment import LABELS
-from crisiswatch.mentions import MAX_TEXT
+from crisiswatch.mentions import MAX_TEXT, numbered_lines
 from crisiswatch.store import STORE_FILE, with_store
 
 
@@ -47,7 +47,7 @@ def _feedback(args: argparse.Namespace) -> int:
             print(f"crisiswatch feedback: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 1
         with handle:
-            for number, line in enumerate(handle, start=1):
+            for number, line in numbered_lines(handle):
                 if line.strip():
                     item = _item(line)
                     if isinstance(item, str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +177,19 @@ def open_with_raw(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     return raw, raw
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def numbered_lines(stream: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The lines of a file of JSON lines, numbered from 1; a byte-order mark before the first
+    (Windows tools write one) is not part of it."""
+    lines = enumerate(stream, start=1)
+    for number, line in lines:
+        yield number, line.removeprefix(UTF8_BOM)
+        break
+    yield from lines
+
+
 def read_mentions(
     stream: IO[bytes], *, default_source: str = "unknown"
 ) -> Iterator[Mention | BadLine]:
@@ -185,7 +198,7 @@ def read_mentions(
     line it could read."""
     number = 0
     try:
-        for number, raw in enumerate(stream, start=1):
+        for number, raw in numbered_lines(stream):
             if not raw.strip():
                 continue
             try:

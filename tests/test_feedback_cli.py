@@ -23,10 +23,11 @@ class TestFeedbackCommand:
     async def test_queues_labelled_texts(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """--text/--label and a JSON-lines file both land in the state store."""
+        """--text/--label and a JSON-lines file (with a byte-order mark, as Windows tools
+        write) both land in the state store."""
         monkeypatch.chdir(tmp_path)
         batch = tmp_path / "labels.jsonl"
-        batch.write_text('{"text": "fine app", "label": "positive"}\n\n')
+        batch.write_text('\ufeff{"text": "fine app", "label": "positive"}\n\n')  # Windows' BOM
         assert (
             await asyncio.to_thread(main, ["feedback", "--text", TEXT, "--label", "negative"]) == 0
         )

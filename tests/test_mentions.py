@@ -216,6 +216,14 @@ class TestReadMentions:
         assert isinstance(mention, Mention)
         assert mention.source == "replay"
 
+    def test_a_byte_order_mark_before_the_first_line_is_no_part_of_it(self) -> None:
+        """A file saved by a Windows tool starts with one: its first mention is read, not
+        skipped as malformed."""
+        line = b'{"id": "a", "created_at": "2015-02-24T19:35:52Z", "text": "t"}\n'
+        first, second = read_mentions(io.BytesIO(b"\xef\xbb\xbf" + line + b"\xef\xbb\xbf" + line))
+        assert isinstance(first, Mention) and first.id == "a"
+        assert isinstance(second, BadLine) and second.line_number == 2
+
     def test_invalid_utf8_is_a_bad_line(self) -> None:
         """A line that is not UTF-8 is reported, not raised."""
         stream = io.BytesIO(b'{"id": "a\xff", "created_at": "2015-02-24T19:35:52Z", "text": "t"}\n')

@@ -207,6 +207,13 @@ class TestPredictStream:
         assert [o.split('"')[3] for o in outputs] == ["negative", "positive"]
         assert all('"negative": ' in o for o in outputs)
 
+    def test_a_byte_order_mark_before_the_first_line_is_no_part_of_it(self) -> None:
+        """Files saved by Windows tools start with one: the first line is read as JSON, and a
+        mark anywhere else is still a bad line."""
+        outputs, err, status = self._run(['\ufeff{"text": "love it"}', '\ufeff{"text": "x"}'])
+        assert outputs[0].startswith('{"label": ') and outputs[1] == "null"
+        assert err.startswith("line 2: ") and status == 1
+
     def test_labeled_lines_learn_after_predicting(self) -> None:
         """A label is learned after that line's prediction; --no-learn ignores labels."""
         line = '{"text": "the kiosk ate my card", "label": "negative"}'

@@ -14,6 +14,7 @@ from typing import IO, Any, TextIO
 import orjson
 
 from crisiswatch.enrich.sentiment import LABELS, SentimentModel
+from crisiswatch.mentions import numbered_lines
 
 
 class BadLine(ValueError):
@@ -44,7 +45,7 @@ def predict_stream(
 ) -> int:
     """Score every line of `inp` into `out`; 0 if every line was good, else 1."""
     status = 0
-    for number, line in enumerate(inp, start=1):
+    for number, line in numbered_lines(inp):
         try:
             text, label = parse_line(line)
         except BadLine as exc:
