@@ -17,7 +17,7 @@ import orjson
 
 from crisiswatch.config import load_settings, state_dir
 from crisiswatch.enrich.sentiment import LABELS
-from crisiswatch.mentions import MAX_TEXT, numbered_lines
+from crisiswatch.mentions import MAX_TEXT, TOO_LONG, numbered_lines
 from crisiswatch.store import STORE_FILE, with_store
 
 
@@ -48,7 +48,9 @@ def _feedback(args: argparse.Namespace) -> int:
             return 1
         with handle:
             for number, line in numbered_lines(handle):
-                if line.strip():
+                if line is None:
+                    problems.append(f"line {number}: {TOO_LONG}")
+                elif line.strip():
                     item = _item(line)
                     if isinstance(item, str):
                         problems.append(f"line {number}: {item}")

@@ -13,6 +13,7 @@ import pytest
 
 from crisiswatch.domain import Mention
 from crisiswatch.mentions import (
+    LINE_LIMIT,
     MAX_COUNT,
     MAX_FIELD,
     MAX_TEXT,
@@ -223,6 +224,20 @@ class TestReadMentions:
         first, second = read_mentions(io.BytesIO(b"\xef\xbb\xbf" + line + b"\xef\xbb\xbf" + line))
         assert isinstance(first, Mention) and first.id == "a"
         assert isinstance(second, BadLine) and second.line_number == 2
+
+    def test_a_line_over_the_limit_is_a_bad_line_never_held_whole(self) -> None:
+        """A line longer than `LINE_LIMIT` is skipped as a bad line saying so, read past a
+        limit at a time, and the lines after it are read as ever."""
+        line = b'{"id": "a", "created_at": "2015-02-24T19:35:52Z", "text": "t"}\n'
+        huge = b'{"text": "' + b"a" * (3 * LINE_LIMIT) + b'"}\n'
+        stream = io.BytesIO(huge + line)
+        sizes: list[int] = []
+        readline = stream.readline
+        stream.readline = lambda limit=-1: sizes.append(limit) or readline(limit)  # type: ignore[method-assign]
+        first, second = read_mentions(stream)
+        assert isinstance(first, BadLine) and "longer than 1,048,576 bytes" in first.reason
+        assert isinstance(second, Mention) and second.id == "a"
+        assert set(sizes) == {LINE_LIMIT}
 
     def test_invalid_utf8_is_a_bad_line(self) -> None:
         """A line that is not UTF-8 is reported, not raised."""

@@ -15,6 +15,7 @@ from crisiswatch.cli import main
 from crisiswatch.enrich import train_sentiment
 from crisiswatch.enrich.predict_cli import predict_stream
 from crisiswatch.enrich.sentiment import LABELS, SentimentModel, SentimentScore, features, tokens
+from crisiswatch.mentions import LINE_LIMIT
 
 HOSTILE = [
     "",
@@ -213,6 +214,12 @@ class TestPredictStream:
         outputs, err, status = self._run(['\ufeff{"text": "love it"}', '\ufeff{"text": "x"}'])
         assert outputs[0].startswith('{"label": ') and outputs[1] == "null"
         assert err.startswith("line 2: ") and status == 1
+
+    def test_a_line_over_the_limit_is_a_bad_line(self) -> None:
+        """A line too long to read whole gets its error and null, and the next line its score."""
+        outputs, err, status = self._run(['{"text": "' + "a" * LINE_LIMIT + '"}', '{"text": "ok"}'])
+        assert outputs[0] == "null" and outputs[1].startswith('{"label": ')
+        assert err == "line 1: longer than 1,048,576 bytes: skipped\n" and status == 1
 
     def test_labeled_lines_learn_after_predicting(self) -> None:
         """A label is learned after that line's prediction; --no-learn ignores labels."""

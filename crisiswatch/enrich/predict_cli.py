@@ -14,15 +14,17 @@ from typing import IO, Any, TextIO
 import orjson
 
 from crisiswatch.enrich.sentiment import LABELS, SentimentModel
-from crisiswatch.mentions import numbered_lines
+from crisiswatch.mentions import TOO_LONG, numbered_lines
 
 
 class BadLine(ValueError):
     """An input line that is not a usable JSON object."""
 
 
-def parse_line(line: bytes) -> tuple[str, str | None]:
-    """The text and optional label of one input line."""
+def parse_line(line: bytes | None) -> tuple[str, str | None]:
+    """The text and optional label of one input line (None: one too long to read)."""
+    if line is None:
+        raise BadLine(TOO_LONG)
     try:
         doc: Any = orjson.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
