@@ -9,6 +9,7 @@ printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,6 +60,9 @@ def doctor(config: Path, out: IO[str]) -> int:
     return 0
 
 
+PROBE_BYTES = 64 * 1024  # written to the state directory: about a checkpoint's first write
+
+
 def _x_queries(settings: Settings) -> list[str]:
     """The brands whose X query X would refuse as too long (`run` would not start X)."""
     from crisiswatch.sources.x import overlong_queries
@@ -85,10 +89,14 @@ def _lateness_warnings(settings: Settings) -> list[str]:
 
 
 def _state_writable(directory: Path, fine: list[str]) -> list[str]:
+    """Whether the state directory takes a file with something in it, written to the disk (an
+    empty file fits on a full disk, where the store and checkpoints then fail)."""
     try:
         make_state_dir(directory)
-        with tempfile.NamedTemporaryFile(dir=directory):
-            pass
+        with tempfile.NamedTemporaryFile(dir=directory) as probe:
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         return [f"state directory {directory} is not writable: {exc.strerror or exc}"]
     fine.append(f"state directory {directory} is writable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -71,6 +72,21 @@ class TestDoctor:
         assert "OK  reddit accepts the credentials" in out
         assert "OK  x accepts the credentials" in out
         assert "WARN sources.reddit.search_lookback (10m) is longer than" in out
+
+    async def test_a_full_disk_is_a_problem(
+        self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A state directory on a full disk is not writable, though an empty file fits there
+        (doctor had said OK, then the store and checkpoints failed)."""
+        reddit, x = fakes
+
+        def full(descriptor: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(doctor_module.os, "fsync", full)
+        code, out = await run_doctor(write_config(tmp_path, reddit, x))
+        assert code == 1
+        assert f"state directory {tmp_path / 'state'} is not writable: No space left" in out
 
     async def test_an_x_query_too_long_for_x_is_a_problem(
         self, fakes: tuple[FakeReddit, FakeX], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
