@@ -45,6 +45,7 @@ DEMO_CONFIG = DEMO_DIR / "config.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _standard_streams()
     parser = _parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -63,6 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code
+
+
+def _standard_streams() -> None:
+    """A standard stream the caller closed (`<&-`, `>&-`) reads as empty or writes to nowhere,
+    rather than failing with a traceback deep in a command."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115  # for the process's life
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
 
 def _parser() -> argparse.ArgumentParser:

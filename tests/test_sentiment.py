@@ -6,6 +6,7 @@ import dataclasses
 import io
 import math
 import pickle
+import subprocess
 import sys
 
 import pytest
@@ -263,3 +264,14 @@ class TestPredictStream:
         doc = json.loads(outputs[0])
         assert set(doc) == {"label", "negative"}
         assert SentimentScore(doc["label"], doc["negative"]).label in LABELS
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+def test_a_closed_standard_stream_is_no_traceback(closed: str) -> None:
+    """Run with stdin or stdout closed by the caller, a command reads nothing or writes to
+    nowhere (it had failed with a traceback: Python has no sys.stdin or sys.stdout then)."""
+    command = (
+        f'echo \'{{"text": "ok"}}\' | {sys.executable} -m crisiswatch sentiment predict {closed}'
+    )
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
