@@ -120,7 +120,15 @@ def _add(args: argparse.Namespace) -> int:
         rule=args.rule,
         incident=args.incident,
     )
-    asyncio.run(with_store(_store_path(settings), lambda store: store.add_silence(silence)))
+    store = _store_path(settings)
+    if settings is None:  # on-call would believe a page muted that the daemon never sees
+        print(
+            f"crisiswatch silence: warning: without --config nothing was checked, and the "
+            f"silence is kept in {store}: the running daemon sees it only if that is its state "
+            "store (give --config with the daemon's config)",
+            file=sys.stderr,
+        )
+    asyncio.run(with_store(store, lambda opened: opened.add_silence(silence)))
     print(f"{silence.id}: silenced {silence.describe()} for {format_duration(duration)}")
     return 0
 

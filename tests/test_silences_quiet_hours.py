@@ -204,11 +204,16 @@ class TestSilenceCommand:
     def test_add_list_expire(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """The CLI adds a silence to the state store, lists it, and ends it."""
+        """The CLI adds a silence to the state store, lists it, and ends it; without --config
+        it warns that nothing was checked and which store holds the silence (the daemon's may
+        be another: on-call would believe a page muted that still goes)."""
         monkeypatch.chdir(tmp_path)
         args = ["silence", "add", "--brand", "kestrel", "--for", "2h", "--comment", "ATM fault"]
         assert main(args) == 0
-        silence_id = capsys.readouterr().out.split(":")[0]
+        out, err = capsys.readouterr()
+        silence_id = out.split(":")[0]
+        assert "without --config nothing was checked" in err
+        assert "var/crisiswatch.sqlite3: the running daemon sees it only if" in err
         assert main(["silence", "list"]) == 0
         assert "brand=kestrel" in capsys.readouterr().out
         assert main(["silence", "expire", silence_id]) == 0
