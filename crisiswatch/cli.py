@@ -67,12 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _standard_streams() -> None:
-    """A standard stream the caller closed (`<&-`, `>&-`) reads as empty or writes to nowhere,
-    rather than failing with a traceback deep in a command."""
+    """A standard stream the caller closed (`<&-`, `>&-`, `2>&-`) reads as empty or writes to
+    nowhere, rather than failing with a traceback deep in a command."""
     if sys.stdin is None:
         sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115  # for the process's life
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -188,9 +188,9 @@ def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     read past and never held whole (a 200 MB line had taken 900 MB)."""
     read = stream.readline
     number = 0
-    while line := read(LINE_LIMIT):
+    while line := read(LINE_LIMIT + 1):  # a line of the limit, and its line break
         number += 1
-        if len(line) == LINE_LIMIT and not line.endswith(b"\n"):
+        if len(line) > LINE_LIMIT and not line.endswith(b"\n"):
             while (rest := read(LINE_LIMIT)) and not rest.endswith(b"\n"):
                 pass
             yield number, None

@@ -237,7 +237,19 @@ class TestReadMentions:
         first, second = read_mentions(stream)
         assert isinstance(first, BadLine) and "longer than 1,048,576 bytes" in first.reason
         assert isinstance(second, Mention) and second.id == "a"
-        assert set(sizes) == {LINE_LIMIT}
+        assert max(sizes) <= LINE_LIMIT + 1  # a limit and its line break at a time
+
+    @pytest.mark.parametrize("newline", [b"\n", b""])
+    def test_a_line_of_the_limit_is_read(self, newline: bytes) -> None:
+        """A line of exactly `LINE_LIMIT` bytes is a line (with its line break or, last, none);
+        one byte more is over the limit."""
+        head = b'{"id": "a", "created_at": "2015-02-24T19:35:52Z", "text": "'
+        line = head + b"t" * (LINE_LIMIT - len(head) - 2) + b'"}'
+        assert len(line) == LINE_LIMIT
+        (item,) = read_mentions(io.BytesIO(line + newline))
+        assert isinstance(item, Mention)
+        (item,) = read_mentions(io.BytesIO(line[:-2] + b't"}' + newline))
+        assert isinstance(item, BadLine) and "longer than" in item.reason
 
     def test_invalid_utf8_is_a_bad_line(self) -> None:
         """A line that is not UTF-8 is reported, not raised."""

@@ -146,3 +146,23 @@ def test_a_rule_file_or_a_missing_rule_path_is_said_plainly(
     assert capsys.readouterr().err.splitlines() == [
         f"{path}:1:{column}: no such rule file or folder: {tmp_path / 'nope.yaml'}"
     ]
+
+
+def test_a_mentions_file_cut_short_is_a_problem_not_a_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test's gzip mentions file cut short (a copy that stopped) is a problem at the line it
+    stops: run on the part it could read, a test expecting no page had passed."""
+    demo = ROOT / "crisiswatch" / "demo"
+    whole = (demo / "demo_mentions.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    path = tmp_path / "cut_test.yaml"
+    path.write_text(
+        f"rules: [{CRISIS_RULES}]\nconfig: {demo / 'config.yaml'}\n"
+        "start: 2026-03-02T00:00:00Z\ntests:\n"
+        "  - name: nothing pages\n    mentions: cut.jsonl.gz\n    expect: []\n",
+        encoding="utf-8",
+    )
+    assert main(["rules", "test", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cut.jsonl.gz'}:" in err and "cannot be read from here on" in err, err

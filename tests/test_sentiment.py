@@ -266,7 +266,7 @@ class TestPredictStream:
         assert SentimentScore(doc["label"], doc["negative"]).label in LABELS
 
 
-@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+@pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-"])
 def test_a_closed_standard_stream_is_no_traceback(closed: str) -> None:
     """Run with stdin or stdout closed by the caller, a command reads nothing or writes to
     nowhere (it had failed with a traceback: Python has no sys.stdin or sys.stdout then)."""

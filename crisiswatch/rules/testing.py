@@ -29,7 +29,13 @@ from pydantic import (
 from crisiswatch.config import Brand, Duration, PipelineSettings, Settings, Strict, load_settings
 from crisiswatch.domain import Mention, Page, Silence
 from crisiswatch.durations import format_duration, parse_duration
-from crisiswatch.mentions import MentionError, mention_from_dict, open_lines, read_mentions
+from crisiswatch.mentions import (
+    CutShort,
+    MentionError,
+    mention_from_dict,
+    open_lines,
+    read_mentions,
+)
 from crisiswatch.notify.render import render_line
 from crisiswatch.notify.stages import QuietQueue, silenced_by
 from crisiswatch.pipeline import Pipeline
@@ -250,6 +256,9 @@ class Case:
                 for item in read_mentions(handle, default_source="replay"):
                     if isinstance(item, Mention):
                         pages.extend(pipeline.feed(item))
+                    elif isinstance(item, CutShort):  # a test of part of its input passes wrongly
+                        problem = Problem(str(self.mentions), item.line_number, 1, item.reason)
+                        raise ProblemsError([problem])
             return pages + pipeline.finish()
         scorer = _ScriptedScorer()
         pipeline = Pipeline(settings, rules, scorer)
