@@ -177,6 +177,14 @@ def open_with_raw(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     return raw, raw
 
 
+UNREADABLE = (EOFError, OSError, zlib.error)  # a file gone, or a gzip file cut short or not gzip
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """What an `UNREADABLE` error says, in a few words."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 UTF8_BOM = b"\xef\xbb\xbf"
 LINE_LIMIT = 1 << 20  # bytes of one JSON line at most: a post keeps 10,000 characters
 TOO_LONG = f"longer than {LINE_LIMIT:,} bytes: skipped"
@@ -216,6 +224,5 @@ def read_mentions(
                 yield parse_mention(raw, default_source=default_source)
             except MentionError as exc:
                 yield BadLine(number, str(exc))
-    except (EOFError, OSError, zlib.error) as exc:  # gzip's: cut short, or not gzip after all
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        yield CutShort(number + 1, f"cannot be read from here on: {reason}")
+    except UNREADABLE as exc:
+        yield CutShort(number + 1, f"cannot be read from here on: {unreadable_reason(exc)}")

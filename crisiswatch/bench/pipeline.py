@@ -28,7 +28,6 @@ import random
 import resource
 import statistics
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,13 @@ import orjson
 from crisiswatch.config import Brand, Settings
 from crisiswatch.domain import Bucket, Mention, Page
 from crisiswatch.enrich.sentiment import SentimentModel
-from crisiswatch.mentions import MentionError, open_lines, parse_mention
+from crisiswatch.mentions import (
+    UNREADABLE,
+    MentionError,
+    open_lines,
+    parse_mention,
+    unreadable_reason,
+)
 from crisiswatch.notify.render import render_text
 from crisiswatch.pipeline import Pipeline, PipelineStats, settle
 from crisiswatch.rules.loader import load_rules
@@ -220,9 +225,8 @@ def _read(path: Path) -> Iterator[bytes]:
     try:
         with open_lines(path) as lines:
             yield from lines
-    except (OSError, EOFError, zlib.error) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise BenchInputError(f"cannot read {path}: {reason}") from None
+    except UNREADABLE as exc:
+        raise BenchInputError(f"cannot read {path}: {unreadable_reason(exc)}") from None
 
 
 def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: TextIO) -> None:
