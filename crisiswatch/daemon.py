@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,7 +51,7 @@ from crisiswatch.retry import Backoff
 from crisiswatch.sources import Progress, Source
 from crisiswatch.sources.cursors import Checkpointed, Monitored
 from crisiswatch.sources.resilience import HealthSnapshot, SourceSetupError, describe_error
-from crisiswatch.store import Store, StoreError
+from crisiswatch.store import Store, StoreError, to_the_end
 from crisiswatch.yamlfile import ProblemsError
 
 log = structlog.get_logger(__name__)
@@ -62,7 +62,6 @@ FORGOTTEN = "closed at a restart: the saved state did not know it (if it goes on
 FAILING_IN_A_ROW = 20  # mentions the pipeline raises on in a row before it counts as broken
 YIELD_EVERY = 500  # items the pipeline takes from a backlog before the loop's other work runs
 PRUNE_FIRST = 60.0  # seconds after the start that old state is first pruned, then every …
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,19 +153,6 @@ class Unsaved:
         else:
             batch, self.ids = self.ids[:count], self.ids[count:]
         return batch
-
-
-async def _to_the_end(work: Callable[[], T]) -> T:
-    """Run `work` in a worker thread. A cancellation meanwhile (APScheduler's shutdown cancels
-    a running checkpoint) waits for the thread before it goes through: the thread cannot be
-    stopped, and what it reads and writes (a frozen history, the checkpoint's temporary file)
-    must keep still until it is done, or the checkpoint at stop would write the same file."""
-    running = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        await asyncio.wait([running])
-        raise
 
 
 class Daemon:
@@ -682,7 +668,7 @@ class Daemon:
                 )  # here, in the loop: a consistent picture
                 counted = self._unsaved.taken  # the mentions this picture has counted
                 try:
-                    size = await _to_the_end(partial(checkpoint.save, self.checkpoint_dir, saved))
+                    size = await to_the_end(partial(checkpoint.save, self.checkpoint_dir, saved))
                 except CheckpointError as exc:
                     self._checkpoint_failed(exc)
                     await self._save_seen()

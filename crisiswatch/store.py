@@ -132,11 +132,11 @@ class Store:
 
     async def close(self) -> None:
         async with self._lock:
-            await _to_the_end(asyncio.to_thread(self._db.close))
+            await to_the_end(self._db.close)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
-            return await _to_the_end(asyncio.to_thread(_transaction, self._db, work))
+            return await to_the_end(partial(_transaction, self._db, work))
 
     async def mark_seen(self, ids: Sequence[str], at: datetime, *, keep: int | None = None) -> None:
         """Remember ids as seen; with `keep`, forget all but about the newest `keep` (only
@@ -772,12 +772,13 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
     db.execute(_UNMARK_RECORDED)
 
 
-async def _to_the_end(call: Awaitable[T]) -> T:
-    """Await a call that works the connection in a thread; when the caller is cancelled
-    meanwhile, let the thread finish first (the store's lock stays held until then, since a
-    second thread on the same connection at once is SQLite's "bad parameter or other API
-    misuse"), then be cancelled."""
-    running = asyncio.ensure_future(call)
+async def to_the_end(work: Callable[[], T]) -> T:
+    """Run `work` in a worker thread. When the caller is cancelled meanwhile (however often),
+    the thread is let finish first, then the cancellation goes through: a thread cannot be
+    stopped, and what it works on must keep still until it is done (a second thread on the
+    store's connection at once is SQLite's "bad parameter or other API misuse"; a checkpoint at
+    stop would write the same temporary file)."""
+    running = asyncio.ensure_future(asyncio.to_thread(work))
     cancelled = False
     while True:
         try:
