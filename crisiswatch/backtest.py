@@ -30,7 +30,7 @@ from crisiswatch.daemon import RunSummary
 from crisiswatch.domain import Page, PageKind
 from crisiswatch.durations import format_duration
 from crisiswatch.notify import Notifier
-from crisiswatch.notify.render import clean_text, render_line, shown_changes
+from crisiswatch.notify.render import clean_text, render_line, shown_changes, shown_reasons
 from crisiswatch.notify.stages import QuietQueue
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.rules.schema import Rule
@@ -101,9 +101,7 @@ class Delivered:
     def reasons(self) -> tuple[str, ...]:
         """Why it pages: the reasons it carries (its latest alert's conditions, in numbers), as
         Slack and the console show them; none for a resolution, which shows none."""
-        if self.page.kind is PageKind.RESOLVED:
-            return ()
-        return tuple(clean_text(reason, 300) for reason in self.page.incident.reasons)
+        return shown_reasons(self.page)
 
     def text(self, prefix: str = "") -> str:
         """Its line after `prefix`, and under it why it pages."""

@@ -85,8 +85,8 @@ def render_text(page: Page, to: str = "") -> str:
     if page.changes:
         lines.append(f"  changed  {clean_text('; '.join(page.changes), 400)}")
     if page.kind is not PageKind.RESOLVED:
-        for number, reason in enumerate(incident.reasons):
-            lines.append(f"  {'why' if number == 0 else '':<8} {clean_text(reason, 300)}")
+        for number, reason in enumerate(shown_reasons(page)):
+            lines.append(f"  {'why' if number == 0 else '':<8} {reason}")
         lines.append(f"  rules    {', '.join(incident.rules)}")
         terms = ", ".join(term for term, _ in bucket.top_terms[:6])
         if terms:
@@ -158,6 +158,14 @@ def render_line(page: Page) -> str:
     )
     changes = shown_changes(page)
     return line + (f"  [{clean_text('; '.join(changes), 160)}]" if changes else "")
+
+
+def shown_reasons(page: Page) -> tuple[str, ...]:
+    """Why it pages, as `render_text` shows it: the reasons its incident carries (its latest
+    alert's conditions, in numbers), each cleaned; none for a resolution."""
+    if page.kind is PageKind.RESOLVED:
+        return ()
+    return tuple(clean_text(reason, 300) for reason in page.incident.reasons)
 
 
 def shown_changes(page: Page) -> tuple[str, ...]:
