@@ -58,7 +58,7 @@ _USER = re.compile(r"[UW][A-Z0-9]{2,30}")
 _GROUP = re.compile(r"S[A-Z0-9]{2,30}")
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,30}")  # a channel id, shown as a link to it
 _RESOLVER = re.compile(f"resolved by ({_USER.pattern})")  # pipeline.resolve's change: a user id
-_URL = re.compile(r"https?://[^\s<>|\"`]{1,500}")
+_URL = re.compile(r"https?://[^\s<>|\"`\\]{1,500}")  # no backslash: browsers read one as "/"
 # the host a URL goes to, as its letters are (internationalised names in their xn-- form)
 _HOST = re.compile(r"https?://(?:[^/?#@]{0,200}@)?([A-Za-z0-9.-]{1,253})(?::\d{1,5})?(?:[/?#]|$)")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
@@ -121,7 +121,7 @@ def _post_link(url: str | None) -> str:
     """A link to a post that names its site ("open on x.com"): a mention's `url` is untrusted
     (HTTP ingest and replay lines carry their own), and a link must not hide where it goes."""
     clean = clean_text(url or "", 500)
-    if not _URL.fullmatch(clean) or "\\" in clean:  # browsers read a backslash as "/"
+    if not _URL.fullmatch(clean):
         return ""
     host = _HOST.match(clean)
     if host is None:
