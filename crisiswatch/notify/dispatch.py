@@ -321,6 +321,7 @@ class Dispatcher:
             log.error("outbox.unreadable", notifier=notifier, error=str(exc))
             return False
         if stale:
+            self._uncounted.pop(item.seq, None)  # done with: its tries need counting no more
             log.info(
                 "page.superseded",
                 page=page_key(page),
