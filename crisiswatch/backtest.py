@@ -383,7 +383,10 @@ def facts(delivered: Delivered) -> dict[str, tuple[str, ...]]:
     }
 
 
-def page_id(delivered: Delivered) -> tuple[Slot, tuple[tuple[str, ...], ...]]:
+PageId = tuple[Slot, tuple[tuple[str, ...], ...]]
+
+
+def page_id(delivered: Delivered) -> PageId:
     """What makes two backtests' pages the same page: the same slot, and all it shows alike."""
     return _slot(delivered), tuple(facts(delivered).values())
 
@@ -544,13 +547,14 @@ def _differences(
     """The pages gone, the new ones, and the changed: of the pages with no same page on the
     other side, one before and one after at the same time, of the same kind and incident (the
     first such of each, in order) are one page, changed."""
-    unmatched = _missing(after, before)
+    ids = {id(d): page_id(d) for d in (*before, *after)}  # each page's made once, not per side
+    unmatched = _missing(after, before, ids)
     waiting: dict[Slot, list[Delivered]] = {}
     for delivered in unmatched:
         waiting.setdefault(_slot(delivered), []).append(delivered)
     gone: list[Delivered] = []
     changed: list[Changed] = []
-    for delivered in _missing(before, after):
+    for delivered in _missing(before, after, ids):
         same_slot = waiting.get(_slot(delivered))
         if same_slot:
             changed.append(Changed(delivered, same_slot.pop(0)))
@@ -560,12 +564,15 @@ def _differences(
     return gone, [d for d in unmatched if id(d) not in paired], changed
 
 
-def _missing(pages: list[Delivered], others: list[Delivered]) -> list[Delivered]:
-    """The pages of `pages` with no same page in `others` (each other page matches once)."""
-    available = Counter(page_id(d) for d in others)
+def _missing(
+    pages: list[Delivered], others: list[Delivered], ids: dict[int, PageId]
+) -> list[Delivered]:
+    """The pages of `pages` with no same page in `others` (each other page matches once);
+    `ids`: each page's `page_id`, by its object's id."""
+    available = Counter(ids[id(d)] for d in others)
     missing = []
     for delivered in pages:
-        key = page_id(delivered)
+        key = ids[id(delivered)]
         if available[key]:
             available[key] -= 1
         else:
