@@ -182,6 +182,7 @@ class Daemon:
     ) -> None:
         self.pipeline = pipeline
         pipeline.close_step = 1  # the loop's other work goes on between bucket ends
+        pipeline.learn_after_pages = True  # a close's pages are queued first (`_learn_pending`)
         self.sources = list(sources)
         # the settings every part reads at use time (Slack, escalation, digest, console): a
         # reload swaps them here; those it cannot apply are judged against the start-up ones
@@ -390,6 +391,18 @@ class Daemon:
                 await close()
 
     async def _consume(self) -> None:
+        try:
+            await self._take_items()
+        finally:
+            # A close's learning still waiting (its pages' queueing was cut short) is done
+            # now: the collector is held off until it is, and must not stay off for good.
+            if self.pipeline.learning_pending:
+                try:
+                    self.pipeline.learn_pending()
+                except Exception:
+                    log.exception("pipeline.learning_failed")
+
+    async def _take_items(self) -> None:
         taken = 0
         while (item := await self.queue.get()) is not None:
             taken += 1
@@ -417,6 +430,7 @@ class Daemon:
                     await self._save_seen()
             for page in pages:
                 await self._send(page)
+            await self._learn_pending()
             while self.pipeline.closes_pending:  # a long gap closes a bucket end at a time
                 await asyncio.sleep(0)  # /healthz, clicks, sources and the watchdog in between
                 self._took_at = time.monotonic()  # busy, not wedged
@@ -425,6 +439,7 @@ class Daemon:
                 self._took(mark, per_item=False)
                 for page in closed:
                     await self._send(page)
+                await self._learn_pending()
             if self._forgotten:
                 await self._close_forgotten()
 
@@ -453,6 +468,17 @@ class Daemon:
         except Exception:
             self._pipeline_failed("pipeline.close_failed")
             return []
+
+    async def _learn_pending(self) -> None:
+        """A close's pages are queued before its detectors learn from it: the senders get
+        their turn first, then the learning runs (a fifth of a busy close's time). One that
+        raises (a bug its numbers set off) is logged and passed, as a close is."""
+        if self.pipeline.learning_pending:
+            await asyncio.sleep(0)
+            try:
+                self.pipeline.learn_pending()
+            except Exception:
+                self._pipeline_failed("pipeline.learning_failed")
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is

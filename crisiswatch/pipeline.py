@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 from crisiswatch.aggregate import Aggregator
 from crisiswatch.config import Settings
 from crisiswatch.detect.history import SeriesHistory
-from crisiswatch.detect.signals import SignalDetector
+from crisiswatch.detect.signals import Judged, SignalDetector
 from crisiswatch.domain import Bucket, Incident, Mention, Page, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import Attributor, tokenize
 from crisiswatch.incidents import IncidentManager
@@ -88,6 +87,9 @@ class Pipeline:
         # The most bucket ends one call closes (None: all that ended). The live daemon closes a
         # long gap a bucket end at a time, letting its other work in between.
         self.close_step: int | None = None
+        # Whether a close's learning waits for `learn_pending` (the live daemon's, which calls
+        # it once the pages are queued), or is done before the close returns (replays').
+        self.learn_after_pages = False
         self.settings = settings
         self.scorer = scorer
         self.deduper = Deduper(settings.pipeline.dedupe_capacity)
@@ -112,6 +114,10 @@ class Pipeline:
             routes=settings.routes,
         )
         self.stats = PipelineStats()
+        # The bucket end judged last, with whether it was wholly watched, while its learning
+        # waits for its pages to leave (`learn_pending`); None: nothing waits.
+        self._unlearned: tuple[Judged, bool] | None = None
+        self._collection_held: bool | None = None  # the collector was enabled; None: not held
 
     def reconfigure(self, settings: Settings, rules: Sequence[Rule]) -> None:
         """Swap in a new, already checked config and rule set, keeping what was learned.
@@ -121,6 +127,7 @@ class Pipeline:
         view from the next mention). Bucket size, lateness and sources need a restart. The new
         parts are built before any is swapped in, so one that fails leaves the running ones.
         """
+        self.learn_pending()
         attributor, rule_inputs = Attributor(settings.brands), RuleInputs(rules)
         series = rule_inputs.series(settings)
         brand_terms = _brand_terms(settings)
@@ -139,7 +146,9 @@ class Pipeline:
         self.history.prepare(series)
 
     def snapshot(self) -> dict[str, Any]:
-        """The learned state worth keeping across a restart (saved by `checkpoint.py`)."""
+        """The learned state worth keeping across a restart (saved by `checkpoint.py`), with
+        the last close's learning in it."""
+        self.learn_pending()
         return {
             "aggregator": self.aggregator,
             "detector": self.detector,
@@ -151,6 +160,7 @@ class Pipeline:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Take back a snapshot, then apply the running config and rules to it."""
+        self._unlearned = None  # what was judged belongs to the state replaced
         self.aggregator = snapshot["aggregator"]
         self.detector = snapshot["detector"]
         self.incidents = snapshot["incidents"]
@@ -170,11 +180,14 @@ class Pipeline:
     def false_alarm(self, incident_id: str) -> bool:
         """A person said an incident was no crisis: its latest bucket's volume is learned as
         normal, unless it was already (see `SignalDetector.accept`); whether it was now."""
+        self.learn_pending()  # accepted after its bucket is learned, not undone by it
         incident = self.incidents.find(incident_id)
         return incident is not None and self.detector.accept(incident.latest.bucket)
 
     def feed(self, mention: Mention) -> list[Page]:
         """Take one mention; return the pages that the buckets it closed produced."""
+        if self._unlearned is not None:
+            self.learn_pending()
         if mention.created_at > self._horizon and self._ahead(mention.created_at):
             self.stats.future += 1
             return []
@@ -231,9 +244,12 @@ class Pipeline:
 
     def close_pending(self) -> list[Page]:
         """Close and judge the buckets that have ended (at most `close_step` bucket ends), one
-        bucket end at a time, so what was passed over before one breaks what spans it."""
+        bucket end at a time, so what was passed over before one breaks what spans it. With
+        `learn_after_pages`, the last one's learning waits for `learn_pending`, and the
+        collector stays held off until then."""
         pages: list[Page] = []
-        with collection_deferred():
+        self._hold_collection()
+        try:
             for _ in range(self.close_step or sys.maxsize):
                 before = self.aggregator.next_to_close
                 if before is None or not self.aggregator.ended:
@@ -245,41 +261,97 @@ class Pipeline:
                 pages.extend(self.decide(closed))
                 # Let go of the closed buckets while the collector is still held off: alive
                 # when it comes back, they would be walked by a collection before the pages
-                # leave (about 40 ms at 200 brands); dead, they cost it nothing.
+                # leave (about 40 ms at 200 brands); dead, they cost it nothing. What was
+                # judged holds them until it is learned from.
                 del closed
+        finally:
+            if not self.learn_after_pages:
+                self.learn_pending()  # even when judging raised: what was judged is learned
+            elif self._unlearned is None:
+                self._release_collection()
         return pages
 
     def _passed_over(self) -> None:
         """Bucket ends were passed over as unknown: nothing spans them, neither a rule's `for`
         (a rule that held before a downtime has not held through it) nor a surge."""
+        self._learn_judged()
         self.engine.holding_since.clear()
         self.detector.forget_recent()
 
     def finish(self) -> list[Page]:
-        """The stream has ended: close every open bucket, resolve what went quiet."""
-        with collection_deferred():
+        """The stream has ended: close every open bucket, resolve what went quiet, and learn
+        from it all."""
+        self._hold_collection()
+        try:
             closed = self.aggregator.flush()
             pages = self.decide(closed)
+            self._learn_judged()
+        finally:
+            self._release_collection()
         if closed:
             pages.extend(self._out(self.incidents.resolve_all(closed[-1].end)))
         return pages
 
     def decide(self, closed: list[Bucket]) -> list[Page]:
-        """Judge closed buckets (grouped by their end, in order); return the pages they make."""
+        """Judge closed buckets (grouped by their end, in order); return the pages they make.
+        Each bucket end is learned from before the next is judged; the last one's is left to
+        the caller (`close_pending`, `finish`), so its pages need not wait for it (a fifth of
+        a busy close's time)."""
         if not closed:
             return []
         pages: list[Page] = []
         for end, buckets in groupby(closed, key=lambda b: b.end):
+            self._learn_judged()
             alerts = []
             watched = self.unobserved_until is None or end > self.unobserved_until
-            signals = self.detector.signals(list(buckets), learn=watched)
-            self.stats.buckets += len(signals)
-            for signal in signals:
+            judged = self.detector.judge(list(buckets))
+            self._unlearned = (judged, watched)
+            self.stats.buckets += len(judged.signals)
+            for signal in judged.signals:
                 self.history.record(signal)
                 alerts.extend(self.engine.evaluate(signal))
             self.stats.alerts += len(alerts)
             pages.extend(self.incidents.update(alerts, end))
         return self._out(pages)
+
+    @property
+    def learning_pending(self) -> bool:
+        """Whether the last bucket end judged is still to be learned from."""
+        return self._unlearned is not None
+
+    def learn_pending(self) -> None:
+        """With `learn_after_pages`: learn from the last bucket end judged, once its pages
+        have left (the daemon calls this after queueing them; the next mention or snapshot
+        would), then let the collector run again. Until then the closed buckets are still
+        alive: the collector, held off since the close, would walk them all first."""
+        try:
+            self._learn_judged()
+        finally:
+            self._release_collection()
+
+    def _learn_judged(self) -> None:
+        if self._unlearned is not None:
+            judged, watched = self._unlearned
+            self._unlearned = None  # once, even if it raises
+            self.detector.learn(judged, watched=watched)
+
+    def _hold_collection(self) -> None:
+        """Hold the cyclic garbage collector off from a close until its learning is done.
+
+        A close allocates thousands of buckets and signals, enough to set off the collector,
+        and a full collection walks every object made since `settle` (the open buckets'
+        sample posts, above all): 10–45 ms at 200 brands, landing on the close in one of every
+        few. Held off, it runs after the closed buckets are let go of, so the time goes to the
+        next mention rather than between a surge's close and its page.
+        """
+        if self._collection_held is None:
+            self._collection_held = gc.isenabled()
+            gc.disable()
+
+    def _release_collection(self) -> None:
+        if self._collection_held:
+            gc.enable()
+        self._collection_held = None
 
     def _out(self, pages: list[Page]) -> list[Page]:
         """Pages as they leave the pipeline: counted, and each incident with its totals so far
@@ -304,25 +376,6 @@ def _own_terms(*groups: list[str]) -> frozenset[str]:
             for token in tokenize(term):
                 terms.update((token, token.lstrip("#@")))
     return frozenset(terms)
-
-
-@contextmanager
-def collection_deferred() -> Iterator[None]:
-    """Hold the cyclic garbage collector off while buckets close and are judged.
-
-    A close allocates thousands of buckets and signals, enough to set off the collector, and a
-    full collection walks every object made since `settle` (the open buckets' sample posts,
-    above all): 10–45 ms at 200 brands, landing on the close in one of every few. Held off, the
-    collection runs at the next allocation after the pages are made, so the time goes to the
-    next mention rather than between a surge's close and its page.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def settle() -> None:

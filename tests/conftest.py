@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -130,6 +131,17 @@ def _page(
 
 MentionFactory = Callable[..., Mention]
 BrandFactory = Callable[..., Brand]
+
+
+@pytest.fixture(autouse=True)
+def collector_left_on() -> Iterator[None]:
+    """No test may leave the cyclic garbage collector off: the pipeline holds it off while a
+    bucket end is judged (and, in the daemon, until its learning is done), and a hold never
+    let go would leak cycles for good in a daemon that runs for months."""
+    yield
+    left_on = gc.isenabled()
+    gc.enable()  # for the tests after it
+    assert left_on, "this test left the collector off"
 
 
 @pytest.fixture

@@ -199,7 +199,7 @@ async def test_each_close_is_timed_for_the_metrics(tmp_path: Path, failing: str)
     pipeline = Pipeline(settings, load_rules(settings.rules, settings), AngryScorer())
     closing, ends, inside = [0], [0], [False]
     close = pipeline.close_pending
-    part, name = (pipeline.detector, "signals") if failing == "detector" else (pipeline, "_out")
+    part, name = (pipeline.detector, "judge") if failing == "detector" else (pipeline, "_out")
     step = getattr(part, name)
 
     def sometimes(*args: Any, **kwargs: Any) -> Any:

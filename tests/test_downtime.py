@@ -19,7 +19,8 @@ from crisiswatch.bench.pipeline import generate, settings_for
 from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import FORGOTTEN, Daemon
-from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey, Signal
+from crisiswatch.detect.signals import Judged
+from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, parse_mention, read_mentions
 from crisiswatch.notify.dispatch import Dispatcher
@@ -425,14 +426,14 @@ def test_the_first_bucket_after_a_downtime_rises_from_nothing_known(learned: byt
     restart = watermark + timedelta(days=3)
     pipeline.unobserved_until = restart
     signals = []
-    judge = pipeline.detector.signals
+    judge = pipeline.detector.judge
 
-    def kept(buckets: list[Bucket], *, learn: bool = True) -> list[Signal]:
-        made = judge(buckets, learn=learn)
-        signals.extend(made)
+    def kept(buckets: list[Bucket]) -> Judged:
+        made = judge(buckets)
+        signals.extend(made.signals)
         return made
 
-    pipeline.detector.signals = kept  # type: ignore[method-assign]
+    pipeline.detector.judge = kept  # type: ignore[method-assign]
     for mention in mentions(0.2, restart, seed=8):
         pipeline.feed(mention)
     first = next(s for s in signals if s.series == SeriesKey("brand000") and s.at > restart)

@@ -152,6 +152,7 @@ class _Tally:
     pages: int = 0
     waits: list[float] = field(default_factory=list)  # pipeline CPU s, first arrival → decision
     judging: list[float] = field(default_factory=list)  # CPU s per bucket close, to its pages
+    learning: list[float] = field(default_factory=list)  # CPU s per close's learning, after them
 
     @property
     def count(self) -> int:
@@ -176,6 +177,7 @@ def bench_pipeline(
     pipeline = Pipeline(
         settings, load_rules(settings.rules, settings), SentimentModel.load_default()
     )
+    pipeline.learn_after_pages = True  # as in the daemon: a close's learning after its pages
     start = START
     if warm_up and path is None:
         start = _warm_up(pipeline, brands, warm_up)
@@ -216,6 +218,7 @@ def _warm_up(pipeline: Pipeline, brands: int, span: timedelta) -> datetime:
         pipeline.feed(parse_mention(line))
     end = START + math.ceil(span / width) * width
     pipeline.advance(end + pipeline.settings.pipeline.allowed_lateness)
+    pipeline.learn_pending()
     return end
 
 
@@ -276,8 +279,16 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
         tally.judging[-1] += time.process_time() - decided_at[0]
         decided_at[0] = None
 
+    learn_pending = pipeline.learn_pending
+
+    def timed_learning() -> None:
+        started = time.process_time()
+        learn_pending()
+        tally.learning.append(time.process_time() - started)
+
     pipeline.decide = timed_decide  # type: ignore[method-assign]
     pipeline.aggregator._close = timed_close  # type: ignore[method-assign]
+    pipeline.learn_pending = timed_learning  # type: ignore[method-assign]
     feed, scorer = pipeline.feed, pipeline.scorer
     it = iter(lines)
     while chunk := list(islice(it, CHUNK)):
@@ -371,14 +382,24 @@ def _report(
             f"p99 {_q(tally.waits, 0.99):.2f} s (pipeline CPU; buckets close by event time)\n"
         )
     if tally.judging:
-        closes = f"{len(tally.judging):,} close" + ("s" if len(tally.judging) > 1 else "")
+        closes = _closes(len(tally.judging))
         out.write(
             f"  closing and judging a bucket (all series: detectors, rules, incidents, rendering)  "
             f"p50 {_q(tally.judging, 0.5) * 1000:.1f} ms, "
             f"p99 {_q(tally.judging, 0.99) * 1000:.1f} ms, "
             f"max {max(tally.judging) * 1000:.1f} ms ({closes})\n"
         )
+    if tally.learning:
+        out.write(
+            f"  then learning from it (after its pages, before the next mention)  "
+            f"p50 {_q(tally.learning, 0.5) * 1000:.1f} ms, "
+            f"p99 {_q(tally.learning, 0.99) * 1000:.1f} ms ({_closes(len(tally.learning))})\n"
+        )
     out.write(f"  peak RSS                        {peak_mb:>10.0f} MB\n")
+
+
+def _closes(n: int) -> str:
+    return f"{n:,} close" + ("s" if n > 1 else "")
 
 
 def _peak_mb() -> float:

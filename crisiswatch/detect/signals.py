@@ -14,7 +14,7 @@ from datetime import datetime
 from operator import itemgetter
 
 from crisiswatch.detect.negative import NegativeShareDetector, score_shares
-from crisiswatch.detect.volume import VolumeDetector
+from crisiswatch.detect.volume import Judgement, VolumeDetector
 from crisiswatch.domain import Bucket, SeriesKey, Signal
 
 BURST_HALF_LIFE = 288.0  # buckets (a day of 5-minute buckets) for a term set's usual count
@@ -166,23 +166,28 @@ class SignalDetector:
         return self.signals([bucket])[0]
 
     def signals(self, buckets: Sequence[Bucket], *, learn: bool = True) -> list[Signal]:
-        """The signals of one bucket end's buckets (each of a different series), in order. The
-        negative-share tails of all of them are computed together (1,200 series in a few numpy
-        blocks, not 1,200 calls), and terms are learned once all are judged, so a term new to a
-        brand is new to each of its series. With `learn` False the baselines learn nothing from
-        them (buckets of a time not wholly watched must not teach the detectors that it was
-        quiet), but they count as recent: a surge in them still confirms and pages."""
+        """`judge` one bucket end's buckets, then `learn` from them at once."""
+        judged = self.judge(buckets)
+        self.learn(judged, watched=learn)
+        return judged.signals
+
+    def judge(self, buckets: Sequence[Bucket]) -> Judged:
+        """The signals of one bucket end's buckets (each of a different series), in order,
+        learning nothing yet: `learn` must follow before any other bucket end is judged. The
+        pipeline makes the pages in between, so a close's pages do not wait for its learning.
+        The negative-share tails of all of them are computed together (1,200 series in a few
+        numpy blocks, not 1,200 calls), and every bucket is judged before any is learned from,
+        so a term new to a brand is new to each of its series."""
         series = [self._detectors(bucket.series) for bucket in buckets]
         negatives = score_shares(
             [(d.negative, b.negative_count, b.count) for d, b in zip(series, buckets, strict=True)]
         )
+        volumes = []
         signals = []
         for detectors, bucket, negative in zip(series, buckets, negatives, strict=True):
-            if learn:
-                volume = detectors.volume.score_and_learn(bucket.count, bucket.start)
-                detectors.negative.learn_scored(bucket.negative_count, bucket.count, negative.score)
-            else:
-                volume = detectors.volume.score_and_observe(bucket.count, bucket.start)
+            judged = detectors.volume.judge(bucket.count, bucket.start)
+            volumes.append(judged)
+            volume = judged[3]
             signals.append(
                 Signal(
                     bucket=bucket,
@@ -196,11 +201,32 @@ class SignalDetector:
                     new_terms=detectors.new_terms(bucket),
                 )
             )
-        # Terms are learned once every bucket is judged: a brand's series share what is known,
-        # and a term new to the brand is news to each of its series in the same bucket.
-        for detectors, bucket in zip(series, buckets, strict=True):
-            if learn:
+        return Judged(signals, series, volumes)
+
+    def learn(self, judged: Judged, *, watched: bool = True) -> None:
+        """Learn from the buckets `judge` judged last. With `watched` False the baselines learn
+        nothing from them (buckets of a time not wholly watched must not teach the detectors
+        that it was quiet), but they count as recent: a surge in them still confirms and
+        pages."""
+        for detectors, signal, volume in zip(
+            judged.series, judged.signals, judged.volumes, strict=True
+        ):
+            bucket = signal.bucket
+            if watched:
+                detectors.volume.learn_judged(bucket.count, volume)
+                detectors.negative.learn_scored(
+                    bucket.negative_count, bucket.count, signal.negative_score
+                )
                 detectors.learn(bucket, self._decay)
             else:
+                detectors.volume.observe_judged(bucket.count, volume)
                 detectors.observe(bucket)
-        return signals
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One bucket end's signals, with what learning from their buckets needs."""
+
+    signals: list[Signal]
+    series: list[_SeriesDetectors]
+    volumes: list[Judgement]

@@ -65,6 +65,10 @@ class VolumeScore:
     upper: float  # the count that would reach the balanced threshold
 
 
+Judgement = tuple[int, float, Assessment, VolumeScore]
+"""A bucket judged: its time-of-day slot, expected count, assessment and verdict."""
+
+
 def recurrence(score: float, bucket: timedelta) -> timedelta:
     """How often a series sees a bucket of this score, by the calibration that scores are
     (`SENSITIVITY`): 0.5 once a week; with five-minute buckets 0.6 about once in 10 months (at
@@ -295,29 +299,27 @@ class VolumeDetector:
 
     def score_one(self, count: float, at: datetime) -> VolumeScore:
         """Score a bucket's count (`at` is the bucket's start, UTC) without learning from it."""
-        return self._scored(count, at)[3]
+        return self.judge(count, at)[3]
 
-    def score_and_learn(self, count: float, at: datetime) -> VolumeScore:
-        """`score_one`, then `learn_one`, sharing the work they have in common."""
-        slot, mu, assessed, verdict = self._scored(count, at)
-        self._learn(count, slot, mu, assessed)
-        return verdict
-
-    def score_and_observe(self, count: float, at: datetime) -> VolumeScore:
-        """`score_one`, then keep the bucket among the recent ones (a surge's confirmation, the
-        two-hour total) without learning the baseline from it: a bucket of a time not wholly
-        watched (a downtime, a source behind) says nothing of how busy the series usually is,
-        but a surge in it must still confirm and page."""
-        _, mu, assessed, verdict = self._scored(count, at)
-        self._remember(count, mu, assessed)
-        return verdict
-
-    def _scored(self, count: float, at: datetime) -> tuple[int, float, Assessment, VolumeScore]:
-        """A bucket's slot, expectation, assessment and verdict, before anything is learned."""
+    def judge(self, count: float, at: datetime) -> Judgement:
+        """`score_one`, keeping what learning from the same bucket then needs: `learn_judged`
+        or `observe_judged` may come later (after the bucket's pages have left), as long as
+        nothing else is scored or learned in between."""
         slot = self._slot(at)
         mu = self._expected(slot)
         assessed = self._assess(count, mu)
         return slot, mu, assessed, self._verdict(mu, assessed[1], assessed[2])
+
+    def learn_judged(self, count: float, judged: Judgement) -> None:
+        """`learn_one` for the bucket just judged."""
+        self._learn(count, judged[0], judged[1], judged[2])
+
+    def observe_judged(self, count: float, judged: Judgement) -> None:
+        """Keep the bucket just judged among the recent ones (a surge's confirmation, the
+        two-hour total) without learning the baseline from it: a bucket of a time not wholly
+        watched (a downtime, a source behind) says nothing of how busy the series usually is,
+        but a surge in it must still confirm and page."""
+        self._remember(count, judged[1], judged[2])
 
     def accept_one(self, count: float, at: datetime) -> None:
         """A person said this bucket was no alarm: its expectation takes one step towards its
