@@ -183,6 +183,15 @@ def _parser() -> argparse.ArgumentParser:
         "so buckets are judged by detectors past their first day, as a running daemon's are "
         "(default 25h; 0 for none)",
     )
+    pipeline_bench.add_argument(
+        "--surging",
+        type=_positive(int, zero_too=True),
+        metavar="N",
+        help="warm up at the generated stream's own density instead, so that its buckets are "
+        "as usual to the detectors, and make N of its brands surge (4× their share): an "
+        "ordinary close with N brands in a crisis (by default, a firehose-density stream after "
+        "the 2.3 mentions/s warm-up is a surge in every brand)",
+    )
     pipeline_bench.set_defaults(handler=_bench_pipeline)
 
     sentiment = commands.add_parser("sentiment", help="the sentiment model")
@@ -207,16 +216,20 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
-    """An argparse type: a number above zero, else argparse's one-line usage error."""
+def _positive(
+    kind: Callable[[str], int | float], *, zero_too: bool = False
+) -> Callable[[str], int | float]:
+    """An argparse type: a number above zero (or zero too), else argparse's one-line usage
+    error."""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        if not (value >= 0 if zero_too else value > 0):
+            least = "zero or more" if zero_too else "above zero"
+            raise argparse.ArgumentTypeError(f"must be {least}, not {text}")
         return value
 
     return parse
@@ -392,8 +405,13 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     if args.config is not None and args.file is None:
         print("crisiswatch bench pipeline: --config goes with --file", file=sys.stderr)
         return 2
-    if args.warm_up is not None and args.file is not None:
-        print("crisiswatch bench pipeline: --warm-up goes with a generated stream", file=sys.stderr)
+    for given, option in ((args.warm_up, "--warm-up"), (args.surging, "--surging")):
+        if given is not None and args.file is not None:
+            message = f"{option} goes with a generated stream"
+            print(f"crisiswatch bench pipeline: {message}", file=sys.stderr)
+            return 2
+    if args.surging is not None and args.surging > args.brands:
+        print("crisiswatch bench pipeline: --surging is more than --brands", file=sys.stderr)
         return 2
     try:
         return bench_pipeline(
@@ -404,6 +422,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
             rate=args.rate or FIREHOSE_RATE,
             settings=load_settings(args.config) if args.config else None,
             warm_up=WARM_UP if args.warm_up is None else args.warm_up,
+            surging=args.surging,
         )
     except BenchInputError as exc:
         print(f"crisiswatch bench pipeline: {exc}", file=sys.stderr)

@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from crisiswatch.bench.pipeline import bench_pipeline, generate
+from crisiswatch.bench.pipeline import _warm_up_at_density, bench_pipeline, generate, settings_for
 from crisiswatch.cli import DEMO_DIR, main
+from crisiswatch.domain import PageKind
 from crisiswatch.enrich.attribution import tokenize
+from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import parse_mention
+from crisiswatch.pipeline import Pipeline
+from crisiswatch.rules.loader import load_rules
 
 
 def test_generated_stream_is_valid_mentions_at_the_rate() -> None:
@@ -144,11 +148,42 @@ def test_a_warm_up_is_judged_but_not_measured() -> None:
     assert "12 series-buckets judged (0.004 per mention)" in report
 
 
+@pytest.mark.parametrize("option", ["--warm-up", "--surging"])
 def test_a_warm_up_goes_with_a_generated_stream(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
 ) -> None:
     """A file is its own history: a warm-up asked for with one is refused, not ignored."""
     path = tmp_path / "mentions.jsonl"
     path.write_text("")
-    assert main(["bench", "pipeline", "--file", str(path), "--warm-up", "1h"]) == 2
-    assert "--warm-up goes with a generated stream" in capsys.readouterr().err
+    value = "1h" if option == "--warm-up" else "1"
+    assert main(["bench", "pipeline", "--file", str(path), option, value]) == 2
+    assert f"{option} goes with a generated stream" in capsys.readouterr().err
+
+
+def test_more_brands_surging_than_there_are_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "pipeline", "--brands", "2", "--surging", "3"]) == 2
+    assert "--surging is more than --brands" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("surging", [0, 1])
+def test_a_warm_up_at_the_stream_s_density_pages_only_the_surging_brands(surging: int) -> None:
+    """Warmed up on buckets like the stream's own, the detectors find its buckets usual: an
+    ordinary stream opens no incident, and one where a brand surges (four times its share)
+    opens incidents about that brand alone."""
+    settings = settings_for(4)
+    pipeline = Pipeline(
+        settings, load_rules(settings.rules, settings), SentimentModel.load_default()
+    )
+    rate = 20.0  # mentions/s: 1,500 a brand in a five-minute bucket
+    start = _warm_up_at_density(pipeline, 4, rate, timedelta(hours=4))  # past 3 h: surprises
+    assert pipeline.stats.buckets == 47 * 24  # every bucket end before the sample's, judged
+    opened = pipeline.stats.pages
+    pages = []
+    for line in generate(12_000, 4, rate, start=start, surging=surging):
+        pages += pipeline.feed(parse_mention(line))
+    pages += pipeline.finish()
+    brands = {page.incident.brand for page in pages if page.kind is PageKind.OPENED}
+    assert brands == ({"brand000"} if surging else set())
+    assert opened <= 2  # the warm-up's own buckets are usual too

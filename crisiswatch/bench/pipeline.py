@@ -35,6 +35,7 @@ from itertools import accumulate, groupby, islice
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import orjson
 
 from crisiswatch.config import Brand, Settings
@@ -72,6 +73,8 @@ _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 FIREHOSE_RATE = 6_000.0  # mentions per event-time second: the public X firehose's average
 STRESS_RATE = 2.3148  # a day of event time in 200,000 mentions: judging buckets dominates
 WARM_UP = timedelta(hours=25)  # every detector past its first day (profiles, new terms)
+SURGE = 4.0  # a surging brand's share of a generated stream, times an ordinary brand's
+SAMPLE = 20_000  # mentions sampled for the series' usual buckets at the stream's own density
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a generated stream's first event time
 CHUNK = 10_000  # lines generated, timed and dropped together
 PROGRESS = 1_000_000  # mentions between progress lines (throughput so far, peak memory)
@@ -94,17 +97,23 @@ def generate(
     *,
     start: datetime = START,
     ids: str = "x",
+    surging: int = 0,
 ) -> Iterator[bytes]:
     """`count` mention JSON lines over `brands` brands, `rate` per second of event time from
     `start`: one of a few phrases about the brand and a topic, then a few everyday words from a
     Zipfian vocabulary (so each bucket brings the thousands of distinct words a real stream
-    does). Their ids are `ids`:0, `ids`:1 and so on."""
+    does). Their ids are `ids`:0, `ids`:1 and so on. The first `surging` brands are mentioned
+    `SURGE` times as often as the others."""
     rng = random.Random(seed)
+    shares = list(accumulate([SURGE] * surging + [1.0] * (brands - surging)))
     words = [_word(rank) for rank in range(VOCABULARY)]
     zipf = list(accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1)))
     buffer = bytearray()
     for n in range(count):
-        brand = f"brand{rng.randrange(brands):03d}"
+        if surging:
+            brand = f"brand{rng.choices(range(brands), cum_weights=shares)[0]:03d}"
+        else:  # drawn as before surges existed, so earlier runs' streams are unchanged
+            brand = f"brand{rng.randrange(brands):03d}"
         topic = rng.choice(list(TOPICS))
         text = rng.choice(PHRASES).format(brand=brand, topic=rng.choice(TOPICS[topic]))
         filler = rng.choices(words, cum_weights=zipf, k=rng.randint(*FILLER))
@@ -169,26 +178,41 @@ def bench_pipeline(
     rate: float = FIREHOSE_RATE,
     settings: Settings | None = None,
     warm_up: timedelta = timedelta(0),
+    surging: int | None = None,
 ) -> int:
     """Measure; `settings`: a deployment's, for a file (default: `brands` made-up brands);
-    `warm_up`: event time fed first, untimed, to a generated stream (see `_warm_up`).
-    Raises `BenchInputError` when the file cannot be read."""
+    `warm_up`: event time fed first, untimed, to a generated stream: at the stress density
+    (`_warm_up`), or with `surging` given, at the stream's own (`_warm_up_at_density`), then
+    that many brands surge in the measured stream. Raises `BenchInputError` when the file
+    cannot be read."""
     settings = settings or settings_for(brands)
     pipeline = Pipeline(
         settings, load_rules(settings.rules, settings), SentimentModel.load_default()
     )
     pipeline.learn_after_pages = True  # as in the daemon: a close's learning after its pages
     start = START
-    if warm_up and path is None:
+    hours = f"{warm_up / timedelta(hours=1):g} h of event time"
+    if warm_up and path is None and surging is not None:
+        start = _warm_up_at_density(pipeline, brands, rate, warm_up)
+        out.write(
+            f"warm-up: {hours} at the stream's density, {pipeline.stats.buckets:,} "
+            f"series-buckets like a sample of {SAMPLE:,} of its mentions judged (not "
+            f"measured); then {surging} of {brands} brands surge ({SURGE:g}× their share)\n"
+        )
+    elif warm_up and path is None:
         start = _warm_up(pipeline, brands, warm_up)
         out.write(
-            f"warm-up: {warm_up / timedelta(hours=1):g} h of event time at {STRESS_RATE} "
-            f"mentions/s, {pipeline.stats.buckets:,} series-buckets judged (not measured)\n"
+            f"warm-up: {hours} at {STRESS_RATE} mentions/s, {pipeline.stats.buckets:,} "
+            f"series-buckets judged (not measured)\n"
         )
     warmed = replace(pipeline.stats)
     settle()  # as the daemon does once started (restored from a checkpoint, after a warm-up)
     tally = _Tally()
-    lines = generate(mentions, brands, rate, start=start) if path is None else _read(path)
+    lines = (
+        generate(mentions, brands, rate, start=start, surging=surging or 0)
+        if path is None
+        else _read(path)
+    )
     _run(pipeline, lines, tally, out)
     if tally.count == 0:
         out.write(f"pipeline: no mentions to measure ({tally.malformed:,} malformed lines)\n")
@@ -220,6 +244,56 @@ def _warm_up(pipeline: Pipeline, brands: int, span: timedelta) -> datetime:
     pipeline.advance(end + pipeline.settings.pipeline.allowed_lateness)
     pipeline.learn_pending()
     return end
+
+
+def _warm_up_at_density(pipeline: Pipeline, brands: int, rate: float, span: timedelta) -> datetime:
+    """Judge `span` of event time at the stream's own density, untimed; return the bucket end
+    where the measured stream starts. Its mentions would take hours to feed at the firehose
+    density, so each series' buckets are made like those of a sample: `SAMPLE` mentions of
+    the same generator counted into the last bucket before the stream (closed unjudged, so
+    the stream follows on from it), their counts scaled to the density and drawn anew for
+    each bucket (Poisson, with binomial negatives). The measured stream is then as usual to
+    the detectors, except for the brands made to surge in it."""
+    width = pipeline.settings.pipeline.bucket
+    ends = max(math.ceil(span / width), 2)
+    end = START + ends * width
+    for line in generate(SAMPLE, brands, SAMPLE / 60.0, 9, start=end - width, ids="s"):
+        pipeline.feed(parse_mention(line))  # a minute of the last bucket: none closes
+    usual = pipeline.aggregator.flush()
+    scale = rate * width.total_seconds() / SAMPLE
+    expected = np.array([bucket.count * scale for bucket in usual])
+    shares = np.array([bucket.negative_share for bucket in usual])
+    draws = np.random.default_rng(9)
+    for n in range(ends - 1):
+        counts = draws.poisson(expected)
+        negatives = draws.binomial(counts, shares)
+        at = START + n * width
+        pipeline.decide(
+            [
+                _like(bucket, at, at + width, int(count), int(negative))
+                for bucket, count, negative in zip(usual, counts, negatives, strict=True)
+            ]
+        )
+        pipeline.learn_pending()
+    return end
+
+
+def _like(bucket: Bucket, start: datetime, end: datetime, count: int, negative: int) -> Bucket:
+    """A bucket of the same series, terms and sources as `bucket`, with other times and
+    counts (its authors, reach and watched terms' counts in proportion, no sample posts)."""
+    ratio = count / bucket.count if bucket.count else 0.0
+    return replace(
+        bucket,
+        start=start,
+        end=end,
+        count=count,
+        raw_count=count,
+        negative_count=negative,
+        unique_authors=min(count, round(bucket.unique_authors * ratio)),
+        reach=round(bucket.reach * ratio),
+        samples=(),
+        bursts=tuple((terms, round(seen * ratio)) for terms, seen in bucket.bursts),
+    )
 
 
 def _read(path: Path) -> Iterator[bytes]:
