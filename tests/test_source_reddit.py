@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
@@ -42,6 +43,24 @@ def no_library_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(sessions.FiniteRetryStrategy, "_sleep_seconds", lambda self: None)
     monkeypatch.setattr(rate_limit.RateLimiter, "delay", no_delay)
+
+
+class GatedClock(Clock):
+    """A fake clock whose sleeps wait until `gate` opens, then return at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0  # sleeps waiting for the gate
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        self.now += seconds
 
 
 @pytest.fixture
@@ -329,6 +348,52 @@ class TestRedditSource:
         assert health.consecutive_failures == 0
         assert health.last_success and health.last_error_at
         assert health.last_success > health.last_error_at
+
+    async def test_closing_the_stream_ends_its_loops_before_the_client_closes(
+        self, fake: FakeReddit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Closing the stream (as the daemon does when it stops) ends every fetch loop before
+        asyncpraw's client is closed. A loop whose wait ended as the client closed would send
+        its next request through a new aiohttp session (asyncprawcore opens one when its own
+        is closed) that nobody closes: an `Unclosed client session` warning, at some later
+        garbage collection, and a session lost on every stop."""
+        opened: list[aiohttp.ClientSession] = []
+        real_session, real_client = aiohttp.ClientSession, reddit.reddit_client
+        clock = GatedClock()
+
+        def recorded(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+            session = real_session(*args, **kwargs)
+            opened.append(session)
+            return session
+
+        def client(*args: Any, **kwargs: Any) -> Any:
+            made = real_client(*args, **kwargs)
+            close = made.close
+
+            async def closing() -> None:
+                clock.gate.set()  # the loops' waits end as the client closes
+                await close()
+
+            made.close = closing
+            return made
+
+        monkeypatch.setattr(aiohttp, "ClientSession", recorded)
+        monkeypatch.setattr(reddit, "reddit_client", client)
+        stream = source(fake, None, clock).stream()
+        try:
+            await until_current(stream)
+            async with asyncio.timeout(5):  # each stream listed once, and waits to list again
+                while clock.waiting < 2:  # noqa: ASYNC110 (polling a fake clock)
+                    await asyncio.sleep(0.005)
+            requested = len(fake.requests)
+            await stream.aclose()
+            await asyncio.sleep(0.1)  # time for a loop still running to list again
+            assert fake.requests[requested:] == []
+            assert [session.closed for session in opened] == [True]  # the client's own
+        finally:
+            await stream.aclose()
+            for session in opened:  # one left open fails this test, not a later one
+                await session.close()
 
 
 class TestReach:

@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -103,23 +103,28 @@ class LiveSource:
             behind = {key: self._fetched.get(key, 0.0) for key in range(len(loops))}
             told = self._behind_since(behind)
             yield Progress(self.name, told)
-            async for key, step in merge([self._tagged(k, loop) for k, loop in enumerate(loops)]):
-                if isinstance(step, Fetched):
-                    self._fetched[key] = step.started
-                    behind.pop(key, None)
-                elif isinstance(step, Failed):
-                    behind.setdefault(key, self._fetched.get(key, 0.0))
-                else:
-                    mention, stream, cursor = step
-                    if mention is not None and self._recent.first_time(mention.id):
-                        self.book.note(mention.id, stream, cursor)
-                        yield mention
+            # the loops end before the client closes, however this generator ends (`async
+            # for` would leave them running): one that went on would use the closed client,
+            # and asyncprawcore would open it a new session that nobody closes
+            merged = merge([self._tagged(k, loop) for k, loop in enumerate(loops)])
+            async with aclosing(merged) as steps:
+                async for key, step in steps:
+                    if isinstance(step, Fetched):
+                        self._fetched[key] = step.started
+                        behind.pop(key, None)
+                    elif isinstance(step, Failed):
+                        behind.setdefault(key, self._fetched.get(key, 0.0))
                     else:
-                        self.book.mark(stream, cursor)
-                    continue
-                if (since := self._behind_since(behind)) != told:
-                    told = since
-                    yield Progress(self.name, since)
+                        mention, stream, cursor = step
+                        if mention is not None and self._recent.first_time(mention.id):
+                            self.book.note(mention.id, stream, cursor)
+                            yield mention
+                        else:
+                            self.book.mark(stream, cursor)
+                        continue
+                    if (since := self._behind_since(behind)) != told:
+                        told = since
+                        yield Progress(self.name, since)
 
     async def _tagged(self, key: int, loop: Loop) -> AsyncIterator[tuple[int, Step]]:
         """One loop, supervised, each step tagged with the loop's key."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar, cast
@@ -155,9 +155,10 @@ def _next_delay(backoff: Backoff, health: Health, told: float | None = None) -> 
     return backoff.next(told)
 
 
-async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
+async def merge(streams: list[AsyncIterator[T]]) -> AsyncGenerator[T, None]:
     """The items of several endless streams as they come, one at a time (a slow reader slows
-    them all); the first error of any stream ends the merged stream with that error."""
+    them all); the first error of any stream ends the merged stream with that error. The
+    streams run until the merged stream ends or is closed (`aclose`, which waits for them)."""
     queue: asyncio.Queue[tuple[T | None, BaseException | None]] = asyncio.Queue(maxsize=1)
 
     async def pump(stream: AsyncIterator[T]) -> None:
