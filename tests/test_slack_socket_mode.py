@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from fake_slack import TOKEN
@@ -105,3 +106,41 @@ class TestSocketMode:
             ack = await fake.send("events_api", {"event": {"type": "app_mention"}})
         assert ack == {"envelope_id": "env-1"}
         assert await store.clicks("kestrel@20240301T1155Z") == []
+
+    async def test_a_stop_while_slack_refuses_the_connection_closes_the_client(
+        self,
+        fake: FakeSocketMode,
+        store: Store,
+        brand: Brand,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """slack-sdk's client tries a refused connection again and again: a stop meanwhile
+        (startup cancelled) still closes it, and with it the aiohttp session it opened."""
+        monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-revoked")
+        opened: list[aiohttp.ClientSession] = []
+        real_session = aiohttp.ClientSession
+
+        def recorded(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+            session = real_session(*args, **kwargs)
+            opened.append(session)
+            return session
+
+        async def start() -> None:
+            model = SentimentModel.load_default()
+            async with slack_running(settings(fake, brand), store, SeriesHistory(300), model):
+                pytest.fail("Slack took a revoked app token")
+
+        monkeypatch.setattr(aiohttp, "ClientSession", recorded)
+        task = asyncio.create_task(start())
+        try:
+            async with asyncio.timeout(5):
+                while not any(c.error for c in fake.calls):  # noqa: ASYNC110 (polling the fake)
+                    await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert opened and [session for session in opened if not session.closed] == []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            for session in opened:  # one left open fails this test, not a later one
+                await session.close()

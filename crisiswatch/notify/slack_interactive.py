@@ -118,8 +118,10 @@ async def socket_mode(
 
     client = SocketModeClient(app_token=app_token, web_client=web_client)
     client.socket_mode_request_listeners.append(on_request)
-    await client.connect()  # type: ignore[no-untyped-call]
     try:
+        # connect() tries again until Slack takes the connection: a stop meanwhile must
+        # still close the client (its aiohttp session was opened with it)
+        await client.connect()  # type: ignore[no-untyped-call]
         yield client
     finally:
         await client.close()  # type: ignore[no-untyped-call]
