@@ -296,6 +296,7 @@ class Daemon:
         if finished_all:
             for page in self.pipeline.finish():
                 await self._send(page)
+            await self._learn_pending()
         await self.dispatcher.close(self.drain_seconds)
         if not await self.checkpoint():  # saves the seen ids and cursors with it
             await self._save_seen()

@@ -265,10 +265,7 @@ class Pipeline:
                 # judged holds them until it is learned from.
                 del closed
         finally:
-            if not self.learn_after_pages:
-                self.learn_pending()  # even when judging raised: what was judged is learned
-            elif self._unlearned is None:
-                self._release_collection()
+            self._closed()
         return pages
 
     def _passed_over(self) -> None:
@@ -279,15 +276,14 @@ class Pipeline:
         self.detector.forget_recent()
 
     def finish(self) -> list[Page]:
-        """The stream has ended: close every open bucket, resolve what went quiet, and learn
-        from it all."""
+        """The stream has ended: close every open bucket and resolve what went quiet (the last
+        bucket end's learning waits with `learn_after_pages`, as a close's does)."""
         self._hold_collection()
         try:
             closed = self.aggregator.flush()
             pages = self.decide(closed)
-            self._learn_judged()
         finally:
-            self._release_collection()
+            self._closed()
         if closed:
             pages.extend(self._out(self.incidents.resolve_all(closed[-1].end)))
         return pages
@@ -295,8 +291,7 @@ class Pipeline:
     def decide(self, closed: list[Bucket]) -> list[Page]:
         """Judge closed buckets (grouped by their end, in order); return the pages they make.
         Each bucket end is learned from before the next is judged; the last one's is left to
-        the caller (`close_pending`, `finish`), so its pages need not wait for it (a fifth of
-        a busy close's time)."""
+        `_closed`, so its pages need not wait for it (a fifth of a busy close's time)."""
         if not closed:
             return []
         pages: list[Page] = []
@@ -313,6 +308,15 @@ class Pipeline:
             self.stats.alerts += len(alerts)
             pages.extend(self.incidents.update(alerts, end))
         return self._out(pages)
+
+    def _closed(self) -> None:
+        """After closing: learn now (replays), even when judging raised, so what was judged
+        is learned; or (`learn_after_pages`) leave it to `learn_pending`, the collector held
+        off until then."""
+        if not self.learn_after_pages:
+            self.learn_pending()
+        elif self._unlearned is None:
+            self._release_collection()
 
     @property
     def learning_pending(self) -> bool:

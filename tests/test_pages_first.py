@@ -59,6 +59,8 @@ def test_a_close_pages_before_it_learns_and_ends_the_same() -> None:
         assert series.volume._n == before + 1 and not first.learning_pending
         assert gc.isenabled()
     got += first.finish()
+    assert first.learning_pending  # the stream's end too: its pages first
+    first.learn_pending()
     assert len(expected) > 5
     assert [(p.kind, p.incident.id, p.at) for p in got] == [
         (p.kind, p.incident.id, p.at) for p in expected
