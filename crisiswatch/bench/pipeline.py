@@ -252,17 +252,29 @@ def _warm_up_at_density(pipeline: Pipeline, brands: int, rate: float, span: time
     density, so each series' buckets are made like those of a sample: `SAMPLE` mentions of
     the same generator counted into the last bucket before the stream (closed unjudged, so
     the stream follows on from it), their counts scaled to the density and drawn anew for
-    each bucket (Poisson, with binomial negatives). The measured stream is then as usual to
-    the detectors, except for the brands made to surge in it."""
+    each bucket (Poisson, with binomial negatives). The generator's brands are alike, so a
+    series expects the mean of its topic and view over all brands: a brand's own part of
+    the sample (100 mentions a brand for 200 brands) would be a quarter off, and the
+    measured stream a surge or a lull in most series. The measured stream is then as usual
+    to the detectors, except for the brands made to surge in it."""
     width = pipeline.settings.pipeline.bucket
     ends = max(math.ceil(span / width), 2)
     end = START + ends * width
     for line in generate(SAMPLE, brands, SAMPLE / 60.0, 9, start=end - width, ids="s"):
         pipeline.feed(parse_mention(line))  # a minute of the last bucket: none closes
     usual = pipeline.aggregator.flush()
+    alike: dict[tuple[str, str], list[Bucket]] = {}  # (topic, view) -> its brands' buckets
+    for bucket in usual:
+        alike.setdefault((bucket.series.topic, bucket.series.view), []).append(bucket)
     scale = rate * width.total_seconds() / SAMPLE
-    expected = np.array([bucket.count * scale for bucket in usual])
-    shares = np.array([bucket.negative_share for bucket in usual])
+    usual_count, usual_share = {}, {}
+    for kind, group in alike.items():
+        counted = sum(bucket.count for bucket in group)
+        usual_count[kind] = counted / len(group) * scale
+        usual_share[kind] = sum(bucket.negative_count for bucket in group) / max(counted, 1)
+    kinds = [(bucket.series.topic, bucket.series.view) for bucket in usual]
+    expected = np.array([usual_count[kind] for kind in kinds])
+    shares = np.array([usual_share[kind] for kind in kinds])
     draws = np.random.default_rng(9)
     for n in range(ends - 1):
         counts = draws.poisson(expected)
