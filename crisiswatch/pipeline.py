@@ -299,7 +299,7 @@ class Pipeline:
             self._learn_judged()
             alerts = []
             watched = self.unobserved_until is None or end > self.unobserved_until
-            judged = self.detector.judge(list(buckets))
+            judged = self.detector.judge(list(buckets), new_terms=self.rule_inputs.emerging_terms)
             self._unlearned = (judged, watched)
             self.stats.buckets += len(judged.signals)
             for signal in judged.signals:

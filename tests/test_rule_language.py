@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crisiswatch.config import Settings
+from crisiswatch.detect.signals import Judged
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -104,6 +106,33 @@ class TestConditions:
             stream.post(24 * 60 + 60, f"acme skimmer found on machine {n}")
         (page,) = stream.opened()
         assert "'skimmer' (5)" in page.incident.reasons[0]
+
+    def test_new_terms_are_looked_for_only_while_a_rule_asks(self) -> None:
+        """Without an emerging_term rule no signal carries new terms (none is looked for),
+        yet the brand's terms are still learned: a reload that adds one, nested in `any`,
+        finds a new word at once, and not an everyday one."""
+        quiet = rule({"min_count": 10_000})
+        stream = Stream([quiet])
+        judged = []
+        judge = stream.pipeline.detector.judge
+
+        def kept(*args: Any, **kwargs: Any) -> Judged:
+            made = judge(*args, **kwargs)
+            judged.extend(made.signals)
+            return made
+
+        stream.pipeline.detector.judge = kept  # type: ignore[method-assign]
+        stream.calm(0, 24 * 60 + 60)
+        for n in range(5):
+            stream.post(24 * 60 + 60, f"acme skimmer found on machine {n}")
+        stream.post(24 * 60 + 68, "acme is fine")  # closes the skimmer's bucket
+        assert judged and not any(signal.new_terms for signal in judged)
+        asks = rule({"any": [{"min_count": 10_000}, {"emerging_term": {"min_count": 4}}]})
+        stream.pipeline.reconfigure(stream.pipeline.settings, [asks])
+        for n in range(5):
+            stream.post(24 * 60 + 70, f"acme phishing {n}, ordinary day for acme customers")
+        (page,) = stream.opened()
+        assert page.incident.reasons == ("new term never seen for this brand: 'phishing' (5)",)
 
     def test_cross_platform_needs_negative_mentions_on_two_sources(self) -> None:
         """Complaints on X alone do not hold; X and Reddit together do."""

@@ -4,6 +4,7 @@ A rule whose scope filters mentions (sources, languages, reach, keywords, regex)
 its own, a *view*, counting only the mentions that pass; rules with the same filter share one,
 which counts the mentions of every brand one of them covers.
 A `keyword_burst` condition's terms are counted per bucket under the name of their term set.
+Terms new to a brand are looked for only while an `emerging_term` condition asks for them.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class RuleInputs:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.views: dict[str, _View] = {}
         self.bursts: TermIndex[str] = TermIndex()  # term -> its term set
+        self.emerging_terms = False  # whether a rule asks for terms new to a brand
         for rule in rules:
             if rule.scope.view:
                 self.views.setdefault(rule.scope.view, _View(rule.scope, set())).add(rule.scope)
             for condition in rule.when.walk():
+                self.emerging_terms |= condition.emerging_term is not None
                 burst = condition.keyword_burst
                 if burst is not None:
                     for term in burst.terms:
