@@ -412,7 +412,8 @@ def _run(pipeline: Pipeline, lines: Iterable[bytes], tally: _Tally, progress: Te
     pipeline.finish()
     if decided_at[0] is not None:
         count_tail()
-    pipeline.learn_pending()
+    if pipeline.learning_pending:  # timed only when there is learning to do
+        pipeline.learn_pending()
     tally.cpu += time.process_time() - chunk_started
     tally.wall += time.perf_counter() - wall_started
 
