@@ -410,6 +410,9 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
             message = f"{option} goes with a generated stream"
             print(f"crisiswatch bench pipeline: {message}", file=sys.stderr)
             return 2
+    if args.surging is not None and args.warm_up is not None and not args.warm_up:
+        print("crisiswatch bench pipeline: --surging needs a warm-up", file=sys.stderr)
+        return 2
     if args.surging is not None and args.surging > args.brands:
         print("crisiswatch bench pipeline: --surging is more than --brands", file=sys.stderr)
         return 2

@@ -228,6 +228,7 @@ class Daemon:
         self.read_per_source: Counter[str] = Counter()
         self.latency = Latency()  # time the pipeline takes per mention or tick, for the metrics
         self.closes = Latency()  # … per call that closed a bucket end: the close to its pages
+        self.learning = Latency()  # … per close's learning, after its pages were queued
         self.last_checkpoint: float | None = None  # monotonic time of the last checkpoint
         self._consumer: asyncio.Task[None] | None = None
         self.wedged_after = wedged_after  # one item held this long while others wait: wedged
@@ -476,10 +477,13 @@ class Daemon:
         raises (a bug its numbers set off) is logged and passed, as a close is."""
         if self.pipeline.learning_pending:
             await asyncio.sleep(0)
+            started = time.perf_counter()
             try:
                 self.pipeline.learn_pending()
             except Exception:
                 self._pipeline_failed("pipeline.learning_failed")
+                return
+            self.learning.observe(time.perf_counter() - started)
 
     def _feed(self, mention: Mention) -> list[Page]:
         """One mention through the pipeline. One it raises on (a bug its content sets off) is

@@ -13,7 +13,7 @@ import pytest
 
 from crisiswatch.bench.pipeline import _warm_up_at_density, bench_pipeline, generate, settings_for
 from crisiswatch.cli import DEMO_DIR, main
-from crisiswatch.domain import PageKind
+from crisiswatch.domain import PageKind, SeriesKey
 from crisiswatch.enrich.attribution import tokenize
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import parse_mention
@@ -168,6 +168,12 @@ def test_more_brands_surging_than_there_are_is_refused(
     assert "--surging is more than --brands" in capsys.readouterr().err
 
 
+def test_a_surge_without_a_warm_up_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Detectors in their first hours page nothing: a surge they cannot see is refused."""
+    assert main(["bench", "pipeline", "--surging", "1", "--warm-up", "0"]) == 2
+    assert "--surging needs a warm-up" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("surging", [0, 1])
 def test_a_warm_up_at_the_stream_s_density_pages_only_the_surging_brands(surging: int) -> None:
     """Warmed up on buckets like the stream's own, the detectors find its buckets usual: an
@@ -188,3 +194,36 @@ def test_a_warm_up_at_the_stream_s_density_pages_only_the_surging_brands(surging
     brands = {page.incident.brand for page in pages if page.kind is PageKind.OPENED}
     assert brands == ({"brand000"} if surging else set())
     assert opened <= 2  # the warm-up's own buckets are usual too
+
+
+def test_a_warm_up_at_density_teaches_each_brand_its_stream_s_usual_count() -> None:
+    """Every brand's series learn the count a bucket of the measured stream has, not that of
+    their own few sample mentions scaled up: about 2,500 a brand in the sample, scaled to
+    37,500 in a bucket, were some 700 off (3.6 standard deviations of a bucket), either way:
+    an ordinary stream surged or slumped in every brand."""
+    brands, rate = 8, 1_000.0  # mentions/s: 37,500 a brand in a five-minute bucket
+    settings = settings_for(brands)
+    pipeline = Pipeline(
+        settings, load_rules(settings.rules, settings), SentimentModel.load_default()
+    )
+    start = _warm_up_at_density(pipeline, brands, rate, timedelta(hours=2))
+    usual = rate * settings.pipeline.bucket.total_seconds() / brands
+    for brand in range(brands):
+        volume = pipeline.detector._series[SeriesKey(f"brand{brand:03d}")].volume
+        learned = volume.score_one(usual, start).expected
+        assert abs(learned - usual) < usual**0.5, (brand, learned)  # within a bucket's sd
+
+
+@pytest.mark.parametrize(("brands", "surging"), [(1, 1), (2, 2)])
+def test_every_brand_can_surge(brands: int, surging: int) -> None:
+    """A surging brand is `SURGE` times as busy as in the warm-up however many surge: with
+    every brand surging (one brand of one), the stream is a surge in each, not as usual."""
+    out = io.StringIO()
+    warm_up = timedelta(hours=4)
+    done = bench_pipeline(
+        out, mentions=12_000, brands=brands, rate=20.0, warm_up=warm_up, surging=surging
+    )
+    assert done == 0
+    assert f"then {surging} of {brands} brands surge" in out.getvalue()
+    (pages,) = re.findall(r"series, (\d+) pages", out.getvalue())
+    assert int(pages) > 0, out.getvalue()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gc
 import pickle
+import re
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
 from test_daemon import AngryScorer, Recorder, settings_for, write_stream
 
 from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
@@ -16,6 +18,7 @@ from crisiswatch.daemon import Daemon
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, read_mentions
+from crisiswatch.ops.http import DaemonCollector
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
@@ -145,3 +148,9 @@ async def test_the_daemon_queues_a_close_s_pages_before_it_learns(tmp_path: Path
         await store.close()
     assert pending_when_queued and all(pending_when_queued)
     assert not pipeline.learning_pending and gc.isenabled()
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(daemon))
+    metrics = generate_latest(registry).decode()
+    (closes,) = re.findall(r"crisiswatch_bucket_close_seconds_count (\d+)", metrics)
+    (learned,) = re.findall(r"crisiswatch_learning_seconds_count (\d+)", metrics)
+    assert int(learned) > int(closes) > 20  # each close's, and the stream's end's

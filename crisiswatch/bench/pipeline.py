@@ -193,7 +193,7 @@ def bench_pipeline(
     start = START
     hours = f"{warm_up / timedelta(hours=1):g} h of event time"
     if warm_up and path is None and surging is not None:
-        start = _warm_up_at_density(pipeline, brands, rate, warm_up)
+        start = _warm_up_at_density(pipeline, brands, rate, warm_up, surging)
         out.write(
             f"warm-up: {hours} at the stream's density, {pipeline.stats.buckets:,} "
             f"series-buckets like a sample of {SAMPLE:,} of its mentions judged (not "
@@ -246,35 +246,40 @@ def _warm_up(pipeline: Pipeline, brands: int, span: timedelta) -> datetime:
     return end
 
 
-def _warm_up_at_density(pipeline: Pipeline, brands: int, rate: float, span: timedelta) -> datetime:
+def _warm_up_at_density(
+    pipeline: Pipeline, brands: int, rate: float, span: timedelta, surging: int = 0
+) -> datetime:
     """Judge `span` of event time at the stream's own density, untimed; return the bucket end
     where the measured stream starts. Its mentions would take hours to feed at the firehose
     density, so each series' buckets are made like those of a sample: `SAMPLE` mentions of
     the same generator counted into the last bucket before the stream (closed unjudged, so
     the stream follows on from it), their counts scaled to the density and drawn anew for
-    each bucket (Poisson, with binomial negatives). The generator's brands are alike, so a
-    series expects the mean of its topic and view over all brands: a brand's own part of
-    the sample (100 mentions a brand for 200 brands) would be a quarter off, and the
-    measured stream a surge or a lull in most series. The measured stream is then as usual
-    to the detectors, except for the brands made to surge in it."""
+    each bucket (Poisson, with binomial negatives). The measured stream is then as usual to
+    the detectors, except for the `surging` brands made to surge in it.
+
+    The generator mentions every brand alike, so a series' share of the mentions and its
+    negative share are those of its topic and view over all brands in the sample: a brand's
+    own hundred-odd sample mentions, scaled up to a firehose bucket's thousands, taught each
+    series a usual count and negative share some ten standard deviations of a bucket off its
+    stream's, either way (an ordinary 200-brand stream surged or slumped in most series).
+    Pooled, the error is `sqrt(rate × bucket / brands / SAMPLE)` of them: 0.7 at 200 brands
+    of the firehose, more for fewer brands. Each brand is as busy as an ordinary brand of the
+    measured stream, so the surging ones are `SURGE` times their usual, however many surge."""
     width = pipeline.settings.pipeline.bucket
     ends = max(math.ceil(span / width), 2)
     end = START + ends * width
     for line in generate(SAMPLE, brands, SAMPLE / 60.0, 9, start=end - width, ids="s"):
         pipeline.feed(parse_mention(line))  # a minute of the last bucket: none closes
     usual = pipeline.aggregator.flush()
-    alike: dict[tuple[str, str], list[Bucket]] = {}  # (topic, view) -> its brands' buckets
+    pooled: dict[tuple[str, str], tuple[int, int]] = {}  # (topic, view) -> count, negatives
     for bucket in usual:
-        alike.setdefault((bucket.series.topic, bucket.series.view), []).append(bucket)
-    scale = rate * width.total_seconds() / SAMPLE
-    usual_count, usual_share = {}, {}
-    for kind, group in alike.items():
-        counted = sum(bucket.count for bucket in group)
-        usual_count[kind] = counted / len(group) * scale
-        usual_share[kind] = sum(bucket.negative_count for bucket in group) / max(counted, 1)
-    kinds = [(bucket.series.topic, bucket.series.view) for bucket in usual]
-    expected = np.array([usual_count[kind] for kind in kinds])
-    shares = np.array([usual_share[kind] for kind in kinds])
+        kind = (bucket.series.topic, bucket.series.view)
+        count, negative = pooled.get(kind, (0, 0))
+        pooled[kind] = (count + bucket.count, negative + bucket.negative_count)
+    ordinary = rate * width.total_seconds() / (SURGE * surging + brands - surging)
+    kinds = [pooled[(bucket.series.topic, bucket.series.view)] for bucket in usual]
+    expected = np.array([ordinary * count / SAMPLE for count, _ in kinds])
+    shares = np.array([negative / count if count else 0.0 for count, negative in kinds])
     draws = np.random.default_rng(9)
     for n in range(ends - 1):
         counts = draws.poisson(expected)

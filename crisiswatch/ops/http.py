@@ -109,6 +109,13 @@ class DaemonCollector(Collector):
             buckets=daemon.closes.cumulative(),
             sum_value=daemon.closes.total,
         )
+        yield HistogramMetricFamily(
+            "crisiswatch_learning_seconds",
+            "Time the detectors took to learn from a closed bucket end, after its pages were "
+            "queued (the next mention waits for it)",
+            buckets=daemon.learning.cumulative(),
+            sum_value=daemon.learning.total,
+        )
         age = daemon.checkpoint_age()
         if age is not None:
             yield GaugeMetricFamily(
