@@ -428,8 +428,8 @@ def test_the_first_bucket_after_a_downtime_rises_from_nothing_known(learned: byt
     signals = []
     judge = pipeline.detector.judge
 
-    def kept(buckets: list[Bucket]) -> Judged:
-        made = judge(buckets)
+    def kept(buckets: list[Bucket], **options: bool) -> Judged:
+        made = judge(buckets, **options)
         signals.extend(made.signals)
         return made
 
