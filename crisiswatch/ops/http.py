@@ -21,6 +21,7 @@ from crisiswatch.ops.listener import DEFAULT_LIMITS, REFUSED, Limits, serving
 
 if TYPE_CHECKING:
     from crisiswatch.daemon import Daemon
+    from crisiswatch.ops.latency import Latency
 
 
 class DaemonCollector(Collector):
@@ -96,25 +97,22 @@ class DaemonCollector(Collector):
         for server, count in sorted(REFUSED.items()):
             refused.add_metric([server], count)
         yield refused
-        yield HistogramMetricFamily(
+        yield _histogram(
             "crisiswatch_pipeline_seconds",
             "Time the pipeline took per mention or clock tick (closing buckets and judging them)",
-            buckets=daemon.latency.cumulative(),
-            sum_value=daemon.latency.total,
+            daemon.latency,
         )
-        yield HistogramMetricFamily(
+        yield _histogram(
             "crisiswatch_bucket_close_seconds",
             "Time from closing a bucket end to its pages (every series' bucket, detectors, rules "
             "and incidents), per pipeline call that closed one",
-            buckets=daemon.closes.cumulative(),
-            sum_value=daemon.closes.total,
+            daemon.closes,
         )
-        yield HistogramMetricFamily(
+        yield _histogram(
             "crisiswatch_learning_seconds",
             "Time the detectors took to learn from a closed bucket end, after its pages were "
             "queued (the next mention waits for it)",
-            buckets=daemon.learning.cumulative(),
-            sum_value=daemon.learning.total,
+            daemon.learning,
         )
         age = daemon.checkpoint_age()
         if age is not None:
@@ -128,6 +126,12 @@ class DaemonCollector(Collector):
                 "Checkpoints that could not be written",
                 daemon.checkpoint_failures,
             )
+
+
+def _histogram(name: str, documentation: str, latency: Latency) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=latency.cumulative(), sum_value=latency.total
+    )
 
 
 def problems(daemon: Daemon) -> list[str]:
