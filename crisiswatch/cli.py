@@ -187,10 +187,9 @@ def _parser() -> argparse.ArgumentParser:
         "--surging",
         type=_positive(int, zero_too=True),
         metavar="N",
-        help="warm up at the generated stream's own density instead, so that its buckets are "
-        "as usual to the detectors, and make N of its brands surge (4× their share): an "
-        "ordinary close with N brands in a crisis (by default, a firehose-density stream after "
-        "the 2.3 mentions/s warm-up is a surge in every brand)",
+        help="warm up at the generated stream's own density instead, so that its volumes are "
+        "as usual to the detectors but for N of its brands, mentioned 4× as often (by default, "
+        "a firehose-density stream after the 2.3 mentions/s warm-up is a surge in every brand)",
     )
     pipeline_bench.set_defaults(handler=_bench_pipeline)
 
