@@ -33,3 +33,10 @@ def wait_for(process: subprocess.Popen[bytes], event: bytes) -> bytes:
         if event in line:
             return line
     raise AssertionError(f"{event!r} never logged")
+
+
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill the daemon if it still runs and wait for it, its pipes closed: a test that fails
+    midway must not leave it running (its `Popen` would warn in a later test)."""
+    process.kill()
+    process.communicate(timeout=30)

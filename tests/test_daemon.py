@@ -20,7 +20,7 @@ import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from conftest import PageFactory, capture_all_logs
-from daemon_process import start, wait_for
+from daemon_process import reap, start, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
@@ -664,7 +664,7 @@ class TestSignals:
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=20)
         finally:
-            process.kill()
+            reap(process)
         assert process.returncode == 0, err.decode()
         assert b"stopped:" in out
         assert (tmp_path / "state" / "crisiswatch.sqlite3").exists()

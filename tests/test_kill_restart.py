@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_process import start
+from daemon_process import reap, start
 from fake_slack import TOKEN, FakeSlack, Hold
 
 from crisiswatch.cli import DEMO_DIR
@@ -114,7 +114,7 @@ async def run_demo(tmp_path: Path, kill: KillPoint | None, reloads: int = 0) -> 
         assert code == 0, log.read_text()[-3000:]
     finally:
         for process in processes:
-            process.kill()
+            await asyncio.to_thread(reap, process)
         fake.release()
         await fake.close()
     with sqlite3.connect(tmp_path / "state" / "crisiswatch.sqlite3") as db:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import capture_all_logs
-from daemon_process import start, wait_for
+from daemon_process import reap, start, wait_for
 from fake_slack import TOKEN, FakeSlack
 from structlog.testing import capture_logs
 
@@ -310,7 +310,7 @@ class TestSighup:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=20)
         finally:
-            process.kill()
+            reap(process)
         assert process.returncode == 0
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_process import start, wait_for
+from daemon_process import reap, start, wait_for
 
 from crisiswatch.ops.systemd import heartbeat
 
@@ -51,7 +51,7 @@ class TestSdNotify:
                     messages.append(sock.recv(4096).decode())
                 process.communicate(timeout=30)
             finally:
-                process.kill()
+                reap(process)
         assert process.returncode == 0
         assert time.monotonic() - stopped_at < 30  # well inside TimeoutStopSec=45s
         assert any(re.search(r"STATUS=\d+ mentions, \d+ incidents open", m) for m in messages)
@@ -78,7 +78,7 @@ class TestCheckpointAcrossRestarts:
             first.send_signal(signal.SIGTERM)
             first.communicate(timeout=30)
         finally:
-            first.kill()
+            reap(first)
         assert first.returncode == 0
         assert (tmp_path / "state" / "checkpoint.bin").exists()
         second = start(config)
@@ -87,7 +87,7 @@ class TestCheckpointAcrossRestarts:
             second.send_signal(signal.SIGTERM)
             second.communicate(timeout=30)
         finally:
-            second.kill()
+            reap(second)
         assert b"saved_at" in restored
 
 
@@ -179,7 +179,7 @@ class TestOpsEndpoint:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=30)
         finally:
-            process.kill()
+            reap(process)
         assert 'crisiswatch_mentions_total{outcome="counted"} 1.0' in metrics
         assert 'crisiswatch_source_mentions_total{source="replay"} 1.0' in metrics
         assert "crisiswatch_queue_depth" in metrics and "crisiswatch_pages_queued" in metrics
