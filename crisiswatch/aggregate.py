@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from itertools import islice
-from operator import itemgetter
 from sys import intern
 
-from crisiswatch.domain import ALL_TOPICS, Bucket, ScoredMention, SeriesKey
+from crisiswatch.domain import ALL_TOPICS, Bucket, Ranked, ScoredMention, SeriesKey
 
 STOPWORDS = frozenset(
     """the and for you your are was were with that this have has had not but all can just get got
@@ -390,13 +389,6 @@ def _not_terms(brand_terms: dict[str, frozenset[str]]) -> dict[str, frozenset[st
     return {brand: STOPWORDS | own for brand, own in brand_terms.items()}
 
 
-def _most_common(counts: dict[str, int], n: int | None = None) -> tuple[tuple[str, int], ...]:
-    """Most first, ties in the order counted in (as `Counter.most_common`). One C-level
-    stable sort: faster than a heap selection for the few dozen terms a bucket has, and
-    no slower for thousands."""
-    return tuple(sorted(counts.items(), key=itemgetter(1), reverse=True)[:n])
-
-
 def _authors_and_reach(acc: _Accumulator) -> tuple[int, int, bool]:
     """Unique authors and the sum of their followers: exact while the author sample holds
     every author; past that, a k-minimum-values estimate of the authors (about 13 % off, kept
@@ -441,12 +433,12 @@ def _bucket(key: SeriesKey, start: datetime, end: datetime, acc: _Accumulator | 
         negative_count=acc.negative_count,
         unique_authors=unique,
         reach=reach,
-        sources=_most_common(acc.sources),
-        top_terms=_most_common(acc.terms, TOP_TERMS),
+        sources=Ranked(acc.sources),
+        top_terms=Ranked(acc.terms, TOP_TERMS),
         samples=samples,
         brand_replies=acc.brand_replies,
         brand_reply_negative=acc.brand_reply_negative,
-        negative_sources=_most_common(acc.negative_sources),
+        negative_sources=Ranked(acc.negative_sources),
         bursts=tuple(sorted(acc.bursts.items())),
         exact_reach=exact,
     )

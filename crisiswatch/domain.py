@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import itemgetter
+from typing import overload
 
 ALL_TOPICS = "*"
 """The topic of a brand's roll-up series (every mention of the brand, whatever its topic)."""
@@ -119,6 +122,59 @@ class SeriesKey:
         return f"{name} (filtered)" if self.view else name
 
 
+class Ranked(Sequence[tuple[str, int]]):
+    """A closed bucket's counts (terms, sources), most first, at most `n`: sorted when first
+    read. Most buckets' are read only by the detectors' learning, which the daemon does after
+    a close's pages have left, or never (a page's sources): sorting every series' counts at the
+    close itself was a sixth of the time from a close of 200 brands to its pages. It pickles,
+    compares and hashes as the plain tuple it stands for, so checkpoints hold a tuple, as
+    before."""
+
+    __slots__ = ("_counts", "_n", "_top")
+
+    def __init__(self, counts: Mapping[str, int], n: int | None = None) -> None:
+        self._counts: Mapping[str, int] | None = counts  # no longer changed by its bucket
+        self._n = n
+        self._top: tuple[tuple[str, int], ...] | None = None
+
+    def _sorted(self) -> tuple[tuple[str, int], ...]:
+        if self._top is None:
+            assert self._counts is not None
+            # one C-level stable sort (ties stay in the order counted in, as in
+            # `Counter.most_common`): faster than a heap selection for a bucket's terms
+            ranked = sorted(self._counts.items(), key=itemgetter(1), reverse=True)
+            self._top = tuple(ranked[: self._n])
+            self._counts = None  # the counts are let go of once sorted
+        return self._top
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, int]: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[tuple[str, int], ...]: ...
+    def __getitem__(self, index: int | slice) -> tuple[str, int] | tuple[tuple[str, int], ...]:
+        return self._sorted()[index]
+
+    def __len__(self) -> int:
+        return len(self._sorted())
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._sorted())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ranked):
+            other = other._sorted()
+        return self._sorted() == other
+
+    def __hash__(self) -> int:
+        return hash(self._sorted())
+
+    def __repr__(self) -> str:
+        return repr(self._sorted())
+
+    def __reduce__(self) -> tuple[type[tuple[object, ...]], tuple[tuple[tuple[str, int], ...]]]:
+        return tuple, (self._sorted(),)
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     """What one closed event-time bucket of one series holds."""
@@ -131,12 +187,13 @@ class Bucket:
     negative_count: int
     unique_authors: int
     reach: int  # summed followers of the authors
-    sources: tuple[tuple[str, int], ...]  # (source, count), most first
-    top_terms: tuple[tuple[str, int], ...]  # (term, count), most first
+    # (source, count) and (term, count), most first: tuples, or `Ranked` as a close makes them
+    sources: Sequence[tuple[str, int]]
+    top_terms: Sequence[tuple[str, int]]
     samples: tuple[ScoredMention, ...]  # the most representative posts, most important first
     brand_replies: int = 0  # replies to the brand's own posts
     brand_reply_negative: int = 0  # … of which negative
-    negative_sources: tuple[tuple[str, int], ...] = ()  # (source, negative count), most first
+    negative_sources: Sequence[tuple[str, int]] = ()  # (source, negative count), most first
     bursts: tuple[tuple[str, int], ...] = ()  # (watched term set, mentions with its terms)
     exact_reach: bool = True  # False: unique authors and reach are estimated (too many authors)
 

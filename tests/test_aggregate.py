@@ -22,7 +22,7 @@ from crisiswatch.aggregate import (
     Aggregator,
     sample_weight,
 )
-from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, ScoredMention, SeriesKey
+from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, Ranked, ScoredMention, SeriesKey
 from crisiswatch.enrich.attribution import tokenize
 
 MentionFactory = Callable[..., Mention]
@@ -388,6 +388,25 @@ class TestAggregator:
         """At most TOP_TERMS top terms are kept."""
         feeder.feed(1, text=" ".join(f"word{n}" for n in range(TOP_TERMS + 10)))
         assert len(one(feeder.aggregator.flush(), ALL).top_terms) == TOP_TERMS
+
+    def test_counts_are_ranked_when_first_read(self, feeder: Feeder) -> None:
+        """A closed bucket's top terms and sources are sorted from its counts only when read
+        (most are read only by the learning after a close's pages, or never), and stand for
+        the same tuples: equal to them, hashed as them, pickled as them (so checkpoints hold
+        plain tuples, as before)."""
+        feeder.feed(1, text="outage outage card")
+        feeder.feed(2, text="outage atm")
+        bucket = one(feeder.aggregator.flush(), ALL)
+        terms = bucket.top_terms
+        assert isinstance(terms, Ranked) and terms._top is None  # not sorted at the close
+        expected = (("outage", 2), ("card", 1), ("atm", 1))
+        assert terms == expected and hash(terms) == hash(expected)
+        assert terms._counts is None  # the counts are let go of once sorted
+        assert list(terms) == list(expected) and terms[1:] == expected[1:] and len(terms) == 3
+        assert isinstance(bucket.sources, Ranked) and bucket.sources._top is None
+        restored = pickle.loads(pickle.dumps(bucket))
+        assert type(restored.top_terms) is tuple and type(restored.sources) is tuple
+        assert restored == bucket and restored.sources == (("x", 2),)
 
     def test_a_post_gives_at_most_its_first_distinct_terms(self, feeder: Feeder) -> None:
         """A long post counts its first MAX_TERMS_PER_MENTION distinct terms, in the order

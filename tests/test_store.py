@@ -20,6 +20,7 @@ from crisiswatch.domain import (
     IncidentStatus,
     Page,
     PageKind,
+    Ranked,
     Severity,
     Silence,
     Stage,
@@ -246,6 +247,23 @@ class TestCodec:
         older = orjson.loads(dump_page(page))
         del older["incident"]["totals"]
         assert load_page(orjson.dumps(older)).incident.totals is None
+
+    def test_a_bucket_s_ranked_counts_are_written_as_the_lists_they_hold(
+        self, make_page: PageFactory
+    ) -> None:
+        """A closed bucket's terms and sources are `Ranked` (sorted when first read): queued
+        unread, they are written sorted, and read back as the tuples they stand for."""
+        page = make_page()
+        bucket = page.incident.latest.bucket
+        ranked = replace(
+            bucket,
+            sources=Ranked({"reddit": 10, "x": 30}),
+            top_terms=Ranked({"swallowed": 9, "atm": 12, "card": 2}, 2),
+        )
+        incident = replace(page.incident, latest=replace(page.incident.latest, bucket=ranked))
+        back = load_page(dump_page(replace(page, incident=incident)))
+        assert back == page
+        assert type(back.incident.latest.bucket.top_terms) is tuple
 
 
 class TestPrune:

@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -20,7 +21,15 @@ from crisiswatch.domain import Page
 
 
 def dump_page(page: Page) -> bytes:
-    return orjson.dumps(page)
+    return orjson.dumps(page, default=_plain)
+
+
+def _plain(value: object) -> list[object]:
+    """What orjson does not know: a sequence of the domain's own (a bucket's `Ranked` counts)
+    is written as the list it holds."""
+    if isinstance(value, Sequence):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def load_page(raw: bytes | str) -> Page:
@@ -38,6 +47,8 @@ def _decode(kind: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         return None if value is None else _decode(options[0], value)
+    if origin is Sequence:  # read back as a tuple
+        return tuple(_decode(typing.get_args(kind)[0], item) for item in value)
     if origin is tuple:
         args = typing.get_args(kind)
         if len(args) == 2 and args[1] is Ellipsis:
