@@ -399,9 +399,11 @@ def _authors_and_reach(acc: _Accumulator) -> tuple[int, int, bool]:
         return len(keys), sum(followers), True
     estimate = (AUTHOR_SAMPLE - 1) * _HASH_SPACE / acc.sample_below
     unique = min(max(round(estimate), AUTHOR_SAMPLE + 1), acc.count)
-    top = acc.top
+    top, below = acc.top, acc.sample_below
     others, others_sum = len(keys), sum(followers)
     for author in top:  # the few biggest accounts the sample holds are summed exactly instead
+        if author > below:
+            continue  # not in the sample (most are not: it holds the smallest hashes)
         at = bisect_left(keys, author)
         if at < len(keys) and keys[at] == author:
             others, others_sum = others - 1, others_sum - followers[at]
