@@ -319,7 +319,8 @@ class Aggregator:
         start = self.start_of(index)
         end = start + timedelta(seconds=self._width)
         # Each series' counts are let go of as its bucket is built, so a busy close does not
-        # hold both at once (memory's peak is at closes, with the next bucket already filling).
+        # hold both at once (memory's peak is at closes, with the next bucket already filling);
+        # only its terms and sources stay, in the bucket's `Ranked`, until first read.
         return [
             _bucket(key, start, end, series.pop((key.brand, key.topic, key.view), None))
             for key in self._series

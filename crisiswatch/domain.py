@@ -138,14 +138,17 @@ class Ranked(Sequence[tuple[str, int]]):
         self._top: tuple[tuple[str, int], ...] | None = None
 
     def _sorted(self) -> tuple[tuple[str, int], ...]:
-        if self._top is None:
-            assert self._counts is not None
+        top = self._top
+        if top is None:
+            counts = self._counts
+            if counts is None:  # another thread sorted it since: `_top` is set first
+                return self._sorted()
             # one C-level stable sort (ties stay in the order counted in, as in
             # `Counter.most_common`): faster than a heap selection for a bucket's terms
-            ranked = sorted(self._counts.items(), key=itemgetter(1), reverse=True)
-            self._top = tuple(ranked[: self._n])
+            top = tuple(sorted(counts.items(), key=itemgetter(1), reverse=True)[: self._n])
+            self._top = top
             self._counts = None  # the counts are let go of once sorted
-        return self._top
+        return top
 
     @overload
     def __getitem__(self, index: int) -> tuple[str, int]: ...
