@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 _PART = re.compile(r"(\d{1,6})([smhdw])")
 _WHOLE = re.compile(r"(?:\d{1,6}[smhdw]){1,5}")
@@ -21,6 +22,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+@lru_cache(maxsize=64)  # a few widths, spelled in every alert's summary at each close
 def format_duration(delta: timedelta) -> str:
     """The shortest editor-style spelling of a duration: `1h30m`, `5m`, `0s`."""
     seconds = int(delta.total_seconds())

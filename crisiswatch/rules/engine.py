@@ -48,11 +48,11 @@ class RuleEngine:
     def evaluate(self, signal: Signal) -> list[Alert]:
         alerts = []
         context = self._context(signal)
-        count = signal.bucket.count
-        rules = self._covering.get(signal.series)
+        count, series = signal.bucket.count, signal.series
+        rules = self._covering.get(series)
         if rules is None:
-            rules = self._covering[signal.series] = [
-                rule for rule in self.rules if rule.scope.covers(signal.series)
+            rules = self._covering[series] = [
+                rule for rule in self.rules if rule.scope.covers(series)
             ]
         for rule in rules:
             if count < rule.when.floor:
@@ -61,13 +61,13 @@ class RuleEngine:
                 try:
                     reasons = rule.when.holds(signal, context)
                 except Exception:
-                    log.exception("rule.failed", rule=rule.id, series=str(signal.series))
+                    log.exception("rule.failed", rule=rule.id, series=str(series))
                     continue
             if reasons is None:
                 if self.holding_since:
-                    self.holding_since.pop((rule.id, signal.series), None)
+                    self.holding_since.pop((rule.id, series), None)
                 continue
-            key = (rule.id, signal.series)
+            key = (rule.id, series)
             since = self.holding_since.setdefault(key, signal.bucket.start)
             if signal.at - since < rule.for_:
                 continue

@@ -188,11 +188,11 @@ class Rule(Strict):
             )
         return summary
 
-    @property
+    @cached_property
     def severity_level(self) -> Severity:
         return Severity[self.severity.upper()]
 
-    @property
+    @cached_property
     def stage_level(self) -> Stage:
         return Stage[self.stage.upper()]
 
