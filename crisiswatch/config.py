@@ -191,6 +191,12 @@ class Sources(Strict):
     # error) before going on without it; 0s never waits
     catch_up_wait: Duration = timedelta(minutes=5)
 
+    @field_validator("tick")
+    @classmethod
+    def _tick(cls, tick: timedelta) -> timedelta:
+        why = "with live sources the clock closes buckets; without it a quiet hour's buckets "
+        return _at_least(tick, timedelta(seconds=1), "10s", why + "would wait for a mention")
+
 
 SeverityName = Literal["info", "warning", "critical"]
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")

@@ -262,6 +262,20 @@ class TestOps:
         assert settings.ops.checkpoint_every == timedelta(seconds=1)
 
 
+class TestSources:
+    @pytest.mark.parametrize("tick", ["0", "'0'", "0s"])
+    def test_a_clock_tick_under_a_second_is_refused(self, tmp_path: Path, tick: str) -> None:
+        """`tick: 0s` would never close a quiet hour's buckets with live sources: refused,
+        saying why."""
+        found = problems_of(write(tmp_path, MINIMAL + f"sources:\n  tick: {tick}\n"))
+        assert len(found) == 1 and "sources.tick" in found[0].message
+        assert "at least 1s" in found[0].message and "quiet hour" in found[0].message
+
+    def test_a_second_is_the_shortest_tick(self, tmp_path: Path) -> None:
+        settings = load_settings(write(tmp_path, MINIMAL + "sources:\n  tick: 1s\n"))
+        assert settings.sources.tick == timedelta(seconds=1)
+
+
 class TestDurations:
     @pytest.mark.parametrize(
         ("text", "expected"),
