@@ -173,13 +173,15 @@ class IncidentManager:
         self._alerting_buckets[key] = self._alerting_buckets.get(key, 0) + 1
         previous = self.open.get(key)
         if previous is None:
+            started_at = min(a.signal.bucket.start for a in alerts)
             incident = Incident(
+                id=incident_id(key, started_at),
                 key=key,
                 brand=worst.signal.series.brand,
                 status=IncidentStatus.FIRING,
                 severity=worst.severity,
                 stage=worst.stage,
-                started_at=min(a.signal.bucket.start for a in alerts),
+                started_at=started_at,
                 updated_at=now,
                 last_alert_at=now,
                 resolved_at=None,
@@ -193,16 +195,19 @@ class IncidentManager:
                 latest=worst.signal,
                 brand_wide=brand_wide,
             )
-            incident = replace(incident, id=incident_id(key, incident.started_at))
             self.open[key] = incident
             return Page(incident, PageKind.OPENED, now)
+        all_sources = tuple(sorted(sources | set(previous.sources)))
         merged = replace(
             previous,
             severity=max(previous.severity, worst.severity),
+            stage=self._stage(key, max(previous.stage, worst.stage), len(all_sources)),
             rules=tuple(sorted(rules | set(previous.rules))),
             topics=tuple(sorted(topics | set(previous.topics))),
             brand_wide=previous.brand_wide or brand_wide,
-            sources=tuple(sorted(sources | set(previous.sources))),
+            sources=all_sources,
+            # the worse rule's route: its channel, its people
+            route=worst.route if worst.severity > previous.severity else previous.route,
             updated_at=now,
             last_alert_at=now,
             peak_count=max(previous.peak_count, *(a.signal.bucket.count for a in alerts)),
@@ -212,21 +217,18 @@ class IncidentManager:
             reasons=worst.reasons,
             latest=worst.signal,
         )
-        merged = replace(merged, stage=self._stage(key, merged, worst.stage))
         worse = (merged.severity, merged.stage) > (previous.severity, previous.stage)
-        if worst.severity > previous.severity:  # the worse rule's route: its channel, its people
-            merged = replace(merged, route=worst.route)
         self.open[key] = merged
         changes = tuple(_changes(previous, merged))
         if worse:
             return Page(merged, PageKind.ESCALATED, now, changes)
         return Page(merged, PageKind.UPDATED, now, changes) if changes else None
 
-    def _stage(self, key: str, incident: Incident, alert_stage: Stage) -> Stage:
-        stage = max(incident.stage, alert_stage)
+    def _stage(self, key: str, stage: Stage, sources: int) -> Stage:
+        """How far an incident on `sources` platforms has spread, at least `stage`."""
         if self._alerting_buckets[key] >= SUSTAINED_BUCKETS:
             stage = max(stage, Stage.FLAME)
-            if len(incident.sources) >= 2:
+            if sources >= 2:
                 stage = Stage.FIRE  # sustained and spreading across platforms
         return stage
 
