@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from fake_x import TOKEN, FakeX, iso
+from local_server import running
 from prometheus_client import CollectorRegistry, generate_latest
 from source_testing import NOW, Clock, until_current
 from structlog.testing import capture_logs
@@ -32,12 +32,7 @@ PRESENT = datetime.fromtimestamp(NOW, UTC)
 WAIT = timedelta(minutes=5)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeX]:
-    server = FakeX()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeX)
 
 
 def x_source(fake: FakeX, clock: Clock, **settings: str) -> XSource:

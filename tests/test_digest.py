@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import mark_sent
 from fake_slack import TOKEN, FakeSlack
+from local_server import running
 from slack_sdk.web.async_client import AsyncWebClient
 
 from crisiswatch.config import Brand, LiveSettings, QuietHours, Route, Settings
@@ -29,12 +30,7 @@ def utc(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, 3, day, hour, minute, tzinfo=UTC)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeSlack)
 
 
 def signal(start: datetime, count: int, negative: int) -> Signal:

@@ -8,7 +8,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
@@ -19,6 +19,7 @@ import orjson
 import pytest
 from conftest import T0, mark_sent
 from fake_slack import TOKEN, FakeSlack
+from local_server import running
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand, LiveSettings, Notify, QuietHours, Route, Settings, Slack
@@ -57,12 +58,7 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeSlack)
 
 
 def notifier(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from fake_slack import TOKEN, FakeSlack
+from local_server import running
 from slack_sdk.signature import SignatureVerifier
 from structlog.testing import capture_logs
 
@@ -38,12 +39,7 @@ ROUTES = {
 }
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeSlack)
 
 
 async def posted(fake: FakeSlack, store: Store, page: Page) -> SlackNotifier:

@@ -5,7 +5,6 @@ looked up once per author; a failing source reports itself stalled."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 from asyncprawcore import rate_limit, sessions
 from fake_reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit
+from local_server import running
 from source_testing import NOW, Clock, take, until_current
 from structlog.testing import capture_logs
 
@@ -63,12 +63,7 @@ class GatedClock(Clock):
         self.now += seconds
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeReddit]:
-    server = FakeReddit()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeReddit)
 
 
 def source(

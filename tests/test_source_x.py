@@ -6,12 +6,13 @@ authors and replies; the filtered stream reconnects and fills the gap from searc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_x import TOKEN, FakeX, iso
+from local_server import running
 from source_testing import NOW, Clock, take
 from structlog.testing import capture_logs
 
@@ -27,12 +28,7 @@ CREATED = "2026-02-25T06:13:00.000Z"
 BRAND = Brand(id="acme", keywords=["acme bank"], handles=["@AcmeBank"])
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeX]:
-    server = FakeX()
-    await server.start()
-    yield server
-    await server.close()
+fake = running(FakeX)
 
 
 def source(
