@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import gc
-import random
 import signal
 import sqlite3
 import time
@@ -15,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import conftest
-import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from conftest import PageFactory, capture_all_logs
 from daemon_process import reap, start, wait_for
+from daemon_stream import ROOT, T0, AngryScorer, Recorder, settings_for, write_stream
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
@@ -36,65 +34,6 @@ from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
 from crisiswatch.sources.replay import ReplaySource
 from crisiswatch.store import OutboxItem, Store, StoreError, page_key
-
-ROOT = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 3, 2, tzinfo=UTC)
-
-
-class AngryScorer:
-    """Negative when the text says so: the daemon's tests do not depend on the shipped model."""
-
-    def negative_one(self, text: str) -> float:
-        return 0.95 if "furious" in text else 0.05
-
-
-class Recorder(conftest.Recorder):
-    """Keeps the pages it is sent, or (`fail`) refuses each as a service that is down."""
-
-    def __init__(self, fail: bool = False) -> None:
-        super().__init__()
-        self.fail = fail
-
-    async def send(self, page: Page) -> None:
-        if self.fail:
-            raise ConnectionError("service down")
-        await super().send(page)
-
-
-def write_stream(path: Path, *, hours: int = 30, surge_at: int = 20, bad_lines: int = 0) -> int:
-    """A calm brand with one angry surge; returns the number of lines written."""
-    rng = random.Random(7)
-    lines = []
-    for minute in range(hours * 60):
-        surge = surge_at * 60 <= minute < surge_at * 60 + 60
-        for _ in range(rng.randint(8, 16) if surge else rng.randint(0, 2)):
-            angry = surge and rng.random() < 0.8
-            lines.append(
-                {
-                    "id": f"x:{len(lines)}",
-                    "source": "x",
-                    "created_at": (T0 + timedelta(minutes=minute)).isoformat(),
-                    "text": "furious at acme bank, card gone" if angry else "acme bank is fine",
-                    "author": f"user{rng.randint(0, 10_000)}",
-                }
-            )
-    body = [orjson.dumps(line) for line in lines]
-    for n in range(bad_lines):
-        body.insert(10 + n * 50, b'{"id": "broken", "text": ')
-    path.write_bytes(b"\n".join(body) + b"\n")
-    return len(body)
-
-
-def settings_for(tmp_path: Path, stream: Path) -> Settings:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"rules: [{ROOT / 'rules'}]\n"
-        f"state_dir: {tmp_path / 'state'}\n"
-        "brands:\n  - id: acme\n    keywords: [acme bank]\n    topics: {cards: [card]}\n"
-        f"sources:\n  replay: {{path: {stream}}}\n",
-        encoding="utf-8",
-    )
-    return load_settings(config)
 
 
 async def run_once(

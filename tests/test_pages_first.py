@@ -9,8 +9,8 @@ import pickle
 import re
 from pathlib import Path
 
+from daemon_stream import AngryScorer, Recorder, settings_for, write_stream
 from prometheus_client import CollectorRegistry, generate_latest
-from test_daemon import AngryScorer, Recorder, settings_for, write_stream
 
 from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
