@@ -473,8 +473,8 @@ class Daemon:
 
     async def _learn_pending(self) -> None:
         """A close's pages are queued before its detectors learn from it: the senders get
-        their turn first, then the learning runs (a fifth of a busy close's time). One that
-        raises (a bug its numbers set off) is logged and passed, as a close is."""
+        their turn first, then the learning runs (about a third of a busy close's time). One
+        that raises (a bug its numbers set off) is logged and passed, as a close is."""
         if self.pipeline.learning_pending:
             await asyncio.sleep(0)
             started = time.perf_counter()

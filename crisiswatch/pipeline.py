@@ -291,7 +291,7 @@ class Pipeline:
     def decide(self, closed: list[Bucket]) -> list[Page]:
         """Judge closed buckets (grouped by their end, in order); return the pages they make.
         Each bucket end is learned from before the next is judged; the last one's is left to
-        `_closed`, so its pages need not wait for it (a fifth of a busy close's time)."""
+        `_closed`, so its pages need not wait for it (about a third of a busy close's time)."""
         if not closed:
             return []
         pages: list[Page] = []

@@ -1,6 +1,6 @@
 """A live close's pages come before its learning: the daemon queues a bucket end's pages, then
-its detectors learn from it (a fifth of a busy close's time), with the same pages and the same
-learned state as learning before the pages."""
+its detectors learn from it (about a third of a busy close's time), with the same pages and the
+same learned state as learning before the pages."""
 
 from __future__ import annotations
 
