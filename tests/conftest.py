@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -224,3 +225,23 @@ class Recorder:
 
     async def send(self, page: Page) -> None:
         self.pages.append(page)
+
+
+@pytest.fixture
+async def client_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[list[aiohttp.ClientSession]]:
+    """Every aiohttp `ClientSession` made during the test, in order; any still open at its end
+    is closed then (so one a test finds left open fails that test, not a later one)."""
+    opened: list[aiohttp.ClientSession] = []
+    real = aiohttp.ClientSession
+
+    def recorded(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+        session = real(*args, **kwargs)
+        opened.append(session)
+        return session
+
+    monkeypatch.setattr(aiohttp, "ClientSession", recorded)
+    yield opened
+    for session in opened:
+        await session.close()

@@ -113,24 +113,17 @@ class TestSocketMode:
         store: Store,
         brand: Brand,
         monkeypatch: pytest.MonkeyPatch,
+        client_sessions: list[aiohttp.ClientSession],
     ) -> None:
         """slack-sdk's client tries a refused connection again and again: a stop meanwhile
         (startup cancelled) still closes it, and with it the aiohttp session it opened."""
         monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-revoked")
-        opened: list[aiohttp.ClientSession] = []
-        real_session = aiohttp.ClientSession
-
-        def recorded(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
-            session = real_session(*args, **kwargs)
-            opened.append(session)
-            return session
 
         async def start() -> None:
             model = SentimentModel.load_default()
             async with slack_running(settings(fake, brand), store, SeriesHistory(300), model):
                 pytest.fail("Slack took a revoked app token")
 
-        monkeypatch.setattr(aiohttp, "ClientSession", recorded)
         task = asyncio.create_task(start())
         try:
             async with asyncio.timeout(5):
@@ -138,9 +131,8 @@ class TestSocketMode:
                     await asyncio.sleep(0.01)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            assert opened and [session for session in opened if not session.closed] == []
+            left_open = [session for session in client_sessions if not session.closed]
+            assert client_sessions and left_open == []
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            for session in opened:  # one left open fails this test, not a later one
-                await session.close()

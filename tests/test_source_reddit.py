@@ -345,21 +345,18 @@ class TestRedditSource:
         assert health.last_success > health.last_error_at
 
     async def test_closing_the_stream_ends_its_loops_before_the_client_closes(
-        self, fake: FakeReddit, monkeypatch: pytest.MonkeyPatch
+        self,
+        fake: FakeReddit,
+        monkeypatch: pytest.MonkeyPatch,
+        client_sessions: list[aiohttp.ClientSession],
     ) -> None:
         """Closing the stream (as the daemon does when it stops) ends every fetch loop before
         asyncpraw's client is closed. A loop whose wait ended as the client closed would send
         its next request through a new aiohttp session (asyncprawcore opens one when its own
         is closed) that nobody closes: an `Unclosed client session` warning, at some later
         garbage collection, and a session lost on every stop."""
-        opened: list[aiohttp.ClientSession] = []
-        real_session, real_client = aiohttp.ClientSession, reddit.reddit_client
+        real_client = reddit.reddit_client
         clock = GatedClock()
-
-        def recorded(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
-            session = real_session(*args, **kwargs)
-            opened.append(session)
-            return session
 
         def client(*args: Any, **kwargs: Any) -> Any:
             made = real_client(*args, **kwargs)
@@ -372,7 +369,6 @@ class TestRedditSource:
             made.close = closing
             return made
 
-        monkeypatch.setattr(aiohttp, "ClientSession", recorded)
         monkeypatch.setattr(reddit, "reddit_client", client)
         stream = source(fake, None, clock).stream()
         try:
@@ -384,11 +380,9 @@ class TestRedditSource:
             await stream.aclose()
             await asyncio.sleep(0.1)  # time for a loop still running to list again
             assert fake.requests[requested:] == []
-            assert [session.closed for session in opened] == [True]  # the client's own
+            assert [session.closed for session in client_sessions] == [True]  # the client's own
         finally:
             await stream.aclose()
-            for session in opened:  # one left open fails this test, not a later one
-                await session.close()
 
 
 class TestReach:
