@@ -17,6 +17,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from crisiswatch.config import Brand
+from crisiswatch.detect.signals import Judged, SignalDetector
 from crisiswatch.domain import (
     Bucket,
     Incident,
@@ -245,3 +246,17 @@ async def client_sessions(
     yield opened
     for session in opened:
         await session.close()
+
+
+def judged_signals(detector: SignalDetector) -> list[Signal]:
+    """Every signal `detector` judges from now on, in order (its `judge` wrapped)."""
+    signals: list[Signal] = []
+    judge = detector.judge
+
+    def kept(*args: Any, **kwargs: Any) -> Judged:
+        made = judge(*args, **kwargs)
+        signals.extend(made.signals)
+        return made
+
+    detector.judge = kept  # type: ignore[method-assign]
+    return signals

@@ -12,14 +12,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PageFactory, Recorder
+from conftest import PageFactory, Recorder, judged_signals
 from structlog.testing import capture_logs
 
 from crisiswatch.bench.pipeline import generate, settings_for
 from crisiswatch.cli import DEMO_CONFIG, DEMO_DIR
 from crisiswatch.config import load_settings
 from crisiswatch.daemon import FORGOTTEN, Daemon
-from crisiswatch.detect.signals import Judged
 from crisiswatch.domain import Bucket, Mention, Page, PageKind, SeriesKey
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.mentions import open_lines, parse_mention, read_mentions
@@ -425,15 +424,7 @@ def test_the_first_bucket_after_a_downtime_rises_from_nothing_known(learned: byt
     assert watermark is not None
     restart = watermark + timedelta(days=3)
     pipeline.unobserved_until = restart
-    signals = []
-    judge = pipeline.detector.judge
-
-    def kept(buckets: list[Bucket], **options: bool) -> Judged:
-        made = judge(buckets, **options)
-        signals.extend(made.signals)
-        return made
-
-    pipeline.detector.judge = kept  # type: ignore[method-assign]
+    signals = judged_signals(pipeline.detector)
     for mention in mentions(0.2, restart, seed=8):
         pipeline.feed(mention)
     first = next(s for s in signals if s.series == SeriesKey("brand000") and s.at > restart)

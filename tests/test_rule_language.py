@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from conftest import judged_signals
 
 from crisiswatch.config import Settings
-from crisiswatch.detect.signals import Judged
 from crisiswatch.domain import Mention, Page, PageKind
 from crisiswatch.pipeline import Pipeline
 from crisiswatch.rules.loader import load_rules
@@ -113,15 +112,7 @@ class TestConditions:
         finds a new word at once, and not an everyday one."""
         quiet = rule({"min_count": 10_000})
         stream = Stream([quiet])
-        judged = []
-        judge = stream.pipeline.detector.judge
-
-        def kept(*args: Any, **kwargs: Any) -> Judged:
-            made = judge(*args, **kwargs)
-            judged.extend(made.signals)
-            return made
-
-        stream.pipeline.detector.judge = kept  # type: ignore[method-assign]
+        judged = judged_signals(stream.pipeline.detector)
         stream.calm(0, 24 * 60 + 60)
         for n in range(5):
             stream.post(24 * 60 + 60, f"acme skimmer found on machine {n}")
