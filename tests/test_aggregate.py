@@ -20,6 +20,8 @@ from crisiswatch.aggregate import (
     TERM_COUNTERS,
     TOP_TERMS,
     Aggregator,
+    AuthorCounts,
+    author_key,
     sample_weight,
 )
 from crisiswatch.domain import ALL_TOPICS, Bucket, Mention, Ranked, ScoredMention, SeriesKey
@@ -305,6 +307,42 @@ class TestAggregator:
         # k-minimum values with k = 64: each estimate is about 13 % off, their mean ~3 %.
         assert sum(estimates) / len(estimates) == pytest.approx(1.0, abs=0.12)
         assert all(0.5 < e < 2.0 for e in estimates)
+
+    def test_author_counts_are_misra_gries(self) -> None:
+        """The flat table counts as Misra–Gries over a dict does, mention by mention, on a
+        stream that overflows its counters again and again (most authors post once, a few
+        many times), with an author whose hash is 0 among them."""
+        rng = random.Random(7)
+        regulars = [rng.getrandbits(64) for _ in range(40)] + [0]
+        table, reference = AuthorCounts(), {}
+        for n in range(20_000):
+            raw = rng.choice(regulars) if rng.random() < 0.3 else rng.getrandbits(64)
+            author = raw or 1  # 0 marks the table's empty slots: hash 0 counts as 1
+            seen = reference.get(author)
+            if seen is not None:
+                reference[author] = seen + 1
+            elif len(reference) < AUTHOR_COUNTERS:
+                reference[author] = 1
+            else:
+                reference = {a: c - 1 for a, c in reference.items() if c > 1}
+            assert table.add(raw) == (seen or 0), n
+            assert len(table) == len(reference) <= AUTHOR_COUNTERS
+        assert pickle.loads(pickle.dumps(table)) == reference
+
+    def test_author_counts_restore_from_a_checkpoint(self, feeder: Feeder) -> None:
+        """An open bucket's author counts pickle as the plain dict an earlier release kept
+        (so a checkpoint reads in either), and restored they go on capping the same author."""
+        for _ in range(3):
+            feeder.add(1, author="bot")
+        saved = pickle.dumps(feeder.aggregator)
+        index = feeder.aggregator.index_of(at(1))
+        as_saved = pickle.loads(pickle.dumps(feeder.aggregator._counters))
+        assert as_saved[index]["kestrel"] == {author_key("bot"): 3}
+        feeder.aggregator = pickle.loads(saved)
+        assert isinstance(feeder.aggregator._counters[index]["kestrel"], AuthorCounts)
+        feeder.add(2, author="bot")  # past the cap of 3: not counted
+        feeder.add(2, author="someone")
+        assert one(feeder.aggregator.flush(), ALL).count == 4
 
     def test_samples_most_negative_times_reach_first_and_bounded(self, feeder: Feeder) -> None:
         """Samples hold at most samples_per_bucket posts, ordered by negativity × reach."""
