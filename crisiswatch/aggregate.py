@@ -22,6 +22,8 @@ from itertools import islice
 from sys import intern
 from typing import Any
 
+import numpy as np
+
 from crisiswatch.domain import ALL_TOPICS, Bucket, Ranked, ScoredMention, SeriesKey
 
 STOPWORDS = frozenset(
@@ -361,17 +363,20 @@ class AuthorCounts:
     Pickled, it is the plain dict of author to count that it once was, so a checkpoint reads
     in either release (`Aggregator.__setstate__` turns it back)."""
 
-    __slots__ = ("_counts", "_keys", "_size")
+    __slots__ = ("_counts", "_free", "_keys")
 
     def __init__(self, counts: dict[int, int] | None = None) -> None:
-        self._keys = array("Q", bytes(8 * _AUTHOR_SLOTS))  # an author's hash by slot; 0: empty
-        self._counts = array("I", bytes(4 * _AUTHOR_SLOTS))
-        self._size = 0
+        self._empty()
         for author, seen in (counts or {}).items():
             self._put(author or 1, seen)
 
+    def _empty(self) -> None:
+        self._keys = array("Q", bytes(8 * _AUTHOR_SLOTS))  # an author's hash by slot; 0: empty
+        self._counts = array("I", bytes(4 * _AUTHOR_SLOTS))
+        self._free = AUTHOR_COUNTERS  # counters not taken
+
     def __len__(self) -> int:
-        return self._size
+        return AUTHOR_COUNTERS - self._free
 
     def __reduce__(self) -> tuple[type[dict[int, int]], tuple[dict[int, int]]]:
         counts = dict(zip(self._keys, self._counts, strict=True))
@@ -391,10 +396,10 @@ class AuthorCounts:
                 counts[slot] = seen + 1  # below 2^32: at most the brand's mentions in a bucket
                 return seen
             slot = (slot + 1) & _AUTHOR_MASK
-        if self._size < AUTHOR_COUNTERS:
+        if self._free:
             keys[slot] = author
             self._counts[slot] = 1
-            self._size += 1
+            self._free -= 1
         else:
             self._one_less_each()
         return 0
@@ -405,17 +410,20 @@ class AuthorCounts:
             slot = (slot + 1) & _AUTHOR_MASK
         keys[slot] = author
         self._counts[slot] = seen
-        self._size += 1
+        self._free -= 1
 
     def _one_less_each(self) -> None:
-        """Every counter goes down by one, and those at zero are let go (into a new table:
-        linear probing cannot simply empty a slot)."""
-        kept = [(a, n - 1) for a, n in zip(self._keys, self._counts, strict=True) if n > 1]
-        self._keys = array("Q", bytes(8 * _AUTHOR_SLOTS))
-        self._counts = array("I", bytes(4 * _AUTHOR_SLOTS))
-        self._size = 0
-        for author, seen in kept:
-            self._put(author, seen)
+        """Every counter goes down by one, and those at zero are let go: the survivors (few,
+        when most authors post once) go into a new table, as linear probing cannot simply
+        empty a slot. Found with numpy: a Python loop over the 1,024 slots, once every few
+        hundred new authors, was a third of the cost of counting."""
+        counts = np.frombuffer(self._counts, dtype=np.uint32)
+        kept = counts > 1
+        authors = np.frombuffer(self._keys, dtype=np.uint64)[kept].tolist()
+        seen = (counts[kept] - 1).tolist()
+        self._empty()
+        for author, left in zip(authors, seen, strict=True):
+            self._put(author, left)
 
 
 def _sample_author(acc: _Accumulator, author_hash: int, followers: int) -> None:
