@@ -127,11 +127,15 @@ class Aggregator:
         self._sequence = 0  # tie-breaker for samples of equal weight: first come first
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore from a checkpoint, where each brand's author counts are a dict."""
-        saved: dict[int, dict[str, dict[int, int]]] = state["_counters"]
+        """Restore from a checkpoint, where each brand's author counts are a dict (or from a
+        copy, where they are tables)."""
+        saved: dict[int, dict[str, dict[int, int] | AuthorCounts]] = state["_counters"]
         self.__dict__.update(state)
         self._counters = {
-            index: {brand: AuthorCounts(counts) for brand, counts in by_brand.items()}
+            index: {
+                brand: counts if isinstance(counts, AuthorCounts) else AuthorCounts(counts)
+                for brand, counts in by_brand.items()
+            }
             for index, by_brand in saved.items()
         }
 
@@ -361,14 +365,26 @@ class AuthorCounts:
     37 KB with its int keys. Each brand's bucket holds one, and two buckets are open at every
     close, so at 200 brands the dicts were 15 MB of a close's peak memory, the tables are 5.
     Pickled, it is the plain dict of author to count that it once was, so a checkpoint reads
-    in either release (`Aggregator.__setstate__` turns it back)."""
+    in either release (`Aggregator.__setstate__` turns it back). An author whose hash is 0
+    counts as 1 (0 marks an empty slot): one more pair of authors in 2^64 that count as one,
+    as any two with the same hash do."""
 
     __slots__ = ("_counts", "_free", "_keys")
 
     def __init__(self, counts: dict[int, int] | None = None) -> None:
+        """Empty, or holding `counts` (restored from a checkpoint). Should they be more than
+        `AUTHOR_COUNTERS` (a release with more counters saved them), they are cut down as
+        Misra–Gries would: the count after the last one kept is taken off each."""
         self._empty()
+        held: dict[int, int] = {}
         for author, seen in (counts or {}).items():
-            self._put(author or 1, seen)
+            if seen > 0:
+                held[author or 1] = max(seen, held.get(author or 1, 0))
+        if len(held) > AUTHOR_COUNTERS:
+            cut = sorted(held.values(), reverse=True)[AUTHOR_COUNTERS]
+            held = {author: seen - cut for author, seen in held.items() if seen > cut}
+        for author, seen in held.items():
+            self._put(author, seen)
 
     def _empty(self) -> None:
         self._keys = array("Q", bytes(8 * _AUTHOR_SLOTS))  # an author's hash by slot; 0: empty
@@ -396,7 +412,7 @@ class AuthorCounts:
                 counts[slot] = seen + 1  # below 2^32: at most the brand's mentions in a bucket
                 return seen
             slot = (slot + 1) & _AUTHOR_MASK
-        if self._free:
+        if self._free > 0:
             keys[slot] = author
             self._counts[slot] = 1
             self._free -= 1

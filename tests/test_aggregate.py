@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import random
@@ -328,6 +329,34 @@ class TestAggregator:
             assert table.add(raw) == (seen or 0), n
             assert len(table) == len(reference) <= AUTHOR_COUNTERS
         assert pickle.loads(pickle.dumps(table)) == reference
+
+    def test_author_counts_restore_at_most_their_counters(self) -> None:
+        """Counts saved by a release with more counters are cut down as Misra–Gries would (the
+        count after the last kept taken off each), so the table never fills; the hashes 0 and
+        1, which count as one author, restore as one."""
+        saved = {author: 10 + author % 7 for author in range(2, 2 + 3 * AUTHOR_COUNTERS)}
+        saved |= {0: 4, 1: 9}
+        table = AuthorCounts(saved)
+        cut = sorted(saved.values(), reverse=True)[AUTHOR_COUNTERS]
+        kept = {a: n - cut for a, n in saved.items() if a > 1 and n > cut}
+        assert pickle.loads(pickle.dumps(table)) == kept
+        assert len(table) == len(kept) <= AUTHOR_COUNTERS
+        for author in range(10**6, 10**6 + 3 * AUTHOR_COUNTERS):  # new authors: no hang
+            table.add(author)
+        assert len(table) <= AUTHOR_COUNTERS
+        assert pickle.loads(pickle.dumps(AuthorCounts({0: 4, 1: 9}))) == {1: 9}
+
+    @pytest.mark.parametrize("make_copy", [copy.copy, copy.deepcopy])
+    def test_a_copied_aggregator_caps_on(
+        self, feeder: Feeder, make_copy: Callable[[Aggregator], Aggregator]
+    ) -> None:
+        """A copy (which restores through the same `__setstate__` as a checkpoint, with its
+        author counts already tables) goes on capping the same author."""
+        for _ in range(3):
+            feeder.add(1, author="bot")
+        feeder.aggregator = make_copy(feeder.aggregator)
+        feeder.add(2, author="bot")
+        assert one(feeder.aggregator.flush(), ALL).count == 3
 
     def test_author_counts_restore_from_a_checkpoint(self, feeder: Feeder) -> None:
         """An open bucket's author counts pickle as the plain dict an earlier release kept
