@@ -378,8 +378,9 @@ class AuthorCounts:
         self._empty()
         held: dict[int, int] = {}
         for author, seen in (counts or {}).items():
+            key = author or 1  # 0 marks an empty slot
             if seen > 0:
-                held[author or 1] = max(seen, held.get(author or 1, 0))
+                held[key] = max(seen, held.get(key, 0))
         if len(held) > AUTHOR_COUNTERS:
             cut = sorted(held.values(), reverse=True)[AUTHOR_COUNTERS]
             held = {author: seen - cut for author, seen in held.items() if seen > cut}
