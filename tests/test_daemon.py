@@ -26,7 +26,7 @@ from crisiswatch import checkpoint
 from crisiswatch.config import Settings, load_settings
 from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
 from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
-from crisiswatch.notify import PermanentError, dispatch
+from crisiswatch.notify import PermanentError, RetryLater, dispatch
 from crisiswatch.notify.codec import dump_page
 from crisiswatch.notify.dispatch import BROKEN_TRIES, Dispatcher
 from crisiswatch.ops.http import DaemonCollector
@@ -589,6 +589,166 @@ class TestDispatcherAgainstAFailingStore:
         await dispatcher.close(5)
         assert [p.incident.id for p in recorder.pages] == ["held0@1", "held1@1", "held2@1"]
         assert [row["status"] for row in await store.outbox()] == ["sent"] * 3
+
+
+class TestPagesTheOutboxCannotTake:
+    """A full disk when a page is queued: the page waits in memory and goes in order, tried
+    again as an outbox page is, without holding up the pipeline (it had been sent at once,
+    once: a Slack rate limit lost it, and a crisis's hundred pages held the mentions up for
+    as long as Slack took them)."""
+
+    @pytest.fixture
+    def full_disk(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+        """The outbox refuses pages while `full_disk[0]`."""
+        enqueue = store.enqueue
+        full = [True]
+
+        async def refuse(
+            page: Page,
+            payload: bytes,
+            notifiers: Sequence[str],
+            not_before: dict[str, datetime] | None = None,
+        ) -> int:
+            if full[0]:
+                raise StoreError("state store write failed: database or disk is full")
+            return await enqueue(page, payload, notifiers, not_before)
+
+        monkeypatch.setattr(store, "enqueue", refuse)
+        return full
+
+    async def test_each_goes_once_in_order_after_a_failed_try(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        class RateLimited(Recorder):
+            tries = 0
+
+            async def send(self, page: Page) -> None:
+                self.tries += 1
+                if self.tries == 1:
+                    raise RetryLater("slack rate limit", 1.5)
+                await super().send(page)
+
+        limited, waits = RateLimited(), Waits()
+        dispatcher = Dispatcher([limited], store, sleep=waits, rng=lambda: 0.0)
+        dispatcher.start()
+        with capture_logs() as logs:
+            for n in range(3):
+                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+            await until(lambda: len(limited.pages) == 3)
+        await dispatcher.close(1)
+        assert [p.incident.id for p in limited.pages] == ["p0@1", "p1@1", "p2@1"]
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+        assert waits.waits == [1.5]  # the wait Slack asked for, as for an outbox page
+        # logged once: the later pages were not offered to the outbox, to go after the first
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["page.unqueued"]
+
+    async def test_queueing_does_not_wait_for_the_send(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        class Slow(Recorder):
+            def __init__(self) -> None:
+                super().__init__()
+                self.go = asyncio.Event()
+
+            async def send(self, page: Page) -> None:
+                await self.go.wait()
+                await super().send(page)
+
+        slow = Slow()
+        dispatcher = Dispatcher([slow], store)
+        dispatcher.start()
+        async with asyncio.timeout(1):
+            for n in range(2):
+                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        assert slow.pages == []
+        slow.go.set()
+        await until(lambda: len(slow.pages) == 2)
+        await dispatcher.close(1)
+        assert [p.incident.id for p in slow.pages] == ["p0@1", "p1@1"]
+
+    async def test_the_outbox_takes_pages_again_once_those_in_memory_have_gone(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        down = Recorder(fail=True)
+        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
+        dispatcher.start()
+        await dispatcher.dispatch(make_page(id="first@1"))
+        full_disk[0] = False
+        await dispatcher.dispatch(make_page(id="second@1"))  # after the first, in memory too
+        assert await store.outbox() == []
+        down.fail = False
+        await until(lambda: len(down.pages) == 2)
+        await dispatcher.dispatch(make_page(id="third@1"))
+        await until(lambda: len(down.pages) == 3)
+        await dispatcher.close(1)
+        assert [p.incident.id for p in down.pages] == ["first@1", "second@1", "third@1"]
+        assert [(row["incident_id"], row["status"]) for row in await store.outbox()] == [
+            ("third@1", "sent")
+        ]
+
+    async def test_pages_still_in_memory_at_a_stop_are_queued_for_the_next_start(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        down = Recorder(fail=True)
+        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
+        dispatcher.start()
+        for n in range(2):
+            await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        full_disk[0] = False
+        await dispatcher.close(0.2)
+        rows = await store.outbox()
+        assert [(row["incident_id"], row["status"]) for row in rows] == [
+            ("p0@1", "pending"),
+            ("p1@1", "pending"),
+        ]
+
+    async def test_those_a_stop_cannot_queue_either_are_logged_as_lost(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        dispatcher = Dispatcher([Recorder(fail=True)], store, sleep=Waits(), rng=lambda: 0.0)
+        dispatcher.start()
+        for n in range(2):
+            await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        with capture_logs() as logs:
+            await dispatcher.close(0.2)
+        lost = [e for e in logs if e["event"] == "pages.lost"]
+        assert len(lost) == 1 and lost[0]["pages"] == 2 and lost[0]["log_level"] == "error"
+
+    async def test_memory_is_bounded(
+        self,
+        store: Store,
+        make_page: PageFactory,
+        full_disk: list[bool],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(dispatch, "SPILLED_KEPT", 2)
+        down = Recorder(fail=True)
+        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
+        dispatcher.start()
+        with capture_logs() as logs:
+            for n in range(3):
+                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        assert dispatcher.failed == 1
+        assert [e["page"] for e in logs if e["event"] == "page.lost"] == [
+            page_key(make_page(id="p2@1"))
+        ]
+        down.fail = False
+        await until(lambda: len(down.pages) == 2)
+        await dispatcher.close(1)
+        assert [p.incident.id for p in down.pages] == ["p0@1", "p1@1"]
+
+    async def test_without_senders_flush_sends_them(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """Tools dispatch without senders: a page the outbox cannot take goes at once, and
+        one that failed goes at the next dispatch."""
+        flaky = Recorder(fail=True)
+        dispatcher = Dispatcher([flaky], store)
+        await dispatcher.dispatch(make_page(id="first@1"))
+        assert flaky.pages == [] and dispatcher.failed == 1
+        flaky.fail = False
+        await dispatcher.dispatch(make_page(id="second@1"))
+        assert [p.incident.id for p in flaky.pages] == ["first@1", "second@1"]
 
 
 class TestSignals:

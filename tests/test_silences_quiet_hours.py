@@ -17,7 +17,7 @@ from crisiswatch.notify.dispatch import Dispatcher
 from crisiswatch.notify.feedback import Click, snooze_silence
 from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.rules.testing import Case
-from crisiswatch.store import Store
+from crisiswatch.store import Store, StoreError
 
 NOW = datetime(2026, 3, 3, 2, 30, tzinfo=UTC)
 PageFactory = Callable[..., Page]
@@ -197,6 +197,32 @@ class TestDispatcherStages:
         await dispatcher.flush()
         held_until = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
         assert phone.pages == [replace(warning, held_until=held_until)]
+        await store.close()
+
+    async def test_quiet_hours_hold_a_page_the_outbox_cannot_take(
+        self, tmp_path: Path, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a full disk the held page waits in memory until its time, while a critical page
+        after it goes at once."""
+        store = await Store.open(tmp_path / "s.db")
+
+        async def full(*args: object) -> int:
+            raise StoreError("state store write failed: database or disk is full")
+
+        monkeypatch.setattr(store, "enqueue", full)
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        critical = make_page(PageKind.OPENED, NOW, id="other@1", severity=Severity.CRITICAL)
+        phone, clock = Recorder(), [NOW]
+        routes = {warning.incident.route: quiet_route()}
+        live = LiveSettings(Settings(brands=[], routes=routes))
+        dispatcher = Dispatcher([phone], store, live=live, clock=lambda: clock[0])
+        await dispatcher.dispatch(warning)
+        await dispatcher.dispatch(critical)
+        assert phone.pages == [critical]
+        clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)
+        await dispatcher.flush()
+        held_until = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
+        assert phone.pages == [critical, replace(warning, held_until=held_until)]
         await store.close()
 
 

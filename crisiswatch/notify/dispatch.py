@@ -17,6 +17,10 @@ again, while the pages queued after it go on (until `UNRECORDED_KEPT` wait so: t
 wait in the outbox): recording it is tried again before each later page and, when none comes,
 with back-off, until the store works again (a restart before then may send it once more). A
 page given up that the store cannot mark so is set aside the same way, not taken again.
+When the outbox cannot take a page at all, the page waits in memory (at most `SPILLED_KEPT`) and
+its senders send it after the outbox's pages, tried again by the same rules; while any waits so,
+later pages wait behind it in memory too, so they still go in order. At a stop, those still in
+memory are put in the outbox for the next start if the store can take them by then.
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
@@ -28,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from functools import partial
 
 import structlog
@@ -49,6 +55,7 @@ UNAUTHORIZED_FIRST = 60.0  # seconds before trying refused credentials again, do
 UNAUTHORIZED_CAP = 900.0  # … up to this
 UNRECORDED_KEPT = 10_000  # per notifier: pages done with whose outcome the store could not record
 BROKEN_TRIES = 3  # a page failing this often with a programming error is given up
+SPILLED_KEPT = 5_000  # pages the outbox could not take, waiting in memory to be sent
 
 
 class Dispatcher:
@@ -90,6 +97,7 @@ class Dispatcher:
         self._unrecorded: dict[str, dict[int, _Outcome]] = {n.name: {} for n in self.notifiers}
         self._uncounted: dict[int, int] = {}  # by outbox number: failed tries not recorded
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
+        self._spilled: deque[_Spilled] = deque()  # pages the outbox could not take, in order
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -120,14 +128,21 @@ class Dispatcher:
             self.failed += 1
             log.error("page.unencodable", page=page_key(page), error=repr(exc))
             return
-        try:
-            added = await self.store.enqueue(page, encoded, names, held)
-        except StoreError as exc:  # no outbox: send now rather than lose the page
-            log.error("page.unqueued", page=page_key(page), error=str(exc))
-            await self._send_unqueued(page)
-            return
-        if not added:
-            log.info("page.already_sent", page=page_key(page))
+        if self._spilled:  # pages wait in memory: this one goes after them
+            self._spill(page, encoded, names, held)
+        else:
+            try:
+                if not await self.store.enqueue(page, encoded, names, held):
+                    log.info("page.already_sent", page=page_key(page))
+            except StoreError as exc:  # no outbox: keep it here rather than lose it
+                log.error(
+                    "page.unqueued",
+                    page=page_key(page),
+                    error=str(exc),
+                    effect="kept in memory and sent in order; lost if the daemon stops "
+                    "before it goes and the store still cannot take it",
+                )
+                self._spill(page, encoded, names, held)
         if self._senders:
             for wake in self._wake.values():
                 wake.set()
@@ -163,6 +178,7 @@ class Dispatcher:
             for task in senders:
                 task.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
+        await self._queue_spilled()
         for notifier in self.notifiers:
             try:
                 left = await self.store.pending(notifier.name)
@@ -185,7 +201,8 @@ class Dispatcher:
             try:
                 now = self._clock()
                 item = await self._next(notifier.name, now)
-                held = await self.store.next_held(notifier.name, now)
+                held = _earliest(await self.store.next_held(notifier.name, now),
+                                 self._spilled_due(notifier.name))  # fmt: skip
             except StoreError as exc:  # locked, an I/O error: read again after a while
                 pause = unreadable.next()
                 log.error(
@@ -215,21 +232,27 @@ class Dispatcher:
                 continue
             await self._sleep(backoff.next(told))
 
-    async def _next(self, notifier: str, now: datetime) -> OutboxItem | None:
-        """The next page to send, past those done with whose outcome the store has not recorded;
-        none while `UNRECORDED_KEPT` of those wait (a long full disk: the pages wait in the
-        outbox, as forgetting one that was delivered would send it again, and again)."""
+    async def _next(self, notifier: str, now: datetime) -> OutboxItem | _Spilled | None:
+        """The next page to send: the outbox's, past those done with whose outcome the store has
+        not recorded, then those waiting in memory (newer: while any waits there, pages are not
+        put in the outbox). None while `UNRECORDED_KEPT` of those wait (a long full disk: the
+        pages wait, as forgetting one that was delivered would send it again, and again)."""
         unrecorded = self._unrecorded[notifier]
         if len(unrecorded) >= UNRECORDED_KEPT:
             return None
-        return await self.store.next_pending(notifier, now, unrecorded)
+        item = await self.store.next_pending(notifier, now, unrecorded)
+        return item or self._next_spilled(notifier, now)
 
-    async def _attempt(self, notifier: Notifier, item: OutboxItem) -> tuple[bool, float | None]:
+    async def _attempt(
+        self, notifier: Notifier, item: OutboxItem | _Spilled
+    ) -> tuple[bool, float | None]:
         """Send one queued page: (True, None) when it is done with (sent and recorded, given up
         or superseded; delivered but not recorded is done with too), else (False, the wait the
         service asked for, if it did, or the long wait while it refuses the notifier's
         credentials). A row that no longer reads as a page (written by a later version, say) is
         given up with an error, not left to stop the sender."""
+        if isinstance(item, _Spilled):
+            return await self._attempt_spilled(notifier, item)
         try:
             page = load_page(item.page)
         except (ValueError, KeyError, TypeError) as exc:  # orjson's decode error is a ValueError
@@ -237,9 +260,40 @@ class Dispatcher:
             log.error("page.undecodable", seq=item.seq, notifier=notifier.name, error=repr(exc))
             await self._record_failure(item, notifier.name, f"undecodable: {exc!r}", final=True)
             return True, None
-        key = page_key(page)
         if await self._superseded(item, page, notifier.name):
             return True, None
+        attempt = item.attempts + self._uncounted.get(item.seq, 0) + 1
+        tried, error, told = await self._try(notifier, page, attempt)
+        if tried is _Tried.SENT:
+            self._uncounted.pop(item.seq, None)
+            await self._record_sent(item.seq, page, notifier.name)
+            return True, None
+        final = tried is _Tried.GIVEN_UP
+        await self._record_failure(item, notifier.name, error, final=final)
+        return final, told
+
+    async def _attempt_spilled(
+        self, notifier: Notifier, item: _Spilled
+    ) -> tuple[bool, float | None]:
+        """`_attempt` for a page waiting in memory: done with, it leaves memory once every
+        notifier is done with it (nothing is recorded: the store could not take it)."""
+        attempt = item.tries.get(notifier.name, 0) + 1
+        tried, _, told = await self._try(notifier, item.page, attempt)
+        if tried is _Tried.AGAIN:
+            item.tries[notifier.name] = attempt
+            return False, told
+        item.waiting.discard(notifier.name)
+        if not item.waiting:
+            self._spilled.remove(item)
+        return True, None
+
+    async def _try(
+        self, notifier: Notifier, page: Page, attempt: int
+    ) -> tuple[_Tried, str, float | None]:
+        """Send a page once (the `attempt`-th time), log and count how it went: whether it was
+        sent, given up or is to be tried again, the error, and the wait the service asked for
+        (or the long wait while it refuses the notifier's credentials)."""
+        key = page_key(page)
         try:
             await notifier.send(page)
         except asyncio.CancelledError:
@@ -247,23 +301,19 @@ class Dispatcher:
         except PermanentError as exc:
             self.failed += 1
             log.error("page.given_up", page=key, notifier=notifier.name, error=str(exc))
-            await self._record_failure(item, notifier.name, str(exc), final=True)
-            return True, None
+            return _Tried.GIVEN_UP, str(exc), None
         except Unauthorized as exc:
             self._refused_now(notifier.name, str(exc))
-            await self._record_failure(item, notifier.name, str(exc), final=False)
-            return False, self._refused[notifier.name].next()
+            return _Tried.AGAIN, str(exc), self._refused[notifier.name].next()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            attempt = item.attempts + self._uncounted.get(item.seq, 0) + 1
             if _ours(exc) and attempt >= BROKEN_TRIES:
                 self.failed += 1
                 log.error("page.given_up", page=key, notifier=notifier.name, exc_info=True,
                           reason=f"failed {BROKEN_TRIES} times with a programming error (a bug "
                           "of crisiswatch's, not the service's): it would block every later "
                           "page")  # fmt: skip
-                await self._record_failure(item, notifier.name, error, final=True)
-                return True, None
+                return _Tried.GIVEN_UP, error, None
             told = exc.retry_after if isinstance(exc, RetryLater) else None
             log.warning(
                 "page.retry",
@@ -272,14 +322,59 @@ class Dispatcher:
                 attempt=attempt,
                 error=error,
             )
-            await self._record_failure(item, notifier.name, error, final=False)
-            return False, told
+            return _Tried.AGAIN, error, told
         self.sent += 1
-        self._uncounted.pop(item.seq, None)
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
-        await self._record_sent(item.seq, page, notifier.name)
-        return True, None
+        return _Tried.SENT, "", None
+
+    def _spill(
+        self, page: Page, encoded: bytes, notifiers: list[str], held: dict[str, datetime]
+    ) -> None:
+        """Keep a page the outbox could not take in memory, after those already there (once
+        `SPILLED_KEPT` wait, it is lost, with an error: memory stays bounded)."""
+        if len(self._spilled) >= SPILLED_KEPT:
+            self.failed += 1
+            log.error(
+                "page.lost",
+                page=page_key(page),
+                error=f"the outbox cannot take pages and {SPILLED_KEPT} wait in memory",
+            )
+            return
+        self._spilled.append(_Spilled(page, encoded, held, set(notifiers)))
+
+    def _next_spilled(self, notifier: str, now: datetime) -> _Spilled | None:
+        """The oldest page in memory this notifier is to send now (past those held for it)."""
+        for item in self._spilled:
+            if notifier in item.waiting and item.held.get(notifier, now) <= now:
+                return item
+        return None
+
+    def _spilled_due(self, notifier: str) -> datetime | None:
+        """When the first page in memory held for this notifier (quiet hours) comes due."""
+        return min(
+            (item.held[notifier] for item in self._spilled
+             if notifier in item.waiting and notifier in item.held),
+            default=None,
+        )  # fmt: skip
+
+    async def _queue_spilled(self) -> None:
+        """At a stop: put the pages still in memory in the outbox, in order, for the next start
+        to send; those the store still cannot take are lost, with an error."""
+        while self._spilled:
+            item = self._spilled[0]
+            waiting = sorted(item.waiting)
+            held = {name: due for name, due in item.held.items() if name in item.waiting}
+            try:
+                await self.store.enqueue(item.page, item.encoded, waiting, held)
+            except StoreError as exc:
+                self.failed += len(self._spilled)
+                log.error("pages.lost", pages=len(self._spilled), error=str(exc),
+                          effect="pages the outbox could not take were not sent before the "
+                          "stop, and the store still cannot take them")  # fmt: skip
+                self._spilled.clear()
+                return
+            self._spilled.popleft()
 
     async def _record_sent(self, seq: int, page: Page, notifier: str) -> None:
         """Log a delivered page as sent; when the store cannot (a full disk), remember it as
@@ -366,18 +461,6 @@ class Dispatcher:
         if final:
             self._uncounted.pop(item.seq, None)
 
-    async def _send_unqueued(self, page: Page) -> None:
-        for notifier in self.notifiers:
-            try:
-                await notifier.send(page)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failed += 1
-                log.exception("page.failed", page=page_key(page), notifier=notifier.name)
-            else:
-                self.sent += 1
-
     async def _save_incident(self, page: Page) -> None:
         try:
             await self.store.save_incident(page.incident)
@@ -391,6 +474,29 @@ class _Outcome:
 
     page: str  # which, for the log
     record: Callable[[], Awaitable[None]]
+
+
+class _Tried(Enum):
+    """How one try to send a page went."""
+
+    SENT = "sent"
+    GIVEN_UP = "given up"
+    AGAIN = "to be tried again"
+
+
+@dataclass(eq=False, slots=True)
+class _Spilled:
+    """A page the outbox could not take (a full disk), waiting in memory to be sent."""
+
+    page: Page
+    encoded: bytes  # as the outbox stores it, for the outbox at a stop
+    held: dict[str, datetime]  # notifier -> not before (quiet hours)
+    waiting: set[str]  # the notifiers still to send it (or give it up)
+    tries: dict[str, int] = field(default_factory=dict)  # notifier -> failed tries
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    return min((m for m in moments if m is not None), default=None)
 
 
 def _ours(exc: Exception) -> bool:
