@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,6 +17,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from crisiswatch import store as store_module
 from crisiswatch.config import Brand
 from crisiswatch.detect.signals import Judged, SignalDetector
 from crisiswatch.domain import (
@@ -190,6 +192,25 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "state.db")
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every state store's writes fail as on a full disk (SQLite's "database or disk is full")
+    while its reads still work, as they do there."""
+    transaction = store_module._transaction
+
+    def refuse_writes(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        def read_only(conn: sqlite3.Connection) -> Any:
+            before = conn.total_changes
+            result = work(conn)
+            if conn.total_changes != before:
+                raise sqlite3.OperationalError("database or disk is full")
+            return result
+
+        return transaction(db, read_only)
+
+    monkeypatch.setattr(store_module, "_transaction", refuse_writes)
 
 
 @contextmanager

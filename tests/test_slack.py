@@ -395,6 +395,43 @@ class TestIncidentLife:
         assert len([m for m in fake.messages.values() if not m.get("thread_ts")]) == 1
 
 
+@pytest.mark.usefixtures("full_disk")
+class TestOnAFullDisk:
+    """The state store cannot be written: pages still reach Slack, as they would otherwise."""
+
+    async def test_an_incident_is_still_one_message_edited_with_its_thread(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        dispatcher = Dispatcher([notifier(fake, store)], store)
+        with capture_logs() as logs:
+            for page in life(make_page):
+                await dispatcher.dispatch(page)
+        ts = "1700000001.000100"
+        assert [(c.method, c.args.get("thread_ts")) for c in fake.calls] == [
+            ("chat.postMessage", None),
+            ("chat.update", None),
+            ("chat.postMessage", ts),
+            ("chat.update", None),
+            ("chat.postMessage", ts),
+        ]
+        assert dispatcher.sent == 3 and dispatcher.failed == 0
+        assert await store.outbox() == []
+        errors = {e["event"] for e in logs if e["log_level"] == "error"}
+        assert {"page.unqueued", "slack.message_unrecorded"} <= errors
+
+    async def test_an_acknowledgement_edits_the_message_posted_meanwhile(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        slack = notifier(fake, store)
+        opened = make_page()
+        await Dispatcher([slack], store).dispatch(opened)
+        assert await slack.reply(opened.incident.id, "acknowledged by <@U1>")
+        assert [(c.method, c.args.get("thread_ts")) for c in fake.calls] == [
+            ("chat.postMessage", None),
+            ("chat.postMessage", "1700000001.000100"),
+        ]
+
+
 class TestPostingMarks:
     """The marks of posts under way (the store's `posting` rows) last only until the post is
     recorded, so a service that pages for months does not keep one per thread reply."""

@@ -72,29 +72,42 @@ async def run_demo(settings: Settings, state: Path, drain_seconds: float) -> Run
         await store.close()
 
 
+def assert_one_message_per_incident(fake: FakeSlack, summary: RunSummary) -> None:
+    """Three incidents, three messages; every later page edits its message and replies in its
+    thread; each incident ends resolved; no page failed."""
+    posts = top_level(fake)
+    assert len(posts) == 3
+    threads = {c.args.get("thread_ts") for c in fake.ok_calls("chat.postMessage")} - {None}
+    updates = fake.ok_calls("chat.update")
+    message_ts = {c.args["ts"] for c in updates}
+    assert threads == message_ts and len(message_ts) == 3
+    replies = Counter(
+        c.args["thread_ts"] for c in fake.ok_calls("chat.postMessage") if "thread_ts" in c.args
+    )
+    assert sum(replies.values()) == len(updates) == summary.pages_sent - 3
+    final = {c.args["ts"]: c.args["blocks"][0]["text"]["text"] for c in updates}
+    assert all(header.startswith("✅ Resolved") for header in final.values())
+    assert fake.ok_calls("files.completeUploadExternal")  # charts went into threads
+    assert summary.pages_failed == 0
+
+
 class TestDemoIntoSlack:
     async def test_one_message_per_incident_with_threads(
         self, fake: FakeSlack, tmp_path: Path
     ) -> None:
-        """Three incidents, three messages; every later page edits its message and replies in
-        its thread; each incident ends resolved."""
         settings = demo_with_slack(fake)
         summary = await _serve(settings, load_rules(settings.rules, settings), [], tmp_path,
                                finite=True)  # fmt: skip
-        posts = top_level(fake)
-        assert len(posts) == 3
-        threads = {c.args.get("thread_ts") for c in fake.ok_calls("chat.postMessage")} - {None}
-        updates = fake.ok_calls("chat.update")
-        message_ts = {c.args["ts"] for c in updates}
-        assert threads == message_ts and len(message_ts) == 3
-        replies = Counter(
-            c.args["thread_ts"] for c in fake.ok_calls("chat.postMessage") if "thread_ts" in c.args
-        )
-        assert sum(replies.values()) == len(updates) == summary.pages_sent - 3
-        final = {c.args["ts"]: c.args["blocks"][0]["text"]["text"] for c in updates}
-        assert all(header.startswith("✅ Resolved") for header in final.values())
-        assert fake.ok_calls("files.completeUploadExternal")  # charts went into threads
-        assert summary.pages_failed == 0
+        assert_one_message_per_incident(fake, summary)
+
+    @pytest.mark.usefixtures("full_disk")
+    async def test_a_full_disk_pages_all_the_same(self, fake: FakeSlack, tmp_path: Path) -> None:
+        """The state store cannot be written (its disk filled after the start): the same
+        messages and threads reach Slack, and every page goes."""
+        settings = demo_with_slack(fake)
+        summary = await run_demo(settings, tmp_path, drain_seconds=10)
+        assert summary.stats.pages > 3 and summary.pages_sent == summary.stats.pages
+        assert_one_message_per_incident(fake, summary)
 
     async def test_restart_while_slack_was_down_neither_loses_nor_doubles(
         self, fake: FakeSlack, tmp_path: Path

@@ -322,6 +322,38 @@ class TestClicks:
         assert len([note for note in notes if "false alarm" in note]) == 1, notes
 
 
+@pytest.mark.usefixtures("full_disk")
+class TestClicksOnAFullDisk:
+    async def test_are_applied_and_said_in_the_thread(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A store that cannot record a press (it had raised, and the press was lost with
+        nothing said in Slack): Acknowledge is said in the thread, Resolve reaches the daemon."""
+        page = angry_page(make_page)
+        slack = await posted(fake, store, page)
+        resolved: list[str] = []
+
+        class Control:
+            async def resolve(self, incident_id: str, by: str) -> None:
+                resolved.append(by)
+
+            async def false_alarm(self, incident_id: str, by: str) -> None:
+                raise AssertionError("not pressed")
+
+        feedback = Feedback(store, None, slack)
+        feedback.control = Control()
+        with capture_logs() as logs:
+            await feedback.payload(block_actions("acknowledge", page.incident.id))
+            await feedback.payload(block_actions("resolve", page.incident.id, "U0BOB"))
+        assert resolved == ["U0BOB"]
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes[0] == "✔️ Acknowledged by <@U0ALICE>" and len(notes) == 2
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "feedback.unrecorded",
+            "feedback.unrecorded",
+        ]
+
+
 class TestEscalation:
     async def test_unacknowledged_incident_is_repaged_once(
         self, fake: FakeSlack, store: Store, make_page: PageFactory

@@ -38,7 +38,7 @@ from crisiswatch.notify.slack_blocks import (
     ping,
 )
 from crisiswatch.retry import Backoff
-from crisiswatch.store import Store
+from crisiswatch.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 SNOOZE_FOR = timedelta(hours=1)
@@ -156,9 +156,20 @@ class Feedback:
         once per incident, however often (or by however many people) its button is pressed.
         Every False alarm press goes to the daemon, which learns each bucket once (a press
         after the incident's newer bucket teaches that one too), and is said once in Slack."""
-        earlier = await self.store.record_click(
-            click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
-        )
+        try:
+            earlier = await self.store.record_click(
+                click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
+            )
+        except StoreError as exc:  # a full disk: the press is applied all the same
+            log.error(
+                "feedback.unrecorded",
+                action=click.action,
+                incident=click.incident_id,
+                error=str(exc),
+                effect="applied and said in the thread, but not kept: a redelivery of it may "
+                "be applied again, and the message cannot show who acknowledged",
+            )
+            earlier = 0
         if earlier is None:
             log.info("feedback.repeated", action=click.action, incident=click.incident_id)
             return

@@ -35,8 +35,9 @@ from crisiswatch.domain import Page, PageKind
 from crisiswatch.notify import PermanentError, RetryLater, Unauthorized, slack_blocks
 from crisiswatch.notify import chart as charts
 from crisiswatch.notify.codec import load_page
+from crisiswatch.notify.slack_messages import Messages
 from crisiswatch.retry import Backoff, retry_after
-from crisiswatch.store import Store, page_key
+from crisiswatch.store import Store, StoreError, page_key
 
 log = structlog.get_logger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -128,6 +129,7 @@ class SlackNotifier:
             # Slack took, so that retry is the dispatcher's, which looks before posting again.
             retry_handlers=[RateLimitRetry(sleep)],
         )
+        self.messages = Messages(store, self.name)
         self._told_ops: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}  # incident id -> one render-and-post at a time
         self._shown: dict[str, Page] = {}  # incident id -> the page its message shows now
@@ -164,9 +166,14 @@ class SlackNotifier:
         people = slack_blocks.people_for(route, incident.severity)
         text = slack_blocks.fallback(page, brand, people if page.kind is PageKind.OPENED else [])
         blocks = slack_blocks.page_blocks(page, brand, route, acknowledged)
-        await self.store.save_samples(
-            incident.id, ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples)
-        )
+        try:
+            await self.store.save_samples(
+                incident.id,
+                ((s.mention.id, s.mention.text) for s in incident.latest.bucket.samples),
+            )
+        except StoreError as exc:  # a full disk: the page goes all the same
+            log.error("slack.samples_unsaved", incident=incident.id, error=str(exc),
+                      effect="the buttons on this page's posts cannot teach the model")  # fmt: skip
         if await self._moved(page, route):
             await self._leave_old_message(page, route)
         posted = await self._recorded(incident.id, incident.route, route.channel)
@@ -182,7 +189,7 @@ class SlackNotifier:
             metadata=_metadata(incident.id),
         )
         channel, ts = str(response["channel"]), str(response["ts"])
-        await self.store.save_message(incident.id, self.name, channel, ts, incident.route)
+        await self.messages.save(incident.id, channel, ts, incident.route)
         log.info("slack.posted", incident=incident.id, channel=channel, ts=ts)
         return channel, ts
 
@@ -192,7 +199,7 @@ class SlackNotifier:
         held, superseded or silenced escalation does not keep it in the old channel. For a
         message posted before routes were stored, whether it is in another channel than the
         route's (known when the route names its channel by id, as it should)."""
-        posted = await self.store.posted_for(page.incident.id, self.name)
+        posted = await self.messages.posted_for(page.incident.id)
         if posted is None:
             return False
         channel, posted_route = posted
@@ -205,7 +212,7 @@ class SlackNotifier:
         buttons), its thread says so too, and it is let go, so this page is posted in the new
         route's channel, to its people. A message already deleted in Slack is just let go."""
         incident = page.incident
-        posted = await self.store.message(incident.id, self.name)
+        posted = await self.messages.message(incident.id)
         if posted is None:
             return
         channel, ts = posted
@@ -220,17 +227,17 @@ class SlackNotifier:
         except SlackApiError as exc:  # an old message deleted, or its channel gone: let it go
             if str(exc.response.get("error", "")) not in MESSAGE_GONE | CHANNEL_GONE:
                 raise
-        await self.store.forget_message(incident.id, self.name)
+        await self.messages.forget(incident.id)
         log.info("slack.moved", incident=incident.id, route=incident.route)
 
     async def _recorded(self, incident_id: str, route: str, channel: str) -> tuple[str, str] | None:
         """The incident's message as the store has it, else (when an earlier attempt may have
         posted it before a crash) as found in `route`'s `channel`; None if never posted."""
-        posted = await self.store.message(incident_id, self.name)
-        if posted is None and (tried := await self.store.mark_posting(incident_id, self.name)):
+        posted = await self.messages.message(incident_id)
+        if posted is None and (tried := await self.messages.mark_posting(incident_id)):
             posted = await self._posted_before(incident_id, channel, tried)
             if posted is not None:
-                await self.store.save_message(incident_id, self.name, *posted, route)
+                await self.messages.save(incident_id, *posted, route)
         return posted
 
     async def _edited(
@@ -246,8 +253,8 @@ class SlackNotifier:
             if error not in MESSAGE_GONE:
                 raise
             log.warning("slack.message_gone", incident=incident_id, error=error, effect="reposted")
-            await self.store.forget_message(incident_id, self.name)
-            await self.store.mark_posting(incident_id, self.name)
+            await self.messages.forget(incident_id)
+            await self.messages.mark_posting(incident_id)
             return False
         return True
 
@@ -262,7 +269,7 @@ class SlackNotifier:
         """Say in the incident's thread what this page changed, once: a retry after a crash
         first looks in the thread for the reply an earlier attempt may have posted."""
         key = page_key(page)
-        if tried := await self.store.mark_posting(key, self.name):
+        if tried := await self.messages.mark_posting(key):
             replies = self.client.conversations_replies
             found = await _posted_since(
                 replies, channel, tried, "page", key, "slack.thread_unavailable", ts=ts
@@ -284,7 +291,7 @@ class SlackNotifier:
         as of the page it shows (after a page being posted now, which reads the acknowledgement
         itself); False when there is no such message or page."""
         async with self._lock(incident_id):
-            posted = await self.store.message(incident_id, self.name)
+            posted = await self.messages.message(incident_id)
             page = await self._showing(incident_id)
             if posted is None or page is None:
                 return False
@@ -321,7 +328,7 @@ class SlackNotifier:
     async def reply(self, incident_id: str, text: str) -> bool:
         """A note in an incident's thread (acknowledgements, escalations); False if none.
         Slack's errors are sorted as a page's are."""
-        posted = await self.store.message(incident_id, self.name)
+        posted = await self.messages.message(incident_id)
         if posted is None:
             return False
         channel, ts = posted
