@@ -694,8 +694,10 @@ class TestPagesTheOutboxCannotTake:
         dispatcher.start()
         for n in range(2):
             await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        assert dispatcher.in_memory == 2
         full_disk[0] = False
         await dispatcher.close(0.2)
+        assert dispatcher.in_memory == 0
         rows = await store.outbox()
         assert [(row["incident_id"], row["status"]) for row in rows] == [
             ("p0@1", "pending"),

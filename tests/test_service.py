@@ -183,6 +183,7 @@ class TestOpsEndpoint:
         assert 'crisiswatch_mentions_total{outcome="counted"} 1.0' in metrics
         assert 'crisiswatch_source_mentions_total{source="replay"} 1.0' in metrics
         assert "crisiswatch_queue_depth" in metrics and "crisiswatch_pages_queued" in metrics
+        assert "crisiswatch_pages_in_memory 0.0" in metrics
         assert 'crisiswatch_pipeline_seconds_bucket{le="+Inf"} 1.0' in metrics  # the mention
         assert "crisiswatch_pipeline_seconds_count 1.0" in metrics
         assert 'crisiswatch_http_connections_refused_total{server="ops"} 0.0' in metrics

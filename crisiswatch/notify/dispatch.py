@@ -149,6 +149,11 @@ class Dispatcher:
         else:
             await self.flush()
 
+    @property
+    def in_memory(self) -> int:
+        """Pages waiting in memory because the outbox could not take them."""
+        return len(self._spilled)
+
     async def flush(self) -> None:
         """Send what each notifier has queued, one attempt per page, stopping at a failure."""
         for notifier in self.notifiers:

@@ -73,6 +73,11 @@ class DaemonCollector(Collector):
         yield pages
         yield GaugeMetricFamily("crisiswatch_pages_queued", "Pages in the outbox", self.queued)
         yield GaugeMetricFamily(
+            "crisiswatch_pages_in_memory",
+            "Pages waiting in memory because the outbox cannot take them (a full disk)",
+            dispatcher.in_memory,
+        )
+        yield GaugeMetricFamily(
             "crisiswatch_queue_depth", "Mentions waiting for the pipeline", daemon.queue.qsize()
         )
         yield GaugeMetricFamily(
