@@ -404,16 +404,22 @@ class Store:
 
         await self._run(write)
 
-    async def supersede(self, seq: int, page: Page, notifier: str) -> bool:
+    async def supersede(
+        self, seq: int, page: Page, notifier: str, newest_sent: datetime | None = None
+    ) -> bool:
         """When `notifier` already sent a newer page of the same incident (this one was held by
         quiet hours meanwhile), mark this outbox page superseded, done without being sent, and
-        say so; else False."""
+        say so; else False. `newest_sent` is the time of the incident's newest page sent, as
+        the caller knows it (one the store could not record)."""
         sent = "SELECT at FROM notifications WHERE incident_id = ? AND notifier = ?"
         now = datetime.now(UTC).isoformat()
 
         def write(db: sqlite3.Connection) -> bool:
             times = db.execute(sent, (page.incident.id, notifier)).fetchall()
-            if not any(datetime.fromisoformat(at) > page.at for (at,) in times):
+            sent_at = [datetime.fromisoformat(at) for (at,) in times]
+            if newest_sent is not None:
+                sent_at.append(newest_sent)
+            if not any(at > page.at for at in sent_at):
                 return False
             done = "UPDATE outbox SET status = 'superseded', done_at = ? WHERE seq = ?"
             db.execute(done, (now, seq))

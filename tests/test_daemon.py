@@ -23,9 +23,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
 from crisiswatch import checkpoint
-from crisiswatch.config import Settings, load_settings
+from crisiswatch.config import LiveSettings, Route, Settings, load_settings
 from crisiswatch.daemon import SEEN_BATCH, Daemon, RunSummary
-from crisiswatch.domain import Incident, IncidentStatus, Mention, Page, PageKind
+from crisiswatch.domain import (
+    Incident,
+    IncidentStatus,
+    Mention,
+    Page,
+    PageKind,
+    Severity,
+    Silence,
+)
 from crisiswatch.notify import PermanentError, RetryLater, dispatch
 from crisiswatch.notify.codec import dump_page
 from crisiswatch.notify.dispatch import BROKEN_TRIES, Dispatcher
@@ -666,25 +674,87 @@ class TestPagesTheOutboxCannotTake:
         await dispatcher.close(1)
         assert [p.incident.id for p in slow.pages] == ["p0@1", "p1@1"]
 
-    async def test_the_outbox_takes_pages_again_once_those_in_memory_have_gone(
+    async def test_once_the_disk_has_room_they_go_to_the_outbox_in_order(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
     ) -> None:
-        down = Recorder(fail=True)
-        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
+        """With Slack down too: kept only in memory until then (and, past `SPILLED_KEPT`, lost
+        for every notifier, a working one too), they are put in the outbox before the next
+        page, and each notifier sends each once, in order."""
+        up, down = Recorder(), Recorder(fail=True)
+        up.name, down.name = "console", "slack"
+        dispatcher = Dispatcher([up, down], store, sleep=Waits(), rng=lambda: 0.0)
         dispatcher.start()
         await dispatcher.dispatch(make_page(id="first@1"))
         full_disk[0] = False
-        await dispatcher.dispatch(make_page(id="second@1"))  # after the first, in memory too
-        assert await store.outbox() == []
+        await dispatcher.dispatch(make_page(id="second@1"))
+        assert dispatcher.in_memory == 0
+        await until(lambda: len(up.pages) == 2)
         down.fail = False
         await until(lambda: len(down.pages) == 2)
-        await dispatcher.dispatch(make_page(id="third@1"))
-        await until(lambda: len(down.pages) == 3)
         await dispatcher.close(1)
-        assert [p.incident.id for p in down.pages] == ["first@1", "second@1", "third@1"]
-        assert [(row["incident_id"], row["status"]) for row in await store.outbox()] == [
-            ("third@1", "sent")
+        for notifier in (up, down):
+            assert [p.incident.id for p in notifier.pages] == ["first@1", "second@1"]
+        rows = await store.outbox()
+        assert [(r["incident_id"], r["status"]) for r in rows if r["notifier"] == "slack"] == [
+            ("first@1", "sent"),
+            ("second@1", "sent"),
         ]
+
+    async def test_a_held_one_coming_due_is_waited_for_not_spun_on(
+        self,
+        store: Store,
+        make_page: PageFactory,
+        full_disk: list[bool],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A page held in memory that has come due while the sender cannot take any (as many
+        delivered pages wait to be recorded as it keeps) does not make it spin."""
+        monkeypatch.setattr(dispatch, "UNRECORDED_KEPT", 0)
+        reads = [0]
+        read = store.next_held
+
+        async def counted(notifier: str, now: datetime | None = None) -> datetime | None:
+            reads[0] += 1
+            return await read(notifier, now)
+
+        monkeypatch.setattr(store, "next_held", counted)
+
+        class Phone(Recorder):
+            pages_people = True  # quiet hours hold its pages
+
+        warning = make_page(PageKind.OPENED, severity=Severity.WARNING)
+        hours = {"start": "22:00", "end": "07:00", "timezone": "UTC", "min_severity": "critical"}
+        routes = {warning.incident.route: Route.model_validate({"quiet_hours": hours})}
+        clock = [datetime(2026, 3, 3, 2, 30, tzinfo=UTC)]
+        phone = Phone()
+        dispatcher = Dispatcher(
+            [phone], store, live=LiveSettings(Settings(brands=[], routes=routes)),
+            clock=lambda: clock[0],
+        )  # fmt: skip
+        dispatcher.start()
+        await dispatcher.dispatch(warning)
+        assert phone.pages == []
+        clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)  # due
+        await asyncio.sleep(0.3)
+        await dispatcher.close(0.1)
+        assert reads[0] < 10  # a read per wake-up (it had been thousands)
+
+    async def test_a_resolution_goes_through_a_silence_that_their_escalation_pierced(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """The incident was announced from memory, so its people hear it end."""
+        worse = make_page(PageKind.ESCALATED)
+        full_disk[0] = False
+        at = worse.at
+        silence = Silence("s-1", at - timedelta(hours=1), at + timedelta(days=1), "me", "why",
+                          brand=worse.incident.brand)  # fmt: skip
+        await store.add_silence(silence)
+        full_disk[0] = True
+        phone = Recorder()
+        dispatcher = Dispatcher([phone], store, clock=lambda: worse.at)
+        await dispatcher.dispatch(worse)
+        await dispatcher.dispatch(make_page(PageKind.RESOLVED, worse.at + timedelta(minutes=5)))
+        assert [p.kind for p in phone.pages] == [PageKind.ESCALATED, PageKind.RESOLVED]
 
     async def test_pages_still_in_memory_at_a_stop_are_queued_for_the_next_start(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]

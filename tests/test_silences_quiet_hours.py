@@ -225,6 +225,24 @@ class TestDispatcherStages:
         assert phone.pages == [critical, replace(warning, held_until=held_until)]
         await store.close()
 
+    @pytest.mark.usefixtures("full_disk")
+    async def test_a_held_page_overtaken_in_memory_is_not_sent(
+        self, store: Store, make_page: PageFactory
+    ) -> None:
+        """On a full disk too, a held page older than one sent since is superseded: sent at
+        07:00 it would bring back a warning over the critical state (Slack's living message)."""
+        warning = make_page(PageKind.OPENED, NOW, severity=Severity.WARNING)
+        worse = make_page(PageKind.ESCALATED, NOW + timedelta(minutes=30))
+        phone, clock = Recorder(), [NOW]
+        live = LiveSettings(Settings(brands=[], routes={warning.incident.route: quiet_route()}))
+        dispatcher = Dispatcher([phone], store, live=live, clock=lambda: clock[0])
+        await dispatcher.dispatch(warning)
+        clock[0] = worse.at
+        await dispatcher.dispatch(worse)
+        clock[0] = datetime(2026, 3, 3, 7, 1, tzinfo=UTC)
+        await dispatcher.flush()
+        assert phone.pages == [worse] and dispatcher.in_memory == 0
+
 
 class TestSilenceCommand:
     def test_add_list_expire(

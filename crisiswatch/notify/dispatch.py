@@ -19,8 +19,8 @@ with back-off, until the store works again (a restart before then may send it on
 page given up that the store cannot mark so is set aside the same way, not taken again.
 When the outbox cannot take a page at all, the page waits in memory (at most `SPILLED_KEPT`) and
 its senders send it after the outbox's pages, tried again by the same rules; while any waits so,
-later pages wait behind it in memory too, so they still go in order. At a stop, those still in
-memory are put in the outbox for the next start if the store can take them by then.
+later pages wait behind it in memory too, so they still go in order. They are put in the outbox,
+in order, as soon as the store takes pages again (at the next page, or at a stop).
 
 Before a page is queued it passes the stages of `stages.py`: a silenced page is dropped (and
 logged), and a page in its route's quiet hours is held for the notifiers that page people. A
@@ -56,6 +56,7 @@ UNAUTHORIZED_CAP = 900.0  # … up to this
 UNRECORDED_KEPT = 10_000  # per notifier: pages done with whose outcome the store could not record
 BROKEN_TRIES = 3  # a page failing this often with a programming error is given up
 SPILLED_KEPT = 5_000  # pages the outbox could not take, waiting in memory to be sent
+SENT_KEPT = 10_000  # per notifier: incidents whose newest page sent is remembered here
 
 
 class Dispatcher:
@@ -98,6 +99,9 @@ class Dispatcher:
         self._uncounted: dict[int, int] = {}  # by outbox number: failed tries not recorded
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._spilled: deque[_Spilled] = deque()  # pages the outbox could not take, in order
+        # per notifier, incident -> the time of its newest page sent: held pages older than it
+        # are not sent (the store knows it too, unless it could not record it)
+        self._sent_at: dict[str, dict[str, datetime]] = {n.name: {} for n in self.notifiers}
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -106,7 +110,10 @@ class Dispatcher:
         now = self._clock()
         try:
             silences = await self.store.silences(active_at=now)
-            announced = bool(silences) and await self.store.announced(page.incident.id)
+            announced = bool(silences) and (
+                self._announced_here(page.incident.id)
+                or await self.store.announced(page.incident.id)
+            )
             silence = silenced_by(page, silences, now, announced=announced)
         except StoreError as exc:  # cannot read silences: page rather than stay quiet
             log.error("silences.unreadable", error=str(exc))
@@ -128,7 +135,7 @@ class Dispatcher:
             self.failed += 1
             log.error("page.unencodable", page=page_key(page), error=repr(exc))
             return
-        if self._spilled:  # pages wait in memory: this one goes after them
+        if self._spilled and not await self._unspill():  # this one goes after those in memory
             self._spill(page, encoded, names, held)
         else:
             try:
@@ -183,7 +190,13 @@ class Dispatcher:
             for task in senders:
                 task.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
-        await self._queue_spilled()
+        if self._spilled and not await self._unspill():
+            self.failed += len(self._spilled)
+            log.error("pages.lost", pages=len(self._spilled),
+                      error="the state store still cannot be written",
+                      effect="pages the outbox could not take were not sent before the stop, "
+                      "and the store still cannot take them")  # fmt: skip
+            self._spilled.clear()
         for notifier in self.notifiers:
             try:
                 left = await self.store.pending(notifier.name)
@@ -205,9 +218,11 @@ class Dispatcher:
             await self._record_outcomes(notifier.name)
             try:
                 now = self._clock()
-                item = await self._next(notifier.name, now)
                 held = _earliest(await self.store.next_held(notifier.name, now),
-                                 self._spilled_due(notifier.name))  # fmt: skip
+                                 self._spilled_due(notifier.name, now))  # fmt: skip
+                # last, so nothing waits between taking a page from memory and sending it
+                # (`_unspill` would put it in the outbox meanwhile, to be sent twice)
+                item = await self._next(notifier.name, now)
             except StoreError as exc:  # locked, an I/O error: read again after a while
                 pause = unreadable.next()
                 log.error(
@@ -282,13 +297,23 @@ class Dispatcher:
     ) -> tuple[bool, float | None]:
         """`_attempt` for a page waiting in memory: done with, it leaves memory once every
         notifier is done with it (nothing is recorded: the store could not take it)."""
-        attempt = item.tries.get(notifier.name, 0) + 1
-        tried, _, told = await self._try(notifier, item.page, attempt)
-        if tried is _Tried.AGAIN:
-            item.tries[notifier.name] = attempt
-            return False, told
-        item.waiting.discard(notifier.name)
-        if not item.waiting:
+        name = notifier.name
+        newer = self._sent_at[name].get(item.page.incident.id)
+        if newer is not None and newer > item.page.at:  # held meanwhile (see `_superseded`)
+            _log_superseded(item.page, name)
+            tried, told = _Tried.GIVEN_UP, None
+        else:
+            attempt = item.tries.get(name, 0) + 1
+            item.sending.add(name)  # not to be put in the outbox meanwhile (`_unspill`)
+            try:
+                tried, _, told = await self._try(notifier, item.page, attempt)
+            finally:
+                item.sending.discard(name)
+            if tried is _Tried.AGAIN:
+                item.tries[name] = attempt
+                return False, told
+        item.waiting.discard(name)
+        if not item.waiting and item in self._spilled:  # (`_unspill` may have taken it)
             self._spilled.remove(item)
         return True, None
 
@@ -331,6 +356,10 @@ class Dispatcher:
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
+        sent_at = self._sent_at[notifier.name]  # (popped and put back: the oldest go first)
+        sent_at[page.incident.id] = max(page.at, sent_at.pop(page.incident.id, page.at))
+        while len(sent_at) > SENT_KEPT:
+            del sent_at[next(iter(sent_at))]
         return _Tried.SENT, "", None
 
     def _spill(
@@ -348,38 +377,54 @@ class Dispatcher:
             return
         self._spilled.append(_Spilled(page, encoded, held, set(notifiers)))
 
+    def _announced_here(self, incident_id: str) -> bool:
+        """Whether a page of the incident went from memory or waits there (the store's
+        `announced` knows only the outbox's)."""
+        return any(incident_id in sent for sent in self._sent_at.values()) or any(
+            item.page.incident.id == incident_id for item in self._spilled
+        )
+
     def _next_spilled(self, notifier: str, now: datetime) -> _Spilled | None:
-        """The oldest page in memory this notifier is to send now (past those held for it)."""
+        """The oldest page in memory this notifier is to send now (past those held for it);
+        none while one before it is being put in the outbox."""
         for item in self._spilled:
+            if item.moving:
+                return None
             if notifier in item.waiting and item.held.get(notifier, now) <= now:
                 return item
         return None
 
-    def _spilled_due(self, notifier: str) -> datetime | None:
+    def _spilled_due(self, notifier: str, now: datetime) -> datetime | None:
         """When the first page in memory held for this notifier (quiet hours) comes due."""
         return min(
             (item.held[notifier] for item in self._spilled
-             if notifier in item.waiting and notifier in item.held),
+             if notifier in item.waiting and item.held.get(notifier, now) > now),
             default=None,
         )  # fmt: skip
 
-    async def _queue_spilled(self) -> None:
-        """At a stop: put the pages still in memory in the outbox, in order, for the next start
-        to send; those the store still cannot take are lost, with an error."""
-        while self._spilled:
-            item = self._spilled[0]
-            waiting = sorted(item.waiting)
-            held = {name: due for name, due in item.held.items() if name in item.waiting}
-            try:
-                await self.store.enqueue(item.page, item.encoded, waiting, held)
-            except StoreError as exc:
-                self.failed += len(self._spilled)
-                log.error("pages.lost", pages=len(self._spilled), error=str(exc),
-                          effect="pages the outbox could not take were not sent before the "
-                          "stop, and the store still cannot take them")  # fmt: skip
-                self._spilled.clear()
-                return
-            self._spilled.popleft()
+    async def _unspill(self) -> bool:
+        """Put the pages waiting in memory in the outbox, in order, for the notifiers not
+        sending them right now; whether all could be (not when the store still cannot take
+        them: those left stay in memory)."""
+        moved = 0
+        for item in list(self._spilled):
+            moving = item.waiting - item.sending
+            if moving:
+                held = {name: due for name, due in item.held.items() if name in moving}
+                item.moving = True  # no sender takes it, nor a page after it, meanwhile
+                try:
+                    await self.store.enqueue(item.page, item.encoded, sorted(moving), held)
+                except StoreError:
+                    return False
+                finally:
+                    item.moving = False
+                item.waiting -= moving
+                moved += 1
+            if not item.waiting:
+                self._spilled.remove(item)
+        if moved:
+            log.info("pages.queued_from_memory", pages=moved, effect="the outbox takes them again")
+        return True
 
     async def _record_sent(self, seq: int, page: Page, notifier: str) -> None:
         """Log a delivered page as sent; when the store cannot (a full disk), remember it as
@@ -415,19 +460,19 @@ class Dispatcher:
         """Whether the page is older than one the notifier already sent about its incident (it
         was held by quiet hours while newer ones went): then it is not sent, since it would show
         older state over newer (Slack's living message), and is marked done."""
+        newest = self._sent_at[notifier].get(page.incident.id)
+        mark = partial(self.store.supersede, item.seq, page, notifier, newest)
         try:
-            stale = await self.store.supersede(item.seq, page, notifier)
-        except StoreError as exc:  # cannot tell: send rather than stay quiet
-            log.error("outbox.unreadable", notifier=notifier, error=str(exc))
-            return False
+            stale = await mark()
+        except StoreError as exc:
+            if newest is None or newest <= page.at:  # cannot tell: send rather than stay quiet
+                log.error("outbox.unreadable", notifier=notifier, error=str(exc))
+                return False
+            stale = True  # known here: set aside, and marked once the store can take it
+            self._unrecorded[notifier][item.seq] = _Outcome(f"outbox #{item.seq}", mark)
         if stale:
             self._uncounted.pop(item.seq, None)  # done with: its tries need counting no more
-            log.info(
-                "page.superseded",
-                page=page_key(page),
-                notifier=notifier,
-                effect="not sent: a newer page of the incident went out while it was held",
-            )
+            _log_superseded(page, notifier)
         return stale
 
     def _refused_now(self, notifier: str, error: str) -> None:
@@ -478,7 +523,7 @@ class _Outcome:
     """What the store could not record yet about a page done with: sent, or given up."""
 
     page: str  # which, for the log
-    record: Callable[[], Awaitable[None]]
+    record: Callable[[], Awaitable[object]]
 
 
 class _Tried(Enum):
@@ -498,6 +543,17 @@ class _Spilled:
     held: dict[str, datetime]  # notifier -> not before (quiet hours)
     waiting: set[str]  # the notifiers still to send it (or give it up)
     tries: dict[str, int] = field(default_factory=dict)  # notifier -> failed tries
+    sending: set[str] = field(default_factory=set)  # the notifiers sending it right now
+    moving: bool = False  # being put in the outbox
+
+
+def _log_superseded(page: Page, notifier: str) -> None:
+    log.info(
+        "page.superseded",
+        page=page_key(page),
+        notifier=notifier,
+        effect="not sent: a newer page of the incident went out while it was held",
+    )
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:
