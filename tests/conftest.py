@@ -195,22 +195,24 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every state store's writes fail as on a full disk (SQLite's "database or disk is full")
-    while its reads still work, as they do there."""
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """While `full_disk[0]` (from the start), every state store's writes fail as on a full disk
+    (SQLite's "database or disk is full") and its reads still work, as they do there."""
     transaction = store_module._transaction
+    full = [True]
 
     def refuse_writes(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
         def read_only(conn: sqlite3.Connection) -> Any:
             before = conn.total_changes
             result = work(conn)
-            if conn.total_changes != before:
+            if full[0] and conn.total_changes != before:
                 raise sqlite3.OperationalError("database or disk is full")
             return result
 
         return transaction(db, read_only)
 
     monkeypatch.setattr(store_module, "_transaction", refuse_writes)
+    return full
 
 
 @contextmanager

@@ -419,6 +419,53 @@ class TestOnAFullDisk:
         errors = {e["event"] for e in logs if e["log_level"] == "error"}
         assert {"page.unqueued", "slack.message_unrecorded"} <= errors
 
+    async def test_a_thread_reply_tried_again_once_the_disk_has_room_is_not_posted_twice(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """Slack took the reply but its answer was lost; the retry, after the disk has room
+        again, looks in the thread first (the mark of the first try was kept here)."""
+        opened, worse, _ = life(make_page)
+        dispatcher = Dispatcher([notifier(fake, store, timeout=1)], store)
+        await dispatcher.dispatch(opened)
+        fake.hold(lambda method, args: bool(args.get("thread_ts")), take=True)
+        await dispatcher.dispatch(worse)
+        fake.release()
+        full_disk[0] = False
+        await dispatcher.flush()
+        [(_, replies)] = fake.threads().values()
+        assert len(replies) == 1
+
+    async def test_a_move_to_a_route_in_the_same_channel_posts_a_new_message(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """The worse rule's route calls its own people in a new message, as with a store that
+        works (a posting mark left here had made it edit the old message's pointer instead)."""
+        routes = {
+            "default": Route(channel="C0CRISIS"),
+            "exec": Route(channel="C0CRISIS", mention={"critical": ["U0ONCALL"]}),
+        }
+        opened, worse, _ = moving_life(make_page)
+        slack = notifier(fake, store, routes=routes)
+        for page in (opened, worse):
+            await slack.send(page)
+        top, _ = channels_and_threads(fake)
+        assert len(top) == 2
+
+    async def test_what_was_remembered_reaches_the_store_once_it_has_room(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """A restart after the disk had room again edits the message posted while it was full
+        (it had posted a second one: the message lived only in the first process)."""
+        opened, worse, resolved = life(make_page)
+        slack = notifier(fake, store)
+        await slack.send(opened)
+        full_disk[0] = False
+        await slack.send(worse)
+        assert await store.message(opened.incident.id, "slack") is not None
+        await notifier(fake, store).send(resolved)  # a restart
+        top, _ = channels_and_threads(fake)
+        assert len(top) == 1
+
     async def test_an_acknowledgement_edits_the_message_posted_meanwhile(
         self, fake: FakeSlack, store: Store, make_page: PageFactory
     ) -> None:

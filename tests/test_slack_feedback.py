@@ -353,6 +353,31 @@ class TestClicksOnAFullDisk:
             "feedback.unrecorded",
         ]
 
+    async def test_an_acknowledgement_shows_and_stops_escalation(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """Until a restart: the message says who is on it, and no escalation calls anyone."""
+        page = make_page()
+        full_disk[0] = False  # the disk filled after the page
+        slack = await posted(fake, store, page)
+        full_disk[0] = True
+        await Feedback(store, None, slack).payload(block_actions("acknowledge", page.incident.id))
+        edit = fake.ok_calls("chat.update")[-1].args
+        assert "Acknowledged by <@U0ALICE>" in orjson.dumps(edit["blocks"]).decode()
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert await escalator.check() == 0
+
+    async def test_an_escalation_is_made_once(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """The store cannot record that it was made: it is remembered here, not made at every
+        check (the check had failed after each, and the next one escalated again)."""
+        full_disk[0] = False  # the disk filled after the page
+        slack = await posted(fake, store, make_page())
+        full_disk[0] = True
+        escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
+        assert [await escalator.check() for _ in range(3)] == [1, 0, 0]
+
 
 class TestEscalation:
     async def test_unacknowledged_incident_is_repaged_once(

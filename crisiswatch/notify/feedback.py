@@ -166,10 +166,12 @@ class Feedback:
                 action=click.action,
                 incident=click.incident_id,
                 error=str(exc),
-                effect="applied and said in the thread, but not kept: a redelivery of it may "
-                "be applied again, and the message cannot show who acknowledged",
+                effect="applied and said in the thread, but kept only until a restart: a "
+                "redelivery of it may be applied again",
             )
             earlier = 0
+            if click.action == ACK and self.slack is not None:
+                self.slack.messages.acknowledged_unrecorded(click.incident_id, click.user, click.at)
         if earlier is None:
             log.info("feedback.repeated", action=click.action, incident=click.incident_id)
             return
@@ -238,6 +240,7 @@ class Escalator:
         self.every = every
         self._backoff = Backoff(base=every, cap=CHECK_WAIT_CAP, floor=every, rand=rng)
         self._failing: dict[str, str] = {}  # incident → the error logged, while it lasts
+        self._done_unrecorded: set[str] = set()  # escalated or given up; the store refused it
 
     async def run(self) -> None:
         problem = None  # the failure of the checks logged last, so that it is logged once
@@ -265,10 +268,15 @@ class Escalator:
         ids = {incident_id for incident_id, *_ in waiting}
         self._failing = {key: error for key, error in self._failing.items() if key in ids}
         escalated = 0
+        self._done_unrecorded &= ids
         for incident_id, route_name, posted, snoozed in waiting:
             route = routes.get(route_name)
             if route is None or route.escalate_after is None:
                 continue
+            if incident_id in self._done_unrecorded or self.slack.messages.acknowledged_here(
+                incident_id
+            ):
+                continue  # the store could not record it: known here
             due = max(posted + route.escalate_after, snoozed + SNOOZE_FOR * (snoozed > posted))
             if now >= due and await self._escalate(incident_id, route_name, route, now, posted):
                 escalated += 1
@@ -282,7 +290,7 @@ class Escalator:
         try:
             done = await self.slack.escalate(incident_id, route, now - posted)
         except PermanentError as exc:
-            await self.store.record_click(incident_id, ESCALATION_FAILED, "crisiswatch", now, None)
+            await self._record(incident_id, ESCALATION_FAILED, now)
             log.error("escalation.given_up", incident=incident_id, error=str(exc))
             return False
         except Unauthorized:
@@ -295,6 +303,16 @@ class Escalator:
             return False
         self._failing.pop(incident_id, None)
         if done:
-            await self.store.record_click(incident_id, ESCALATED, "crisiswatch", now, None)
+            await self._record(incident_id, ESCALATED, now)
             log.warning("incident.escalated", incident=incident_id, route=route_name)
         return done
+
+    async def _record(self, incident_id: str, action: str, now: datetime) -> None:
+        """Record that an incident was escalated or given up, so that it is not again; where
+        the store cannot (a full disk), it is remembered here until a restart."""
+        try:
+            await self.store.record_click(incident_id, action, "crisiswatch", now, None)
+        except StoreError as exc:
+            log.error("escalation.unrecorded", incident=incident_id, action=action,
+                      error=str(exc), effect="not escalated again until a restart")  # fmt: skip
+            self._done_unrecorded.add(incident_id)

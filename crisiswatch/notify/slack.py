@@ -143,7 +143,7 @@ class SlackNotifier:
             async with self._lock(incident.id):  # an Acknowledge edit waits, then shows this page
                 opened = page.kind is PageKind.OPENED
                 before = None if opened else await self._showing(incident.id)
-                acked = await self.store.acknowledged(incident.id)
+                acked = await self.messages.acknowledged(incident.id)
                 channel, ts = await self._message(page, route, acked)
                 self._shown[incident.id] = page
                 while len(self._shown) > SHOWN_KEPT:
@@ -297,7 +297,7 @@ class SlackNotifier:
                 return False
             route = self.live.current.routes.get(page.incident.route)
             brand = slack_blocks.brand_name(self.live.current, page.incident.brand)
-            ack = await self.store.acknowledged(incident_id)
+            ack = await self.messages.acknowledged(incident_id)
             blocks = slack_blocks.page_blocks(page, brand, route, ack)
             text = slack_blocks.fallback(page, brand, [])
             try:

@@ -3,12 +3,14 @@
 The state store records both, so later pages edit the message and a retry after a crash looks
 for a post that may have reached Slack. When the store cannot take a write (a full disk; its
 reads still work), this process remembers it instead and the page still goes: the incident's
-later pages edit its message as usual. Only a restart before the store has room again loses
-what was remembered here, and then an incident's next page is posted as a new message.
+later pages edit its message as usual, and what was remembered here is written to the store at
+its next write that works. Only a restart before then loses it, and then an incident's next page
+is posted as a new message.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -17,7 +19,7 @@ import structlog
 from crisiswatch.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
-KEPT = 1_000  # records held here at most (incidents' messages, posts under way), oldest go
+KEPT = 1_000  # records of each kind held here at most (messages, marks, acknowledgements)
 
 _Message = tuple[str, str, str]  # (channel, ts, route)
 V = TypeVar("V")
@@ -33,6 +35,8 @@ class Messages:
         # incident id -> its message, or None once let go, where the store could not record it
         self._unrecorded: dict[str, _Message | None] = {}
         self._marks: dict[str, datetime] = {}  # posting marks the store could not take
+        self._writing = asyncio.Lock()  # one write of messages at a time, so none overtakes
+        self._acks: dict[str, tuple[str, datetime]] = {}  # acknowledgements the store refused
 
     async def message(self, incident_id: str) -> tuple[str, str] | None:
         """(channel, ts) of the incident's message, if one was posted."""
@@ -48,53 +52,86 @@ class Messages:
             return None if held is None else (held[0], held[2])
         return await self.store.posted_for(incident_id, self.notifier)
 
+    async def acknowledged(self, incident_id: str) -> tuple[str, datetime] | None:
+        """(user, when) of the incident's first acknowledgement, if any."""
+        return await self.store.acknowledged(incident_id) or self._acks.get(incident_id)
+
+    def acknowledged_unrecorded(self, incident_id: str, user: str, at: datetime) -> None:
+        """Someone acknowledged the incident, and the store could not record it."""
+        if incident_id not in self._acks:
+            _put(self._acks, incident_id, (user, at))
+
+    def acknowledged_here(self, incident_id: str) -> bool:
+        """Whether the incident was acknowledged without the store recording it."""
+        return incident_id in self._acks
+
     async def save(self, incident_id: str, channel: str, ts: str, route: str) -> None:
-        """The incident's message is this one, posted for `route`."""
-        try:
-            await self.store.save_message(incident_id, self.notifier, channel, ts, route)
-        except StoreError as exc:
-            log.error(
-                "slack.message_unrecorded",
-                incident=incident_id,
-                error=str(exc),
-                effect="its later pages edit it all the same; after a restart before the store "
-                "has room, the incident's next page is posted as a new message",
-            )
-            self._hold(incident_id, (channel, ts, route))
-        else:
-            self._unrecorded.pop(incident_id, None)
+        """The incident's message is this one, posted for `route` (its posting mark goes, as
+        the store's does)."""
+        self._marks.pop(incident_id, None)
+        await self._record(incident_id, (channel, ts, route))
 
     async def forget(self, incident_id: str) -> None:
         """The incident's message is let go (deleted in Slack, or left for another route)."""
-        try:
-            await self.store.forget_message(incident_id, self.notifier)
-        except StoreError as exc:
-            log.error("slack.message_unrecorded", incident=incident_id, error=str(exc),
-                      effect="let go all the same")  # fmt: skip
-            self._hold(incident_id, None)
-        else:
-            self._unrecorded.pop(incident_id, None)
+        await self._record(incident_id, None)
 
     async def mark_posting(self, key: str) -> datetime | None:
         """Note that a post is under way (see the store's `mark_posting`); the time of an
-        earlier attempt, if one was noted."""
-        try:
-            return await self.store.mark_posting(key, self.notifier)
-        except StoreError as exc:
-            earlier = self._marks.get(key)
-            if earlier is None:
-                log.warning(
-                    "slack.posting_unmarked",
-                    key=key,
-                    error=str(exc),
-                    effect="posted all the same; a crash just after it may post it twice",
-                )
-                _put(self._marks, key, datetime.now(UTC))
+        earlier attempt, if one was noted (here, or in the store)."""
+        if (earlier := self._marks.get(key)) is not None:
             return earlier
+        try:
+            earlier = await self.store.mark_posting(key, self.notifier)
+        except StoreError as exc:
+            log.warning(
+                "slack.posting_unmarked",
+                key=key,
+                error=str(exc),
+                effect="posted all the same; a crash just after it may post it twice",
+            )
+            _put(self._marks, key, datetime.now(UTC))
+            return None
+        async with self._writing:
+            await self._write_back()
+        return earlier
 
-    def _hold(self, incident_id: str, message: _Message | None) -> None:
-        self._unrecorded.pop(incident_id, None)  # to the end: the newest is kept longest
-        _put(self._unrecorded, incident_id, message)
+    async def _record(self, incident_id: str, message: _Message | None) -> None:
+        """The incident's message is `message` (None: none), in the store or, when it cannot
+        take it, here."""
+        async with self._writing:
+            try:
+                await self._write(incident_id, message)
+            except StoreError as exc:
+                log.error(
+                    "slack.message_unrecorded",
+                    incident=incident_id,
+                    error=str(exc),
+                    effect="remembered until the store can take it: the incident's later pages "
+                    "edit its message all the same (a restart before then posts a new one)",
+                )
+                self._unrecorded.pop(incident_id, None)  # to the end: the newest is kept longest
+                _put(self._unrecorded, incident_id, message)
+                return
+            self._unrecorded.pop(incident_id, None)
+            await self._write_back()
+
+    async def _write(self, incident_id: str, message: _Message | None) -> None:
+        if message is None:
+            await self.store.forget_message(incident_id, self.notifier)
+        else:
+            await self.store.save_message(incident_id, self.notifier, *message)
+
+    async def _write_back(self) -> None:
+        """The store takes writes again: what was remembered here goes to it, oldest first,
+        until it refuses one (under `_writing`: an entry leaves memory once written)."""
+        while self._unrecorded:
+            incident_id, message = next(iter(self._unrecorded.items()))
+            try:
+                await self._write(incident_id, message)
+            except StoreError:
+                return
+            del self._unrecorded[incident_id]
+            log.info("slack.message_recorded", incident=incident_id)
 
 
 def _put(held: dict[str, V], key: str, value: V) -> None:
