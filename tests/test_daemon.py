@@ -433,6 +433,19 @@ async def until(check: Callable[[], bool], seconds: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def count_held_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the sender's reads of when the next held page comes due (one per wake-up)."""
+    reads = [0]
+    read = store.next_held
+
+    async def counted(notifier: str, now: datetime | None = None) -> datetime | None:
+        reads[0] += 1
+        return await read(notifier, now)
+
+    monkeypatch.setattr(store, "next_held", counted)
+    return reads
+
+
 class TestDispatcherAgainstAFailingStore:
     async def test_an_unreadable_outbox_is_read_again_after_a_wait(
         self, store: Store, make_page: PageFactory, monkeypatch: pytest.MonkeyPatch
@@ -572,15 +585,8 @@ class TestDispatcherAgainstAFailingStore:
                 raise StoreError("state store write failed: database or disk is full")
             await record(seq, page, notifier)
 
-        reads = [0]
-        read = store.next_held
-
-        async def counted(notifier: str, now: datetime | None = None) -> datetime | None:
-            reads[0] += 1
-            return await read(notifier, now)
-
+        reads = count_held_reads(store, monkeypatch)
         monkeypatch.setattr(store, "outbox_sent", disk_full)
-        monkeypatch.setattr(store, "next_held", counted)
         recorder = Recorder()
         due = datetime.now(UTC) - timedelta(minutes=1)
         for n in range(3):
@@ -604,25 +610,6 @@ class TestPagesTheOutboxCannotTake:
     again as an outbox page is, without holding up the pipeline (it had been sent at once,
     once: a Slack rate limit lost it, and a crisis's hundred pages held the mentions up for
     as long as Slack took them)."""
-
-    @pytest.fixture
-    def full_disk(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-        """The outbox refuses pages while `full_disk[0]`."""
-        enqueue = store.enqueue
-        full = [True]
-
-        async def refuse(
-            page: Page,
-            payload: bytes,
-            notifiers: Sequence[str],
-            not_before: dict[str, datetime] | None = None,
-        ) -> int:
-            if full[0]:
-                raise StoreError("state store write failed: database or disk is full")
-            return await enqueue(page, payload, notifiers, not_before)
-
-        monkeypatch.setattr(store, "enqueue", refuse)
-        return full
 
     async def test_each_goes_once_in_order_after_a_failed_try(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
@@ -648,7 +635,7 @@ class TestPagesTheOutboxCannotTake:
         assert dispatcher.sent == 3 and dispatcher.failed == 0
         assert waits.waits == [1.5]  # the wait Slack asked for, as for an outbox page
         # logged once: the later pages were not offered to the outbox, to go after the first
-        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["page.unqueued"]
+        assert sum(e["event"] == "page.unqueued" for e in logs) == 1
 
     async def test_queueing_does_not_wait_for_the_send(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
@@ -710,14 +697,7 @@ class TestPagesTheOutboxCannotTake:
         """A page held in memory that has come due while the sender cannot take any (as many
         delivered pages wait to be recorded as it keeps) does not make it spin."""
         monkeypatch.setattr(dispatch, "UNRECORDED_KEPT", 0)
-        reads = [0]
-        read = store.next_held
-
-        async def counted(notifier: str, now: datetime | None = None) -> datetime | None:
-            reads[0] += 1
-            return await read(notifier, now)
-
-        monkeypatch.setattr(store, "next_held", counted)
+        reads = count_held_reads(store, monkeypatch)
 
         class Phone(Recorder):
             pages_people = True  # quiet hours hold its pages
