@@ -441,15 +441,23 @@ class Store:
         return await self._run(read)
 
     async def save_message(
-        self, incident_id: str, notifier: str, channel: str, ts: str, route: str
+        self,
+        incident_id: str,
+        notifier: str,
+        channel: str,
+        ts: str,
+        route: str,
+        posted_at: datetime | None = None,
     ) -> None:
         """Remember the message that stands for an incident, and the route it was posted for,
-        so later pages edit it (or, when the incident moved to another route, leave it)."""
+        so later pages edit it (or, when the incident moved to another route, leave it);
+        posted now, unless `posted_at` says when (escalation counts from it)."""
         sql = (
             "INSERT OR REPLACE INTO messages (incident_id, notifier, channel, ts, posted_at, route)"
             " VALUES (?, ?, ?, ?, ?, ?)"
         )
-        row = (incident_id, notifier, channel, ts, datetime.now(UTC).isoformat(), route)
+        at = (posted_at or datetime.now(UTC)).isoformat()
+        row = (incident_id, notifier, channel, ts, at, route)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(sql, row)

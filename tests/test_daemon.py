@@ -789,6 +789,57 @@ class TestPagesTheOutboxCannotTake:
         await dispatcher.close(1)
         assert [p.incident.id for p in down.pages] == ["p0@1", "p1@1"]
 
+    async def test_one_being_sent_is_not_overtaken_by_the_pages_after_it(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """The disk has room again while a page from memory is being sent, and that send
+        fails: the page dispatched meanwhile waits behind it (from the outbox it had gone
+        first, and an update sent before its incident's opening made the opening stale)."""
+
+        class FailsOnce(Recorder):
+            def __init__(self) -> None:
+                super().__init__()
+                self.go, self.tries = asyncio.Event(), 0
+
+            async def send(self, page: Page) -> None:
+                self.tries += 1
+                if self.tries == 1:
+                    await self.go.wait()
+                    raise ConnectionError("service down")
+                await super().send(page)
+
+        flaky = FailsOnce()
+        dispatcher = Dispatcher([flaky], store, sleep=Waits(), rng=lambda: 0.0)
+        dispatcher.start()
+        opened = make_page(PageKind.OPENED)
+        await dispatcher.dispatch(opened)
+        await until(lambda: flaky.tries == 1)
+        full_disk[0] = False
+        await dispatcher.dispatch(make_page(PageKind.UPDATED, opened.at + timedelta(minutes=5)))
+        flaky.go.set()
+        await until(lambda: len(flaky.pages) == 2)
+        await dispatcher.close(1)
+        assert [p.kind for p in flaky.pages] == [PageKind.OPENED, PageKind.UPDATED]
+
+    async def test_an_incident_the_store_could_not_save_is_saved_once_it_can(
+        self, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """Resolved while the disk was full, it does not stay firing in the store (to be
+        escalated, and taken for forgotten at a restart)."""
+        opened = make_page(PageKind.OPENED)
+        full_disk[0] = False
+        dispatcher = Dispatcher([Recorder()], store)
+        await dispatcher.dispatch(opened)
+        full_disk[0] = True
+        end = opened.at + timedelta(hours=1)
+        resolved = make_page(PageKind.RESOLVED, end, status=IncidentStatus.RESOLVED,
+                             resolved_at=end)  # fmt: skip
+        await dispatcher.dispatch(resolved)
+        full_disk[0] = False
+        await dispatcher.dispatch(make_page(id="other@1"))
+        statuses = {row["id"]: row["status"] for row in await store.incidents()}
+        assert statuses[opened.incident.id] == "resolved"
+
     async def test_without_senders_flush_sends_them(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
     ) -> None:

@@ -452,16 +452,26 @@ class TestOnAFullDisk:
         assert len(top) == 2
 
     async def test_what_was_remembered_reaches_the_store_once_it_has_room(
-        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+        self,
+        fake: FakeSlack,
+        store: Store,
+        make_page: PageFactory,
+        full_disk: list[bool],
+        tmp_path: Path,
     ) -> None:
         """A restart after the disk had room again edits the message posted while it was full
-        (it had posted a second one: the message lived only in the first process)."""
+        (it had posted a second one: the message lived only in the first process), and its
+        escalation counts from when it was posted, not from when the store took it."""
         opened, worse, resolved = life(make_page)
         slack = notifier(fake, store)
         await slack.send(opened)
+        posted_by = datetime.now(UTC)
         full_disk[0] = False
         await slack.send(worse)
         assert await store.message(opened.incident.id, "slack") is not None
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+            [(at,)] = db.execute("SELECT posted_at FROM messages").fetchall()
+        assert datetime.fromisoformat(at) <= posted_by
         await notifier(fake, store).send(resolved)  # a restart
         top, _ = channels_and_threads(fake)
         assert len(top) == 1

@@ -23,7 +23,7 @@ from crisiswatch.config import LiveSettings, Notify, Route, Settings, Slack
 from crisiswatch.domain import Mention, Page, PageKind, ScoredMention, Severity, Stage
 from crisiswatch.enrich.sentiment import SentimentModel
 from crisiswatch.notify.dispatch import Dispatcher
-from crisiswatch.notify.feedback import Click, Escalator, Feedback, clicks_of
+from crisiswatch.notify.feedback import SNOOZE_FAILED, Click, Escalator, Feedback, clicks_of
 from crisiswatch.notify.slack import SlackNotifier
 from crisiswatch.notify.slack_interactive import actions_app, serve_http
 from crisiswatch.store import Store
@@ -366,6 +366,19 @@ class TestClicksOnAFullDisk:
         assert "Acknowledged by <@U0ALICE>" in orjson.dumps(edit["blocks"]).decode()
         escalator = Escalator(store, slack, slack.live, clock=lambda: time.time() + 3600)
         assert await escalator.check() == 0
+
+    async def test_a_snooze_that_cannot_be_kept_is_said_to_have_failed(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory
+    ) -> None:
+        """A snooze is a silence in the store: where it cannot be kept, the person who pressed
+        it is told in the thread (it had raised, with nothing said)."""
+        page = make_page()
+        slack = await posted(fake, store, page)
+        with capture_logs() as logs:
+            await Feedback(store, None, slack).payload(block_actions("snooze_1h", page.incident.id))
+        notes = [c.args["text"] for c in fake.calls if c.args.get("thread_ts")]
+        assert notes == [f"⚠️ Could not snooze for <@U0ALICE>: {SNOOZE_FAILED}"]
+        assert "feedback.snooze_failed" in {e["event"] for e in logs}
 
     async def test_an_escalation_is_made_once(
         self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]

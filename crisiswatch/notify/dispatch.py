@@ -42,7 +42,7 @@ from functools import partial
 import structlog
 
 from crisiswatch.config import LiveSettings
-from crisiswatch.domain import Page
+from crisiswatch.domain import Incident, Page
 from crisiswatch.notify import Notifier, PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify.codec import dump_page, load_page
 from crisiswatch.notify.stages import quiet_until, silenced_by
@@ -99,6 +99,7 @@ class Dispatcher:
         self._uncounted: dict[int, int] = {}  # by outbox number: failed tries not recorded
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._spilled: deque[_Spilled] = deque()  # pages the outbox could not take, in order
+        self._unsaved: dict[str, Incident] = {}  # incidents the store could not save, newest
         # per notifier, incident -> the time of its newest page sent: held pages older than it
         # are not sent (the store knows it too, unless it could not record it)
         self._sent_at: dict[str, dict[str, datetime]] = {n.name: {} for n in self.notifiers}
@@ -403,28 +404,30 @@ class Dispatcher:
         )  # fmt: skip
 
     async def _unspill(self) -> bool:
-        """Put the pages waiting in memory in the outbox, in order, for the notifiers not
-        sending them right now; whether all could be (not when the store still cannot take
-        them: those left stay in memory)."""
+        """Put the pages waiting in memory in the outbox, in order; whether all could be. Not
+        when the store still cannot take them, nor past one a notifier is sending right now
+        (should that send fail, the pages after it in the outbox would overtake it): those
+        left stay in memory."""
         moved = 0
-        for item in list(self._spilled):
-            moving = item.waiting - item.sending
-            if moving:
-                held = {name: due for name, due in item.held.items() if name in moving}
+        try:
+            for item in list(self._spilled):
+                if item.sending:
+                    return False
+                held = {name: due for name, due in item.held.items() if name in item.waiting}
                 item.moving = True  # no sender takes it, nor a page after it, meanwhile
                 try:
-                    await self.store.enqueue(item.page, item.encoded, sorted(moving), held)
+                    await self.store.enqueue(item.page, item.encoded, sorted(item.waiting), held)
                 except StoreError:
                     return False
                 finally:
                     item.moving = False
-                item.waiting -= moving
-                moved += 1
-            if not item.waiting:
                 self._spilled.remove(item)
-        if moved:
-            log.info("pages.queued_from_memory", pages=moved, effect="the outbox takes them again")
-        return True
+                moved += 1
+            return True
+        finally:
+            if moved:
+                log.info("pages.queued_from_memory", pages=moved,
+                         effect="the outbox takes them again")  # fmt: skip
 
     async def _record_sent(self, seq: int, page: Page, notifier: str) -> None:
         """Log a delivered page as sent; when the store cannot (a full disk), remember it as
@@ -512,10 +515,27 @@ class Dispatcher:
             self._uncounted.pop(item.seq, None)
 
     async def _save_incident(self, page: Page) -> None:
+        """Save the page's incident; one the store cannot take (a full disk) is kept here, the
+        newest of each, and saved at the next save that works (else, resolved meanwhile, it
+        would stay firing in the store, and be escalated)."""
+        incident = page.incident
+        self._unsaved.pop(incident.id, None)  # this one is newer
         try:
-            await self.store.save_incident(page.incident)
+            await self.store.save_incident(incident)
         except StoreError as exc:
-            log.error("incident.unsaved", incident=page.incident.id, error=str(exc))
+            log.error("incident.unsaved", incident=incident.id, error=str(exc))
+            self._unsaved[incident.id] = incident
+            while len(self._unsaved) > SENT_KEPT:
+                del self._unsaved[next(iter(self._unsaved))]
+            return
+        while self._unsaved:
+            held = next(iter(self._unsaved.values()))
+            try:
+                await self.store.save_incident(held)
+            except StoreError:
+                return
+            if self._unsaved.get(held.id) is held:  # (not replaced meanwhile)
+                del self._unsaved[held.id]
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ SNOOZE_FOR = timedelta(hours=1)
 ESCALATED = "escalated"
 ESCALATION_FAILED = "escalation_failed"  # its channel or message is gone: not tried again
 CHECK_WAIT_CAP = 900.0  # seconds: the longest wait after checks that failed as a whole
+SNOOZE_FAILED = "crisiswatch cannot write its state (a full disk?), so pages are not held"
 _NOTES = {
     ACK: "✔️ Acknowledged by {user}",
     SNOOZE: "💤 Snoozed for 1 h by {user}",
@@ -181,8 +182,8 @@ class Feedback:
             # it would teach the model the same thing again, as if it were more evidence
             log.info("feedback.already_learned", incident=click.incident_id)
             return
-        if click.action == SNOOZE:
-            await self.store.add_silence(snooze_silence(click))
+        if click.action == SNOOZE and not await self._snoozed(click):
+            return
         if self.control is not None and click.action == RESOLVE:
             await self.control.resolve(click.incident_id, click.user)
         if self.control is not None and click.action == FALSE_ALARM:
@@ -198,6 +199,19 @@ class Feedback:
             await self._tell(click, "feedback.note_failed", self.slack.reply, note)
             if click.action == ACK and not earlier:  # the message says who is on it
                 await self._tell(click, "feedback.edit_failed", self.slack.show_acknowledged)
+
+    async def _snoozed(self, click: Click) -> bool:
+        """Silence the incident for an hour; where the store cannot keep the silence (a full
+        disk), say so in the thread instead."""
+        try:
+            await self.store.add_silence(snooze_silence(click))
+        except StoreError as exc:
+            log.error("feedback.snooze_failed", incident=click.incident_id, error=str(exc))
+            if self.slack is not None:
+                note = f"⚠️ Could not snooze for {ping(click.user)}: {SNOOZE_FAILED}"
+                await self._tell(click, "feedback.note_failed", self.slack.reply, note)
+            return False
+        return True
 
     async def _tell(
         self, click: Click, failed: str, say: Callable[..., Awaitable[bool]], *args: str

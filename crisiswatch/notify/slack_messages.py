@@ -21,7 +21,7 @@ from crisiswatch.store import Store, StoreError
 log = structlog.get_logger(__name__)
 KEPT = 1_000  # records of each kind held here at most (messages, marks, acknowledgements)
 
-_Message = tuple[str, str, str]  # (channel, ts, route)
+_Message = tuple[str, str, str, datetime]  # (channel, ts, route, posted at)
 V = TypeVar("V")
 
 
@@ -69,7 +69,7 @@ class Messages:
         """The incident's message is this one, posted for `route` (its posting mark goes, as
         the store's does)."""
         self._marks.pop(incident_id, None)
-        await self._record(incident_id, (channel, ts, route))
+        await self._record(incident_id, (channel, ts, route, datetime.now(UTC)))
 
     async def forget(self, incident_id: str) -> None:
         """The incident's message is let go (deleted in Slack, or left for another route)."""
