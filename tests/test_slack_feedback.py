@@ -380,6 +380,19 @@ class TestClicksOnAFullDisk:
         assert notes == [f"⚠️ Could not snooze for <@U0ALICE>: {SNOOZE_FAILED}"]
         assert "feedback.snooze_failed" in {e["event"] for e in logs}
 
+    async def test_an_acknowledgement_is_recorded_once_the_store_has_room(
+        self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
+    ) -> None:
+        """At the next escalation check: so a restart still knows who is on it."""
+        page = make_page()
+        slack = await posted(fake, store, page)
+        await Feedback(store, None, slack).payload(block_actions("acknowledge", page.incident.id))
+        assert await store.acknowledged(page.incident.id) is None
+        full_disk[0] = False
+        await Escalator(store, slack, slack.live).check()
+        recorded = await store.acknowledged(page.incident.id)
+        assert recorded is not None and recorded[0] == "U0ALICE"
+
     async def test_an_escalation_is_made_once(
         self, fake: FakeSlack, store: Store, make_page: PageFactory, full_disk: list[bool]
     ) -> None:

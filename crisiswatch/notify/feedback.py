@@ -37,6 +37,7 @@ from crisiswatch.notify.slack_blocks import (
     SNOOZE,
     ping,
 )
+from crisiswatch.notify.slack_messages import Press
 from crisiswatch.retry import Backoff
 from crisiswatch.store import Store, StoreError
 
@@ -157,6 +158,8 @@ class Feedback:
         once per incident, however often (or by however many people) its button is pressed.
         Every False alarm press goes to the daemon, which learns each bucket once (a press
         after the incident's newer bucket teaches that one too), and is said once in Slack."""
+        if self.slack is not None:
+            await self.slack.messages.write_back_presses()  # those before it come first
         try:
             earlier = await self.store.record_click(
                 click.incident_id, click.action, click.user, click.at, click.mention_id, click.key
@@ -167,12 +170,14 @@ class Feedback:
                 action=click.action,
                 incident=click.incident_id,
                 error=str(exc),
-                effect="applied and said in the thread, but kept only until a restart: a "
-                "redelivery of it may be applied again",
+                effect="applied and said in the thread, and recorded once the store can "
+                "(a restart before then forgets it; a redelivery of it may be applied again)",
             )
             earlier = 0
-            if click.action == ACK and self.slack is not None:
-                self.slack.messages.acknowledged_unrecorded(click.incident_id, click.user, click.at)
+            if self.slack is not None:
+                press = Press(click.incident_id, click.action, click.user, click.at,
+                              click.mention_id)  # fmt: skip
+                self.slack.messages.pressed_unrecorded(press)
         if earlier is None:
             log.info("feedback.repeated", action=click.action, incident=click.incident_id)
             return
@@ -254,7 +259,6 @@ class Escalator:
         self.every = every
         self._backoff = Backoff(base=every, cap=CHECK_WAIT_CAP, floor=every, rand=rng)
         self._failing: dict[str, str] = {}  # incident → the error logged, while it lasts
-        self._done_unrecorded: set[str] = set()  # escalated or given up; the store refused it
 
     async def run(self) -> None:
         problem = None  # the failure of the checks logged last, so that it is logged once
@@ -277,20 +281,18 @@ class Escalator:
         routes = self.live.current.routes
         if not any(route.escalate_after is not None for route in routes.values()):
             return 0
+        await self.slack.messages.write_back_presses()
         now = datetime.fromtimestamp(self._clock(), UTC)
         waiting = await self.store.unacknowledged(self.slack.name)
         ids = {incident_id for incident_id, *_ in waiting}
         self._failing = {key: error for key, error in self._failing.items() if key in ids}
         escalated = 0
-        self._done_unrecorded &= ids
         for incident_id, route_name, posted, snoozed in waiting:
             route = routes.get(route_name)
             if route is None or route.escalate_after is None:
                 continue
-            if incident_id in self._done_unrecorded or self.slack.messages.acknowledged_here(
-                incident_id
-            ):
-                continue  # the store could not record it: known here
+            if self.slack.messages.pressed_here(incident_id, (ACK, ESCALATED, ESCALATION_FAILED)):
+                continue  # the store could not record it yet: known here
             due = max(posted + route.escalate_after, snoozed + SNOOZE_FOR * (snoozed > posted))
             if now >= due and await self._escalate(incident_id, route_name, route, now, posted):
                 escalated += 1
@@ -323,10 +325,10 @@ class Escalator:
 
     async def _record(self, incident_id: str, action: str, now: datetime) -> None:
         """Record that an incident was escalated or given up, so that it is not again; where
-        the store cannot (a full disk), it is remembered here until a restart."""
+        the store cannot (a full disk), it is held in memory until it can."""
         try:
             await self.store.record_click(incident_id, action, "crisiswatch", now, None)
         except StoreError as exc:
             log.error("escalation.unrecorded", incident=incident_id, action=action,
-                      error=str(exc), effect="not escalated again until a restart")  # fmt: skip
-            self._done_unrecorded.add(incident_id)
+                      error=str(exc), effect="not escalated again")  # fmt: skip
+            self.slack.messages.pressed_unrecorded(Press(incident_id, action, "crisiswatch", now))

@@ -1,27 +1,43 @@
-"""Where each incident's Slack message is, and which posts are under way, for `SlackNotifier`.
+"""Where each incident's Slack message is, which posts are under way, and the buttons pressed
+on its page, for `SlackNotifier` and the button handlers.
 
-The state store records both, so later pages edit the message and a retry after a crash looks
-for a post that may have reached Slack. When the store cannot take a write (a full disk; its
-reads still work), this process remembers it instead and the page still goes: the incident's
-later pages edit its message as usual, and what was remembered here is written to the store at
-its next write that works. Only a restart before then loses it, and then an incident's next page
-is posted as a new message.
+The state store records them, so later pages edit the message, a retry after a crash looks for a
+post that may have reached Slack, and an acknowledgement shows and stops escalation. When the
+store cannot take a write (a full disk; its reads still work), this process remembers it instead
+and the page still goes: the incident's later pages edit its message as usual, and what was
+remembered here is written to the store once it takes writes again. Only a restart before then
+loses it (an incident's next page is then posted as a new message).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import structlog
 
+from crisiswatch.notify.slack_blocks import ACK
 from crisiswatch.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
-KEPT = 1_000  # records of each kind held here at most (messages, marks, acknowledgements)
+KEPT = 1_000  # records of each kind held here at most (messages, marks, presses)
 
 _Message = tuple[str, str, str, datetime]  # (channel, ts, route, posted at)
+
+
+class Press(NamedTuple):
+    """A button pressed on an incident's page (or an escalation made), as the store records it."""
+
+    incident_id: str
+    action: str
+    user: str
+    at: datetime
+    mention_id: str | None = None
+
+
 V = TypeVar("V")
 
 
@@ -36,7 +52,8 @@ class Messages:
         self._unrecorded: dict[str, _Message | None] = {}
         self._marks: dict[str, datetime] = {}  # posting marks the store could not take
         self._writing = asyncio.Lock()  # one write of messages at a time, so none overtakes
-        self._acks: dict[str, tuple[str, datetime]] = {}  # acknowledgements the store refused
+        # button presses (and escalations made) the store could not record, oldest first
+        self._presses: deque[Press] = deque(maxlen=KEPT)
 
     async def message(self, incident_id: str) -> tuple[str, str] | None:
         """(channel, ts) of the incident's message, if one was posted."""
@@ -54,16 +71,37 @@ class Messages:
 
     async def acknowledged(self, incident_id: str) -> tuple[str, datetime] | None:
         """(user, when) of the incident's first acknowledgement, if any."""
-        return await self.store.acknowledged(incident_id) or self._acks.get(incident_id)
+        return await self.store.acknowledged(incident_id) or next(
+            (
+                (p.user, p.at)
+                for p in self._presses
+                if p.incident_id == incident_id and p.action == ACK
+            ),
+            None,
+        )
 
-    def acknowledged_unrecorded(self, incident_id: str, user: str, at: datetime) -> None:
-        """Someone acknowledged the incident, and the store could not record it."""
-        if incident_id not in self._acks:
-            _put(self._acks, incident_id, (user, at))
+    def pressed_unrecorded(self, press: Press) -> None:
+        """A press (or an escalation made) that the store could not record: held here until
+        `write_back_presses` can."""
+        self._presses.append(press)
 
-    def acknowledged_here(self, incident_id: str) -> bool:
-        """Whether the incident was acknowledged without the store recording it."""
-        return incident_id in self._acks
+    def pressed_here(self, incident_id: str, actions: Collection[str]) -> bool:
+        """Whether one of `actions` was pressed on the incident and is held here."""
+        return any(p.incident_id == incident_id and p.action in actions for p in self._presses)
+
+    async def write_back_presses(self) -> None:
+        """Record the presses held here, oldest first, until the store refuses one."""
+        async with self._writing:
+            while self._presses:
+                press = self._presses[0]
+                try:
+                    await self.store.record_click(
+                        press.incident_id, press.action, press.user, press.at, press.mention_id
+                    )
+                except StoreError:
+                    return
+                self._presses.popleft()
+                log.info("feedback.recorded", action=press.action, incident=press.incident_id)
 
     async def save(self, incident_id: str, channel: str, ts: str, route: str) -> None:
         """The incident's message is this one, posted for `route` (its posting mark goes, as
