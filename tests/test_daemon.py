@@ -605,6 +605,27 @@ class TestDispatcherAgainstAFailingStore:
         assert [row["status"] for row in await store.outbox()] == ["sent"] * 3
 
 
+def started(store: Store, *notifiers: Recorder, waits: Waits | None = None) -> Dispatcher:
+    """A dispatcher with its senders running, waiting no time between tries (`waits` has the
+    waits it was told)."""
+    dispatcher = Dispatcher(list(notifiers), store, sleep=waits or Waits(), rng=lambda: 0.0)
+    dispatcher.start()
+    return dispatcher
+
+
+async def dispatch_pages(dispatcher: Dispatcher, make_page: PageFactory, count: int) -> None:
+    """Dispatch a page of each of the incidents p0@1, p1@1, …"""
+    for n in range(count):
+        await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+
+
+async def sent_once_all_are(dispatcher: Dispatcher, notifier: Recorder, count: int) -> list[str]:
+    """Once `notifier` has `count` pages, stop the dispatcher; its pages' incidents."""
+    await until(lambda: len(notifier.pages) == count)
+    await dispatcher.close(1)
+    return [p.incident.id for p in notifier.pages]
+
+
 class TestPagesTheOutboxCannotTake:
     """A full disk when a page is queued: the page waits in memory and goes in order, tried
     again as an outbox page is, without holding up the pipeline (it had been sent at once,
@@ -624,14 +645,10 @@ class TestPagesTheOutboxCannotTake:
                 await super().send(page)
 
         limited, waits = RateLimited(), Waits()
-        dispatcher = Dispatcher([limited], store, sleep=waits, rng=lambda: 0.0)
-        dispatcher.start()
+        dispatcher = started(store, limited, waits=waits)
         with capture_logs() as logs:
-            for n in range(3):
-                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
-            await until(lambda: len(limited.pages) == 3)
-        await dispatcher.close(1)
-        assert [p.incident.id for p in limited.pages] == ["p0@1", "p1@1", "p2@1"]
+            await dispatch_pages(dispatcher, make_page, 3)
+            assert await sent_once_all_are(dispatcher, limited, 3) == ["p0@1", "p1@1", "p2@1"]
         assert dispatcher.sent == 3 and dispatcher.failed == 0
         assert waits.waits == [1.5]  # the wait Slack asked for, as for an outbox page
         # logged once: the later pages were not offered to the outbox, to go after the first
@@ -650,16 +667,12 @@ class TestPagesTheOutboxCannotTake:
                 await super().send(page)
 
         slow = Slow()
-        dispatcher = Dispatcher([slow], store)
-        dispatcher.start()
+        dispatcher = started(store, slow)
         async with asyncio.timeout(1):
-            for n in range(2):
-                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+            await dispatch_pages(dispatcher, make_page, 2)
         assert slow.pages == []
         slow.go.set()
-        await until(lambda: len(slow.pages) == 2)
-        await dispatcher.close(1)
-        assert [p.incident.id for p in slow.pages] == ["p0@1", "p1@1"]
+        assert await sent_once_all_are(dispatcher, slow, 2) == ["p0@1", "p1@1"]
 
     async def test_once_the_disk_has_room_they_go_to_the_outbox_in_order(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
@@ -669,8 +682,7 @@ class TestPagesTheOutboxCannotTake:
         page, and each notifier sends each once, in order."""
         up, down = Recorder(), Recorder(fail=True)
         up.name, down.name = "console", "slack"
-        dispatcher = Dispatcher([up, down], store, sleep=Waits(), rng=lambda: 0.0)
-        dispatcher.start()
+        dispatcher = started(store, up, down)
         await dispatcher.dispatch(make_page(id="first@1"))
         full_disk[0] = False
         await dispatcher.dispatch(make_page(id="second@1"))
@@ -739,11 +751,8 @@ class TestPagesTheOutboxCannotTake:
     async def test_pages_still_in_memory_at_a_stop_are_queued_for_the_next_start(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
     ) -> None:
-        down = Recorder(fail=True)
-        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
-        dispatcher.start()
-        for n in range(2):
-            await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        dispatcher = started(store, Recorder(fail=True))
+        await dispatch_pages(dispatcher, make_page, 2)
         assert dispatcher.in_memory == 2
         full_disk[0] = False
         await dispatcher.close(0.2)
@@ -757,10 +766,8 @@ class TestPagesTheOutboxCannotTake:
     async def test_those_a_stop_cannot_queue_either_are_logged_as_lost(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
     ) -> None:
-        dispatcher = Dispatcher([Recorder(fail=True)], store, sleep=Waits(), rng=lambda: 0.0)
-        dispatcher.start()
-        for n in range(2):
-            await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+        dispatcher = started(store, Recorder(fail=True))
+        await dispatch_pages(dispatcher, make_page, 2)
         with capture_logs() as logs:
             await dispatcher.close(0.2)
         lost = [e for e in logs if e["event"] == "pages.lost"]
@@ -775,19 +782,15 @@ class TestPagesTheOutboxCannotTake:
     ) -> None:
         monkeypatch.setattr(dispatch, "SPILLED_KEPT", 2)
         down = Recorder(fail=True)
-        dispatcher = Dispatcher([down], store, sleep=Waits(), rng=lambda: 0.0)
-        dispatcher.start()
+        dispatcher = started(store, down)
         with capture_logs() as logs:
-            for n in range(3):
-                await dispatcher.dispatch(make_page(id=f"p{n}@1"))
+            await dispatch_pages(dispatcher, make_page, 3)
         assert dispatcher.failed == 1
         assert [e["page"] for e in logs if e["event"] == "page.lost"] == [
             page_key(make_page(id="p2@1"))
         ]
         down.fail = False
-        await until(lambda: len(down.pages) == 2)
-        await dispatcher.close(1)
-        assert [p.incident.id for p in down.pages] == ["p0@1", "p1@1"]
+        assert await sent_once_all_are(dispatcher, down, 2) == ["p0@1", "p1@1"]
 
     async def test_one_being_sent_is_not_overtaken_by_the_pages_after_it(
         self, store: Store, make_page: PageFactory, full_disk: list[bool]
@@ -809,8 +812,7 @@ class TestPagesTheOutboxCannotTake:
                 await super().send(page)
 
         flaky = FailsOnce()
-        dispatcher = Dispatcher([flaky], store, sleep=Waits(), rng=lambda: 0.0)
-        dispatcher.start()
+        dispatcher = started(store, flaky)
         opened = make_page(PageKind.OPENED)
         await dispatcher.dispatch(opened)
         await until(lambda: flaky.tries == 1)

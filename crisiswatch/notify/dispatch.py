@@ -45,6 +45,7 @@ from crisiswatch.config import LiveSettings
 from crisiswatch.domain import Incident, Page
 from crisiswatch.notify import Notifier, PermanentError, RetryLater, Unauthorized
 from crisiswatch.notify.codec import dump_page, load_page
+from crisiswatch.notify.held import Held
 from crisiswatch.notify.stages import quiet_until, silenced_by
 from crisiswatch.retry import Backoff
 from crisiswatch.store import OutboxItem, Store, StoreError, page_key
@@ -57,6 +58,7 @@ UNRECORDED_KEPT = 10_000  # per notifier: pages done with whose outcome the stor
 BROKEN_TRIES = 3  # a page failing this often with a programming error is given up
 SPILLED_KEPT = 5_000  # pages the outbox could not take, waiting in memory to be sent
 SENT_KEPT = 10_000  # per notifier: incidents whose newest page sent is remembered here
+UNSAVED_KEPT = 10_000  # incidents the store could not save, held until it can
 
 
 class Dispatcher:
@@ -99,10 +101,12 @@ class Dispatcher:
         self._uncounted: dict[int, int] = {}  # by outbox number: failed tries not recorded
         self._recording = {n.name: Backoff(rand=rng) for n in self.notifiers}  # … tried again
         self._spilled: deque[_Spilled] = deque()  # pages the outbox could not take, in order
-        self._unsaved: dict[str, Incident] = {}  # incidents the store could not save, newest
+        self._unsaved: Held[str, Incident] = Held(UNSAVED_KEPT)  # the store could not save
         # per notifier, incident -> the time of its newest page sent: held pages older than it
         # are not sent (the store knows it too, unless it could not record it)
-        self._sent_at: dict[str, dict[str, datetime]] = {n.name: {} for n in self.notifiers}
+        self._sent_at: dict[str, Held[str, datetime]] = {
+            n.name: Held(SENT_KEPT) for n in self.notifiers
+        }
         self._senders: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -357,10 +361,8 @@ class Dispatcher:
         self.sent += 1
         log.info("page.sent", page=key, notifier=notifier.name, kind=page.kind.value)
         self._accepted(notifier.name)
-        sent_at = self._sent_at[notifier.name]  # (popped and put back: the oldest go first)
-        sent_at[page.incident.id] = max(page.at, sent_at.pop(page.incident.id, page.at))
-        while len(sent_at) > SENT_KEPT:
-            del sent_at[next(iter(sent_at))]
+        sent_at = self._sent_at[notifier.name]
+        sent_at.put(page.incident.id, max(page.at, sent_at.get(page.incident.id) or page.at))
         return _Tried.SENT, "", None
 
     def _spill(
@@ -519,23 +521,14 @@ class Dispatcher:
         newest of each, and saved at the next save that works (else, resolved meanwhile, it
         would stay firing in the store, and be escalated)."""
         incident = page.incident
-        self._unsaved.pop(incident.id, None)  # this one is newer
+        self._unsaved.discard(incident.id)  # this one is newer
         try:
             await self.store.save_incident(incident)
         except StoreError as exc:
             log.error("incident.unsaved", incident=incident.id, error=str(exc))
-            self._unsaved[incident.id] = incident
-            while len(self._unsaved) > SENT_KEPT:
-                del self._unsaved[next(iter(self._unsaved))]
+            self._unsaved.put(incident.id, incident)
             return
-        while self._unsaved:
-            held = next(iter(self._unsaved.values()))
-            try:
-                await self.store.save_incident(held)
-            except StoreError:
-                return
-            if self._unsaved.get(held.id) is held:  # (not replaced meanwhile)
-                del self._unsaved[held.id]
+        await self._unsaved.write_back(lambda _, held: self.store.save_incident(held))
 
 
 @dataclass(frozen=True, slots=True)

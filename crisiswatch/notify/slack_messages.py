@@ -12,13 +12,14 @@ loses it (an incident's next page is then posted as a new message).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import itertools
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import structlog
 
+from crisiswatch.notify.held import Held
 from crisiswatch.notify.slack_blocks import ACK
 from crisiswatch.store import Store, StoreError
 
@@ -38,34 +39,32 @@ class Press(NamedTuple):
     mention_id: str | None = None
 
 
-V = TypeVar("V")
-
-
 class Messages:
-    """One notifier's incident messages and posting marks: the store's, with this process's
-    memory for what the store could not take."""
+    """One notifier's incident messages, posting marks and button presses: the store's, with
+    this process's memory for what the store could not take."""
 
     def __init__(self, store: Store, notifier: str) -> None:
         self.store = store
         self.notifier = notifier
         # incident id -> its message, or None once let go, where the store could not record it
-        self._unrecorded: dict[str, _Message | None] = {}
-        self._marks: dict[str, datetime] = {}  # posting marks the store could not take
-        self._writing = asyncio.Lock()  # one write of messages at a time, so none overtakes
-        # button presses (and escalations made) the store could not record, oldest first
-        self._presses: deque[Press] = deque(maxlen=KEPT)
+        self._unrecorded: Held[str, _Message | None] = Held(KEPT)
+        self._marks: Held[str, datetime] = Held(KEPT)  # posting marks the store could not take
+        self._writing = asyncio.Lock()  # one write at a time, so none overtakes another
+        # button presses (and escalations made) the store could not record, by arrival
+        self._presses: Held[int, Press] = Held(KEPT)
+        self._pressed = itertools.count()
 
     async def message(self, incident_id: str) -> tuple[str, str] | None:
         """(channel, ts) of the incident's message, if one was posted."""
         if incident_id in self._unrecorded:
-            held = self._unrecorded[incident_id]
+            held = self._unrecorded.get(incident_id)
             return None if held is None else (held[0], held[1])
         return await self.store.message(incident_id, self.notifier)
 
     async def posted_for(self, incident_id: str) -> tuple[str, str | None] | None:
         """(channel, route) of the incident's message, if one was posted (see the store's)."""
         if incident_id in self._unrecorded:
-            held = self._unrecorded[incident_id]
+            held = self._unrecorded.get(incident_id)
             return None if held is None else (held[0], held[2])
         return await self.store.posted_for(incident_id, self.notifier)
 
@@ -74,7 +73,7 @@ class Messages:
         return await self.store.acknowledged(incident_id) or next(
             (
                 (p.user, p.at)
-                for p in self._presses
+                for p in self._presses.values()
                 if p.incident_id == incident_id and p.action == ACK
             ),
             None,
@@ -83,30 +82,29 @@ class Messages:
     def pressed_unrecorded(self, press: Press) -> None:
         """A press (or an escalation made) that the store could not record: held here until
         `write_back_presses` can."""
-        self._presses.append(press)
+        self._presses.put(next(self._pressed), press)
 
     def pressed_here(self, incident_id: str, actions: Collection[str]) -> bool:
         """Whether one of `actions` was pressed on the incident and is held here."""
-        return any(p.incident_id == incident_id and p.action in actions for p in self._presses)
+        return any(
+            p.incident_id == incident_id and p.action in actions for p in self._presses.values()
+        )
 
     async def write_back_presses(self) -> None:
         """Record the presses held here, oldest first, until the store refuses one."""
         async with self._writing:
-            while self._presses:
-                press = self._presses[0]
-                try:
-                    await self.store.record_click(
-                        press.incident_id, press.action, press.user, press.at, press.mention_id
-                    )
-                except StoreError:
-                    return
-                self._presses.popleft()
-                log.info("feedback.recorded", action=press.action, incident=press.incident_id)
+            await self._presses.write_back(self._write_press)
+
+    async def _write_press(self, _: int, press: Press) -> None:
+        await self.store.record_click(
+            press.incident_id, press.action, press.user, press.at, press.mention_id
+        )
+        log.info("feedback.recorded", action=press.action, incident=press.incident_id)
 
     async def save(self, incident_id: str, channel: str, ts: str, route: str) -> None:
         """The incident's message is this one, posted for `route` (its posting mark goes, as
         the store's does)."""
-        self._marks.pop(incident_id, None)
+        self._marks.discard(incident_id)
         await self._record(incident_id, (channel, ts, route, datetime.now(UTC)))
 
     async def forget(self, incident_id: str) -> None:
@@ -127,10 +125,10 @@ class Messages:
                 error=str(exc),
                 effect="posted all the same; a crash just after it may post it twice",
             )
-            _put(self._marks, key, datetime.now(UTC))
+            self._marks.put(key, datetime.now(UTC))
             return None
         async with self._writing:
-            await self._write_back()
+            await self._unrecorded.write_back(self._write_back)
         return earlier
 
     async def _record(self, incident_id: str, message: _Message | None) -> None:
@@ -147,33 +145,18 @@ class Messages:
                     effect="remembered until the store can take it: the incident's later pages "
                     "edit its message all the same (a restart before then posts a new one)",
                 )
-                self._unrecorded.pop(incident_id, None)  # to the end: the newest is kept longest
-                _put(self._unrecorded, incident_id, message)
+                self._unrecorded.put(incident_id, message)
                 return
-            self._unrecorded.pop(incident_id, None)
-            await self._write_back()
+            self._unrecorded.discard(incident_id)
+            await self._unrecorded.write_back(self._write_back)
+
+    async def _write_back(self, incident_id: str, message: _Message | None) -> None:
+        await self._write(incident_id, message)
+        log.info("slack.message_recorded", incident=incident_id)
 
     async def _write(self, incident_id: str, message: _Message | None) -> None:
+        """Write an incident's message (None: none) to the store."""
         if message is None:
             await self.store.forget_message(incident_id, self.notifier)
         else:
             await self.store.save_message(incident_id, self.notifier, *message)
-
-    async def _write_back(self) -> None:
-        """The store takes writes again: what was remembered here goes to it, oldest first,
-        until it refuses one (under `_writing`: an entry leaves memory once written)."""
-        while self._unrecorded:
-            incident_id, message = next(iter(self._unrecorded.items()))
-            try:
-                await self._write(incident_id, message)
-            except StoreError:
-                return
-            del self._unrecorded[incident_id]
-            log.info("slack.message_recorded", incident=incident_id)
-
-
-def _put(held: dict[str, V], key: str, value: V) -> None:
-    """Add to a record held here, letting the oldest go past `KEPT`."""
-    held[key] = value
-    while len(held) > KEPT:
-        del held[next(iter(held))]
